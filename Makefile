@@ -1,0 +1,38 @@
+# The two commands of the README, plus the Dagster UI.
+#   make run   set up (when needed) and materialize the whole asset graph on the embedded defaults
+#   make test  set up (when needed) and run the test suite
+#   make dev   set up (when needed) and open the Dagster UI
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Reinstall only when the project's requirements change: re-running is fast.
+STAMP := $(VENV)/.installed
+
+export RECALL_PIPELINE_HOME ?= $(CURDIR)/.recall
+export DAGSTER_HOME ?= $(RECALL_PIPELINE_HOME)/dagster
+export HF_HUB_OFFLINE := 1
+export HF_HUB_DISABLE_PROGRESS_BARS := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: run test dev setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/recall-pipeline run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+dev: $(STAMP)
+	$(BIN)/recall-pipeline init-home
+	$(BIN)/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf $(RECALL_PIPELINE_HOME)

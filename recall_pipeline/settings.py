@@ -1,0 +1,75 @@
+"""Where the pipeline keeps its state, from environment variables with embedded defaults.
+
+Every piece of state (the DuckDB warehouse, the MLflow store, the FAISS index, the rating
+matrix, reports, the feedback inbox, Dagster's own storage) lives under one home folder, so that
+one variable moves a whole deployment and deleting the folder resets it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+HOME_ENV = "RECALL_PIPELINE_HOME"
+SOURCE_ENV = "RECALL_PIPELINE_SOURCE"
+DEFAULT_HOME = ".recall"
+
+
+@dataclass(frozen=True)
+class HomeLayout:
+    """The paths inside the home folder; one place names them all."""
+
+    root: Path
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root / "warehouse.duckdb"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow" / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / "mlflow" / "artifacts"
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def indexes(self) -> Path:
+        return self.root / "indexes"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.root / "dagster"
+
+    def create(self) -> "HomeLayout":
+        """Create every folder, and Dagster's instance file with a one-writer pool for DuckDB."""
+        for folder in (self.root, self.features, self.indexes, self.models, self.reports,
+                       self.inbox, self.mlflow_artifacts, self.dagster_home):
+            folder.mkdir(parents=True, exist_ok=True)
+        instance_yaml = self.dagster_home / "dagster.yaml"
+        if not instance_yaml.exists():
+            # DuckDB allows one writing process: steps that write the warehouse share one slot.
+            instance_yaml.write_text("concurrency:\n  pools:\n    default_limit: 1\n")
+        return self
+
+
+def home_layout() -> HomeLayout:
+    """The home folder: ``$RECALL_PIPELINE_HOME``, default ``./.recall``, as an absolute path."""
+    return HomeLayout(Path(os.environ.get(HOME_ENV, DEFAULT_HOME)).expanduser().resolve())
