@@ -14,7 +14,9 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from recall_pipeline.core.baselines import popularity_scores
 from recall_pipeline.core.matrix import RatingMatrix
+from recall_pipeline.core.ranking import top_k_dense
 from recall_pipeline.core.metrics import hit_matrix, ndcg_at_k, recall_at_k, relevant_counts
 
 WARM_RECALL_KS = (20, 50, 100)
@@ -63,4 +65,36 @@ def metric_rows(model: str, slice_: Slice, lists: np.ndarray, recall_ks: tuple[i
              "value": float(recall_at_k(hits, n_rel, k).mean())} for k in recall_ks]
     rows += [{"model": model, "slice": slice_.name, "metric": "ndcg", "k": k,
               "value": float(ndcg_at_k(hits, n_rel, k).mean())} for k in ndcg_ks]
+    return rows
+
+
+def evaluate_recall(split: pl.DataFrame, rm: RatingMatrix, final_lists: np.ndarray,
+                    user_vectors: np.ndarray, item_vectors: np.ndarray,
+                    seed: int = 0) -> list[dict]:
+    """Metric rows for the published lists (``final``) and MostPopular, warm and cold slices.
+
+    ``final_lists`` (n_users x K item positions) and ``user_vectors`` (zero rows for users
+    without a profile) are aligned with ``rm.user_ids``; ``item_vectors`` with ``rm.item_ids``.
+    On the cold slice, ``final`` ranks the cold items by the user's profile against their LM
+    embeddings (the only signal a cold item has); MostPopular's cold scores all tie at zero,
+    so its cold figures are those of the seeded random order.
+    """
+    warm = warm_slice(split, rm)
+    k_max = max(WARM_RECALL_KS)
+    popular = np.broadcast_to(popularity_scores(rm.matrix), (len(warm.rows), rm.matrix.shape[1]))
+    pop_lists, _ = top_k_dense(popular, k_max, rm.matrix, warm.rows, seed)
+    rows = metric_rows("final", warm, final_lists[warm.rows, :k_max], WARM_RECALL_KS, WARM_NDCG_KS)
+    rows += metric_rows("MostPopular", warm, pop_lists, WARM_RECALL_KS, WARM_NDCG_KS)
+
+    cold_items = split.filter(pl.col("part") == "cold_test")["item_id"].unique().to_numpy()
+    cold_columns = np.searchsorted(rm.item_ids, np.sort(cold_items))
+    cold = cold_slice(split, rm, cold_columns)
+    if len(cold.rows):
+        k_cold = max(COLD_KS)
+        lm_scores = user_vectors[cold.rows] @ item_vectors[cold_columns].T
+        lm_lists, _ = top_k_dense(lm_scores, k_cold, seed=seed)
+        cold_pop = popularity_scores(rm.matrix)[cold_columns]
+        pop_cold, _ = top_k_dense(np.broadcast_to(cold_pop, lm_scores.shape), k_cold, seed=seed)
+        rows += metric_rows("final", cold, lm_lists, COLD_KS, COLD_KS)
+        rows += metric_rows("MostPopular", cold, pop_cold, COLD_KS, COLD_KS)
     return rows

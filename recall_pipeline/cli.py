@@ -1,0 +1,152 @@
+"""``recall-pipeline``: run the whole graph, or look at a user's recall list.
+
+    recall-pipeline run [--source source.yaml] [--sample-users N]
+    recall-pipeline recall USER_ID [-k 20]
+    recall-pipeline sql "select ... from recall.latest ..."
+    recall-pipeline init-home
+
+``run`` executes the ``recall_job`` through Dagster against the instance in
+``$DAGSTER_HOME`` (default ``$RECALL_PIPELINE_HOME/dagster``), so the run, its logs and its
+asset materializations show up in the Dagster UI opened by ``make dev``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import duckdb
+
+from recall_pipeline.settings import SOURCE_ENV, HomeLayout, home_layout
+
+TRY_SQL = """select c.rank, c.item_id, i.item_text, round(c.score, 3) as score
+from recall.latest c join clean.items i using (item_id)
+where c.user_id = 1 order by c.rank limit 10;"""
+
+
+LOG_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+def _prepare_environment(layout: HomeLayout) -> None:
+    os.environ.setdefault("DAGSTER_HOME", str(layout.dagster_home))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def run(source: str | None, sample_users: int | None) -> int:
+    """Materialize every asset on the configured source and print where the outputs are."""
+    layout = home_layout().create()
+    _prepare_environment(layout)
+    if source:
+        os.environ[SOURCE_ENV] = os.path.abspath(source)
+    import dagster as dg
+
+    from recall_pipeline.definitions import build_definitions, data_source_from_env
+
+    data_source = data_source_from_env()
+    if sample_users:
+        # Dagster reads a resource's config from its constructor arguments: build a new one.
+        data_source = type(data_source)(**{**data_source.model_dump(), "sample_users": sample_users})
+    job = build_definitions(layout, data_source).resolve_job_def("recall_job")
+    started = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=LOG_INFO)
+        steps = instance.get_run_step_stats(result.run_id)
+    elapsed = time.perf_counter() - started
+    print(f"\nrun {result.run_id}: {'SUCCESS' if result.success else 'FAILURE'} in {elapsed:.1f}s")
+    for step in sorted(steps, key=lambda s: s.start_time or 0):
+        if step.start_time and step.end_time:
+            print(f"  {step.step_key:<28} {step.end_time - step.start_time:7.1f}s  {step.status.value}")
+    if not result.success:
+        print("the run failed; the step logs above and the Dagster UI (make dev) say why",
+              file=sys.stderr)
+        return 1
+    _print_outputs(layout, result.run_id)
+    return 0
+
+
+def _print_outputs(layout: HomeLayout, run_id: str) -> None:
+    with duckdb.connect(str(layout.warehouse), read_only=True) as con:
+        metrics = con.execute(
+            "select model, slice, metric, k, round(value, 4) from eval.metrics "
+            "where run_id = ? order by slice desc, model, metric desc, k", [run_id]).fetchall()
+    print("\nevaluation (shared/EVALUATION.md):")
+    for model, slice_, metric, k, value in metrics:
+        print(f"  {slice_:<5} {model:<12} {metric}@{k:<4} {value}")
+    print(f"\nhome folder:       {layout.root}")
+    print(f"DuckDB warehouse:  {layout.warehouse}")
+    print(f"FAISS index:       {layout.indexes / 'items'}")
+    print(f"Dagster instance:  {os.environ['DAGSTER_HOME']} (open the UI with: make dev)")
+    print(f"\ntry:  .venv/bin/recall-pipeline sql \"{' '.join(TRY_SQL.split())}\"")
+    print("or:   .venv/bin/recall-pipeline recall 1")
+    print(f"or open {layout.warehouse} read-only from any DuckDB client and run the same SQL")
+
+
+def recall(user_id: str, k: int) -> int:
+    """Print a user's newest recall list with item text, read-only."""
+    layout = home_layout()
+    if not layout.warehouse.exists():
+        print(f"no warehouse at {layout.warehouse}; run `make run` first", file=sys.stderr)
+        return 1
+    key: int | str = int(user_id) if user_id.lstrip("-").isdigit() else user_id
+    try:
+        with duckdb.connect(str(layout.warehouse), read_only=True) as con:
+            rows = con.execute(
+                "select c.rank, c.item_id, i.item_text, c.score, c.route from recall.latest c "
+                "join clean.items i using (item_id) where c.user_id = ? order by c.rank limit ?",
+                [key, k]).fetchall()
+    except duckdb.IOException as exc:
+        print(f"the warehouse is busy (a run is writing it): {exc}", file=sys.stderr)
+        return 1
+    if not rows:
+        print(f"user {user_id} has no recall list in {layout.warehouse}", file=sys.stderr)
+        return 1
+    for rank, item_id, text, score, route in rows:
+        print(f"{rank:>3}  {score:6.3f}  {str(item_id):>8}  {text}  [{route}]")
+    return 0
+
+
+def sql(query: str) -> int:
+    """Run one SQL statement on the warehouse, read-only, and print the result."""
+    import polars as pl
+
+    layout = home_layout()
+    try:
+        with duckdb.connect(str(layout.warehouse), read_only=True) as con:
+            frame = con.sql(query).pl()
+    except duckdb.Error as exc:
+        print(f"{layout.warehouse}: {exc}", file=sys.stderr)
+        return 1
+    with pl.Config(tbl_rows=100, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=160):
+        print(frame)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="recall-pipeline", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_cmd = commands.add_parser("run", help="materialize the whole asset graph")
+    run_cmd.add_argument("--source", help="YAML file describing your interaction and item files")
+    run_cmd.add_argument("--sample-users", type=int, help="bundled data: keep the first N users")
+    recall_cmd = commands.add_parser("recall", help="print a user's newest recall list")
+    recall_cmd.add_argument("user_id")
+    recall_cmd.add_argument("-k", type=int, default=20)
+    sql_cmd = commands.add_parser("sql", help="run a read-only SQL query on the warehouse")
+    sql_cmd.add_argument("query")
+    commands.add_parser("init-home", help="create the home folder and Dagster's instance file")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return run(args.source, args.sample_users)
+    if args.command == "recall":
+        return recall(args.user_id, args.k)
+    if args.command == "sql":
+        return sql(args.query)
+    home_layout().create()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The one place that builds the Dagster ``Definitions``: assets, checks, jobs and resources.
+
+``dagster dev -w workspace.yaml`` loads :func:`defs`; the CLI and the tests call
+:func:`build_definitions` with their own home folder or data source.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from recall_pipeline.defs.evaluation.evaluation_report import evaluation_report
+from recall_pipeline.defs.features.item_embeddings import item_embeddings
+from recall_pipeline.defs.features.rating_matrix import rating_matrix
+from recall_pipeline.defs.features.user_profiles import user_profiles
+from recall_pipeline.defs.ingest.cleaned_interactions import cleaned_interactions
+from recall_pipeline.defs.ingest.cleaned_item_text import cleaned_item_text
+from recall_pipeline.defs.ingest.raw_interactions_and_items import raw_interactions_and_items
+from recall_pipeline.defs.jobs import recall_job
+from recall_pipeline.defs.serving.faiss_index import faiss_index
+from recall_pipeline.defs.serving.recall_candidates import recall_candidates
+from recall_pipeline.resources import DataSource, PipelineHome, TextEncoderResource, Warehouse
+from recall_pipeline.settings import SOURCE_ENV, HomeLayout, home_layout
+
+ASSETS = [raw_interactions_and_items, cleaned_item_text, cleaned_interactions, rating_matrix,
+          item_embeddings, user_profiles, faiss_index, recall_candidates, evaluation_report]
+
+
+def data_source_from_env() -> DataSource:
+    """The data source of ``$RECALL_PIPELINE_SOURCE`` (a YAML file), else the bundled data.
+
+    Relative file paths in the YAML are taken relative to the YAML file itself.
+    """
+    path = os.environ.get(SOURCE_ENV)
+    if not path:
+        return DataSource()
+    source_file = Path(path).expanduser().resolve()
+    settings = yaml.safe_load(source_file.read_text()) or {}
+    for key in ("interactions_path", "items_path"):
+        if settings.get(key):
+            settings[key] = str((source_file.parent / settings[key]).resolve())
+    return DataSource(**settings)
+
+
+def build_resources(home: HomeLayout, data_source: DataSource | None = None) -> dict:
+    return {
+        "warehouse": Warehouse(path=str(home.warehouse)),
+        "home": PipelineHome(root=str(home.root)),
+        "data_source": data_source or data_source_from_env(),
+        "encoder": TextEncoderResource(model=os.environ.get("RECALL_PIPELINE_ENCODER_MODEL", "")),
+    }
+
+
+def build_definitions(home: HomeLayout | None = None,
+                      data_source: DataSource | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        assets=ASSETS,
+        jobs=[recall_job],
+        resources=build_resources(home or home_layout(), data_source),
+        # On 2 cores a subprocess per step costs more than the parallelism gains.
+        executor=dg.in_process_executor,
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions()

