@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -101,9 +102,12 @@ class TextEncoder:
 
     @cached_property
     def identity(self) -> ModelIdentity:
-        name = self.model_ref if self._folder is None else self._folder.name
-        if self._folder is not None and self._folder.name == "model":
-            name = self._folder.parent.name  # site-packages/<package>/model
+        if self._folder is None:
+            name = self.model_ref
+        elif self.model_ref == bundled_model_path():
+            name = BUNDLED_MODEL_NAME
+        else:
+            name = self._folder.name
         digest = _weights_hash(self._folder) if self._folder else hashlib.sha256(
             self.model_ref.encode()).hexdigest()
         return ModelIdentity(name=name, weights_sha256=digest)

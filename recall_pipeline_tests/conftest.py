@@ -1,0 +1,51 @@
+"""Shared fixtures: the bundled data (loaded once) and small hand-built frames."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+import polars as pl
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def bundled_raw() -> tuple[pl.DataFrame, pl.DataFrame]:
+    from recall_pipeline.core.sources import load_bundled
+
+    return load_bundled(batch_id="test-batch")
+
+
+@pytest.fixture(scope="session")
+def bundled_split(bundled_raw) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(cleaned items, protocol split) of the full bundled data set."""
+    from recall_pipeline.core.interactions import CleaningRules, clean_interactions
+    from recall_pipeline.core.item_text import clean_items
+    from recall_pipeline.core.split import split_interactions
+
+    raw_interactions, raw_items = bundled_raw
+    items, _ = clean_items(raw_items)
+    clean, _ = clean_interactions(raw_interactions, items["item_id"], CleaningRules(), datetime.now())
+    return items, split_interactions(clean)
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    from recall_pipeline.core.encode import TextEncoder
+
+    return TextEncoder(batch_size=16)
+
+
+def raw_frame(rows: list[dict], source_file: str = "ratings.csv") -> pl.DataFrame:
+    """A raw interactions frame (text values) with provenance, as the loaders produce."""
+    frame = pl.DataFrame(rows, schema={c: pl.String for c in ("user_id", "item_id", "rating", "timestamp")})
+    return frame.with_columns(
+        source_file=pl.lit(source_file),
+        source_row=pl.int_range(1, frame.height + 1, dtype=pl.Int64),
+        batch_id=pl.lit("b1"),
+        loaded_at=pl.lit(datetime(2026, 1, 1)),
+    )
