@@ -50,7 +50,7 @@ def split_interactions(clean: pl.DataFrame, protocol: SplitProtocol = SplitProto
     """
     cold = cold_items(clean["item_id"].to_numpy(), protocol)
     frame = clean.select("user_id", "item_id", "rating", "timestamp").with_columns(
-        is_cold=pl.col("item_id").is_in(pl.Series(cold).implode()),
+        is_cold=pl.col("item_id").is_in(pl.Series(cold.tolist(), dtype=clean.schema["item_id"]).implode()),
         is_relevant=pl.col("rating").is_null() | (pl.col("rating") >= protocol.relevance_threshold),
     )
     warm = frame.filter(~pl.col("is_cold")).sort("user_id", "timestamp", "item_id")

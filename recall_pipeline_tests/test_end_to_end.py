@@ -1,0 +1,139 @@
+"""The whole asset graph on a slice of the bundled data, then SQL against the real DuckDB file."""
+
+from __future__ import annotations
+
+import duckdb
+import dagster as dg
+import pytest
+
+from recall_pipeline.cli import main as cli_main
+from recall_pipeline.definitions import build_definitions
+from recall_pipeline.resources import DataSource
+from recall_pipeline.settings import HOME_ENV, HomeLayout
+
+SAMPLE_USERS = 8
+CHECKS = {"raw_items_reconcile", "raw_rows_reconcile", "embeddings_finite_unit_norm_one_per_item",
+          "every_user_has_candidates", "no_training_item_recalled", "metrics_within_unit_interval"}
+
+
+def run_job(home: HomeLayout, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    job = build_definitions(home, DataSource(sample_users=SAMPLE_USERS)).resolve_job_def("recall_job")
+    return job.execute_in_process(instance=instance)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Two runs of the job into one temporary home: the second must reuse every embedding."""
+    home = HomeLayout(tmp_path_factory.mktemp("home")).create()
+    with dg.instance_for_test() as instance:
+        first = run_job(home, instance)
+        second = run_job(home, instance)
+    return home, first, second
+
+
+def sql(home: HomeLayout, query: str, params: list | None = None) -> list[tuple]:
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        return con.execute(query, params or []).fetchall()
+
+
+def materialization(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    events = result.asset_materializations_for_node(asset) or [
+        m for m in result.get_asset_materialization_events() if m.asset_key.to_user_string() == asset]
+    event = events[0]
+    metadata = getattr(event, "metadata", None) or event.materialization.metadata
+    return {key: value.value for key, value in metadata.items()}
+
+
+def test_runs_succeed_and_every_check_passes(pipeline):
+    _, first, second = pipeline
+    for result in (first, second):
+        assert result.success
+        evaluations = result.get_asset_check_evaluations()
+        assert {e.check_name for e in evaluations} == CHECKS
+        assert all(e.passed for e in evaluations), [e.check_name for e in evaluations if not e.passed]
+
+
+def test_raw_rows_reconcile_and_nothing_is_quarantined(pipeline):
+    home, *_ = pipeline
+    [(raw, clean, quarantined)] = sql(home, "select (select count(*) from raw.interactions), "
+                                            "(select count(*) from clean.interactions), "
+                                            "(select count(*) from quarantine.interactions)")
+    assert raw == clean + quarantined and quarantined == 0
+    [(users,)] = sql(home, "select count(distinct user_id) from raw.interactions")
+    assert users == SAMPLE_USERS
+
+
+def test_split_table_follows_the_contract(pipeline):
+    home, *_ = pipeline
+    parts = dict(sql(home, "select part, count(*) from features.interactions_split group by part"))
+    assert set(parts) == {"train", "warm_test", "cold_test"}
+    [(total,)] = sql(home, "select count(*) from clean.interactions")
+    assert sum(parts.values()) == total
+    columns = [row[0] for row in sql(home, "describe features.interactions_split")]
+    assert columns[:5] == ["user_id", "item_id", "rating", "timestamp", "part"]
+
+
+def test_every_user_has_k_candidates_and_none_from_training(pipeline):
+    home, *_ = pipeline
+    counts = sql(home, "select user_id, count(*), min(rank), max(rank) from recall.latest group by user_id")
+    assert len(counts) == SAMPLE_USERS
+    assert all((n, low, high) == (100, 1, 100) for _, n, low, high in counts)
+    [(leaks,)] = sql(home, """select count(*) from recall.latest c join features.interactions_split s
+                               on s.user_id = c.user_id and s.item_id = c.item_id and s.part = 'train'""")
+    assert leaks == 0
+    # scores fall with rank within each list
+    [(unsorted,)] = sql(home, """select count(*) from (select score, lag(score) over
+                                  (partition by user_id order by rank) as previous from recall.latest)
+                                  where score > previous + 1e-6""")
+    assert unsorted == 0
+
+
+def test_runs_append_and_latest_view_shows_the_newest(pipeline):
+    home, first, second = pipeline
+    runs = dict(sql(home, "select run_id, count(*) from recall.candidates group by run_id"))
+    assert runs == {first.run_id: SAMPLE_USERS * 100, second.run_id: SAMPLE_USERS * 100}
+    assert sql(home, "select distinct run_id from recall.latest") == [(second.run_id,)]
+
+
+def test_metrics_are_stored_in_range_with_stable_names(pipeline):
+    home, first, second = pipeline
+    rows = sql(home, "select model, slice, metric, k, value from eval.metrics where run_id = ?", [second.run_id])
+    keys = {(m, s, metric, k) for m, s, metric, k, _ in rows}
+    for model in ("final", "MostPopular"):
+        assert {(model, "warm", "recall", 20), (model, "warm", "recall", 50), (model, "warm", "recall", 100),
+                (model, "warm", "ndcg", 10), (model, "cold", "recall", 20)} <= keys
+    assert all(0.0 <= value <= 1.0 for *_, value in rows)
+    # the same data and model give the same figures in both runs
+    before = dict(((m, s, metric, k), v) for m, s, metric, k, v in
+                  sql(home, "select model, slice, metric, k, value from eval.metrics where run_id = ?",
+                      [first.run_id]))
+    assert before == {(m, s, metric, k): v for m, s, metric, k, v in rows}
+
+
+def test_second_run_reuses_every_embedding(pipeline):
+    home, first, second = pipeline
+    [(items,)] = sql(home, "select count(*) from clean.items")
+    assert materialization(first, "item_embeddings")["encoded"] == items
+    assert materialization(second, "item_embeddings")["encoded"] == 0
+    assert materialization(second, "item_embeddings")["reused"] == items
+
+
+def test_index_manifest_matches_the_catalogue(pipeline):
+    home, *_ = pipeline
+    import json
+
+    manifest = json.loads((home.indexes / "items" / "manifest.json").read_text())
+    [(items,)] = sql(home, "select count(*) from clean.items")
+    assert (manifest["count"], manifest["dims"], manifest["index_type"]) == (items, 384, "IndexFlatIP")
+    assert manifest["model"].startswith("all-MiniLM-L6-v2@")
+
+
+def test_cli_queries_the_results(pipeline, monkeypatch, capsys):
+    home, *_ = pipeline
+    monkeypatch.setenv(HOME_ENV, str(home.root))
+    assert cli_main(["recall", "1", "-k", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].lstrip().startswith("1 ") and "Genres:" in "".join(lines)
+    assert cli_main(["sql", "select count(*) as n from recall.latest"]) == 0
+    assert str(SAMPLE_USERS * 100) in capsys.readouterr().out
+    assert cli_main(["recall", "999999"]) == 1
