@@ -15,6 +15,16 @@ HOME_ENV = "RECALL_PIPELINE_HOME"
 SOURCE_ENV = "RECALL_PIPELINE_SOURCE"
 DEFAULT_HOME = ".recall"
 
+# Dagster's instance settings for a local home: DuckDB allows one writing process, so the steps
+# that write the warehouse share one slot of the "warehouse" pool; no telemetry (often offline).
+INSTANCE_YAML = """\
+concurrency:
+  pools:
+    default_limit: 1
+telemetry:
+  enabled: false
+"""
+
 
 @dataclass(frozen=True)
 class HomeLayout:
@@ -65,8 +75,7 @@ class HomeLayout:
             folder.mkdir(parents=True, exist_ok=True)
         instance_yaml = self.dagster_home / "dagster.yaml"
         if not instance_yaml.exists():
-            # DuckDB allows one writing process: steps that write the warehouse share one slot.
-            instance_yaml.write_text("concurrency:\n  pools:\n    default_limit: 1\n")
+            instance_yaml.write_text(INSTANCE_YAML)
         return self
 
 
