@@ -151,7 +151,8 @@ class TextEncoder:
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         starts = range(0, len(texts), self.batch_size)
         with torch.inference_mode():
-            for start in tqdm(starts, desc="encoding", unit="batch", disable=not progress):
+            for start in tqdm(starts, desc="encoding", unit="batch", disable=not progress,
+                              mininterval=2.0):
                 batch_idx = order[start:start + self.batch_size]
                 batch = self._tokenizer([texts[i] for i in batch_idx], padding=True, truncation=True,
                                         max_length=self.max_length, return_tensors="pt").to(self.device)
