@@ -69,16 +69,25 @@ def run(source: str | None, sample_users: int | None) -> int:
 
 
 def _print_outputs(layout: HomeLayout, run_id: str) -> None:
+    import polars as pl
+
+    from recall_pipeline.core.report import SLICE_ORDER, metrics_table
+
     with duckdb.connect(str(layout.warehouse), read_only=True) as con:
-        metrics = con.execute(
-            "select model, slice, metric, k, round(value, 4) from eval.metrics "
-            "where run_id = ? order by slice desc, model, metric desc, k", [run_id]).fetchall()
-    print("\nevaluation (shared/EVALUATION.md):")
-    for model, slice_, metric, k, value in metrics:
-        print(f"  {slice_:<5} {model:<12} {metric}@{k:<4} {value}")
+        rows = con.sql("select model, slice, metric, k, value from eval.metrics where run_id = ?",
+                       params=[run_id]).pl().to_dicts()
+    print("\nevaluation (shared/EVALUATION.md), same split, same run:")
+    with pl.Config(tbl_rows=20, tbl_cols=-1, tbl_width_chars=200, tbl_hide_column_data_types=True,
+                   tbl_hide_dataframe_shape=True, float_precision=4):
+        for slice_name in SLICE_ORDER:
+            table = metrics_table(rows, slice_name)
+            if not table.is_empty():
+                print(f"{slice_name} slice\n{table}")
     print(f"\nhome folder:       {layout.root}")
     print(f"DuckDB warehouse:  {layout.warehouse}")
     print(f"FAISS index:       {layout.indexes / 'items'}")
+    print(f"evaluation report: {layout.reports / 'latest.html'}")
+    print(f"MLflow store:      {layout.mlflow_db}")
     print(f"Dagster instance:  {os.environ['DAGSTER_HOME']} (open the UI with: make dev)")
     print(f"\ntry:  .venv/bin/recall-pipeline sql \"{' '.join(TRY_SQL.split())}\"")
     print("or:   .venv/bin/recall-pipeline recall 1")

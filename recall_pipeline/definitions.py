@@ -22,7 +22,9 @@ from recall_pipeline.defs.ingest.raw_interactions_and_items import raw_interacti
 from recall_pipeline.defs.jobs import recall_job
 from recall_pipeline.defs.serving.faiss_index import faiss_index
 from recall_pipeline.defs.serving.recall_candidates import recall_candidates
-from recall_pipeline.resources import DataSource, PipelineHome, TextEncoderResource, Warehouse
+from recall_pipeline.resources import (
+    DataSource, MlflowTracking, PipelineHome, TextEncoderResource, Warehouse,
+)
 from recall_pipeline.settings import SOURCE_ENV, HomeLayout, home_layout
 
 ASSETS = [raw_interactions_and_items, cleaned_item_text, cleaned_interactions, rating_matrix,
@@ -51,6 +53,10 @@ def build_resources(home: HomeLayout, data_source: DataSource | None = None) -> 
         "home": PipelineHome(root=str(home.root)),
         "data_source": data_source or data_source_from_env(),
         "encoder": TextEncoderResource(model=os.environ.get("RECALL_PIPELINE_ENCODER_MODEL", "")),
+        "mlflow": MlflowTracking(
+            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home.mlflow_db}",
+            artifact_root=str(home.mlflow_artifacts),
+        ),
     }
 
 

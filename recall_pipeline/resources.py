@@ -180,3 +180,27 @@ class PipelineHome(dg.ConfigurableResource):
     @property
     def layout(self) -> HomeLayout:
         return HomeLayout(Path(self.root)).create()
+
+
+class MlflowTracking(dg.ConfigurableResource):
+    """An MLflow tracking store: the local one in the home folder unless configured otherwise.
+
+    URIs are absolute (MLflow's defaults are relative to the current directory). mlflow is
+    imported only when a run starts.
+    """
+
+    tracking_uri: str
+    artifact_root: str
+    experiment: str = "recall_pipeline"
+
+    @contextmanager
+    def start_run(self, run_name: str, tags: dict[str, str]) -> Iterator[tuple[object, object]]:
+        """An active MLflow run in the experiment (created with our artifact root if missing)."""
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        experiment = mlflow.get_experiment_by_name(self.experiment)
+        experiment_id = (experiment.experiment_id if experiment else mlflow.create_experiment(
+            self.experiment, artifact_location=Path(self.artifact_root).resolve().as_uri()))
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+            yield mlflow, run

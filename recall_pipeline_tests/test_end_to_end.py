@@ -99,10 +99,13 @@ def test_metrics_are_stored_in_range_with_stable_names(pipeline):
     home, first, second = pipeline
     rows = sql(home, "select model, slice, metric, k, value from eval.metrics where run_id = ?", [second.run_id])
     keys = {(m, s, metric, k) for m, s, metric, k, _ in rows}
-    for model in ("final", "MostPopular"):
-        assert {(model, "warm", "recall", 20), (model, "warm", "recall", 50), (model, "warm", "recall", 100),
-                (model, "warm", "ndcg", 10), (model, "cold", "recall", 20)} <= keys
-    assert all(0.0 <= value <= 1.0 for *_, value in rows)
+    expected_warm = {("recall", 20), ("recall", 50), ("recall", 100), ("ndcg", 10), ("ndcg", 50),
+                     ("coverage", 50), ("long_tail", 50), ("novelty", 50), ("diversity", 10)}
+    for model in ("final", "MostPopular", "ItemKNN", "EASE"):
+        assert {(model, "warm", m, k) for m, k in expected_warm} <= keys
+        assert {(model, "cold", "recall", 20), (model, "cold", "ndcg", 20)} <= keys
+    assert all(0.0 <= value <= 1.0 for m, s, metric, k, value in rows if metric != "novelty")
+    assert all(value > 0 for m, s, metric, k, value in rows if metric == "novelty")
     # the same data and model give the same figures in both runs
     before = dict(((m, s, metric, k), v) for m, s, metric, k, v in
                   sql(home, "select model, slice, metric, k, value from eval.metrics where run_id = ?",
@@ -137,3 +140,29 @@ def test_cli_queries_the_results(pipeline, monkeypatch, capsys):
     assert cli_main(["sql", "select count(*) as n from recall.latest"]) == 0
     assert str(SAMPLE_USERS * 100) in capsys.readouterr().out
     assert cli_main(["recall", "999999"]) == 1
+
+
+def test_report_files_hold_the_stored_numbers(pipeline):
+    home, _, second = pipeline
+    report = (home.reports / f"evaluation_{second.run_id}.html").read_text()
+    assert (home.reports / "latest.html").read_text() == report
+    assert report.count("data:image/png;base64,") == 4
+    [(ease_recall,)] = sql(home, "select value from eval.metrics where run_id = ? and model = 'EASE' "
+                                 "and slice = 'warm' and metric = 'recall' and k = 50", [second.run_id])
+    assert f"<td>{ease_recall:.4f}</td>" in report
+    assert materialization(second, "evaluation_report")["EASE/warm/recall@50"] == round(ease_recall, 4)
+
+
+def test_mlflow_holds_the_evaluation_run(pipeline):
+    import mlflow
+
+    home, _, second = pipeline
+    run_id = materialization(second, "evaluation_report")["mlflow_run_id"]
+    client = mlflow.MlflowClient(f"sqlite:///{home.mlflow_db}")
+    run = client.get_run(run_id)
+    assert run.data.tags["dagster_run_id"] == second.run_id
+    assert run.info.status == "FINISHED"
+    [(final_recall,)] = sql(home, "select value from eval.metrics where run_id = ? and model = 'final' "
+                                  "and slice = 'warm' and metric = 'recall' and k = 50", [second.run_id])
+    assert run.data.metrics["final.warm.recall_at_50"] == pytest.approx(final_recall)
+    assert [a.path for a in client.list_artifacts(run_id)] == [f"evaluation_{second.run_id}.html"]

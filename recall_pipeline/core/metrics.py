@@ -34,3 +34,64 @@ def ndcg_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
     dcg = (hits[:, :k] * discounts[: hits[:, :k].shape[1]]).sum(axis=1)
     ideal = np.cumsum(discounts)[np.minimum(k, n_relevant) - 1]
     return dcg / ideal
+
+
+def catalogue_coverage(lists: np.ndarray, k: int, n_catalogue: int) -> float:
+    """Distinct items in all users' top k, over the whole catalogue size."""
+    top = lists[:, :k]
+    return len(np.unique(top[top >= 0])) / n_catalogue
+
+
+def head_items(train_counts: np.ndarray, item_ids: np.ndarray, share: float = 0.2) -> np.ndarray:
+    """Boolean mask of the head: the int(share * n) most popular of the n items with training
+    interactions, ties broken by item id ascending."""
+    active = np.flatnonzero(train_counts > 0)
+    order = active[np.lexsort((item_ids[active], -train_counts[active]))]
+    head = np.zeros(len(train_counts), dtype=bool)
+    head[order[: int(share * len(active))]] = True
+    return head
+
+
+def _per_user_mean(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    counts = valid.sum(axis=1)
+    return np.where(counts > 0, (values * valid).sum(axis=1) / np.maximum(counts, 1), 0.0)
+
+
+def long_tail_share(lists: np.ndarray, k: int, head: np.ndarray) -> np.ndarray:
+    """Per user: the share of their top-k items outside the head."""
+    top = lists[:, :k]
+    valid = top >= 0
+    return _per_user_mean(~head[np.where(valid, top, 0)], valid)
+
+
+def novelty(lists: np.ndarray, k: int, train_counts: np.ndarray, n_users: int) -> np.ndarray:
+    """Per user: mean of -log2((train count + 1) / (n_users + 1)) over their top-k items."""
+    top = lists[:, :k]
+    valid = top >= 0
+    self_information = -np.log2((train_counts + 1.0) / (n_users + 1.0))
+    return _per_user_mean(self_information[np.where(valid, top, 0)], valid)
+
+
+def intra_list_diversity(lists: np.ndarray, k: int, genres: sp.csr_matrix | None = None,
+                         vectors: np.ndarray | None = None) -> np.ndarray:
+    """Per user: mean pairwise distance between the items of their top k.
+
+    With ``genres`` (items x genres, CSR) the distance is the Jaccard distance of genre sets, as
+    the protocol defines (an empty set against a non-empty one: 1; two empty sets: 0);
+    otherwise 1 - cosine of the unit-norm item ``vectors``. Only filled positions count.
+    """
+    top = lists[:, :k]
+    valid = top >= 0
+    safe = np.where(valid, top, 0)
+    if genres is not None:
+        sets = (genres[safe.ravel()] != 0).toarray().reshape(*top.shape, -1).astype(np.float64)
+        inter = np.einsum("ukg,ulg->ukl", sets, sets)
+        sizes = sets.sum(axis=2)
+        union = sizes[:, :, None] + sizes[:, None, :] - inter
+        distance = np.where(union > 0, 1.0 - inter / np.maximum(union, 1.0), 0.0)
+    else:
+        v = vectors[safe]
+        distance = 1.0 - np.einsum("ukd,uld->ukl", v, v)
+    pair = valid[:, :, None] & valid[:, None, :] & np.triu(np.ones((top.shape[1],) * 2, dtype=bool), 1)
+    counts = pair.sum(axis=(1, 2))
+    return np.where(counts > 0, (distance * pair).sum(axis=(1, 2)) / np.maximum(counts, 1), 0.0)

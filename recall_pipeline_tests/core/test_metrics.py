@@ -36,3 +36,32 @@ def test_ndcg_is_one_for_a_perfect_list_shorter_than_k():
     hits = hit_matrix(np.array([[4, -1, -1]]), relevant([[4]]))
     assert ndcg_at_k(hits, np.array([1]), 3)[0] == pytest.approx(1.0)
     assert recall_at_k(hits, np.array([1]), 3)[0] == 1.0
+
+
+def test_coverage_long_tail_and_novelty_by_hand():
+    from recall_pipeline.core.metrics import catalogue_coverage, head_items, long_tail_share, novelty
+
+    lists = np.array([[0, 1, 2], [0, 3, -1]])
+    assert catalogue_coverage(lists, 3, n_catalogue=10) == pytest.approx(4 / 10)
+    assert catalogue_coverage(lists, 1, n_catalogue=10) == pytest.approx(1 / 10)
+    counts = np.array([9.0, 5.0, 5.0, 1.0, 0.0])
+    # 4 items have interactions -> head = int(0.2 * 4) = 0 items; with share 0.5 -> 2 items:
+    # item 0 (9), then items 1 and 2 tie at 5 and the smaller id wins
+    assert head_items(counts, np.array([10, 30, 20, 40, 50]), share=0.5).tolist() == [True, False, True, False, False]
+    head = np.array([True, True, False, False, False])
+    assert long_tail_share(lists, 3, head).tolist() == pytest.approx([1 / 3, 1 / 2])
+    per_user = novelty(lists, 3, counts, n_users=9)
+    info = -np.log2((counts + 1) / 10)
+    assert per_user.tolist() == pytest.approx([info[[0, 1, 2]].mean(), info[[0, 3]].mean()])
+
+
+def test_genre_diversity_by_hand():
+    from recall_pipeline.core.metrics import intra_list_diversity
+
+    genres = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 0], [0, 0, 0], [0, 0, 0]]))
+    lists = np.array([[0, 1, 2, 3], [0, 1, -1, -1], [2, -1, -1, -1]])
+    # pairs of user 0: (0,1) 1-1/2, (0,2) 1, (0,3) 1, (1,2) 1, (1,3) 1, (2,3) two empty sets 0
+    assert intra_list_diversity(lists, 4, genres).tolist() == pytest.approx([4.5 / 6, 0.5, 0.0])
+    assert intra_list_diversity(lists, 2, genres).tolist() == pytest.approx([0.5, 0.5, 0.0])
+    vectors = np.eye(4)
+    assert intra_list_diversity(lists[:1], 4, vectors=vectors).tolist() == pytest.approx([1.0])

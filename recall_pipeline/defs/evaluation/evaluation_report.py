@@ -1,4 +1,4 @@
-"""``evaluation_report``: the protocol's figures for the published recall lists and baselines."""
+"""``evaluation_report``: the protocol's figures for the published lists and the baselines."""
 
 from datetime import datetime, timezone
 
@@ -6,63 +6,108 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from recall_pipeline.core.evaluation import evaluate_recall
+from recall_pipeline.core.evaluation import build_evaluation_data, evaluate
+from recall_pipeline.core.report import metrics_table, plots, render_html, write_report
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.defs.tables import item_vectors, rating_matrix
-from recall_pipeline.resources import PipelineHome, Warehouse
+from recall_pipeline.resources import MlflowTracking, PipelineHome, Warehouse
 
 RANGE_CHECK = "metrics_within_unit_interval"
+# Novelty is in bits (-log2 of a share), not a share: it is the one metric not bounded by 1.
+UNBOUNDED = ("novelty",)
+
+
+class EvaluationConfig(dg.Config):
+    """Whether to compute the CF baselines (EASE, ItemKNN tuned on validation) in this run."""
+
+    baselines: bool = True
 
 
 @dg.asset(
     group_name="evaluation",
     deps=["recall_candidates"],
-    kinds={"duckdb"},
+    kinds={"duckdb", "mlflow"},
     pool="warehouse",
     check_specs=[dg.AssetCheckSpec(RANGE_CHECK, asset="evaluation_report",
-                                   description="every stored metric of this run is within [0, 1]")],
-    description="Warm-slice Recall@20/50/100 and NDCG@10 of the published recall lists, and "
-                "cold-item Recall@20/NDCG@20, with MostPopular computed on the same split in the "
-                "same run (shared/EVALUATION.md). Appended to DuckDB eval.metrics.",
+                                   description="every stored share or rate of this run is in [0, 1]")],
+    description="Every figure of shared/EVALUATION.md (warm Recall@20/50/100, NDCG@10/50, "
+                "coverage, long tail, novelty, diversity; cold Recall/NDCG@20; the sparse slice) "
+                "for the published lists and for MostPopular, ItemKNN and EASE tuned on the "
+                "validation cut, same split, same run. Appended to DuckDB eval.metrics; an HTML "
+                "report in reports/; logged to MLflow.",
 )
-def evaluation_report(context: dg.AssetExecutionContext, warehouse: Warehouse,
-                      home: PipelineHome):
+def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig,
+                      warehouse: Warehouse, home: PipelineHome, mlflow: MlflowTracking):
     run_id = context.run.run_id
     rm = rating_matrix(home)
     split = warehouse.query("select * from features.interactions_split")
     candidates = warehouse.query(
-        "select user_id, rank, item_id, model_version from recall.candidates where run_id = ?", [run_id])
+        "select user_id, rank, item_id, model_version, route from recall.candidates where run_id = ?", [run_id])
     if candidates.is_empty():
         raise RuntimeError(f"recall.candidates has no rows for run {run_id}; materialize recall_candidates")
-    k = int(candidates["rank"].max())
-    lists = np.full((len(rm.user_ids), k), -1, dtype=np.int64)
-    lists[np.searchsorted(rm.user_ids, candidates["user_id"].to_numpy()),
-          candidates["rank"].to_numpy() - 1] = np.searchsorted(rm.item_ids, candidates["item_id"].to_numpy())
     ids, vectors, _ = item_vectors(warehouse)
-    profiles = warehouse.query("select user_id, embedding from features.user_profiles")
-    user_vectors = np.zeros((len(rm.user_ids), vectors.shape[1]), dtype=np.float32)
-    user_vectors[np.searchsorted(rm.user_ids, profiles["user_id"].to_numpy())] = (
-        profiles["embedding"].to_numpy())
+    genres = warehouse.query("select item_id, genres from clean.items order by item_id")["genres"].to_list()
+    data = build_evaluation_data(split, rm, genres, vectors)
+    report = evaluate(split, data, _lists(rm, candidates), _user_vectors(warehouse, rm, vectors.shape[1]),
+                      vectors, with_baselines=config.baselines)
+
     model_version = candidates["model_version"][0]
-    metrics = pl.DataFrame(evaluate_recall(split, rm, lists, user_vectors, vectors)).select(
+    metrics = pl.DataFrame(report.rows).select(
         pl.lit(run_id).alias("run_id"), pl.lit(model_version).alias("model_version"), pl.all(),
-        pl.lit(datetime.now(timezone.utc).replace(tzinfo=None)).alias("created_at"),
-    )
+        pl.lit(datetime.now(timezone.utc).replace(tzinfo=None)).alias("created_at"))
     if warehouse.has_table("eval.metrics"):
         with warehouse.connect() as con:
             con.execute("delete from eval.metrics where run_id = ?", [run_id])
     warehouse.append_table("eval.metrics", metrics)
-    stored = warehouse.query("select value from eval.metrics where run_id = ?", [run_id])["value"]
+
+    route_share = dict(candidates.group_by("route").len().with_columns(
+        pl.col("len") / candidates.height).iter_rows())
+    images = plots(report, data.train_counts, route_share)
+    path = write_report(home.layout.reports, run_id, render_html(report, images, run_id, model_version), images)
+    with mlflow.start_run("evaluation_report", {"dagster_run_id": run_id,
+                                                "model_version": model_version}) as (client, mlflow_run):
+        client.log_metrics({f"{r['model']}.{r['slice']}.{r['metric']}_at_{r['k']}": r["value"]
+                            for r in report.rows})
+        client.log_params({f"{name}.{t['parameter']}": t["value"] for name, t in report.tuning.items()})
+        client.log_artifact(str(path))
+
+    stored = warehouse.query("select metric, value from eval.metrics where run_id = ?", [run_id])
+    bounded = stored.filter(~pl.col("metric").is_in(UNBOUNDED))["value"]
     yield dg.AssetCheckResult(check_name=RANGE_CHECK,
-                              passed=bool(stored.len() and stored.is_between(0.0, 1.0).all()),
-                              metadata={"metrics": stored.len()})
-    table = metrics.with_columns(name=pl.format("{}@{}", "metric", "k")).pivot(
-        "name", index=["slice", "model"], values="value").sort("slice", "model", descending=True)
-    headline = {f"{r['model']}/{r['slice']}/{r['metric']}@{r['k']}": round(r["value"], 4)
-                for r in metrics.iter_rows(named=True)}
-    context.log.info(f"evaluation: {headline}")
+                              passed=bool(bounded.len() and bounded.is_between(0.0, 1.0).all()),
+                              metadata={"metrics": stored.height})
+    warm = metrics_table(report.rows, "warm").with_columns(pl.selectors.float().round(4))
+    context.log.info(f"evaluation (warm slice):\n{warm}")
     yield dg.MaterializeResult(metadata={
-        "table": markdown_table(table.with_columns(pl.selectors.float().round(4)), rows=20),
+        "warm": markdown_table(warm, rows=20),
+        "cold": markdown_table(metrics_table(report.rows, "cold").with_columns(pl.selectors.float().round(4))),
+        "report": dg.MetadataValue.path(str(path)),
+        "mlflow_run_id": mlflow_run.info.run_id,
         "model_version": model_version,
-        **{key: dg.MetadataValue.float(value) for key, value in headline.items()},
+        **_headline(report.rows),
     })
+
+
+def _lists(rm, candidates: pl.DataFrame) -> np.ndarray:
+    """The published candidates as a users x K array of item positions (-1 where absent)."""
+    lists = np.full((len(rm.user_ids), int(candidates["rank"].max())), -1, dtype=np.int64)
+    lists[np.searchsorted(rm.user_ids, candidates["user_id"].to_numpy()),
+          candidates["rank"].to_numpy() - 1] = np.searchsorted(rm.item_ids, candidates["item_id"].to_numpy())
+    return lists
+
+
+def _user_vectors(warehouse: Warehouse, rm, dims: int) -> np.ndarray:
+    """Profile vectors aligned with the rating matrix's users; zeros for users without one."""
+    profiles = warehouse.query("select user_id, embedding from features.user_profiles")
+    out = np.zeros((len(rm.user_ids), dims), dtype=np.float32)
+    if profiles.height:
+        out[np.searchsorted(rm.user_ids, profiles["user_id"].to_numpy())] = profiles["embedding"].to_numpy()
+    return out
+
+
+def _headline(rows: list[dict]) -> dict[str, dg.MetadataValue]:
+    """Numeric metadata that the asset page plots over time."""
+    wanted = {("warm", "recall", 50), ("warm", "ndcg", 10), ("warm", "coverage", 50),
+              ("cold", "recall", 20), ("sparse", "recall", 50)}
+    return {f"{r['model']}/{r['slice']}/{r['metric']}@{r['k']}": dg.MetadataValue.float(round(r["value"], 4))
+            for r in rows if (r["slice"], r["metric"], r["k"]) in wanted}
