@@ -21,9 +21,9 @@ import duckdb
 
 from recall_pipeline.settings import SOURCE_ENV, HomeLayout, home_layout
 
-TRY_SQL = """select c.rank, c.item_id, i.item_text, round(c.score, 3) as score
-from recall.latest c join clean.items i using (item_id)
-where c.user_id = 1 order by c.rank limit 10;"""
+TRY_SQL = ("select c.rank, c.item_id, i.item_text, round(c.score, 3) as score "
+           "from recall.latest c join clean.items i using (item_id) "
+           "where c.user_id = {user} order by c.rank limit 10;")
 
 
 LOG_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -76,7 +76,8 @@ def _print_outputs(layout: HomeLayout, run_id: str) -> None:
     with duckdb.connect(str(layout.warehouse), read_only=True) as con:
         rows = con.sql("select model, slice, metric, k, value from eval.metrics where run_id = ?",
                        params=[run_id]).pl().to_dicts()
-    print("\nevaluation (shared/EVALUATION.md), same split, same run:")
+        user = con.execute("select min(user_id) from recall.latest").fetchall()[0][0]
+    print("\nevaluation (docs/EVALUATION.md), same split, same run:")
     with pl.Config(tbl_rows=20, tbl_cols=-1, tbl_width_chars=200, tbl_hide_column_data_types=True,
                    tbl_hide_dataframe_shape=True, float_precision=4):
         for slice_name in SLICE_ORDER:
@@ -89,8 +90,9 @@ def _print_outputs(layout: HomeLayout, run_id: str) -> None:
     print(f"evaluation report: {layout.reports / 'latest.html'}")
     print(f"MLflow store:      {layout.mlflow_db}")
     print(f"Dagster instance:  {os.environ['DAGSTER_HOME']} (open the UI with: make dev)")
-    print(f"\ntry:  .venv/bin/recall-pipeline sql \"{' '.join(TRY_SQL.split())}\"")
-    print("or:   .venv/bin/recall-pipeline recall 1")
+    literal = user if isinstance(user, int) else "'" + str(user).replace("'", "''") + "'"
+    print(f"\ntry:  .venv/bin/recall-pipeline sql \"{TRY_SQL.format(user=literal)}\"")
+    print(f"or:   .venv/bin/recall-pipeline recall {user}")
     print(f"or open {layout.warehouse} read-only from any DuckDB client and run the same SQL")
 
 
@@ -100,15 +102,18 @@ def recall(user_id: str, k: int) -> int:
     if not layout.warehouse.exists():
         print(f"no warehouse at {layout.warehouse}; run `make run` first", file=sys.stderr)
         return 1
-    key: int | str = int(user_id) if user_id.lstrip("-").isdigit() else user_id
     try:
         with duckdb.connect(str(layout.warehouse), read_only=True) as con:
+            # compare as text: works for integer and text ids alike, "42" included
             rows = con.execute(
                 "select c.rank, c.item_id, i.item_text, c.score, c.route from recall.latest c "
-                "join clean.items i using (item_id) where c.user_id = ? order by c.rank limit ?",
-                [key, k]).fetchall()
+                "join clean.items i using (item_id) where c.user_id::varchar = ? order by c.rank limit ?",
+                [user_id, k]).fetchall()
     except duckdb.IOException as exc:
         print(f"the warehouse is busy (a run is writing it): {exc}", file=sys.stderr)
+        return 1
+    except duckdb.Error as exc:
+        print(f"{layout.warehouse}: {exc}", file=sys.stderr)
         return 1
     if not rows:
         print(f"user {user_id} has no recall list in {layout.warehouse}", file=sys.stderr)

@@ -54,7 +54,8 @@ def build_resources(home: HomeLayout, data_source: DataSource | None = None) -> 
         "data_source": data_source or data_source_from_env(),
         "encoder": TextEncoderResource(model=os.environ.get("RECALL_PIPELINE_ENCODER_MODEL", "")),
         "mlflow": MlflowTracking(
-            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home.mlflow_db}",
+            # not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri writes that variable itself
+            tracking_uri=os.environ.get("RECALL_PIPELINE_MLFLOW_URI") or f"sqlite:///{home.mlflow_db}",
             artifact_root=str(home.mlflow_artifacts),
         ),
     }

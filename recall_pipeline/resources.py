@@ -110,6 +110,7 @@ class DataSource(dg.ConfigurableResource):
     id_type: Literal["int", "str"] = "int"
     rating_min: float = 0.5
     rating_max: float = 5.0
+    epoch_unit: Literal["s", "ms"] = "s"
     sample_users: int | None = None
 
     @property
@@ -139,8 +140,8 @@ class DataSource(dg.ConfigurableResource):
 
     def cleaning_rules(self) -> CleaningRules:
         has_rating = self.is_bundled or self.interaction_columns.rating is not None
-        return CleaningRules(id_type=self.id_type, has_rating=has_rating,
-                             rating_min=self.rating_min, rating_max=self.rating_max)
+        return CleaningRules(id_type=self.id_type, has_rating=has_rating, rating_min=self.rating_min,
+                             rating_max=self.rating_max, epoch_unit=self.epoch_unit)
 
     @property
     def genre_separator(self) -> str:

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from datetime import datetime
+from pathlib import Path
 
 import polars as pl
 import pytest
 
+from recall_pipeline.settings import HOME_ENV, SOURCE_ENV, HomeLayout
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Tests never touch the user's home folder or Dagster instance (the Makefile exports both).
+_TEST_HOME = HomeLayout(Path(tempfile.mkdtemp(prefix="recall-test-home-"))).create()
+os.environ[HOME_ENV] = str(_TEST_HOME.root)
+os.environ["DAGSTER_HOME"] = str(_TEST_HOME.dagster_home)
+os.environ.pop(SOURCE_ENV, None)
+atexit.register(shutil.rmtree, _TEST_HOME.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import pytest
 
 from recall_pipeline.definitions import build_definitions, data_source_from_env
 from recall_pipeline.resources import DataSource
-from recall_pipeline.settings import SOURCE_ENV, HomeLayout
+from recall_pipeline.settings import HOME_ENV, SOURCE_ENV, HomeLayout
 
 ITEMS = """sku,name,tags,blurb
 m1,"Alien",horror;sci-fi,A crew meets a <b>deadly</b> creature.
@@ -66,11 +66,6 @@ def sql(home: HomeLayout, query: str) -> list[tuple]:
         return con.execute(query).fetchall()
 
 
-def test_yaml_paths_are_relative_to_the_yaml(user_run):
-    _, _, folder = user_run
-    assert (folder / "events.csv").is_file()
-
-
 def test_run_succeeds_with_all_checks(user_run):
     _, result, _ = user_run
     assert result.success
@@ -124,3 +119,18 @@ def test_a_malformed_file_fails_the_run_with_a_clear_error(tmp_path):
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = failure.step_failure_data.error.cause.message
     assert f"{Path(tmp_path / 'events.csv')}: column 'stars' (mapped to rating) is missing" in message
+
+
+def test_cli_suggests_and_serves_text_ids(user_run, monkeypatch, capsys):
+    from recall_pipeline.cli import _print_outputs, main
+
+    home, result, _ = user_run
+    monkeypatch.setenv(HOME_ENV, str(home.root))
+    monkeypatch.setenv("DAGSTER_HOME", str(home.dagster_home))
+    _print_outputs(home, result.run_id)
+    printed = capsys.readouterr().out
+    assert "where c.user_id = 'ann'" in printed and "recall-pipeline recall ann" in printed
+    assert main(["recall", "ann", "-k", "2"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    assert main(["recall", "1"]) == 1  # no such user: a message, not a traceback
+    assert "has no recall list" in capsys.readouterr().err

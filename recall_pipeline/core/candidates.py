@@ -10,21 +10,26 @@ import numpy as np
 import polars as pl
 
 from recall_pipeline.core.baselines import popularity_scores
+from recall_pipeline.core.ids import positions, require_same_ids
 from recall_pipeline.core.matrix import RatingMatrix
 from recall_pipeline.core.ranking import search_top_k, top_k_dense
 
 
-def recall_lists(index, rm: RatingMatrix, profile_user_ids: np.ndarray, profiles: np.ndarray,
-                 k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def recall_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_user_ids: np.ndarray,
+                 profiles: np.ndarray, k: int,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lists for every user of the rating matrix: (items, scores, route), rows as rm.user_ids.
 
-    ``items`` holds item positions padded with -1; ``route`` names how each user was served.
+    ``index_item_ids`` are the ids the index's positions stand for; they must be the rating
+    matrix's catalogue, or positions would be read as the wrong items. ``items`` holds item
+    positions padded with -1; ``route`` names how each user was served.
     """
+    require_same_ids(rm.item_ids, index_item_ids, "the FAISS index's items against the rating matrix's")
     n_users = len(rm.user_ids)
     items = np.full((n_users, k), -1, dtype=np.int64)
     scores = np.full((n_users, k), -np.inf, dtype=np.float32)
     route = np.full(n_users, "popularity", dtype=object)
-    rows = np.searchsorted(rm.user_ids, profile_user_ids)
+    rows = positions(rm.user_ids, profile_user_ids, "profile users among the rating matrix's users")
     if len(rows):
         items[rows], scores[rows] = search_top_k(index, profiles, rm.matrix, rows, k)
         route[rows] = "lm_profile"
@@ -49,3 +54,19 @@ def candidates_frame(rm: RatingMatrix, items: np.ndarray, scores: np.ndarray,
         "score": scores[valid].astype(np.float32),
         "route": route[user_rows].astype(str),
     })
+
+
+def lists_from_frame(rm: RatingMatrix, candidates: pl.DataFrame) -> np.ndarray:
+    """The inverse of :func:`candidates_frame`: a users x K array of item positions (-1 empty)."""
+    lists = np.full((len(rm.user_ids), int(candidates["rank"].max())), -1, dtype=np.int64)
+    rows = positions(rm.user_ids, candidates["user_id"].to_numpy(), "candidate users")
+    lists[rows, candidates["rank"].to_numpy() - 1] = positions(
+        rm.item_ids, candidates["item_id"].to_numpy(), "candidate items")
+    return lists
+
+
+def vectors_by_user(rm: RatingMatrix, user_ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Vectors aligned with the rating matrix's users; zero rows for users without one."""
+    out = np.zeros((len(rm.user_ids), vectors.shape[1]), dtype=np.float32)
+    out[positions(rm.user_ids, user_ids, "profile users")] = vectors
+    return out

@@ -1,4 +1,4 @@
-"""The evaluation protocol of ``shared/EVALUATION.md``: slices, metrics and baselines.
+"""The evaluation protocol of ``docs/EVALUATION.md``: slices, metrics and baselines.
 
 Warm slice: users with at least one relevant warm test item rank the whole catalogue minus their
 own training items. Sparse slice: the warm users with at most 30 training interactions. Cold
@@ -16,6 +16,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from recall_pipeline.core import baselines
+from recall_pipeline.core.ids import positions
 from recall_pipeline.core.matrix import RatingMatrix
 from recall_pipeline.core.metrics import (
     catalogue_coverage, head_items, hit_matrix, intra_list_diversity, long_tail_share, ndcg_at_k,
@@ -64,8 +65,8 @@ class EvaluationData:
 
 def _relevance(split: pl.DataFrame, part: str, rm: RatingMatrix, column: str = "part") -> sp.csr_matrix:
     rel = split.filter((pl.col(column) == part) & pl.col("is_relevant"))
-    rows = np.searchsorted(rm.user_ids, rel["user_id"].to_numpy())
-    cols = np.searchsorted(rm.item_ids, rel["item_id"].to_numpy())
+    rows = positions(rm.user_ids, rel["user_id"].to_numpy(), "users")
+    cols = positions(rm.item_ids, rel["item_id"].to_numpy(), "items")
     matrix = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=rm.matrix.shape)
     matrix.data[:] = 1.0  # a repeated (user, item) counts once
     return matrix
@@ -96,7 +97,7 @@ def build_evaluation_data(split: pl.DataFrame, rm: RatingMatrix, genres: list[li
     warm = warm_slice(split, rm)
     train_items = np.diff(rm.matrix.indptr)
     cold_items = np.sort(split.filter(pl.col("part") == "cold_test")["item_id"].unique().to_numpy())
-    cold_columns = np.searchsorted(rm.item_ids, cold_items)
+    cold_columns = positions(rm.item_ids, cold_items, "cold items")
     cold_relevant = _relevance(split, "cold_test", rm)[:, cold_columns].tocsr()
     cold_rows = np.flatnonzero(relevant_counts(cold_relevant))
     counts = baselines.popularity_scores(rm.matrix)
@@ -137,13 +138,15 @@ def list_metrics(model: str, data: EvaluationData, warm_lists: np.ndarray,
     """Metric rows for one model: ``warm_lists`` aligned with ``data.warm.rows`` (K >= 100),
     ``cold_lists`` with ``data.cold.rows`` (positions within the cold items)."""
     out = []
+    width = warm_lists.shape[1]  # a metric at K needs lists at least K long
     slices = [(data.warm, warm_lists), (data.sparse, warm_lists[data.sparse_mask])]
     for slice_, lists in slices:
         if not len(slice_.rows):
             continue
         for metric, k, value in (_accuracy_rows(slice_, lists, RECALL_KS, NDCG_KS)
                                  + _beyond_rows(data, lists)):
-            out.append({"model": model, "slice": slice_.name, "metric": metric, "k": k, "value": value})
+            if k <= width:
+                out.append({"model": model, "slice": slice_.name, "metric": metric, "k": k, "value": value})
     if cold_lists is not None and len(data.cold.rows):
         for metric, k, value in _accuracy_rows(data.cold, cold_lists, (COLD_K,), (COLD_K,)):
             out.append({"model": model, "slice": "cold", "metric": metric, "k": k, "value": value})
@@ -174,8 +177,8 @@ class BaselineResult:
 def validation_matrices(split: pl.DataFrame, rm: RatingMatrix) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """(fit matrix, held-out relevance) of the validation cut, on the rating matrix's axes."""
     fit = split.filter(pl.col("val_part") == "fit")
-    rows = np.searchsorted(rm.user_ids, fit["user_id"].to_numpy())
-    cols = np.searchsorted(rm.item_ids, fit["item_id"].to_numpy())
+    rows = positions(rm.user_ids, fit["user_id"].to_numpy(), "users")
+    cols = positions(rm.item_ids, fit["item_id"].to_numpy(), "items")
     fit_matrix = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=rm.matrix.shape)
     return fit_matrix, _relevance(split, "holdout", rm, column="val_part")
 

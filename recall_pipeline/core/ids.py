@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import polars as pl
 
 IdType = Literal["int", "str"]
@@ -27,3 +28,39 @@ def parse_id(text: pl.Expr, id_type: IdType) -> pl.Expr:
     if id_type == "int":
         return blank_as_null.cast(pl.Int64, strict=False)
     return blank_as_null
+
+
+class CatalogueMismatchError(RuntimeError):
+    """Two stored artefacts disagree about which users or items exist: one of them is stale."""
+
+
+def positions(sorted_ids: np.ndarray, values: np.ndarray, what: str) -> np.ndarray:
+    """Positions of ``values`` in the ascending ``sorted_ids``; every value must be present.
+
+    A silent ``searchsorted`` would map an unknown id onto a neighbour's position, so a stale
+    artefact (an index built before the catalogue changed) would recall the wrong items.
+    """
+    values = np.asarray(values)
+    sorted_ids = np.asarray(sorted_ids)
+    found = np.searchsorted(sorted_ids, values)
+    if len(sorted_ids):
+        present = sorted_ids[np.minimum(found, len(sorted_ids) - 1)] == values
+    else:
+        present = np.zeros(len(values), dtype=bool)
+    if not np.all(present):
+        missing = values[~present]
+        raise CatalogueMismatchError(
+            f"{len(missing)} {what} not found (e.g. {missing[:5].tolist()}); the stored artefacts "
+            "come from different data: re-materialize the assets downstream of the cleaned data"
+        )
+    return found
+
+
+def require_same_ids(expected: np.ndarray, actual: np.ndarray, what: str) -> None:
+    """Raise CatalogueMismatchError unless the two id arrays are identical."""
+    if len(expected) != len(actual) or not np.array_equal(expected, actual):
+        raise CatalogueMismatchError(
+            f"{what}: {len(actual)} ids where {len(expected)} were expected, or in another order; "
+            "the stored artefacts come from different data: re-materialize the assets downstream "
+            "of the cleaned data together"
+        )

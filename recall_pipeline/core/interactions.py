@@ -33,6 +33,8 @@ REASONS = (
 )
 
 TIMESTAMP_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")
+OFFSET_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z")
+EPOCH_UNITS = {"s": 1_000_000, "ms": 1_000}
 CLEAN_COLUMNS = ("user_id", "item_id", "rating", "timestamp", "source_file", "source_row", "batch_id")
 
 
@@ -46,16 +48,26 @@ class CleaningRules:
     rating_max: float = 5.0
     # Clock skew allowed before a timestamp counts as "in the future".
     future_tolerance: timedelta = timedelta(hours=1)
+    # Numeric timestamps are epoch seconds ("s") or epoch milliseconds ("ms").
+    epoch_unit: str = "s"
 
 
-def parse_timestamp(text: pl.Expr) -> pl.Expr:
-    """Epoch seconds (integer or decimal) or an ISO-8601 date/time (UTC, no offset) as Datetime."""
+def parse_timestamp(text: pl.Expr, epoch_unit: str = "s") -> pl.Expr:
+    """A naive UTC Datetime from epoch seconds or milliseconds (``epoch_unit``), or ISO-8601.
+
+    ISO-8601 values without an offset are read as UTC; values with one (``Z``, ``+02:00``,
+    ``-0130``) are converted to UTC.
+    """
     stripped = text.str.strip_chars()
     epoch = stripped.cast(pl.Float64, strict=False)
-    epoch = pl.when(epoch.is_finite() & (epoch.abs() < 1e13)).then(epoch)
-    from_epoch = (epoch * 1_000_000).round(0).cast(pl.Int64, strict=False).cast(pl.Datetime("us"))
-    parsed = [stripped.str.strptime(pl.Datetime("us"), fmt, strict=False) for fmt in TIMESTAMP_FORMATS]
-    return pl.coalesce(from_epoch, *parsed)
+    epoch = pl.when(epoch.is_finite()).then(epoch * EPOCH_UNITS[epoch_unit])
+    epoch = pl.when(epoch.abs() < 1e17).then(epoch)  # beyond year 5000: not a timestamp
+    from_epoch = epoch.round(0).cast(pl.Int64, strict=False).cast(pl.Datetime("us"))
+    naive = [stripped.str.strptime(pl.Datetime("us"), fmt, strict=False) for fmt in TIMESTAMP_FORMATS]
+    offset_text = stripped.str.replace(r"Z$", "+00:00")
+    with_offset = [offset_text.str.strptime(pl.Datetime("us", "UTC"), fmt, strict=False)
+                   .dt.replace_time_zone(None) for fmt in OFFSET_FORMATS]
+    return pl.coalesce(from_epoch, *naive, *with_offset)
 
 
 def _blank(column: str) -> pl.Expr:
@@ -66,7 +78,7 @@ def _parsed(raw: pl.DataFrame, rules: CleaningRules) -> pl.DataFrame:
     return raw.with_columns(
         p_user=parse_id(pl.col("user_id"), rules.id_type),
         p_item=parse_id(pl.col("item_id"), rules.id_type),
-        p_time=parse_timestamp(pl.col("timestamp")),
+        p_time=parse_timestamp(pl.col("timestamp"), rules.epoch_unit),
         p_rating=pl.col("rating").str.strip_chars().cast(pl.Float64, strict=False),
     )
 
@@ -75,7 +87,8 @@ def check_columns_parse(parsed: pl.DataFrame, rules: CleaningRules) -> None:
     """Raise SourceError when a whole column fails to parse (a wrong column or wrong type)."""
     checks = [("user_id", "p_user", f"an {rules.id_type} id"),
               ("item_id", "p_item", f"an {rules.id_type} id"),
-              ("timestamp", "p_time", "a timestamp (epoch seconds or ISO-8601)")]
+              ("timestamp", "p_time", f"a timestamp (epoch {'milliseconds' if rules.epoch_unit == 'ms' else 'seconds'}"
+                                      " or ISO-8601; epoch_unit sets seconds or milliseconds)")]
     if rules.has_rating:
         checks.append(("rating", "p_rating", "a number"))
     for source_file, part in parsed.group_by("source_file", maintain_order=True):
@@ -179,3 +192,14 @@ def clean_interactions(raw: pl.DataFrame, known_items: pl.Series, rules: Cleanin
         "reason", _detail(rules).alias("detail"),
     )
     return clean, quarantine
+
+
+def nothing_clean_message(quarantine: pl.DataFrame) -> str:
+    """Why a load produced no valid interaction at all, for the error that stops the run."""
+    reasons = quarantine.group_by("reason").len().sort("len", descending=True)
+    summary = ", ".join(f"{reason}: {n}" for reason, n in reasons.iter_rows())
+    example = quarantine.row(0, named=True) if quarantine.height else None
+    where = (f"; first: {example['source_file']} row {example['source_row']}: {example['detail']}"
+             if example else "")
+    return (f"no valid interactions: all {quarantine.height} rows were quarantined ({summary}){where}. "
+            "Check the column mapping, epoch_unit (seconds or milliseconds) and the rating range.")

@@ -1,6 +1,6 @@
 """Cleaning item metadata and composing the text the language model encodes.
 
-The composed text follows ``shared/EVALUATION.md`` for the bundled data and extends the same
+The composed text follows ``docs/EVALUATION.md`` for the bundled data and extends the same
 template to user data:
 
     <clean title> (<year>) Genres: A, B <description>

@@ -9,6 +9,8 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from recall_pipeline.core.ids import positions
+
 
 @dataclass(frozen=True)
 class RatingMatrix:
@@ -40,8 +42,8 @@ def build_rating_matrix(split: pl.DataFrame, item_ids: np.ndarray) -> RatingMatr
         .sort("timestamp")
         .unique(["user_id", "item_id"], keep="last", maintain_order=True)
     )
-    rows = np.searchsorted(user_ids, train["user_id"].to_numpy())
-    cols = np.searchsorted(item_ids, train["item_id"].to_numpy())
+    rows = positions(user_ids, train["user_id"].to_numpy(), "users")
+    cols = positions(item_ids, train["item_id"].to_numpy(), "training items in the catalogue")
     values = train["rating"].fill_null(1.0).to_numpy().astype(np.float32)
     matrix = sp.csr_matrix((values, (rows, cols)), shape=(len(user_ids), len(item_ids)))
     matrix.sort_indices()

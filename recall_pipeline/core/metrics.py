@@ -1,4 +1,4 @@
-"""Ranking metrics of ``shared/EVALUATION.md`` over padded top-K lists, vectorised.
+"""Ranking metrics of ``docs/EVALUATION.md`` over padded top-K lists, vectorised.
 
 ``lists`` is an (n_users x K) array of item positions padded with -1; ``relevant`` is a CSR
 (n_users x n_items) matrix whose non-zeros are each user's relevant items. Every user passed in

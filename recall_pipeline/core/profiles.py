@@ -14,6 +14,8 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from recall_pipeline.core.ids import positions
+
 SECONDS_PER_DAY = 86_400.0
 
 
@@ -45,8 +47,8 @@ def build_user_profiles(train: pl.DataFrame, item_ids: np.ndarray, item_vectors:
     """
     weighted = history_weights(train, rating_max, half_life_days)
     user_ids = np.sort(weighted["user_id"].unique().to_numpy())
-    rows = np.searchsorted(user_ids, weighted["user_id"].to_numpy())
-    cols = np.searchsorted(item_ids, weighted["item_id"].to_numpy())
+    rows = positions(user_ids, weighted["user_id"].to_numpy(), "users")
+    cols = positions(item_ids, weighted["item_id"].to_numpy(), "training items among the embeddings")
     weights = sp.csr_matrix((weighted["weight"].to_numpy(), (rows, cols)),
                             shape=(len(user_ids), len(item_ids)))
     vectors = np.asarray(weights @ item_vectors, dtype=np.float32)

@@ -118,7 +118,7 @@ def render_html(report: Report, images: dict[str, bytes], run_id: str, model_ver
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}figure{{display:inline-block;margin:4px}}</style>
 </head><body><h1>Recall evaluation</h1>
 <p>Dagster run <code>{html.escape(run_id)}</code>, model version <code>{html.escape(model_version)}</code>,
-{when}. Protocol: <code>shared/EVALUATION.md</code>; every model on the same split in the same run.</p>
+{when}. Protocol: <code>docs/EVALUATION.md</code>; every model on the same split in the same run.</p>
 {''.join(sections)}<h2>Baseline tuning (validation cut of training)</h2><ul>{tuning}</ul>
 <h2>Plots</h2>{figures}</body></html>"""
 

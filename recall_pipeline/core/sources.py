@@ -100,7 +100,10 @@ def select_columns(frame: pl.DataFrame, mapping: dict[str, str | None], path: st
 
 
 def _as_text(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    """Text of a value as a person would write it (integral floats without the trailing .0)."""
+    """Text of a value as a person would write it (integral floats without the trailing .0,
+    time-zone-aware datetimes in UTC)."""
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
+        return expr.dt.convert_time_zone("UTC").dt.replace_time_zone(None).cast(pl.String)
     if dtype.is_float():
         return (
             pl.when(expr == expr.round(0))

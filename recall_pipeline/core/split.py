@@ -1,4 +1,4 @@
-"""The train / warm test / cold test split of ``shared/EVALUATION.md``, reproduced exactly.
+"""The train / warm test / cold test split of ``docs/EVALUATION.md``, reproduced exactly.
 
 1. Cold items: the distinct item ids sorted ascending, shuffled with
    ``numpy.random.default_rng(seed).permutation``; the first ``int(cold_fraction * n)`` are cold.

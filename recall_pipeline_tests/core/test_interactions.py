@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import polars as pl
 import pytest
 
-from recall_pipeline.core.interactions import CleaningRules, clean_interactions
+from recall_pipeline.core.interactions import CleaningRules, clean_interactions, nothing_clean_message
 from recall_pipeline.core.sources import SourceError
 from recall_pipeline_tests.conftest import raw_frame
 
@@ -68,6 +68,35 @@ def test_values_are_typed():
     assert clean.schema["user_id"] == pl.Int64 and clean.schema["rating"] == pl.Float64
     assert clean["timestamp"].to_list() == [datetime(2020, 5, 6, 7, 8, 9), datetime.fromtimestamp(1260759144, timezone.utc).replace(tzinfo=None)]
     assert clean["rating"].to_list()[0] == 3.5
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2020-01-09T10:00:00Z", datetime(2020, 1, 9, 10)),
+    ("2020-01-09T10:00:00+02:00", datetime(2020, 1, 9, 8)),
+    ("2020-01-09 10:00:00.000000+00:00", datetime(2020, 1, 9, 10)),
+    ("2020-01-09T10:00:00.5-0130", datetime(2020, 1, 9, 11, 30, 0, 500000)),
+    ("2020-01-09", datetime(2020, 1, 9)),
+    ("1578564000", datetime(2020, 1, 9, 10)),
+    ("1578564000.5", datetime(2020, 1, 9, 10, 0, 0, 500000)),
+])
+def test_timestamp_forms(text, expected):
+    clean, quarantine = clean_interactions(raw_frame([row(ts=text)]), KNOWN, CleaningRules(), NOW)
+    assert quarantine.height == 0 and clean["timestamp"].to_list() == [expected]
+
+
+def test_epoch_milliseconds_need_the_unit():
+    raw = raw_frame([row(ts="1578564000000")])
+    clean, _ = clean_interactions(raw, KNOWN, CleaningRules(epoch_unit="ms"), NOW)
+    assert clean["timestamp"].to_list() == [datetime(2020, 1, 9, 10)]
+    with pytest.raises(SourceError, match="no value that parses as a timestamp .*epoch_unit"):
+        clean_interactions(raw, KNOWN, CleaningRules(), NOW)  # read as seconds: year 51970
+
+
+def test_a_load_with_nothing_clean_is_explained():
+    _, quarantine = clean_interactions(raw_frame([row(ts="2099-01-01")]), KNOWN, CleaningRules(), NOW)
+    message = nothing_clean_message(quarantine)
+    assert "all 1 rows were quarantined (future_timestamp: 1)" in message and "epoch_unit" in message
+    assert "ratings.csv row 1" in message
 
 
 def test_implicit_feedback_has_null_ratings():

@@ -1,4 +1,4 @@
-"""Item text cleaning rules and the composed text of shared/EVALUATION.md."""
+"""Item text cleaning rules and the composed text of docs/EVALUATION.md."""
 
 from datetime import datetime
 

@@ -91,3 +91,14 @@ def test_bundled_data_loads_whole(bundled_raw):
     assert (first["user_id"], first["item_id"], first["rating"], first["timestamp"]) == ("1", "31", "2.5", "1260759144")
     assert first["source_row"] == 1
     assert items.filter(pl.col("item_id") == "1")["year"].to_list() == ["1995"]
+
+
+def test_time_zone_aware_parquet_timestamps_become_utc_text(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    path = tmp_path / "r.parquet"
+    berlin = timezone(timedelta(hours=1))
+    pl.DataFrame({"uid": [1], "iid": [10], "stars": [4.0],
+                  "ts": [datetime(2020, 1, 9, 11, tzinfo=berlin)]}).write_parquet(path)
+    raw = load_interaction_file(path, COLUMNS, batch_id="b")
+    assert raw["timestamp"].to_list() == ["2020-01-09 10:00:00.000000"]

@@ -1,4 +1,4 @@
-"""The split reproduces shared/EVALUATION.md's check table exactly."""
+"""The split reproduces docs/EVALUATION.md's check table exactly."""
 
 from datetime import datetime, timedelta
 

@@ -3,10 +3,11 @@
 from datetime import datetime, timezone
 
 import dagster as dg
-import numpy as np
 import polars as pl
 
+from recall_pipeline.core.candidates import lists_from_frame, vectors_by_user
 from recall_pipeline.core.evaluation import build_evaluation_data, evaluate
+from recall_pipeline.core.ids import require_same_ids
 from recall_pipeline.core.report import metrics_table, plots, render_html, write_report
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.defs.tables import item_vectors, rating_matrix
@@ -30,7 +31,7 @@ class EvaluationConfig(dg.Config):
     pool="warehouse",
     check_specs=[dg.AssetCheckSpec(RANGE_CHECK, asset="evaluation_report",
                                    description="every stored share or rate of this run is in [0, 1]")],
-    description="Every figure of shared/EVALUATION.md (warm Recall@20/50/100, NDCG@10/50, "
+    description="Every figure of docs/EVALUATION.md (warm Recall@20/50/100, NDCG@10/50, "
                 "coverage, long tail, novelty, diversity; cold Recall/NDCG@20; the sparse slice) "
                 "for the published lists and for MostPopular, ItemKNN and EASE tuned on the "
                 "validation cut, same split, same run. Appended to DuckDB eval.metrics; an HTML "
@@ -48,8 +49,12 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     ids, vectors, _ = item_vectors(warehouse)
     genres = warehouse.query("select item_id, genres from clean.items order by item_id")["genres"].to_list()
     data = build_evaluation_data(split, rm, genres, vectors)
-    report = evaluate(split, data, _lists(rm, candidates), _user_vectors(warehouse, rm, vectors.shape[1]),
-                      vectors, with_baselines=config.baselines)
+    require_same_ids(rm.item_ids, ids, "item embeddings against the rating matrix's items")
+    profiles = warehouse.query("select user_id, embedding from features.user_profiles")
+    user_vectors = vectors_by_user(rm, profiles["user_id"].to_numpy(),
+                                   profiles["embedding"].to_numpy().reshape(profiles.height, vectors.shape[1]))
+    report = evaluate(split, data, lists_from_frame(rm, candidates), user_vectors, vectors,
+                      with_baselines=config.baselines)
 
     model_version = candidates["model_version"][0]
     metrics = pl.DataFrame(report.rows).select(
@@ -86,23 +91,6 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
         "model_version": model_version,
         **_headline(report.rows),
     })
-
-
-def _lists(rm, candidates: pl.DataFrame) -> np.ndarray:
-    """The published candidates as a users x K array of item positions (-1 where absent)."""
-    lists = np.full((len(rm.user_ids), int(candidates["rank"].max())), -1, dtype=np.int64)
-    lists[np.searchsorted(rm.user_ids, candidates["user_id"].to_numpy()),
-          candidates["rank"].to_numpy() - 1] = np.searchsorted(rm.item_ids, candidates["item_id"].to_numpy())
-    return lists
-
-
-def _user_vectors(warehouse: Warehouse, rm, dims: int) -> np.ndarray:
-    """Profile vectors aligned with the rating matrix's users; zeros for users without one."""
-    profiles = warehouse.query("select user_id, embedding from features.user_profiles")
-    out = np.zeros((len(rm.user_ids), dims), dtype=np.float32)
-    if profiles.height:
-        out[np.searchsorted(rm.user_ids, profiles["user_id"].to_numpy())] = profiles["embedding"].to_numpy()
-    return out
 
 
 def _headline(rows: list[dict]) -> dict[str, dg.MetadataValue]:

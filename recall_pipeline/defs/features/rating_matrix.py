@@ -8,7 +8,7 @@ from recall_pipeline.resources import PipelineHome, Warehouse
 
 
 class SplitConfig(dg.Config):
-    """The split protocol of shared/EVALUATION.md; the defaults are the reference benchmark."""
+    """The split protocol of docs/EVALUATION.md; the defaults are the reference benchmark."""
 
     cold_fraction: float = 0.1
     test_fraction: float = 0.2

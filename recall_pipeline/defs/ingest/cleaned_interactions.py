@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from recall_pipeline.core.interactions import clean_interactions
+from recall_pipeline.core.interactions import clean_interactions, nothing_clean_message
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.resources import DataSource, Warehouse
 
@@ -30,6 +30,8 @@ def cleaned_interactions(context: dg.AssetExecutionContext, data_source: DataSou
     clean, quarantine = clean_interactions(raw, known, data_source.cleaning_rules(), now)
     warehouse.replace_table("clean.interactions", clean)
     warehouse.replace_table("quarantine.interactions", quarantine)
+    if clean.is_empty():  # the quarantine table is written: the user can look at every row
+        raise dg.Failure(description=nothing_clean_message(quarantine))
     reasons = quarantine.group_by("reason").len().sort("len", descending=True)
     context.log.info(f"{clean.height} clean, {quarantine.height} quarantined of {raw.height} raw")
     counts = warehouse.row_counts("raw.interactions", "clean.interactions", "quarantine.interactions")

@@ -13,6 +13,7 @@ from recall_pipeline.resources import PipelineHome, Warehouse
     group_name="serving",
     deps=["item_embeddings"],
     kinds={"faiss"},
+    pool="warehouse",
     description="Exact inner-product FAISS index (IndexFlatIP) of the unit-norm item embeddings; "
                 "FAISS ids are positions in features.item_index. Written atomically to "
                 "indexes/items/ with a manifest (model, dims, count, checksums).",

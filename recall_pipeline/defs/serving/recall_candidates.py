@@ -6,6 +6,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
+from recall_pipeline.core import recall_tables
 from recall_pipeline.core.candidates import candidates_frame, recall_lists
 from recall_pipeline.core.index import read_index
 from recall_pipeline.defs.metadata import markdown_table
@@ -14,13 +15,6 @@ from recall_pipeline.resources import PipelineHome, Warehouse
 
 COVERAGE_CHECK = "every_user_has_candidates"
 NO_TRAIN_CHECK = "no_training_item_recalled"
-
-LATEST_VIEW = """
-create or replace view recall.latest as
-select * from recall.candidates
-where run_id = (select run_id from recall.candidates order by created_at desc limit 1)
-"""
-
 
 class RecallConfig(dg.Config):
     """How many candidates each user gets."""
@@ -42,8 +36,8 @@ class RecallConfig(dg.Config):
     description="Top-K recall candidates per user (default 100): the user profile searched in "
                 "the FAISS index with the user's training items excluded; users without "
                 "history get the most popular items. Appended to DuckDB recall.candidates per "
-                "run (run_id, model_version, user_id, rank, item_id, score, route); the view "
-                "recall.latest holds the newest run.",
+                "run (run_id, model_version, user_id, rank, item_id, score, route); once its "
+                "checks pass the run is published and the view recall.latest shows it.",
 )
 def recall_candidates(context: dg.AssetExecutionContext, config: RecallConfig,
                       warehouse: Warehouse, home: PipelineHome):
@@ -51,7 +45,7 @@ def recall_candidates(context: dg.AssetExecutionContext, config: RecallConfig,
     index, manifest = read_index(home.layout.indexes / "items", model, ids, vectors)
     rm = rating_matrix(home)
     profiles = warehouse.query("select user_id, embedding from features.user_profiles order by user_id")
-    items, scores, route = recall_lists(index, rm, profiles["user_id"].to_numpy(),
+    items, scores, route = recall_lists(index, ids, rm, profiles["user_id"].to_numpy(),
                                         profiles["embedding"].to_numpy().astype(np.float32), config.k)
     run_id = context.run.run_id
     frame = candidates_frame(rm, items, scores, route).select(
@@ -65,48 +59,22 @@ def recall_candidates(context: dg.AssetExecutionContext, config: RecallConfig,
             con.execute("delete from recall.candidates where run_id = ?", [run_id])
     warehouse.append_table("recall.candidates", frame)
     with warehouse.connect() as con:
-        con.execute(LATEST_VIEW)
-    yield _coverage_check(warehouse, run_id, config.k)
-    yield _no_training_check(warehouse, run_id)
+        short = recall_tables.users_short_of_candidates(con, run_id, config.k)
+        leaked = recall_tables.training_items_recalled(con, run_id)
+        published = short == 0 and leaked == 0
+        if published:  # only checked lists become what users query
+            recall_tables.publish_run(con, run_id)
+    yield dg.AssetCheckResult(check_name=COVERAGE_CHECK, passed=short == 0, metadata={"users_short": short})
+    yield dg.AssetCheckResult(check_name=NO_TRAIN_CHECK, passed=leaked == 0,
+                              metadata={"training_items_recalled": leaked})
     context.log.info(f"{frame.height} candidates for {len(rm.user_ids)} users")
     yield dg.MaterializeResult(metadata={
         "dagster/row_count": frame.height,
         "users": len(rm.user_ids),
+        "published": published,
         "users_served_by_popularity": int((route == "popularity").sum()),
         "k": config.k,
         "index_type": manifest.index_type,
         "distinct_items": frame["item_id"].n_unique(),
         "preview": markdown_table(frame.select("user_id", "rank", "item_id", "score", "route")),
     })
-
-
-def _coverage_check(warehouse: Warehouse, run_id: str, k: int) -> dg.AssetCheckResult:
-    short = warehouse.query(
-        """
-        with expected as (
-            select u.user_id,
-                   least(?, (select count(*) from clean.items) - count(s.item_id)) as expected
-            from features.user_index u
-            left join features.interactions_split s on s.user_id = u.user_id and s.part = 'train'
-            group by u.user_id
-        ), got as (
-            select user_id, count(*) as n from recall.candidates where run_id = ? group by user_id
-        )
-        select e.user_id, e.expected, coalesce(g.n, 0) as got
-        from expected e left join got g using (user_id)
-        where coalesce(g.n, 0) <> e.expected
-        """, [k, run_id])
-    return dg.AssetCheckResult(check_name=COVERAGE_CHECK, passed=short.height == 0,
-                               metadata={"users_short": short.height})
-
-
-def _no_training_check(warehouse: Warehouse, run_id: str) -> dg.AssetCheckResult:
-    leaked = warehouse.scalar(
-        """
-        select count(*) from recall.candidates c
-        join features.interactions_split s
-          on s.user_id = c.user_id and s.item_id = c.item_id and s.part = 'train'
-        where c.run_id = ?
-        """, [run_id])
-    return dg.AssetCheckResult(check_name=NO_TRAIN_CHECK, passed=leaked == 0,
-                               metadata={"training_items_recalled": int(leaked)})
