@@ -72,13 +72,15 @@ def plots(report: Report, catalogue_counts: np.ndarray, route_share: dict[str, f
         ax.grid(alpha=0.3)
 
     def popularity(ax):
-        bins = np.logspace(0, np.log10(max(catalogue_counts.max(), 1) + 1), 30)
-        ax.hist(catalogue_counts + 1, bins=bins, density=True, histtype="step", lw=2, label="catalogue")
+        # cumulative share of items with at most x training interactions: far right = head
+        ax.ecdf(catalogue_counts + 1, lw=2.5, color="black", label="catalogue")
         for model, counts in report.recommended_popularity.items():
-            ax.hist(counts + 1, bins=bins, density=True, histtype="step", label=model)
-        ax.set(xscale="log", xlabel="training interactions + 1", ylabel="density",
-               title="Popularity of recommended items (top 50)")
+            if len(counts):
+                ax.ecdf(counts + 1, label=model)
+        ax.set(xscale="log", xlabel="training interactions + 1", ylabel="cumulative share",
+               title="Popularity of recommended items (top 50) vs catalogue")
         ax.legend()
+        ax.grid(alpha=0.3)
 
     def routes(ax):
         names = list(route_share)

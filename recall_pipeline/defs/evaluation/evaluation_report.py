@@ -82,7 +82,8 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
                               passed=bool(bounded.len() and bounded.is_between(0.0, 1.0).all()),
                               metadata={"metrics": stored.height})
     warm = metrics_table(report.rows, "warm").with_columns(pl.selectors.float().round(4))
-    context.log.info(f"evaluation (warm slice):\n{warm}")
+    with pl.Config(tbl_cols=-1, tbl_width_chars=200, tbl_hide_column_data_types=True):
+        context.log.info(f"evaluation (warm slice):\n{warm}")
     yield dg.MaterializeResult(metadata={
         "warm": markdown_table(warm, rows=20),
         "cold": markdown_table(metrics_table(report.rows, "cold").with_columns(pl.selectors.float().round(4))),
