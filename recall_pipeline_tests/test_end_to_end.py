@@ -101,11 +101,16 @@ def test_metrics_are_stored_in_range_with_stable_names(pipeline):
     keys = {(m, s, metric, k) for m, s, metric, k, _ in rows}
     expected_warm = {("recall", 20), ("recall", 50), ("recall", 100), ("ndcg", 10), ("ndcg", 50),
                      ("coverage", 50), ("long_tail", 50), ("novelty", 50), ("diversity", 10)}
-    for model in ("final", "MostPopular", "ItemKNN", "EASE"):
+    for model in ("final", "route:lm_profile", "MostPopular", "ItemKNN", "EASE"):
         assert {(model, "warm", m, k) for m, k in expected_warm} <= keys
         assert {(model, "cold", "recall", 20), (model, "cold", "ndcg", 20)} <= keys
     assert all(0.0 <= value <= 1.0 for m, s, metric, k, value in rows if metric != "novelty")
     assert all(value > 0 for m, s, metric, k, value in rows if metric == "novelty")
+    # every user has history, so the published lists are the LM profile route's, found by FAISS
+    # in the index and by brute force in the evaluation: the two must agree
+    by_key = {(m, s, metric, k): v for m, s, metric, k, v in rows}
+    for metric, k in expected_warm:
+        assert by_key[("final", "warm", metric, k)] == pytest.approx(by_key[("route:lm_profile", "warm", metric, k)])
     # the same data and model give the same figures in both runs
     before = dict(((m, s, metric, k), v) for m, s, metric, k, v in
                   sql(home, "select model, slice, metric, k, value from eval.metrics where run_id = ?",

@@ -56,6 +56,12 @@ def candidates_frame(rm: RatingMatrix, items: np.ndarray, scores: np.ndarray,
     })
 
 
+def profile_scorer(user_vectors: np.ndarray, item_vectors: np.ndarray):
+    """The LM profile route as a scorer: inner products of user profiles and item embeddings
+    (``user_vectors`` aligned with the rating matrix's users, zero rows for users without one)."""
+    return lambda rows: user_vectors[rows] @ item_vectors.T
+
+
 def lists_from_frame(rm: RatingMatrix, candidates: pl.DataFrame) -> np.ndarray:
     """The inverse of :func:`candidates_frame`: a users x K array of item positions (-1 empty)."""
     lists = np.full((len(rm.user_ids), int(candidates["rank"].max())), -1, dtype=np.int64)

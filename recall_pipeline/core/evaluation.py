@@ -223,20 +223,23 @@ class Report:
 
 
 def evaluate(split: pl.DataFrame, data: EvaluationData, final_lists: np.ndarray,
-             user_vectors: np.ndarray, item_vectors: np.ndarray, seed: int = 0,
-             with_baselines: bool = True) -> Report:
-    """The published lists (``final``) and the baselines, all on the same split.
+             final_cold: baselines.Scorer, routes: dict[str, baselines.Scorer] | None = None,
+             seed: int = 0, with_baselines: bool = True) -> Report:
+    """The published lists (``final``), each recall route alone, and the baselines, all on the
+    same split.
 
-    ``final_lists`` (users x K item positions) and ``user_vectors`` (zero rows for users
-    without a profile) are aligned with ``rm.user_ids``. On the cold slice, ``final`` ranks the
-    cold items by the user's profile against their LM embeddings, the only signal a cold item
-    has; the collaborative baselines' cold scores all tie at zero, so theirs are the seeded
-    random order.
+    ``final_lists`` (users x K item positions) are aligned with ``rm.user_ids``. On the cold
+    slice, ``final`` is the scorer the pipeline has for items nobody has interacted with
+    (``final_cold``: the LM profile against the items' text embeddings) ranking the cold items
+    alone; the collaborative baselines' cold scores all tie at zero, so theirs are the seeded
+    random order. Each route ``name`` is reported as model ``route:<name>``.
     """
     report = Report()
-    lm_cold = user_vectors[data.cold.rows] @ item_vectors[data.cold_columns].T
-    cold_lists, _ = top_k_dense(lm_cold, COLD_K, seed=seed)
+    cold_scores = final_cold(data.cold.rows)[:, data.cold_columns] if len(data.cold.rows) else np.zeros((0, 0))
+    cold_lists, _ = top_k_dense(cold_scores, COLD_K, seed=seed)
     report.add("final", data, final_lists[data.warm.rows], cold_lists)
+    for name, scorer in (routes or {}).items():
+        report.add(f"route:{name}", data, *scorer_lists(scorer, data, seed))
     if with_baselines:
         for result in run_baselines(split, data, seed):
             report.add(result.name, data, result.warm_lists, result.cold_lists)

@@ -20,7 +20,8 @@ def report(bundled):
     split, rm, data = bundled
     n_users, n_items = rm.matrix.shape
     no_lists = np.full((n_users, 100), -1)
-    return evaluate(split, data, no_lists, np.zeros((n_users, 4)), np.zeros((n_items, 4)))
+    no_signal = lambda rows: np.zeros((len(rows), n_items))  # noqa: E731
+    return evaluate(split, data, no_lists, final_cold=no_signal, routes={"no_signal": no_signal})
 
 
 def figures(rows):
@@ -59,6 +60,7 @@ def test_cf_baselines_are_a_random_order_on_cold_items(report):
     # a cold item has no training interactions: every CF score ties, the seeded order decides
     f = figures(report.rows)
     random_order = f[("MostPopular", "cold", "recall", 20)]
+    assert f[("route:no_signal", "cold", "recall", 20)] == random_order
     assert f[("EASE", "cold", "recall", 20)] == random_order
     assert f[("ItemKNN", "cold", "recall", 20)] == random_order
     assert random_order < 0.06  # about 20 / 906 of a user's cold items, and ties with few relevant

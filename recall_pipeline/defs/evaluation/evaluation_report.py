@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import dagster as dg
 import polars as pl
 
-from recall_pipeline.core.candidates import lists_from_frame, vectors_by_user
+from recall_pipeline.core.candidates import lists_from_frame, profile_scorer, vectors_by_user
 from recall_pipeline.core.evaluation import build_evaluation_data, evaluate
 from recall_pipeline.core.ids import require_same_ids
 from recall_pipeline.core.report import metrics_table, plots, render_html, write_report
@@ -53,8 +53,9 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     profiles = warehouse.query("select user_id, embedding from features.user_profiles")
     user_vectors = vectors_by_user(rm, profiles["user_id"].to_numpy(),
                                    profiles["embedding"].to_numpy().reshape(profiles.height, vectors.shape[1]))
-    report = evaluate(split, data, lists_from_frame(rm, candidates), user_vectors, vectors,
-                      with_baselines=config.baselines)
+    lm_profile = profile_scorer(user_vectors, vectors)
+    report = evaluate(split, data, lists_from_frame(rm, candidates), final_cold=lm_profile,
+                      routes={"lm_profile": lm_profile}, with_baselines=config.baselines)
 
     model_version = candidates["model_version"][0]
     metrics = pl.DataFrame(report.rows).select(
