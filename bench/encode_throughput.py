@@ -38,6 +38,30 @@ def plain_loop(tokenizer, model, texts: list[str], batch_size: int) -> None:
             torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=1)
 
 
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """This machine's float32 matrix-product rate with torch's threads, best of ``repeats``."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.matmul(a, b)
+    best = min(_seconds(lambda: torch.matmul(a, b)) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def useful_flops(model, lengths: list[int]) -> float:
+    """Forward FLOPs over the real (unpadded) tokens: 2 per weight per token in the encoder
+    layers, plus the attention products (4 * layers * hidden * length^2 per text)."""
+    config = model.config
+    layer_params = sum(p.numel() for name, p in model.named_parameters() if ".layer." in name)
+    tokens = sum(lengths)
+    attention = 4 * config.num_hidden_layers * config.hidden_size * sum(n * n for n in lengths)
+    return 2 * layer_params * tokens + attention
+
+
 def best_of(repeats: int, fn) -> float:
     times = []
     for _ in range(repeats):
@@ -66,8 +90,15 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {datetime.now():%Y-%m-%d}")
     print(f"texts: {len(texts)} cleaned bundled item texts, batch size {args.batch_size}, best of {args.repeats}")
-    print(f"plain transformers loop: {len(texts) / plain_s:8.1f} items/s")
-    print(f"pipeline encoder:        {len(texts) / pipeline_s:8.1f} items/s")
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=256)["input_ids"]]
+    flops = useful_flops(model, lengths)
+    peak = matmul_gflops()
+    print(f"tokens: {sum(lengths)} real tokens, {flops / 1e9:.1f} GFLOP of useful work; "
+          f"float32 matmul rate here (2048^2, torch): {peak:.1f} GFLOP/s")
+    for name, seconds in (("plain transformers loop", plain_s), ("pipeline encoder", pipeline_s)):
+        achieved = flops / seconds / 1e9
+        print(f"{name:<24} {len(texts) / seconds:8.1f} items/s  {achieved:6.1f} GFLOP/s  "
+              f"{achieved / peak:6.1%} of the matmul rate")
     print(f"ratio pipeline / plain:  {plain_s / pipeline_s:8.2f}x")
 
 

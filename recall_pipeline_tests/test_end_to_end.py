@@ -13,6 +13,7 @@ from recall_pipeline.settings import HOME_ENV, HomeLayout
 
 SAMPLE_USERS = 8
 CHECKS = {"raw_items_reconcile", "raw_rows_reconcile", "embeddings_finite_unit_norm_one_per_item",
+          "index_matches_embeddings",
           "every_user_has_candidates", "no_training_item_recalled", "metrics_within_unit_interval"}
 
 
@@ -132,7 +133,7 @@ def test_index_manifest_matches_the_catalogue(pipeline):
 
     manifest = json.loads((home.indexes / "items" / "manifest.json").read_text())
     [(items,)] = sql(home, "select count(*) from clean.items")
-    assert (manifest["count"], manifest["dims"], manifest["index_type"]) == (items, 384, "IndexFlatIP")
+    assert (manifest["count"], manifest["dims"], manifest["index_type"]) == (items, 384, "flat")
     assert manifest["model"].startswith("all-MiniLM-L6-v2@")
 
 

@@ -134,3 +134,25 @@ def test_cli_suggests_and_serves_text_ids(user_run, monkeypatch, capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
     assert main(["recall", "1"]) == 1  # no such user: a message, not a traceback
     assert "has no recall list" in capsys.readouterr().err
+
+
+def test_changing_one_item_text_reencodes_exactly_that_item(user_run):
+    """Runs last in this module: it changes the fixture's items file and re-materializes."""
+    home, _, folder = user_run
+    items_file = folder / "items.csv"
+    items_file.write_text(items_file.read_text().replace("Toys come alive.", "Toys come alive at night."))
+    mp = pytest.MonkeyPatch()
+    mp.setenv(SOURCE_ENV, str(folder / "source.yaml"))
+    source = data_source_from_env()
+    mp.undo()
+    selection = [dg.AssetKey(k) for k in ("raw_interactions", "raw_items", "cleaned_item_text", "item_embeddings")]
+    with dg.instance_for_test() as instance:
+        rerun = build_definitions(home, source).resolve_job_def("recall_job").execute_in_process(
+            instance=instance, asset_selection=selection)
+    assert rerun.success
+    [event] = [e for e in rerun.get_asset_materialization_events()
+               if e.asset_key == dg.AssetKey("item_embeddings")]
+    metadata = {k: v.value for k, v in event.materialization.metadata.items()}
+    assert (metadata["encoded"], metadata["reused"]) == (1, 5)
+    assert sql(home, "select item_text from clean.items where item_id = 'm4'") == [
+        ("Toy Story Genres: animation, children Toys come alive at night.",)]

@@ -1,5 +1,10 @@
 """The FAISS item index: built over unit-norm item embeddings, searched by inner product.
 
+The index type follows the catalogue size: exact search (``IndexFlatIP``) up to
+``exact_max_items``, above it an approximate index: HNSW (the default: no training, high
+recall) or IVF (smaller and faster to build on very large catalogues). Every type uses the
+inner product the embeddings are compared by (an index on L2 would rank differently).
+
 FAISS ids are positions in the sorted catalogue (``item_ids``), so any id type maps back through
 the item index table. Items are added in a seeded random order: a flat index returns equal scores
 in insertion order, so ties are broken by a fixed random order, as the evaluation protocol
@@ -22,6 +27,26 @@ INDEX_FILE = "items.faiss"
 MANIFEST_FILE = "manifest.json"
 
 
+@dataclass(frozen=True)
+class IndexSettings:
+    """How the index is chosen and tuned; the defaults were set with ``bench/index_benchmark.py``."""
+
+    # The nightly recall searches all users in one batch, where exact search is fast (BLAS):
+    # at 100k items it out-ran every approximate index measured; at 1M, HNSW with
+    # efSearch=1024 reached recall@100 0.97 at 2.2x its batch and 25x its single-query rate.
+    exact_max_items: int = 200_000
+    approximate: str = "hnsw"          # "hnsw" or "ivf"
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 1024
+    ivf_lists: int = 0                 # 0: 4 * sqrt(n), at least 16
+    ivf_probe: int = 64
+    ivf_train_max: int = 200_000
+
+    def choose(self, n_items: int) -> str:
+        return "flat" if n_items <= self.exact_max_items else self.approximate
+
+
 class IndexMismatchError(RuntimeError):
     """The stored index was built from other embeddings than the ones it should serve."""
 
@@ -32,6 +57,7 @@ class IndexManifest:
 
     model: str
     index_type: str
+    params: dict
     count: int
     dims: int
     embeddings_sha256: str
@@ -50,13 +76,53 @@ def embeddings_digest(item_ids: np.ndarray, vectors: np.ndarray) -> str:
 
 def build_exact_index(vectors: np.ndarray, seed: int = 0):
     """An exact inner-product index whose ids are row positions, added in a seeded order."""
+    return build_index(vectors, "flat", IndexSettings(), seed)[0]
+
+
+def _base_index(kind: str, vectors: np.ndarray, settings: IndexSettings, seed: int):
+    """The bare FAISS index of ``kind`` (trained if it needs training) and its parameters."""
+    import faiss
+
+    n, dims = vectors.shape
+    if kind == "flat":
+        return faiss.IndexFlatIP(dims), {}
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dims, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = settings.hnsw_ef_construction
+        index.hnsw.efSearch = settings.hnsw_ef_search
+        return index, {"M": settings.hnsw_m, "efConstruction": settings.hnsw_ef_construction,
+                       "efSearch": settings.hnsw_ef_search}
+    if kind == "ivf":
+        lists = settings.ivf_lists or max(16, int(4 * np.sqrt(n)))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dims), dims, lists, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(seed).permutation(n)[: max(settings.ivf_train_max, 39 * lists)]
+        index.train(vectors[np.sort(sample)])
+        index.nprobe = min(settings.ivf_probe, lists)
+        return index, {"nlist": lists, "nprobe": index.nprobe}
+    raise ValueError(f"unknown index type {kind!r}; use 'flat', 'hnsw' or 'ivf'")
+
+
+def build_index(vectors: np.ndarray, kind: str, settings: IndexSettings, seed: int = 0):
+    """``(index, params)``: an inner-product index of ``kind`` over ``vectors``, whose ids are
+    row positions added in a seeded random order."""
     import faiss
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    index = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
+    base, params = _base_index(kind, vectors, settings, seed)
+    index = faiss.IndexIDMap2(base)
     order = np.random.default_rng(seed).permutation(len(vectors))
     index.add_with_ids(vectors[order], order.astype(np.int64))
-    return index
+    return index, params
+
+
+def apply_search_params(index, manifest: "IndexManifest") -> None:
+    """Set the manifest's search-time parameters (efSearch, nprobe) on a loaded index."""
+    import faiss
+
+    space = faiss.ParameterSpace()
+    for name in ("efSearch", "nprobe"):
+        if name in manifest.params:
+            space.set_index_parameter(index, name, manifest.params[name])
 
 
 def _file_digest(path: Path) -> str:
@@ -106,11 +172,13 @@ def read_index(folder: Path, model: str, item_ids: np.ndarray, vectors: np.ndarr
             f"{folder / INDEX_FILE} does not match the embeddings it should serve: "
             + "; ".join(problems) + ". Re-materialize faiss_index."
         )
-    return faiss.read_index(str(folder / INDEX_FILE)), manifest
+    index = faiss.read_index(str(folder / INDEX_FILE))
+    apply_search_params(index, manifest)
+    return index, manifest
 
 
 def new_manifest(model: str, index_type: str, item_ids: np.ndarray, vectors: np.ndarray,
-                 build_seconds: float) -> IndexManifest:
-    return IndexManifest(model=model, index_type=index_type, count=len(item_ids),
+                 build_seconds: float, params: dict | None = None) -> IndexManifest:
+    return IndexManifest(model=model, index_type=index_type, params=params or {}, count=len(item_ids),
                          dims=int(vectors.shape[1]), embeddings_sha256=embeddings_digest(item_ids, vectors),
                          built_at=time.time(), build_seconds=build_seconds)

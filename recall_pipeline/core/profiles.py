@@ -1,9 +1,17 @@
-"""User profiles from item embeddings: a rating- and recency-weighted mean of the history.
+"""User profiles from item embeddings and item text: three views of what a user likes.
 
-A user's vector is the normalised sum of their training items' embeddings, each weighted by
-``rating / rating_max`` (1 for implicit feedback) times ``0.5 ** (age / half_life)``, where age is
-the time between the interaction and the user's latest training interaction. Recent, well-liked
-items therefore pull the profile hardest, and the whole history still counts.
+1. **History vector**: the normalised, weighted sum of the user's training items' embeddings.
+   Each item weighs ``rating / rating_max`` (1 for implicit feedback) times
+   ``0.5 ** (age / half_life)``, where age is the time between the interaction and the user's
+   latest training interaction; items rated below the user's own mean rating (disliked) are
+   multiplied by ``dislike_weight``, so they count less but are not ignored.
+2. **Interest text**: a short, human-readable sentence written from the history (the most liked
+   genres and a few recently liked titles), which the same LM encodes, so that a profile can be
+   read by a person and compared with item text.
+3. **Multi-interest vectors**: up to ``max_interests`` centroids from clustering the user's
+   liked items (one per ``items_per_interest`` liked items), each with the share of the liked
+   weight it holds, so that a user who likes both horror and children's films is not averaged
+   into neither (a PinnerSage-style, training-free view on frozen LM embeddings).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
+from scipy.cluster.vq import kmeans2
 
 from recall_pipeline.core.ids import positions
 
@@ -20,39 +29,138 @@ SECONDS_PER_DAY = 86_400.0
 
 
 @dataclass(frozen=True)
+class ProfileSettings:
+    rating_max: float = 5.0
+    half_life_days: float = 365.0
+    dislike_weight: float = 0.25
+    max_interests: int = 4
+    items_per_interest: int = 10
+    text_genres: int = 3
+    text_titles: int = 3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class UserProfiles:
-    """Unit-norm profile vectors for the users with training history."""
+    """Unit-norm history vectors for the users with training history."""
 
     user_ids: np.ndarray
     vectors: np.ndarray
     history_sizes: np.ndarray
 
 
-def history_weights(train: pl.DataFrame, rating_max: float = 5.0,
-                    half_life_days: float = 365.0) -> pl.DataFrame:
-    """``train`` with a ``weight`` column: rating share times recency decay within the user."""
+def history_weights(train: pl.DataFrame, settings: ProfileSettings = ProfileSettings()) -> pl.DataFrame:
+    """``train`` with ``weight`` and ``liked`` columns (liked: rating at least the user's mean)."""
     age_days = (
         (pl.col("timestamp").max().over("user_id") - pl.col("timestamp")).dt.total_seconds()
         / SECONDS_PER_DAY
     )
-    rating_share = (pl.col("rating") / rating_max).fill_null(1.0)
-    return train.with_columns(weight=rating_share * (0.5 ** (age_days / half_life_days)))
+    rating_share = (pl.col("rating") / settings.rating_max).fill_null(1.0)
+    liked = (pl.col("rating") >= pl.col("rating").mean().over("user_id")).fill_null(True)
+    return train.with_columns(liked=liked).with_columns(
+        weight=rating_share * (0.5 ** (age_days / settings.half_life_days))
+        * pl.when(pl.col("liked")).then(1.0).otherwise(settings.dislike_weight)
+    )
 
 
 def build_user_profiles(train: pl.DataFrame, item_ids: np.ndarray, item_vectors: np.ndarray,
-                        rating_max: float = 5.0, half_life_days: float = 365.0) -> UserProfiles:
-    """Profiles of every user in ``train`` (columns user_id, item_id, rating, timestamp).
+                        settings: ProfileSettings = ProfileSettings()) -> UserProfiles:
+    """History vectors of every user in ``train`` (user_id, item_id, rating, timestamp).
 
     ``item_ids`` must be sorted ascending and aligned with the rows of ``item_vectors``.
     """
-    weighted = history_weights(train, rating_max, half_life_days)
+    weighted = history_weights(train, settings)
     user_ids = np.sort(weighted["user_id"].unique().to_numpy())
     rows = positions(user_ids, weighted["user_id"].to_numpy(), "users")
     cols = positions(item_ids, weighted["item_id"].to_numpy(), "training items among the embeddings")
     weights = sp.csr_matrix((weighted["weight"].to_numpy(), (rows, cols)),
                             shape=(len(user_ids), len(item_ids)))
     vectors = np.asarray(weights @ item_vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    vectors /= np.maximum(norms, 1e-12)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     sizes = np.bincount(rows, minlength=len(user_ids))
     return UserProfiles(user_ids, vectors, sizes)
+
+
+def _join_words(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def interest_texts(train: pl.DataFrame, items: pl.DataFrame,
+                   settings: ProfileSettings = ProfileSettings()) -> pl.DataFrame:
+    """One sentence per user: their most liked genres and most recently liked titles.
+
+    ``items`` has item_id, title, year and genres (a list). Returns user_id, profile_text.
+    """
+    liked = (history_weights(train, settings).filter("liked")
+             .join(items.select("item_id", "title", "year", "genres"), on="item_id", how="left"))
+    genres = (liked.explode("genres").drop_nulls("genres")
+              .group_by("user_id", "genres").agg(pl.col("weight").sum())
+              .sort(["user_id", "weight", "genres"], descending=[False, True, False])
+              .group_by("user_id", maintain_order=True).agg(pl.col("genres").head(settings.text_genres)))
+    titles = (liked.drop_nulls("title")
+              .with_columns(label=pl.when(pl.col("year").is_not_null())
+                            .then(pl.format("{} ({})", "title", "year")).otherwise(pl.col("title")))
+              .sort(["user_id", "timestamp", "item_id"], descending=[False, True, False])
+              .group_by("user_id", maintain_order=True).agg(pl.col("label").head(settings.text_titles)))
+    users = train.select("user_id").unique().sort("user_id")
+    merged = users.join(genres, on="user_id", how="left").join(titles, on="user_id", how="left")
+    texts = []
+    for _user, top_genres, recent in merged.iter_rows():
+        parts = []
+        if top_genres:
+            parts.append(f"Likes {_join_words(top_genres)}.")
+        if recent:
+            parts.append(f"Recently liked {_join_words(recent)}.")
+        texts.append(" ".join(parts))
+    return merged.select("user_id").with_columns(pl.Series("profile_text", texts, dtype=pl.String))
+
+
+def interest_count(n_liked: int, settings: ProfileSettings = ProfileSettings()) -> int:
+    """How many interests a history of ``n_liked`` liked items supports (1 to max_interests)."""
+    return int(min(settings.max_interests, max(1, n_liked // settings.items_per_interest)))
+
+
+def cluster_interests(vectors: np.ndarray, weights: np.ndarray, k: int,
+                      seed: int = 0) -> list[tuple[np.ndarray, float, int]]:
+    """(unit centroid, weight share, item count) per non-empty cluster, heaviest first."""
+    if k <= 1 or len(vectors) <= k:
+        centroid = (weights[:, None] * vectors).sum(axis=0)
+        return [(centroid / max(np.linalg.norm(centroid), 1e-12), 1.0, len(vectors))]
+    _, labels = kmeans2(vectors.astype(np.float64), k, minit="++", seed=np.random.default_rng(seed))
+    total = weights.sum()
+    out = []
+    for label in np.unique(labels):
+        members = labels == label
+        centroid = (weights[members, None] * vectors[members]).sum(axis=0)
+        out.append((centroid / max(np.linalg.norm(centroid), 1e-12), float(weights[members].sum() / total),
+                    int(members.sum())))
+    return sorted(out, key=lambda interest: -interest[1])
+
+
+def multi_interests(train: pl.DataFrame, item_ids: np.ndarray, item_vectors: np.ndarray,
+                    settings: ProfileSettings = ProfileSettings()) -> pl.DataFrame:
+    """user_id, interest (0 = heaviest), weight, n_items, embedding for each user's interests."""
+    liked = history_weights(train, settings).filter("liked").sort("user_id", "item_id")
+    cols = positions(item_ids, liked["item_id"].to_numpy(), "liked items among the embeddings")
+    users = liked["user_id"].to_numpy()
+    weights = liked["weight"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.array([], int)
+    ends = np.r_[starts[1:], len(users)]
+    rows: list[tuple] = []
+    for start, end in zip(starts, ends):
+        k = interest_count(end - start, settings)
+        clusters = cluster_interests(item_vectors[cols[start:end]], weights[start:end], k, settings.seed)
+        rows += [(users[start], i, share, n, centroid.astype(np.float32))
+                 for i, (centroid, share, n) in enumerate(clusters)]
+    dims = item_vectors.shape[1]
+    if not rows:
+        return pl.DataFrame(schema={"user_id": train.schema["user_id"], "interest": pl.Int32,
+                                    "weight": pl.Float64, "n_items": pl.Int64,
+                                    "embedding": pl.Array(pl.Float32, dims)})
+    return pl.DataFrame({
+        "user_id": pl.Series([r[0] for r in rows], dtype=train.schema["user_id"]),
+        "interest": pl.Series([r[1] for r in rows], dtype=pl.Int32),
+        "weight": [r[2] for r in rows],
+        "n_items": pl.Series([r[3] for r in rows], dtype=pl.Int64),
+        "embedding": np.vstack([r[4] for r in rows]),
+    })

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from recall_pipeline.core.index import (
-    INDEX_FILE, MANIFEST_FILE, IndexMismatchError, build_exact_index, new_manifest, read_index,
-    write_index,
+    INDEX_FILE, MANIFEST_FILE, IndexMismatchError, IndexSettings, build_exact_index, build_index,
+    new_manifest, read_index, write_index,
 )
 
 
@@ -59,3 +59,38 @@ def test_mismatch_is_refused(tmp_path, change, message):
         ids, vectors = ids[:29], vectors[:29]
     with pytest.raises(IndexMismatchError, match=message):
         read_index(tmp_path, model, ids, vectors)
+
+
+def clustered(n, d=32, centres=50, seed=0):
+    """Unit vectors around a few centres: the neighbourhood structure real embeddings have."""
+    rng = np.random.default_rng(seed)
+    base = unit_vectors(centres, d, seed)
+    v = base[rng.integers(centres, size=n)] + rng.normal(0, 0.3 / np.sqrt(d), (n, d))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind, settings", [
+    ("hnsw", IndexSettings(hnsw_m=16, hnsw_ef_construction=64, hnsw_ef_search=128)),
+    ("ivf", IndexSettings(ivf_lists=32, ivf_probe=8)),
+])
+def test_approximate_indexes_find_the_exact_neighbours(kind, settings, tmp_path):
+    vectors, queries = clustered(5000), clustered(50, seed=1)
+    _, truth = build_index(vectors, "flat", settings)[0].search(queries, 10)
+    index, params = build_index(vectors, kind, settings)
+    _, found = index.search(queries, 10)
+    recall = np.mean([len(np.intersect1d(f, t)) / 10 for f, t in zip(found, truth)])
+    assert recall >= 0.9
+    # the manifest carries the search-time parameters back onto the loaded index
+    ids = np.arange(5000)
+    write_index(index, new_manifest("m@1", kind, ids, vectors, 0.1, params), tmp_path)
+    loaded, manifest = read_index(tmp_path, "m@1", ids, vectors)
+    assert manifest.params == params and manifest.index_type == kind
+    _, again = loaded.search(queries, 10)
+    assert (again == found).all()
+
+
+def test_index_type_follows_catalogue_size():
+    settings = IndexSettings(exact_max_items=100, approximate="ivf")
+    assert settings.choose(100) == "flat" and settings.choose(101) == "ivf"
+    with pytest.raises(ValueError, match="unknown index type 'annoy'"):
+        build_index(unit_vectors(10), "annoy", settings)

@@ -1,12 +1,26 @@
-"""``faiss_index``: an exact inner-product FAISS index over the item embeddings."""
+"""``faiss_index``: the item index, exact or approximate by catalogue size."""
 
 import time
 
 import dagster as dg
 
-from recall_pipeline.core.index import build_exact_index, new_manifest, write_index
+from recall_pipeline.core.index import IndexSettings, build_index, new_manifest, read_index, write_index
 from recall_pipeline.defs.tables import item_vectors
 from recall_pipeline.resources import PipelineHome, Warehouse
+
+MANIFEST_CHECK = "index_matches_embeddings"
+
+
+class IndexConfig(dg.Config):
+    """Exact search up to ``exact_max_items`` items, then ``approximate`` ("hnsw" or "ivf")."""
+
+    exact_max_items: int = IndexSettings.exact_max_items
+    approximate: str = IndexSettings.approximate
+    hnsw_m: int = IndexSettings.hnsw_m
+    hnsw_ef_construction: int = IndexSettings.hnsw_ef_construction
+    hnsw_ef_search: int = IndexSettings.hnsw_ef_search
+    ivf_lists: int = IndexSettings.ivf_lists
+    ivf_probe: int = IndexSettings.ivf_probe
 
 
 @dg.asset(
@@ -14,23 +28,33 @@ from recall_pipeline.resources import PipelineHome, Warehouse
     deps=["item_embeddings"],
     kinds={"faiss"},
     pool="warehouse",
-    description="Exact inner-product FAISS index (IndexFlatIP) of the unit-norm item embeddings; "
-                "FAISS ids are positions in features.item_index. Written atomically to "
-                "indexes/items/ with a manifest (model, dims, count, checksums).",
+    check_specs=[dg.AssetCheckSpec(MANIFEST_CHECK, asset="faiss_index", blocking=True,
+                                   description="the stored index loads against the embeddings: same "
+                                               "model, count, dims and checksums")],
+    description="Inner-product FAISS index of the unit-norm item embeddings: exact (IndexFlatIP) "
+                "up to 200,000 items, HNSW above (configurable); FAISS ids are positions in "
+                "features.item_index. Written atomically to indexes/items/ with a manifest (model, "
+                "type and parameters, count, dims, build time, checksums) that loading checks.",
 )
-def faiss_index(context: dg.AssetExecutionContext, warehouse: Warehouse,
-                home: PipelineHome) -> dg.MaterializeResult:
+def faiss_index(context: dg.AssetExecutionContext, config: IndexConfig, warehouse: Warehouse,
+                home: PipelineHome):
     ids, vectors, model = item_vectors(warehouse)
+    settings = IndexSettings(**config.model_dump())
+    kind = settings.choose(len(ids))
     start = time.perf_counter()
-    index = build_exact_index(vectors)
+    index, params = build_index(vectors, kind, settings)
     seconds = time.perf_counter() - start
     folder = home.layout.indexes / "items"
-    manifest = write_index(index, new_manifest(model, "IndexFlatIP", ids, vectors, seconds), folder)
-    context.log.info(f"indexed {index.ntotal} items in {seconds:.2f}s at {folder}")
-    return dg.MaterializeResult(metadata={
+    manifest = write_index(index, new_manifest(model, kind, ids, vectors, seconds, params), folder)
+    loaded, _ = read_index(folder, model, ids, vectors)  # raises on any mismatch
+    yield dg.AssetCheckResult(check_name=MANIFEST_CHECK, passed=loaded.ntotal == len(ids),
+                              metadata={"ntotal": int(loaded.ntotal), "items": len(ids)})
+    context.log.info(f"{kind} index of {index.ntotal} items in {seconds:.2f}s at {folder}")
+    yield dg.MaterializeResult(metadata={
         "ntotal": int(index.ntotal),
         "dims": manifest.dims,
-        "index_type": manifest.index_type,
+        "index_type": kind,
+        "params": dg.MetadataValue.json(params),
         "model": model,
         "build_seconds": round(seconds, 3),
         "path": dg.MetadataValue.path(str(folder)),
