@@ -19,16 +19,21 @@ from recall_pipeline.defs.features.user_profiles import user_profiles
 from recall_pipeline.defs.ingest.cleaned_interactions import cleaned_interactions
 from recall_pipeline.defs.ingest.cleaned_item_text import cleaned_item_text
 from recall_pipeline.defs.ingest.raw_interactions_and_items import raw_interactions_and_items
-from recall_pipeline.defs.jobs import recall_job
+from recall_pipeline.defs.ingest.feedback_events import feedback_events
+from recall_pipeline.defs.jobs import feedback_refresh_job, recall_job
+from recall_pipeline.defs.schedules import nightly_refresh
+from recall_pipeline.defs.sensors import feedback_inbox_sensor
 from recall_pipeline.defs.serving.faiss_index import faiss_index
+from recall_pipeline.defs.serving.published_warehouse import published_warehouse
 from recall_pipeline.defs.serving.recall_candidates import recall_candidates
 from recall_pipeline.resources import (
     DataSource, MlflowTracking, PipelineHome, TextEncoderResource, Warehouse,
 )
 from recall_pipeline.settings import SOURCE_ENV, HomeLayout, home_layout
 
-ASSETS = [raw_interactions_and_items, cleaned_item_text, cleaned_interactions, rating_matrix,
-          item_embeddings, user_profiles, faiss_index, recall_candidates, evaluation_report]
+ASSETS = [raw_interactions_and_items, feedback_events, cleaned_item_text, cleaned_interactions,
+          rating_matrix, item_embeddings, user_profiles, faiss_index, recall_candidates,
+          evaluation_report, published_warehouse]
 
 
 def data_source_from_env() -> DataSource:
@@ -65,7 +70,9 @@ def build_definitions(home: HomeLayout | None = None,
                       data_source: DataSource | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
-        jobs=[recall_job],
+        jobs=[recall_job, feedback_refresh_job],
+        schedules=[nightly_refresh],
+        sensors=[feedback_inbox_sensor],
         resources=build_resources(home or home_layout(), data_source),
         # On 2 cores a subprocess per step costs more than the parallelism gains.
         executor=dg.in_process_executor,

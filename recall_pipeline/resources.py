@@ -30,6 +30,10 @@ class Warehouse(dg.ConfigurableResource):
 
     path: str
 
+    @property
+    def path_obj(self) -> Path:
+        return Path(self.path)
+
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -49,12 +53,22 @@ class Warehouse(dg.ConfigurableResource):
 
     def append_table(self, table: str, frame: pl.DataFrame) -> None:
         """Append rows to ``schema.table``, creating it from the frame's schema if needed."""
-        schema = table.split(".")[0]
+        self.append_tables({table: frame})
+
+    def append_tables(self, frames: dict[str, pl.DataFrame]) -> None:
+        """Append to several tables in one transaction: all rows land, or none."""
         with self.connect() as con:
-            con.execute(f"create schema if not exists {schema}")
-            con.register("incoming", frame.to_arrow())
-            con.execute(f"create table if not exists {table} as select * from incoming limit 0")
-            con.execute(f"insert into {table} by name select * from incoming")
+            con.execute("begin transaction")
+            for table, frame in frames.items():
+                _insert(con, table, frame)
+            con.execute("commit")
+
+    def replace_rows(self, table: str, frame: pl.DataFrame, where: str, params: list | None = None) -> None:
+        """In one transaction: delete the rows matching ``where``, then insert the frame's rows."""
+        with self.connect() as con:
+            con.execute("begin transaction")
+            _insert(con, table, frame, where, params)
+            con.execute("commit")
 
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         with self.connect() as con:
@@ -73,6 +87,23 @@ class Warehouse(dg.ConfigurableResource):
         """Row count of each table, read in one connection."""
         with self.connect() as con:
             return {t: int(con.execute(f"select count(*) from {t}").fetchall()[0][0]) for t in tables}
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame,
+            where: str | None = None, params: list | None = None) -> None:
+    """Insert by column name, creating the table if missing and adding columns the frame has and
+    the table lacks (so older rows are never dropped); first delete rows matching ``where``."""
+    con.execute(f"create schema if not exists {table.split('.')[0]}")
+    con.register("incoming", frame.to_arrow())
+    con.execute(f"create table if not exists {table} as select * from incoming limit 0")
+    existing = {row[0] for row in con.execute(f"describe {table}").fetchall()}
+    for name, dtype in con.execute("select column_name, column_type from (describe incoming)").fetchall():
+        if name not in existing:
+            con.execute(f'alter table {table} add column "{name}" {dtype}')
+    if where:
+        con.execute(f"delete from {table} where {where}", params or [])
+    con.execute(f"insert into {table} by name select * from incoming")
+    con.unregister("incoming")
 
 
 class InteractionColumnsConfig(dg.Config):

@@ -37,6 +37,11 @@ class HomeLayout:
         return self.root / "warehouse.duckdb"
 
     @property
+    def published(self) -> Path:
+        """The read copy of the recall and evaluation tables that users query."""
+        return self.root / "published.duckdb"
+
+    @property
     def mlflow_db(self) -> Path:
         return self.root / "mlflow" / "mlflow.db"
 

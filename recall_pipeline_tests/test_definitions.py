@@ -9,9 +9,9 @@ import dagster as dg
 from recall_pipeline.definitions import build_definitions, defs
 from recall_pipeline.settings import HomeLayout
 
-ASSETS = {"raw_interactions", "raw_items", "cleaned_item_text", "cleaned_interactions",
+ASSETS = {"raw_interactions", "raw_items", "feedback_events", "cleaned_item_text", "cleaned_interactions",
           "rating_matrix", "item_embeddings", "user_profiles", "faiss_index",
-          "recall_candidates", "evaluation_report"}
+          "recall_candidates", "evaluation_report", "published_warehouse"}
 
 
 def test_graph_has_every_asset_group_and_check(tmp_path):
@@ -31,7 +31,19 @@ def test_graph_has_every_asset_group_and_check(tmp_path):
 def test_lineage_runs_from_raw_to_report(tmp_path):
     graph = build_definitions(HomeLayout(tmp_path)).resolve_asset_graph()
     upstream = {k.to_user_string() for k in graph.get_ancestor_asset_keys(dg.AssetKey("evaluation_report"))}
-    assert upstream == ASSETS - {"evaluation_report"}
+    assert upstream == ASSETS - {"evaluation_report", "published_warehouse"}
+
+
+def test_jobs_schedule_and_sensor(tmp_path):
+    definitions = build_definitions(HomeLayout(tmp_path))
+    feedback_job = definitions.resolve_job_def("feedback_refresh_job")
+    selected = {key.to_user_string() for key in feedback_job.asset_layer.selected_asset_keys}
+    # new feedback refreshes what depends on interactions, and reuses embeddings and the index
+    assert selected == {"feedback_events", "cleaned_interactions", "rating_matrix", "user_profiles",
+                        "recall_candidates", "evaluation_report", "published_warehouse"}
+    schedule = definitions.resolve_schedule_def("nightly_refresh")
+    assert (schedule.cron_schedule, schedule.execution_timezone, schedule.job_name) == ("0 2 * * *", "UTC", "recall_job")
+    assert definitions.resolve_sensor_def("feedback_inbox_sensor").job_name == "feedback_refresh_job"
 
 
 def test_workspace_loads_with_dagster_tooling():

@@ -172,3 +172,78 @@ def test_mlflow_holds_the_evaluation_run(pipeline):
                                   "and slice = 'warm' and metric = 'recall' and k = 50", [second.run_id])
     assert run.data.metrics["final.warm.recall_at_50"] == pytest.approx(final_recall)
     assert [a.path for a in client.list_artifacts(run_id)] == [f"evaluation_{second.run_id}.html"]
+
+
+READER = r"""
+import json, sys, time, duckdb
+path, stop, out = sys.argv[1:4]
+queries, failures, torn = 0, [], 0
+import os
+while not os.path.exists(stop):
+    try:
+        with duckdb.connect(path, read_only=True) as con:
+            n, runs, users = con.execute(
+                "select count(*), count(distinct run_id), count(distinct user_id) from recall.latest").fetchall()[0]
+            if runs != 1 or n != users * 100:
+                torn += 1
+        queries += 1
+    except Exception as exc:
+        failures.append(repr(exc))
+    time.sleep(0.01)
+json.dump({"queries": queries, "failures": failures, "torn": torn}, open(out, "w"))
+"""
+
+
+def test_feedback_refresh_while_users_query_the_published_copy(pipeline, tmp_path):
+    """Feedback flows in through the inbox while another process keeps querying."""
+    import json
+    import subprocess
+    import sys
+
+    home, *_ = pipeline
+    before = sql_published(home, "select item_id from recall.latest where user_id = 1 order by rank")
+    [(n_raw,)] = sql(home, "select count(*) from raw.interactions")
+    unseen = [i for (i,) in sql(home, "select item_id from clean.items order by item_id")
+              if (i,) not in sql(home, "select item_id from features.interactions_split where user_id = 1")][:30]
+    lines = [f"1,{item},5,2016-12-{1 + n % 28:02d}T10:00:00" for n, item in enumerate(unseen)]
+    feedback_file = home.inbox / "user1.csv"
+    feedback_file.write_text("user_id,item_id,rating,timestamp\n" + "\n".join(lines) + "\n")
+
+    stop, out = tmp_path / "stop", tmp_path / "reader.json"
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(home.published), str(stop), str(out)])
+    job = build_definitions(home, DataSource(sample_users=SAMPLE_USERS)).resolve_job_def("feedback_refresh_job")
+    config = {"ops": {"feedback_events": {"config": {"files": [str(feedback_file)]}}}}
+    try:
+        with dg.instance_for_test() as instance:
+            first = job.execute_in_process(instance=instance, run_config=config)
+            # the same content dropped again is recognised and not ingested twice
+            (home.inbox / "again.csv").write_text((home.inbox / "archive" / "user1.csv").read_text())
+            second = job.execute_in_process(instance=instance)
+    finally:
+        stop.touch()
+        reader.wait(timeout=60)
+    assert first.success and second.success
+    assert materialization(first, "feedback_events")["ingested"] == 1
+    assert materialization(second, "feedback_events")["already_ingested"] == 1
+    [(n_after,)] = sql(home, "select count(*) from raw.interactions")
+    assert n_after == n_raw + len(lines)
+    assert sql(home, "select count(*), min(batch_id) from raw.interactions where source_kind = 'feedback'") == [
+        (len(lines), f"feedback-{content_hash_of(home.inbox / 'archive' / 'user1.csv')[:16]}")]
+    assert (home.inbox / "archive" / "user1.csv").exists() and not feedback_file.exists()
+    assert (home.inbox / "duplicates" / "again.csv").exists()
+    after = sql_published(home, "select item_id from recall.latest where user_id = 1 order by rank")
+    assert after != before  # the affected user's candidates changed
+    report = json.loads(out.read_text())
+    assert report["failures"] == [] and report["torn"] == 0
+    assert report["queries"] > 10
+
+
+def sql_published(home: HomeLayout, query: str) -> list[tuple]:
+    with duckdb.connect(str(home.published), read_only=True) as con:
+        return con.execute(query).fetchall()
+
+
+def content_hash_of(path) -> str:
+    from recall_pipeline.core.feedback import content_hash
+
+    return content_hash(path)

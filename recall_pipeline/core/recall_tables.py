@@ -2,10 +2,16 @@
 
 ``recall.candidates`` keeps every run's rows. A run is *published* (listed in
 ``recall.published_runs``) only after its checks pass, and the view ``recall.latest`` shows the
-newest published run, so a failed or half-checked run is never what users query.
+newest published run, so a failed or half-checked run is never what users query. After a
+successful refresh the tables users query are copied to a separate read-only file
+(``published.duckdb``) and swapped in atomically, so queries never wait for or collide with the
+pipeline's single writer.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import duckdb
 
@@ -50,3 +56,33 @@ def publish_run(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
                 "(run_id varchar primary key, published_at timestamp)")
     con.execute("insert or replace into recall.published_runs values (?, now()::timestamp)", [run_id])
     con.execute(LATEST_VIEW)
+
+
+# What users query: (table in the published copy, query on the warehouse).
+PUBLISHED_TABLES = {
+    "recall.latest": "select * from src.recall.latest",
+    "recall.candidates": "select * from src.recall.candidates",
+    "recall.published_runs": "select * from src.recall.published_runs",
+    "eval.metrics": "select * from src.eval.metrics",
+    "catalog.items": "select item_id, title, year, genres, description, item_text from src.clean.items",
+    "catalog.user_profiles": "select user_id, history_size, profile_text from src.features.user_profiles",
+}
+
+
+def publish_copy(warehouse: Path, target: Path, tables: dict[str, str] = PUBLISHED_TABLES) -> dict[str, int]:
+    """Write the tables users query to a new DuckDB file beside ``target``, then rename it onto
+    ``target``: readers holding the old file keep a complete old copy, new readers get the
+    complete new one, and nobody ever sees a half-written table or waits on the writer's lock.
+    Returns the row count of each published table."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    counts = {}
+    with duckdb.connect(str(tmp)) as con:
+        con.execute(f"attach '{warehouse}' as src (read_only)")
+        for table, query in tables.items():
+            con.execute(f"create schema if not exists {table.split('.')[0]}")
+            con.execute(f"create table {table} as {query}")
+            counts[table] = con.execute(f"select count(*) from {table}").fetchall()[0][0]
+        con.execute("detach src")
+    os.replace(tmp, target)
+    return counts

@@ -1,9 +1,18 @@
-"""Jobs: the full refresh that materializes every asset (``make run``)."""
+"""Jobs: the full refresh (every asset) and the feedback refresh (what new feedback changes)."""
 
 import dagster as dg
 
 recall_job = dg.define_asset_job(
     "recall_job",
     selection=dg.AssetSelection.all(),
-    description="Materialize the whole graph: ingest, clean, split, encode, index, recall, evaluate.",
+    description="Full refresh: ingest (and any waiting feedback), clean, split, encode, profile, "
+                "index, recall, evaluate, publish.",
+)
+
+feedback_refresh_job = dg.define_asset_job(
+    "feedback_refresh_job",
+    selection=dg.AssetSelection.assets("feedback_events").downstream(),
+    description="Append new feedback and refresh only what depends on it: cleaning, split, "
+                "profiles, recall lists, evaluation and the published copy (item embeddings and "
+                "the index are reused).",
 )

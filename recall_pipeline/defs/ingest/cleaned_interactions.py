@@ -13,7 +13,7 @@ RECONCILE_CHECK = "raw_rows_reconcile"
 
 @dg.asset(
     group_name="ingest",
-    deps=["raw_interactions", "cleaned_item_text"],
+    deps=["raw_interactions", "feedback_events", "cleaned_item_text"],
     kinds={"duckdb", "polars"},
     pool="warehouse",
     check_specs=[dg.AssetCheckSpec(RECONCILE_CHECK, asset="cleaned_interactions", blocking=True,
