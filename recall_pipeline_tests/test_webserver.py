@@ -1,0 +1,117 @@
+"""The real Dagster UI: start `dagster dev`, read the asset graph over GraphQL, launch a
+materialization through it, wait for success, and stop the server by its process id."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from recall_pipeline.settings import HOME_ENV, HomeLayout
+
+ROOT = Path(__file__).resolve().parents[1]
+# Background processes of non-interactive shells ignore SIGINT, and dagster maps SIGTERM onto
+# the SIGINT handler: restore SIGINT's default before exec, or the server cannot be stopped.
+EXEC_WITH_SIGINT = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])"
+
+LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+  ... on InvalidSubsetError { message } ... on RunConfigValidationInvalid { errors { message } } } }"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = json.loads(response.read())
+    assert "errors" not in body, body
+    return body["data"]
+
+
+@pytest.fixture
+def dagster_dev(tmp_path):
+    home = HomeLayout(tmp_path / "home").create()
+    port = free_port()
+    env = {**os.environ, HOME_ENV: str(home.root), "DAGSTER_HOME": str(home.dagster_home)}
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    log = (tmp_path / "dev.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-c", EXEC_WITH_SIGINT, dagster, "dev", "-w", "workspace.yaml",
+         "-h", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+                break
+            except OSError:
+                assert process.poll() is None, (tmp_path / "dev.log").read_text()[-3000:]
+                time.sleep(0.5)
+        else:
+            pytest.fail("dagster dev did not answer within 120 s")
+        yield port, home, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        # code servers that dagster dev started live in the same session: end any still alive
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        log.close()
+
+
+def test_ui_shows_the_graph_and_runs_a_materialization(dagster_dev):
+    port, home, process = dagster_dev
+    nodes = graphql(port, "{ assetNodes { assetKey { path } groupName } }")["assetNodes"]
+    assert {n["assetKey"]["path"][0] for n in nodes} >= {"raw_interactions", "item_embeddings", "faiss_index",
+                                                          "recall_candidates", "evaluation_report"}
+    repo = graphql(port, """{ repositoriesOrError { ... on RepositoryConnection { nodes {
+        name location { name } schedules { name } sensors { name } } } } }""")["repositoriesOrError"]["nodes"][0]
+    assert [s["name"] for s in repo["schedules"]] == ["nightly_refresh"]
+    assert [s["name"] for s in repo["sensors"]] == ["feedback_inbox_sensor"]
+
+    params = {"selector": {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"],
+                           "jobName": "__ASSET_JOB",
+                           "assetSelection": [{"path": ["raw_interactions"]}, {"path": ["raw_items"]}]},
+              "runConfigData": {}}
+    launched = graphql(port, LAUNCH, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    deadline, status = time.time() + 180, None
+    while time.time() < deadline:
+        status = graphql(port, "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
+                         {"id": run_id})["runOrError"]["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(1)
+    assert status == "SUCCESS"
+
+    import duckdb
+
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        assert con.execute("select count(*), min(batch_id) from raw.interactions").fetchall() == [(100_004, run_id)]
+
+    process.send_signal(signal.SIGTERM)  # stopped by its process id, as a script would
+    assert process.wait(timeout=60) is not None
