@@ -174,6 +174,18 @@ def test_mlflow_holds_the_evaluation_run(pipeline):
     assert [a.path for a in client.list_artifacts(run_id)] == [f"evaluation_{second.run_id}.html"]
 
 
+def test_evaluation_report_alone_evaluates_the_published_lists(pipeline):
+    home, _, second = pipeline
+    job = build_definitions(home, DataSource(sample_users=SAMPLE_USERS)).resolve_job_def("recall_job")
+    with dg.instance_for_test() as instance:
+        alone = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("evaluation_report")],
+                                       run_config={"ops": {"evaluation_report": {"config": {"baselines": False}}}})
+    assert alone.success
+    rows = sql(home, "select distinct candidates_run_id, model from eval.metrics where run_id = ?", [alone.run_id])
+    assert {r[0] for r in rows} == {second.run_id}
+    assert {r[1] for r in rows} == {"final", "route:lm_profile"}  # baselines switched off
+
+
 READER = r"""
 import json, sys, time, duckdb
 path, stop, out = sys.argv[1:4]

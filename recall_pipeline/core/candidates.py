@@ -76,3 +76,9 @@ def vectors_by_user(rm: RatingMatrix, user_ids: np.ndarray, vectors: np.ndarray)
     out = np.zeros((len(rm.user_ids), vectors.shape[1]), dtype=np.float32)
     out[positions(rm.user_ids, user_ids, "profile users")] = vectors
     return out
+
+
+def route_shares(candidates: pl.DataFrame) -> dict[str, float]:
+    """The share of the published candidates each recall route served."""
+    counts = candidates.group_by("route").len().sort("route")
+    return dict(counts.with_columns(pl.col("len") / candidates.height).iter_rows())

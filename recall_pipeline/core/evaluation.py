@@ -95,7 +95,10 @@ def build_evaluation_data(split: pl.DataFrame, rm: RatingMatrix, genres: list[li
                           item_vectors: np.ndarray | None = None) -> EvaluationData:
     """``genres`` and ``item_vectors`` are aligned with ``rm.item_ids``."""
     warm = warm_slice(split, rm)
-    train_items = np.diff(rm.matrix.indptr)
+    # "at most 30 training interactions": rows of the split, repeats of an item included
+    per_user = split.filter(pl.col("part") == "train").group_by("user_id").len()
+    train_rows = np.zeros(len(rm.user_ids), dtype=np.int64)
+    train_rows[positions(rm.user_ids, per_user["user_id"].to_numpy(), "users")] = per_user["len"].to_numpy()
     cold_items = np.sort(split.filter(pl.col("part") == "cold_test")["item_id"].unique().to_numpy())
     cold_columns = positions(rm.item_ids, cold_items, "cold items")
     cold_relevant = _relevance(split, "cold_test", rm)[:, cold_columns].tocsr()
@@ -104,7 +107,7 @@ def build_evaluation_data(split: pl.DataFrame, rm: RatingMatrix, genres: list[li
     return EvaluationData(
         rm=rm,
         warm=warm,
-        sparse_mask=train_items[warm.rows] <= SPARSE_MAX_TRAIN,
+        sparse_mask=train_rows[warm.rows] <= SPARSE_MAX_TRAIN,
         cold=Slice("cold", cold_rows, cold_relevant[cold_rows]),
         cold_columns=cold_columns,
         train_counts=counts,

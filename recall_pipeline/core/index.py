@@ -6,10 +6,10 @@ recall) or IVF (smaller and faster to build on very large catalogues). Every typ
 inner product the embeddings are compared by (an index on L2 would rank differently).
 
 FAISS ids are positions in the sorted catalogue (``item_ids``), so any id type maps back through
-the item index table. Items are added in a seeded random order: a flat index returns equal scores
-in insertion order, so ties are broken by a fixed random order, as the evaluation protocol
-requires, never by item id. The index file and its manifest are written atomically (temporary
-file, then rename); loading checks the manifest against the embeddings it is asked to serve.
+the item index table. FAISS returns equal scores in an order of its own; the recall stage
+re-orders them by the seeded tie rank (``ranking.order_ties``), never by item id. The index file
+and its manifest are written atomically (temporary file, then rename); loading checks the
+manifest against the embeddings it is asked to serve.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def _base_index(kind: str, vectors: np.ndarray, settings: IndexSettings, seed: i
 
 def build_index(vectors: np.ndarray, kind: str, settings: IndexSettings, seed: int = 0):
     """``(index, params)``: an inner-product index of ``kind`` over ``vectors``, whose ids are
-    row positions added in a seeded random order."""
+    row positions (added in a seeded order, so a rebuild gives the same graph)."""
     import faiss
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)

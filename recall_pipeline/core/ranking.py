@@ -1,8 +1,10 @@
 """Top-K lists: from FAISS searches or dense scores, with each user's training items excluded.
 
 Lists are arrays of item positions (columns of the rating matrix), padded with -1 when a user
-has fewer than K eligible items. Dense scores break ties by a fixed, seeded random order of the
-items, as the evaluation protocol requires (ranking ties by id would favour old movies).
+has fewer than K eligible items. Equal scores are ordered by a fixed, seeded random rank of the
+items (:func:`tie_order`), in dense rankings and FAISS results alike, as the evaluation protocol
+requires (ranking ties by id would favour old movies). A training item counts as seen whenever
+the matrix stores it, whatever its rating (a rating of 0 included).
 """
 
 from __future__ import annotations
@@ -16,12 +18,28 @@ def tie_order(n_items: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).permutation(n_items)
 
 
+def seen(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """1 wherever the matrix stores an entry (an explicit 0 rating is still a seen item)."""
+    out = matrix.tocsr(copy=True).astype(np.float32)
+    out.data[:] = 1.0
+    return out
+
+
 def is_excluded(exclude: sp.csr_matrix, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Boolean array shaped like ``items``: True where ``exclude[rows[i], items[i, j]]`` is set."""
+    """Boolean array shaped like ``items``: True where ``exclude`` stores ``[rows[i], items[i, j]]``."""
     safe = np.where(items < 0, 0, items)
     flat_rows = np.repeat(rows, items.shape[1])
-    hit = np.asarray(exclude[flat_rows, safe.ravel()]).reshape(items.shape) != 0
+    hit = np.asarray(seen(exclude)[flat_rows, safe.ravel()]).reshape(items.shape) != 0
     return hit & (items >= 0)
+
+
+def order_ties(items: np.ndarray, scores: np.ndarray, seed: int = 0, n_items: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Re-order each row by (score descending, seeded tie rank): FAISS returns equal scores in
+    an order of its own, which must not decide who makes the list."""
+    ranks = tie_order(n_items or int(items.max(initial=0)) + 1, seed)
+    tie_keys = np.where(items >= 0, ranks[np.where(items >= 0, items, 0)], np.iinfo(np.int64).max)
+    order = np.lexsort((tie_keys, -np.nan_to_num(scores, nan=-np.inf)), axis=1)
+    return np.take_along_axis(items, order, axis=1), np.take_along_axis(scores, order, axis=1)
 
 
 def first_k_allowed(items: np.ndarray, scores: np.ndarray, excluded: np.ndarray,
@@ -47,8 +65,8 @@ def top_k_dense(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None
     scores = np.array(scores, dtype=np.float64, copy=True)
     if exclude is not None:
         rows = np.arange(len(scores)) if rows is None else rows
-        sub = exclude[rows]
-        scores[sub.nonzero()] = -np.inf
+        sub = exclude[rows].tocoo()  # stored entries, explicit zeros included
+        scores[sub.row, sub.col] = -np.inf
     ties = np.broadcast_to(tie_order(scores.shape[1], seed), scores.shape)
     order = np.lexsort((ties, -scores), axis=1)[:, :k]
     top_scores = np.take_along_axis(scores, order, axis=1)
@@ -60,22 +78,29 @@ def top_k_dense(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None
 
 
 def search_top_k(index, queries: np.ndarray, exclude: sp.csr_matrix, rows: np.ndarray, k: int,
-                 batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+                 batch_size: int = 1024, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` index items per query with the query user's excluded items removed.
 
     Searches ``k`` plus the largest exclusion count of the batch, so that after removing a
-    user's training items at least ``k`` remain whenever the catalogue has them.
+    user's training items at least ``k`` remain whenever the catalogue has them, and searches
+    deeper while the last result still ties the k-th, so ties at the cut follow the seeded order.
     """
     out_items, out_scores = [], []
     counts = np.diff(exclude.indptr)
     for start in range(0, len(queries), batch_size):
         batch_rows = rows[start:start + batch_size]
+        batch = np.ascontiguousarray(queries[start:start + batch_size], dtype=np.float32)
         depth = min(index.ntotal, k + int(counts[batch_rows].max(initial=0)))
-        scores, items = index.search(np.ascontiguousarray(queries[start:start + batch_size],
-                                                          dtype=np.float32), depth)
-        items, scores = first_k_allowed(items, scores, is_excluded(exclude, batch_rows, items), k)
-        out_items.append(items)
-        out_scores.append(scores)
+        while True:
+            scores, items = index.search(batch, depth)
+            items, scores = order_ties(items, scores, seed, n_items=exclude.shape[1])
+            top, top_scores = first_k_allowed(items, scores, is_excluded(exclude, batch_rows, items), k)
+            cut = top_scores[:, -1]
+            if depth >= index.ntotal or not np.any(np.isfinite(cut) & (scores[:, -1] >= cut)):
+                break
+            depth = min(index.ntotal, depth * 2)
+        out_items.append(top)
+        out_scores.append(top_scores)
     if not out_items:
         return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
     return np.vstack(out_items), np.vstack(out_scores)

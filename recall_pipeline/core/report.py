@@ -34,6 +34,11 @@ def metrics_table(rows: list[dict], slice_name: str) -> pl.DataFrame:
     ).sort("_order").drop("_order")
 
 
+def mlflow_metrics(rows: list[dict]) -> dict[str, float]:
+    """Metric rows as MLflow metric names (``<model>.<slice>.<metric>_at_<k>``; no '@' allowed)."""
+    return {f"{r['model'].replace(':', '_')}.{r['slice']}.{r['metric']}_at_{r['k']}": r["value"] for r in rows}
+
+
 def _figure_png(draw) -> bytes:
     import matplotlib
 

@@ -30,3 +30,26 @@ def test_search_excludes_each_users_own_items():
     items, scores = search_top_k(index, queries, exclude, np.array([0, 1]), k=3)
     assert items.tolist() == [[0, 1, 2], [5, 4, -1]]
     assert np.isneginf(scores[1, 2])
+
+
+def test_faiss_ties_follow_the_same_seeded_order_as_dense_ranking():
+    vectors = np.tile(np.eye(1, 8, dtype=np.float32), (50, 1))  # 50 identical items: all scores tie
+    index = build_exact_index(vectors)
+    empty = sp.csr_matrix((1, 50))
+    faiss_items, _ = search_top_k(index, vectors[:1], empty, np.array([0]), k=20, seed=3)
+    dense_items, _ = top_k_dense(vectors[:1] @ vectors.T, 20, seed=3)
+    assert faiss_items.tolist() == dense_items.tolist()
+    assert faiss_items[0].tolist() == np.argsort(tie_order(50, seed=3))[:20].tolist()
+
+
+def test_a_zero_rating_is_still_a_seen_item():
+    exclude = sp.csr_matrix((np.array([0.0, 4.0]), (np.array([0, 0]), np.array([1, 2]))), shape=(1, 4))
+    assert exclude.nnz == 2  # the 0 rating is stored explicitly
+    items, _ = top_k_dense(np.array([[0.1, 0.9, 0.8, 0.2]]), 4, exclude)
+    assert items.tolist() == [[3, 0, -1, -1]]
+    index = build_exact_index(np.eye(4, dtype=np.float32))
+    found, _ = search_top_k(index, np.array([[0.1, 0.9, 0.8, 0.2]], dtype=np.float32), exclude, np.array([0]), 4)
+    assert found.tolist() == [[3, 0, -1, -1]]
+    from recall_pipeline.core.baselines import popularity_scores
+
+    assert popularity_scores(exclude).tolist() == [0, 1, 1, 0]

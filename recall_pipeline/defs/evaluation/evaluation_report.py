@@ -5,10 +5,10 @@ from datetime import datetime, timezone
 import dagster as dg
 import polars as pl
 
-from recall_pipeline.core.candidates import lists_from_frame, profile_scorer, vectors_by_user
+from recall_pipeline.core.candidates import lists_from_frame, profile_scorer, route_shares, vectors_by_user
 from recall_pipeline.core.evaluation import build_evaluation_data, evaluate
 from recall_pipeline.core.ids import require_same_ids
-from recall_pipeline.core.report import metrics_table, plots, render_html, write_report
+from recall_pipeline.core.report import metrics_table, mlflow_metrics, plots, render_html, write_report
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.defs.tables import item_vectors, rating_matrix
 from recall_pipeline.resources import MlflowTracking, PipelineHome, Warehouse
@@ -19,61 +19,69 @@ UNBOUNDED = ("novelty",)
 
 
 class EvaluationConfig(dg.Config):
-    """Whether to compute the CF baselines (EASE, ItemKNN tuned on validation) in this run."""
+    """Whether to compute the CF baselines (EASE, ItemKNN tuned on validation) in this run.
+
+    They hold dense users x items scores: above ``baselines_max_cells`` they are skipped (with a
+    warning) rather than exhaust memory on a large catalogue.
+    """
 
     baselines: bool = True
+    baselines_max_cells: int = 50_000_000
 
 
 @dg.asset(
     group_name="evaluation",
-    deps=["recall_candidates"],
+    deps=["recall_candidates", "rating_matrix", "item_embeddings", "user_profiles", "cleaned_item_text"],
     kinds={"duckdb", "mlflow"},
     pool="warehouse",
-    check_specs=[dg.AssetCheckSpec(RANGE_CHECK, asset="evaluation_report",
+    check_specs=[dg.AssetCheckSpec(RANGE_CHECK, asset="evaluation_report", blocking=True,
                                    description="every stored share or rate of this run is in [0, 1]")],
     description="Every figure of docs/EVALUATION.md (warm Recall@20/50/100, NDCG@10/50, "
                 "coverage, long tail, novelty, diversity; cold Recall/NDCG@20; the sparse slice) "
                 "for the published lists and for MostPopular, ItemKNN and EASE tuned on the "
-                "validation cut, same split, same run. Appended to DuckDB eval.metrics; an HTML "
-                "report in reports/; logged to MLflow.",
+                "validation cut, same split, same run; the published lists are those of "
+                "recall.latest. Appended to DuckDB eval.metrics; an HTML report in reports/; "
+                "logged to MLflow.",
 )
 def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig,
                       warehouse: Warehouse, home: PipelineHome, mlflow: MlflowTracking):
     run_id = context.run.run_id
     rm = rating_matrix(home)
     split = warehouse.query("select * from features.interactions_split")
+    if not warehouse.has_table("recall.published_runs"):
+        raise RuntimeError("no published recall lists yet; materialize recall_candidates first")
     candidates = warehouse.query(
-        "select user_id, rank, item_id, model_version, route from recall.candidates where run_id = ?", [run_id])
-    if candidates.is_empty():
-        raise RuntimeError(f"recall.candidates has no rows for run {run_id}; materialize recall_candidates")
+        "select run_id, user_id, rank, item_id, model_version, route from recall.latest")
     ids, vectors, _ = item_vectors(warehouse)
-    genres = warehouse.query("select item_id, genres from clean.items order by item_id")["genres"].to_list()
-    data = build_evaluation_data(split, rm, genres, vectors)
     require_same_ids(rm.item_ids, ids, "item embeddings against the rating matrix's items")
+    items = warehouse.query("select item_id, genres from clean.items order by item_id")
+    require_same_ids(rm.item_ids, items["item_id"].to_numpy(), "clean.items against the rating matrix's items")
+    data = build_evaluation_data(split, rm, items["genres"].to_list(), vectors)
     profiles = warehouse.query("select user_id, embedding from features.user_profiles")
     user_vectors = vectors_by_user(rm, profiles["user_id"].to_numpy(),
                                    profiles["embedding"].to_numpy().reshape(profiles.height, vectors.shape[1]))
     lm_profile = profile_scorer(user_vectors, vectors)
+    with_baselines = config.baselines and rm.matrix.shape[0] * rm.matrix.shape[1] <= config.baselines_max_cells
+    if config.baselines and not with_baselines:
+        context.log.warning(f"baselines skipped: {rm.matrix.shape} is above baselines_max_cells")
     report = evaluate(split, data, lists_from_frame(rm, candidates), final_cold=lm_profile,
-                      routes={"lm_profile": lm_profile}, with_baselines=config.baselines)
+                      routes={"lm_profile": lm_profile}, with_baselines=with_baselines)
 
     model_version = candidates["model_version"][0]
     metrics = pl.DataFrame(report.rows).select(
         pl.lit(run_id).alias("run_id"), pl.lit(model_version).alias("model_version"), pl.all(),
+        pl.lit(candidates["run_id"][0]).alias("candidates_run_id"),
         pl.lit(datetime.now(timezone.utc).replace(tzinfo=None)).alias("created_at"))
     if warehouse.has_table("eval.metrics"):
         with warehouse.connect() as con:
             con.execute("delete from eval.metrics where run_id = ?", [run_id])
     warehouse.append_table("eval.metrics", metrics)
 
-    route_share = dict(candidates.group_by("route").len().with_columns(
-        pl.col("len") / candidates.height).iter_rows())
-    images = plots(report, data.train_counts, route_share)
+    images = plots(report, data.train_counts, route_shares(candidates))
     path = write_report(home.layout.reports, run_id, render_html(report, images, run_id, model_version), images)
     with mlflow.start_run("evaluation_report", {"dagster_run_id": run_id,
                                                 "model_version": model_version}) as (client, mlflow_run):
-        client.log_metrics({f"{r['model']}.{r['slice']}.{r['metric']}_at_{r['k']}": r["value"]
-                            for r in report.rows})
+        client.log_metrics(mlflow_metrics(report.rows))
         client.log_params({f"{name}.{t['parameter']}": t["value"] for name, t in report.tuning.items()})
         client.log_artifact(str(path))
 
