@@ -127,24 +127,17 @@ def main() -> None:
             print(f"{n:>9,} {kind:<6} {str(params):<50} {build_s:>8.1f} {size_mb:>7.0f} {qps:>10.0f} "
                   f"{qps / exact_qps:>7.1f}x {single:>10.0f} {single / exact_single:>7.1f}x "
                   f"{recall:>10.4f}", flush=True)
-            if kind == "hnsw":
-                for ef in (128, 512, 1024, 2048):
-                    faiss.ParameterSpace().set_index_parameter(index, "efSearch", ef)
-                    (_, found_ef), s = timed(lambda: index.search(queries, K))
+            sweep = {"hnsw": ("efSearch", (128, 512, 1024, 2048)), "ivf": ("nprobe", (32, 128, 256))}
+            if kind in sweep:
+                name, values = sweep[kind]
+                for value in values:
+                    faiss.ParameterSpace().set_index_parameter(index, name, value)
+                    (_, found_v), s = timed(lambda: index.search(queries, K))
                     one = one_by_one_qps(index, queries)
-                    print(f"{'':>9} {'':<6} {'  efSearch=' + str(ef):<50} {'':>8} {'':>7} "
+                    print(f"{'':>9} {'':<6} {f'  {name}={value}':<50} {'':>8} {'':>7} "
                           f"{len(queries) / s:>10.0f} {len(queries) / s / exact_qps:>7.1f}x "
                           f"{one:>10.0f} {one / exact_single:>7.1f}x "
-                          f"{recall_at_k(found_ef, truth):>10.4f}", flush=True)
-            if kind == "ivf":
-                for probe in (32, 128, 256):
-                    faiss.ParameterSpace().set_index_parameter(index, "nprobe", probe)
-                    (_, found_p), s = timed(lambda: index.search(queries, K))
-                    one = one_by_one_qps(index, queries)
-                    print(f"{'':>9} {'':<6} {'  nprobe=' + str(probe):<50} {'':>8} {'':>7} "
-                          f"{len(queries) / s:>10.0f} {len(queries) / s / exact_qps:>7.1f}x "
-                          f"{one:>10.0f} {one / exact_single:>7.1f}x "
-                          f"{recall_at_k(found_p, truth):>10.4f}", flush=True)
+                          f"{recall_at_k(found_v, truth):>10.4f}", flush=True)
             del index
         print(f"{'':>9} (sample of the synthetic catalogue: median cosine to the nearest of 20k "
               f"others {np.median(near):.3f})", flush=True)

@@ -31,9 +31,15 @@ from recall_pipeline.resources import (
 )
 from recall_pipeline.settings import SOURCE_ENV, HomeLayout, home_layout
 
-ASSETS = [raw_interactions_and_items, feedback_events, cleaned_item_text, cleaned_interactions,
-          rating_matrix, item_embeddings, user_profiles, faiss_index, recall_candidates,
-          evaluation_report, published_warehouse]
+# Who to ask about an asset, shown in the UI: one policy for the whole graph.
+OWNER = os.environ.get("RECALL_PIPELINE_OWNER", "team:recall")
+
+ASSETS = dg.map_asset_specs(
+    lambda spec: spec.replace_attributes(owners=[OWNER]),
+    [raw_interactions_and_items, feedback_events, cleaned_item_text, cleaned_interactions,
+     rating_matrix, item_embeddings, user_profiles, faiss_index, recall_candidates,
+     evaluation_report, published_warehouse],
+)
 
 
 def data_source_from_env() -> DataSource:

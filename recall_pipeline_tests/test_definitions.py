@@ -26,6 +26,7 @@ def test_graph_has_every_asset_group_and_check(tmp_path):
     assert definitions.resolve_job_def("recall_job")
     for key in graph.get_all_asset_keys():
         assert graph.get(key).description, f"{key} has no description"
+        assert graph.get(key).owners == ["team:recall"]
 
 
 def test_lineage_runs_from_raw_to_report(tmp_path):

@@ -20,6 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
+from recall_pipeline.core.checksums import file_sha256
+
 BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -51,14 +53,9 @@ class ModelIdentity:
 
 
 def _weights_hash(folder: Path) -> str:
-    digest = hashlib.sha256()
     for name in WEIGHT_FILES:
-        file = folder / name
-        if file.is_file():
-            with file.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-            return digest.hexdigest()
+        if (folder / name).is_file():
+            return file_sha256(folder / name)
     raise FileNotFoundError(f"{folder}: no model weights ({', '.join(WEIGHT_FILES)})")
 
 

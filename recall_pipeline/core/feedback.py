@@ -11,12 +11,12 @@ an already-requested file moves to ``inbox/duplicates`` with its reason.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
 import polars as pl
 
+from recall_pipeline.core.checksums import file_sha256
 from recall_pipeline.core.sources import SourceError, read_table, select_columns, with_provenance
 
 SUFFIXES = (".csv", ".tsv", ".parquet", ".jsonl", ".ndjson")
@@ -26,11 +26,8 @@ ARCHIVE, REJECTED, DUPLICATES = "archive", "rejected", "duplicates"
 
 
 def content_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """A file's identity: the same content under any name is the same feedback."""
+    return file_sha256(path)
 
 
 def pending_files(inbox: Path) -> list[Path]:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recall_pipeline.core.checksums import file_sha256
+
 INDEX_FILE = "items.faiss"
 MANIFEST_FILE = "manifest.json"
 
@@ -125,14 +127,6 @@ def apply_search_params(index, manifest: "IndexManifest") -> None:
             space.set_index_parameter(index, name, manifest.params[name])
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_index(index, manifest: IndexManifest, folder: Path) -> IndexManifest:
     """Write index and manifest atomically; returns the manifest with the file checksum."""
     import faiss
@@ -140,7 +134,7 @@ def write_index(index, manifest: IndexManifest, folder: Path) -> IndexManifest:
     folder.mkdir(parents=True, exist_ok=True)
     tmp_index = folder / f".{INDEX_FILE}.{os.getpid()}.tmp"
     faiss.write_index(index, str(tmp_index))
-    manifest = IndexManifest(**{**asdict(manifest), "index_sha256": _file_digest(tmp_index)})
+    manifest = IndexManifest(**{**asdict(manifest), "index_sha256": file_sha256(tmp_index)})
     tmp_manifest = folder / f".{MANIFEST_FILE}.{os.getpid()}.tmp"
     tmp_manifest.write_text(json.dumps(asdict(manifest), indent=2))
     tmp_index.replace(folder / INDEX_FILE)
@@ -165,7 +159,7 @@ def read_index(folder: Path, model: str, item_ids: np.ndarray, vectors: np.ndarr
         problems.append(f"shape {manifest.count}x{manifest.dims} != {len(item_ids)}x{vectors.shape[1]}")
     if manifest.embeddings_sha256 != expected:
         problems.append("embeddings checksum differs")
-    if _file_digest(folder / INDEX_FILE) != manifest.index_sha256:
+    if file_sha256(folder / INDEX_FILE) != manifest.index_sha256:
         problems.append("index file checksum differs from its manifest")
     if problems:
         raise IndexMismatchError(
