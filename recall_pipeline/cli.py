@@ -86,6 +86,7 @@ def _print_outputs(layout: HomeLayout, run_id: str) -> None:
                 print(f"{slice_name} slice\n{table}")
     print(f"\nhome folder:       {layout.root}")
     print(f"DuckDB warehouse:  {layout.warehouse}")
+    print(f"published copy:    {layout.published} (open read-only while the pipeline runs)")
     print(f"FAISS index:       {layout.indexes / 'items'}")
     print(f"evaluation report: {layout.reports / 'latest.html'}")
     print(f"MLflow store:      {layout.mlflow_db}")
@@ -93,7 +94,8 @@ def _print_outputs(layout: HomeLayout, run_id: str) -> None:
     literal = user if isinstance(user, int) else "'" + str(user).replace("'", "''") + "'"
     print(f"\ntry:  .venv/bin/recall-pipeline sql \"{TRY_SQL.format(user=literal)}\"")
     print(f"or:   .venv/bin/recall-pipeline recall {user}")
-    print(f"or open {layout.warehouse} read-only from any DuckDB client and run the same SQL")
+    print(f"or open {layout.published} read-only from any DuckDB client and run the same SQL "
+          "with catalog.items in place of clean.items")
 
 
 def recall(user_id: str, k: int) -> int:
