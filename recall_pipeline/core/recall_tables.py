@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import polars as pl
 
 LATEST_VIEW = """
 create or replace view recall.latest as
@@ -86,3 +88,21 @@ def publish_copy(warehouse: Path, target: Path, tables: dict[str, str] = PUBLISH
         con.execute("detach src")
     os.replace(tmp, target)
     return counts
+
+
+def candidates_frame(rm, merged) -> pl.DataFrame:
+    """One row per (user, rank): item id, fused score, the primary route, and every route's
+    rank of the item (``rank_<route>``, null where the route did not propose it)."""
+    valid = merged.items >= 0
+    user_rows, ranks = np.nonzero(valid)
+    columns = {
+        "user_id": rm.user_ids[user_rows],
+        "rank": (ranks + 1).astype(np.int32),
+        "item_id": rm.item_ids[merged.items[valid]],
+        "score": merged.scores[valid],
+        "route": merged.primary_route[valid].astype(str),
+    }
+    frame = pl.DataFrame(columns)
+    return frame.with_columns(
+        pl.Series(f"rank_{name}", np.where(r[valid] > 0, r[valid], 0)).cast(pl.Int32).replace(0, None)
+        for name, r in merged.route_ranks.items())

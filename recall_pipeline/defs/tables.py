@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 
 from recall_pipeline.core.item_embeddings import as_matrix
 from recall_pipeline.core.matrix import RatingMatrix, load_rating_matrix
@@ -21,3 +22,15 @@ def item_vectors(warehouse: Warehouse) -> tuple[np.ndarray, np.ndarray, str]:
 
 def rating_matrix(home: PipelineHome) -> RatingMatrix:
     return load_rating_matrix(home.layout.features / "rating_matrix.npz")
+
+
+def interest_vectors(warehouse: Warehouse) -> tuple[np.ndarray, np.ndarray]:
+    """(owner user id, vector) of every interest: the k-means interests and the encoded
+    interest text of each profile."""
+    interests = warehouse.query("select user_id, embedding from features.user_interests")
+    texts = warehouse.query("select user_id, interest_embedding as embedding from features.user_profiles "
+                            "where interest_embedding is not null")
+    both = pl.concat([interests, texts.cast({"embedding": interests.schema["embedding"]})])
+    if both.is_empty():
+        return both["user_id"].to_numpy(), np.zeros((0, 1), dtype=np.float32)
+    return both["user_id"].to_numpy(), np.ascontiguousarray(both["embedding"].to_numpy(), dtype=np.float32)

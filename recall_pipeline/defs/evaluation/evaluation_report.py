@@ -7,10 +7,12 @@ import polars as pl
 
 from recall_pipeline.core.candidates import lists_from_frame, profile_scorer, route_shares, vectors_by_user
 from recall_pipeline.core.evaluation import build_evaluation_data, evaluate
-from recall_pipeline.core.ids import require_same_ids
+from recall_pipeline.core import baselines
+from recall_pipeline.core.ids import positions, require_same_ids
+from recall_pipeline.core.routes import RouteSettings, interest_scorer
 from recall_pipeline.core.report import metrics_table, mlflow_metrics, plots, render_html, write_report
 from recall_pipeline.defs.metadata import markdown_table
-from recall_pipeline.defs.tables import item_vectors, rating_matrix
+from recall_pipeline.defs.tables import interest_vectors, item_vectors, rating_matrix
 from recall_pipeline.resources import MlflowTracking, PipelineHome, Warehouse
 
 RANGE_CHECK = "metrics_within_unit_interval"
@@ -61,11 +63,15 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     user_vectors = vectors_by_user(rm, profiles["user_id"].to_numpy(),
                                    profiles["embedding"].to_numpy().reshape(profiles.height, vectors.shape[1]))
     lm_profile = profile_scorer(user_vectors, vectors)
+    owners, interests = interest_vectors(warehouse)
+    routes = {"lm_profile": lm_profile,
+              "lm_interest": interest_scorer(rm, positions(rm.user_ids, owners, "interest users"), interests, vectors),
+              "ease": baselines.ease(rm.matrix, RouteSettings.ease_lambda)}
     with_baselines = config.baselines and rm.matrix.shape[0] * rm.matrix.shape[1] <= config.baselines_max_cells
     if config.baselines and not with_baselines:
         context.log.warning(f"baselines skipped: {rm.matrix.shape} is above baselines_max_cells")
     report = evaluate(split, data, lists_from_frame(rm, candidates), final_cold=lm_profile,
-                      routes={"lm_profile": lm_profile}, with_baselines=with_baselines)
+                      routes=routes, with_baselines=with_baselines)
 
     model_version = candidates["model_version"][0]
     metrics = pl.DataFrame(report.rows).select(

@@ -1,4 +1,4 @@
-"""``recall_candidates``: top-K recall lists per user in DuckDB, appended per run."""
+"""``recall_candidates``: multi-route recall lists per user in DuckDB, appended per run."""
 
 from datetime import datetime, timezone
 
@@ -7,19 +7,32 @@ import numpy as np
 import polars as pl
 
 from recall_pipeline.core import recall_tables
-from recall_pipeline.core.candidates import candidates_frame, recall_lists
 from recall_pipeline.core.index import read_index
+from recall_pipeline.core.routes import ROUTES, RouteSettings, merge_routes, route_lists
 from recall_pipeline.defs.metadata import markdown_table
-from recall_pipeline.defs.tables import item_vectors, rating_matrix
+from recall_pipeline.defs.tables import interest_vectors, item_vectors, rating_matrix
 from recall_pipeline.resources import PipelineHome, Warehouse
 
 COVERAGE_CHECK = "every_user_has_candidates"
 NO_TRAIN_CHECK = "no_training_item_recalled"
 
+
 class RecallConfig(dg.Config):
-    """How many candidates each user gets."""
+    """List length, route depth, fusion weights (defaults, not yet tuned) and MMR diversity."""
 
     k: int = 100
+    depth: int = RouteSettings.depth
+    weight_ease: float = 1.0
+    weight_lm_profile: float = 0.3
+    weight_lm_interest: float = 0.3
+    weight_popularity: float = 1.0
+    mmr_lambda: float = RouteSettings.mmr_lambda
+    ease_lambda: float = RouteSettings.ease_lambda
+
+    def settings(self) -> RouteSettings:
+        weights = {name: getattr(self, f"weight_{name}") for name in ROUTES}
+        return RouteSettings(depth=self.depth, weights=weights, mmr_lambda=self.mmr_lambda,
+                             ease_lambda=self.ease_lambda, mmr_pool=max(2 * self.k, self.depth))
 
 
 @dg.asset(
@@ -33,11 +46,12 @@ class RecallConfig(dg.Config):
         dg.AssetCheckSpec(NO_TRAIN_CHECK, asset="recall_candidates", blocking=True,
                           description="no user is recalled an item of their own training history"),
     ],
-    description="Top-K recall candidates per user (default 100): the user profile searched in "
-                "the FAISS index with the user's training items excluded; users without "
-                "history get the most popular items. Appended to DuckDB recall.candidates per "
-                "run (run_id, model_version, user_id, rank, item_id, score, route); once its "
-                "checks pass the run is published and the view recall.latest shows it.",
+    description="Top-K recall candidates per user (default 100) from four routes: the LM history "
+                "profile in the FAISS index, the LM interest vectors, EASE item-to-item CF, and "
+                "popularity for users without history; merged by weighted reciprocal-rank fusion "
+                "and re-ranked by MMR. Appended to DuckDB recall.candidates per run with each "
+                "route's rank of the item (rank_<route>, null: not proposed); once its checks "
+                "pass the run is published and the view recall.latest shows it.",
 )
 def recall_candidates(context: dg.AssetExecutionContext, config: RecallConfig,
                       warehouse: Warehouse, home: PipelineHome):
@@ -45,12 +59,16 @@ def recall_candidates(context: dg.AssetExecutionContext, config: RecallConfig,
     index, manifest = read_index(home.layout.indexes / "items", model, ids, vectors)
     rm = rating_matrix(home)
     profiles = warehouse.query("select user_id, embedding from features.user_profiles order by user_id")
-    items, scores, route = recall_lists(index, ids, rm, profiles["user_id"].to_numpy(),
-                                        profiles["embedding"].to_numpy().astype(np.float32), config.k)
+    interest_users, interests = interest_vectors(warehouse)
+    settings = config.settings()
+    lists = route_lists(index, ids, rm, profiles["user_id"].to_numpy(),
+                        np.ascontiguousarray(profiles["embedding"].to_numpy(), dtype=np.float32),
+                        interest_users, interests, settings)
+    merged = merge_routes(lists, vectors, config.k, settings)
     run_id = context.run.run_id
-    frame = candidates_frame(rm, items, scores, route).select(
+    frame = recall_tables.candidates_frame(rm, merged).select(
         pl.lit(run_id).alias("run_id"),
-        pl.lit(f"lm_profile:{model}").alias("model_version"),
+        pl.lit(f"multi_route:{model}").alias("model_version"),
         pl.all(),
         pl.lit(datetime.now(timezone.utc).replace(tzinfo=None)).alias("created_at"),
     )
@@ -67,14 +85,16 @@ def recall_candidates(context: dg.AssetExecutionContext, config: RecallConfig,
     yield dg.AssetCheckResult(check_name=COVERAGE_CHECK, passed=short == 0, metadata={"users_short": short})
     yield dg.AssetCheckResult(check_name=NO_TRAIN_CHECK, passed=leaked == 0,
                               metadata={"training_items_recalled": leaked})
-    context.log.info(f"{frame.height} candidates for {len(rm.user_ids)} users")
+    shares = frame.group_by("route").len().sort("route")
+    context.log.info(f"{frame.height} candidates for {len(rm.user_ids)} users; routes {shares.rows()}")
     yield dg.MaterializeResult(metadata={
         "dagster/row_count": frame.height,
         "users": len(rm.user_ids),
         "published": published,
-        "users_served_by_popularity": int((route == "popularity").sum()),
         "k": config.k,
         "index_type": manifest.index_type,
         "distinct_items": frame["item_id"].n_unique(),
-        "preview": markdown_table(frame.select("user_id", "rank", "item_id", "score", "route")),
+        "route_shares": markdown_table(shares),
+        "preview": markdown_table(frame.select("user_id", "rank", "item_id", "score", "route",
+                                               *[f"rank_{n}" for n in ROUTES])),
     })
