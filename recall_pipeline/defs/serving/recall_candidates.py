@@ -15,6 +15,7 @@ from recall_pipeline.resources import PipelineHome, Warehouse
 
 COVERAGE_CHECK = "every_user_has_candidates"
 NO_TRAIN_CHECK = "no_training_item_recalled"
+DEFAULT_WEIGHTS = RouteSettings().weights
 
 
 class RecallConfig(dg.Config):
@@ -22,10 +23,10 @@ class RecallConfig(dg.Config):
 
     k: int = 100
     depth: int = RouteSettings.depth
-    weight_ease: float = 1.0
-    weight_lm_profile: float = 0.3
-    weight_lm_interest: float = 0.3
-    weight_popularity: float = 1.0
+    weight_ease: float = DEFAULT_WEIGHTS["ease"]
+    weight_lm_profile: float = DEFAULT_WEIGHTS["lm_profile"]
+    weight_lm_interest: float = DEFAULT_WEIGHTS["lm_interest"]
+    weight_popularity: float = DEFAULT_WEIGHTS["popularity"]
     mmr_lambda: float = RouteSettings.mmr_lambda
     ease_lambda: float = RouteSettings.ease_lambda
 
