@@ -29,13 +29,14 @@ ROUTES = ("lm_profile", "lm_interest", "ease", "popularity")
 
 @dataclass(frozen=True)
 class RouteSettings:
-    """Route depth, fusion weights and diversity; weights are defaults, not yet tuned."""
+    """Route depth, fusion weights and diversity. The LM weights and the MMR lambda were chosen
+    by validation Recall@50 on the fit/held-out cut (``bench/tune_fusion.py``)."""
 
     depth: int = 200
     weights: dict[str, float] = field(default_factory=lambda: {
         "ease": 1.0, "lm_profile": 0.3, "lm_interest": 0.3, "popularity": 1.0})
     rrf_c: float = 60.0
-    mmr_lambda: float = 0.9
+    mmr_lambda: float = 0.7
     mmr_pool: int = 200
     ease_lambda: float = 200.0
     seed: int = 0

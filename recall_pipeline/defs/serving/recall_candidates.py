@@ -19,7 +19,7 @@ DEFAULT_WEIGHTS = RouteSettings().weights
 
 
 class RecallConfig(dg.Config):
-    """List length, route depth, fusion weights (defaults, not yet tuned) and MMR diversity."""
+    """List length, route depth, fusion weights and MMR diversity (defaults chosen on validation)."""
 
     k: int = 100
     depth: int = RouteSettings.depth

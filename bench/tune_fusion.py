@@ -1,0 +1,83 @@
+"""Tune the fusion weights of the LM routes and the MMR lambda on the validation cut.
+
+Everything is rebuilt from the *fit* part of the training split (docs/EVALUATION.md, Split 4):
+the rating matrix, the user profiles and interests, EASE; lists are scored by Recall@50 on the
+held-out training interactions, never on the test split. Reads a home folder that a full run
+has filled (for the split, the item embeddings and the item metadata).
+
+    .venv/bin/python bench/tune_fusion.py [--home .recall]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import duckdb  # noqa: E402
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+from recall_pipeline.core.encode import TextEncoder  # noqa: E402
+from recall_pipeline.core.evaluation import validation_matrices  # noqa: E402
+from recall_pipeline.core.index import build_exact_index  # noqa: E402
+from recall_pipeline.core.matrix import build_rating_matrix  # noqa: E402
+from recall_pipeline.core.metrics import catalogue_coverage, hit_matrix, recall_at_k, relevant_counts  # noqa: E402
+from recall_pipeline.core.profiles import build_user_profiles, interest_texts, multi_interests  # noqa: E402
+from recall_pipeline.core.routes import RouteSettings, merge_routes, route_lists  # noqa: E402
+
+LM_WEIGHTS = (0.0, 0.1, 0.3, 1.0)
+MMR_LAMBDAS = (1.0, 0.9, 0.7)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--home", default=".recall")
+    home = Path(parser.parse_args().home)
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        split = con.sql("select * from features.interactions_split").pl()
+        emb = con.sql("select item_id, embedding from features.item_embeddings order by item_id").pl()
+        items = con.sql("select item_id, title, year, genres from clean.items").pl()
+    ids = emb["item_id"].to_numpy()
+    vectors = np.ascontiguousarray(emb["embedding"].to_numpy(), dtype=np.float32)
+    fit_rows = split.filter(pl.col("val_part") == "fit").select("user_id", "item_id", "rating", "timestamp")
+    # the fit part as "train": routes see only it; the held-out part is what they must find
+    as_train = split.with_columns(part=pl.when(pl.col("val_part") == "fit").then(pl.lit("train"))
+                                  .otherwise(pl.lit("other")))
+    rm = build_rating_matrix(as_train, ids)
+    _, holdout = validation_matrices(split, rm)
+    rows = np.flatnonzero(relevant_counts(holdout))
+    relevant = holdout[rows]
+
+    profiles = build_user_profiles(fit_rows, ids, vectors)
+    interests = multi_interests(fit_rows, ids, vectors)
+    texts = interest_texts(fit_rows, items)
+    text_vectors = TextEncoder().encode(texts["profile_text"].to_list())
+    owners = np.concatenate([interests["user_id"].to_numpy(), texts["user_id"].to_numpy()])
+    interest_vectors = np.vstack([interests["embedding"].to_numpy(), text_vectors]).astype(np.float32)
+    lists = route_lists(build_exact_index(vectors), ids, rm, profiles.user_ids, profiles.vectors,
+                        owners, interest_vectors, RouteSettings())
+
+    print(f"validation: {len(rows)} users, fit {fit_rows.height} / held out "
+          f"{split.filter(pl.col('val_part') == 'holdout').height} interactions")
+    print(f"{'lm weight':>9} {'mmr lambda':>10} {'recall@50':>10} {'coverage@50':>12}")
+    results = []
+    for weight in LM_WEIGHTS:
+        for lam in MMR_LAMBDAS:
+            settings = RouteSettings(weights={"ease": 1.0, "lm_profile": weight, "lm_interest": weight,
+                                              "popularity": 1.0}, mmr_lambda=lam)
+            final = merge_routes(lists, vectors, 100, settings).items[rows]
+            recall = float(recall_at_k(hit_matrix(final, relevant), relevant_counts(relevant), 50).mean())
+            coverage = catalogue_coverage(final, 50, len(ids))
+            results.append((recall, weight, lam, coverage))
+            print(f"{weight:>9} {lam:>10} {recall:>10.4f} {coverage:>12.4f}", flush=True)
+    recall, weight, lam, coverage = max(results)
+    print(f"best by validation Recall@50: lm weight {weight}, mmr lambda {lam} "
+          f"(Recall@50 {recall:.4f}, coverage@50 {coverage:.4f})")
+
+
+if __name__ == "__main__":
+    main()
