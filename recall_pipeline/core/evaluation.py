@@ -233,7 +233,7 @@ def evaluate(split: pl.DataFrame, data: EvaluationData, final_lists: np.ndarray,
 
     ``final_lists`` (users x K item positions) are aligned with ``rm.user_ids``. On the cold
     slice, ``final`` is the scorer the pipeline has for items nobody has interacted with
-    (``final_cold``: the LM profile against the items' text embeddings) ranking the cold items
+    (``final_cold``: the two-tower model, whose item tower places them by their text) ranking the cold items
     alone; the collaborative baselines' cold scores all tie at zero, so theirs are the seeded
     random order. Each route ``name`` is reported as model ``route:<name>``.
     """
@@ -251,3 +251,16 @@ def evaluate(split: pl.DataFrame, data: EvaluationData, final_lists: np.ndarray,
                                               "value": result.tuned.value,
                                               "validation_recall@50": result.tuned.validation_recall}
     return report
+
+
+MAIN_K = 50
+
+
+def main_metric(scorer: baselines.Scorer, data: EvaluationData, seed: int = 0) -> float:
+    """The protocol's main metric, warm Recall@50, of a scorer's lists (what the champion rule
+    compares model versions by)."""
+    if not len(data.warm.rows):
+        return 0.0
+    lists, _ = top_k_dense(scorer(data.warm.rows), MAIN_K, data.rm.matrix, data.warm.rows, seed)
+    hits = hit_matrix(lists, data.warm.relevant)
+    return float(recall_at_k(hits, relevant_counts(data.warm.relevant), MAIN_K).mean())

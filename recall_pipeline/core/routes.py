@@ -1,6 +1,8 @@
 """The recall routes, each proposing its own top N per user, and their merge.
 
-1. ``lm_profile``: the user's history vector searched in the FAISS index.
+0. ``two_tower``: the trained two-tower model's user vector searched in the FAISS index of its
+   item-tower outputs (items nobody has rated are placed there by their text).
+1. ``lm_profile``: the user's history vector searched in the FAISS index of LM embeddings.
 2. ``lm_interest``: the user's interest vectors (multi-interest centroids and the encoded
    interest text) against the raw LM item embeddings, an item scored by its best-matching
    interest: the route that reaches items nobody has rated yet.
@@ -24,7 +26,7 @@ from recall_pipeline.core.ids import positions, require_same_ids
 from recall_pipeline.core.matrix import RatingMatrix
 from recall_pipeline.core.ranking import search_top_k, tie_order, top_k_dense
 
-ROUTES = ("lm_profile", "lm_interest", "ease", "popularity")
+ROUTES = ("two_tower", "lm_profile", "lm_interest", "ease", "popularity")
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class RouteSettings:
 
     depth: int = 200
     weights: dict[str, float] = field(default_factory=lambda: {
-        "ease": 1.0, "lm_profile": 0.3, "lm_interest": 0.3, "popularity": 1.0})
+        "two_tower": 1.0, "ease": 1.0, "lm_profile": 0.3, "lm_interest": 0.3, "popularity": 1.0})
     rrf_c: float = 60.0
     mmr_lambda: float = 0.7
     mmr_pool: int = 200
@@ -75,10 +77,21 @@ def dense_route(scorer: baselines.Scorer, rm: RatingMatrix, rows: np.ndarray, de
     return lists
 
 
+@dataclass(frozen=True)
+class ModelRoute:
+    """A trained model's index and its user vectors for rating-matrix ``rows``."""
+
+    index: object
+    rows: np.ndarray
+    user_vectors: np.ndarray
+
+
 def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_user_ids: np.ndarray,
                 profiles: np.ndarray, interest_user_ids: np.ndarray, interests: np.ndarray,
-                settings: RouteSettings = RouteSettings()) -> dict[str, np.ndarray]:
-    """Every route's lists, all users x depth, rows as ``rm.user_ids``."""
+                settings: RouteSettings = RouteSettings(),
+                model: ModelRoute | None = None) -> dict[str, np.ndarray]:
+    """Every route's lists, all users x depth, rows as ``rm.user_ids`` (a route without input,
+    e.g. ``two_tower`` with no ``model``, has empty lists: -1)."""
     require_same_ids(rm.item_ids, index_item_ids, "the FAISS index's items against the rating matrix's")
     n_users, depth = len(rm.user_ids), settings.depth
     history = np.flatnonzero(np.diff(rm.matrix.indptr) > 0)
@@ -86,6 +99,9 @@ def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_use
     rows = positions(rm.user_ids, profile_user_ids, "profile users among the rating matrix's users")
     if len(rows):
         out["lm_profile"][rows], _ = search_top_k(index, profiles, rm.matrix, rows, depth, seed=settings.seed)
+    if model is not None and len(model.rows):
+        out["two_tower"][model.rows], _ = search_top_k(model.index, model.user_vectors, rm.matrix, model.rows,
+                                                       depth, seed=settings.seed)
     owners = positions(rm.user_ids, interest_user_ids, "interest users among the rating matrix's users")
     out["lm_interest"] = interest_route(index, rm, owners, interests, depth, settings.seed)
     if len(history):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 
+from recall_pipeline.core.index import read_index, read_manifest
 from recall_pipeline.core.item_embeddings import as_matrix
 from recall_pipeline.core.matrix import RatingMatrix, load_rating_matrix
 from recall_pipeline.resources import PipelineHome, Warehouse
@@ -34,3 +37,22 @@ def interest_vectors(warehouse: Warehouse) -> tuple[np.ndarray, np.ndarray]:
     if both.is_empty():
         return both["user_id"].to_numpy(), np.zeros((0, 1), dtype=np.float32)
     return both["user_id"].to_numpy(), np.ascontiguousarray(both["embedding"].to_numpy(), dtype=np.float32)
+
+
+def two_tower_model(warehouse: Warehouse, folder: Path):
+    """The two-tower model stored in ``folder/model`` over the current catalogue, and its
+    serving item vectors (torch is imported only here)."""
+    from recall_pipeline.core import two_tower
+
+    ids, vectors, encoder = item_vectors(warehouse)
+    model = two_tower.load_for_catalogue(folder / "model", ids, vectors, encoder)
+    return model, two_tower.item_vectors(model)
+
+
+def two_tower_index(warehouse: Warehouse, folder: Path):
+    """(model, item vectors, FAISS index, manifest) of the stored two-tower index; refuses an
+    index that was not built from this model's item vectors."""
+    model, vectors = two_tower_model(warehouse, folder)
+    ids = warehouse.query("select item_id from features.item_embeddings order by item_id")["item_id"].to_numpy()
+    index, manifest = read_index(folder, read_manifest(folder).model, ids, vectors)
+    return model, vectors, index, manifest

@@ -11,6 +11,7 @@ from recall_pipeline.core import baselines
 from recall_pipeline.core.ids import positions, require_same_ids
 from recall_pipeline.core.routes import RouteSettings, interest_scorer
 from recall_pipeline.core.report import metrics_table, mlflow_metrics, plots, render_html, write_report
+from recall_pipeline.defs import tables
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.defs.tables import interest_vectors, item_vectors, rating_matrix
 from recall_pipeline.resources import MlflowTracking, PipelineHome, Warehouse
@@ -33,7 +34,7 @@ class EvaluationConfig(dg.Config):
 
 @dg.asset(
     group_name="evaluation",
-    deps=["recall_candidates", "rating_matrix", "item_embeddings", "user_profiles", "cleaned_item_text"],
+    deps=["recall_candidates", "two_tower_index", "rating_matrix", "item_embeddings", "user_profiles", "cleaned_item_text"],
     kinds={"duckdb", "mlflow"},
     pool="warehouse",
     check_specs=[dg.AssetCheckSpec(RANGE_CHECK, asset="evaluation_report", blocking=True,
@@ -64,13 +65,14 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
                                    profiles["embedding"].to_numpy().reshape(profiles.height, vectors.shape[1]))
     lm_profile = profile_scorer(user_vectors, vectors)
     owners, interests = interest_vectors(warehouse)
-    routes = {"lm_profile": lm_profile,
+    two_tower = _two_tower_scorer(warehouse, home, split, rm)
+    routes = {"two_tower": two_tower, "lm_profile": lm_profile,
               "lm_interest": interest_scorer(rm, positions(rm.user_ids, owners, "interest users"), interests, vectors),
               "ease": baselines.ease(rm.matrix, RouteSettings.ease_lambda)}
     with_baselines = config.baselines and rm.matrix.shape[0] * rm.matrix.shape[1] <= config.baselines_max_cells
     if config.baselines and not with_baselines:
         context.log.warning(f"baselines skipped: {rm.matrix.shape} is above baselines_max_cells")
-    report = evaluate(split, data, lists_from_frame(rm, candidates), final_cold=lm_profile,
+    report = evaluate(split, data, lists_from_frame(rm, candidates), final_cold=two_tower,
                       routes=routes, with_baselines=with_baselines)
 
     model_version = candidates["model_version"][0]
@@ -107,6 +109,14 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
         "model_version": model_version,
         **_headline(report.rows),
     })
+
+
+def _two_tower_scorer(warehouse: Warehouse, home: PipelineHome, split: pl.DataFrame, rm):
+    """The serving two-tower model as a dense scorer (also what ranks cold items: from text)."""
+    from recall_pipeline.core import training, two_tower
+
+    model, _ = tables.two_tower_model(warehouse, home.layout.indexes / "two_tower")
+    return two_tower.dense_scorer(model, training.training_sequences(split, rm), len(rm.user_ids))
 
 
 def _headline(rows: list[dict]) -> dict[str, dg.MetadataValue]:

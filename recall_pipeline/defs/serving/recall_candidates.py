@@ -8,7 +8,8 @@ import polars as pl
 
 from recall_pipeline.core import recall_tables
 from recall_pipeline.core.index import read_index
-from recall_pipeline.core.routes import ROUTES, RouteSettings, merge_routes, route_lists
+from recall_pipeline.core.routes import ROUTES, ModelRoute, RouteSettings, merge_routes, route_lists
+from recall_pipeline.defs import tables
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.defs.tables import interest_vectors, item_vectors, rating_matrix
 from recall_pipeline.resources import PipelineHome, Warehouse
@@ -23,6 +24,7 @@ class RecallConfig(dg.Config):
 
     k: int = 100
     depth: int = RouteSettings.depth
+    weight_two_tower: float = DEFAULT_WEIGHTS["two_tower"]
     weight_ease: float = DEFAULT_WEIGHTS["ease"]
     weight_lm_profile: float = DEFAULT_WEIGHTS["lm_profile"]
     weight_lm_interest: float = DEFAULT_WEIGHTS["lm_interest"]
@@ -38,7 +40,7 @@ class RecallConfig(dg.Config):
 
 @dg.asset(
     group_name="serving",
-    deps=["faiss_index", "user_profiles", "rating_matrix"],
+    deps=["faiss_index", "two_tower_index", "user_profiles", "rating_matrix"],
     kinds={"duckdb", "faiss"},
     pool="warehouse",
     check_specs=[
@@ -47,8 +49,9 @@ class RecallConfig(dg.Config):
         dg.AssetCheckSpec(NO_TRAIN_CHECK, asset="recall_candidates", blocking=True,
                           description="no user is recalled an item of their own training history"),
     ],
-    description="Top-K recall candidates per user (default 100) from four routes: the LM history "
-                "profile in the FAISS index, the LM interest vectors, EASE item-to-item CF, and "
+    description="Top-K recall candidates per user (default 100) from five routes: the two-tower "
+                "model (serving version, default the MLflow champion) in the FAISS index of its "
+                "item-tower outputs, the LM history profile in the FAISS index of LM embeddings, the LM interest vectors, EASE item-to-item CF, and "
                 "popularity for users without history; merged by weighted reciprocal-rank fusion "
                 "and re-ranked by MMR. Appended to DuckDB recall.candidates per run with each "
                 "route's rank of the item (rank_<route>, null: not proposed); once its checks "
@@ -62,14 +65,15 @@ def recall_candidates(context: dg.AssetExecutionContext, config: RecallConfig,
     profiles = warehouse.query("select user_id, embedding from features.user_profiles order by user_id")
     interest_users, interests = interest_vectors(warehouse)
     settings = config.settings()
+    model_route, model_key = _two_tower_route(warehouse, home, rm)
     lists = route_lists(index, ids, rm, profiles["user_id"].to_numpy(),
                         np.ascontiguousarray(profiles["embedding"].to_numpy(), dtype=np.float32),
-                        interest_users, interests, settings)
+                        interest_users, interests, settings, model_route)
     merged = merge_routes(lists, vectors, config.k, settings)
     run_id = context.run.run_id
     frame = recall_tables.candidates_frame(rm, merged).select(
         pl.lit(run_id).alias("run_id"),
-        pl.lit(f"multi_route:{model}").alias("model_version"),
+        pl.lit(f"{model_key}+{model}").alias("model_version"),
         pl.all(),
         pl.lit(datetime.now(timezone.utc).replace(tzinfo=None)).alias("created_at"),
     )
@@ -99,3 +103,15 @@ def recall_candidates(context: dg.AssetExecutionContext, config: RecallConfig,
         "preview": markdown_table(frame.select("user_id", "rank", "item_id", "score", "route",
                                                *[f"rank_{n}" for n in ROUTES])),
     })
+
+
+def _two_tower_route(warehouse: Warehouse, home: PipelineHome, rm) -> tuple[ModelRoute, str]:
+    """The serving two-tower model's user vectors (from each user's latest training history)
+    and its index; the model version key names it in every candidate row."""
+    from recall_pipeline.core import training, two_tower
+
+    model, _, index, manifest = tables.two_tower_index(warehouse, home.layout.indexes / "two_tower")
+    split = warehouse.query("select user_id, item_id, rating, timestamp, part from features.interactions_split "
+                            "where part = 'train'")
+    rows, history, ratings = training.training_sequences(split, rm).last_windows(model.settings.history_length)
+    return ModelRoute(index, rows, two_tower.user_vectors(model, history, ratings)), manifest.model

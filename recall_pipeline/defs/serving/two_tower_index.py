@@ -1,0 +1,79 @@
+"""``two_tower_index``: the FAISS index of the serving model version's item-tower outputs."""
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from recall_pipeline.core.index import IndexMismatchError, IndexSettings, build_index, new_manifest, write_index
+from recall_pipeline.defs import tables
+from recall_pipeline.resources import MlflowTracking, PipelineHome, Warehouse
+
+MANIFEST_CHECK = "two_tower_index_matches_model"
+
+
+class TwoTowerIndexConfig(dg.Config):
+    """Which registered version serves: a version number, an alias (``champion``) or ``latest``."""
+
+    model_version: str = "champion"
+
+
+@dg.asset(
+    group_name="serving",
+    deps=["recall_model", "item_embeddings"],
+    kinds={"faiss", "pytorch"},
+    pool="warehouse",
+    check_specs=[dg.AssetCheckSpec(MANIFEST_CHECK, asset="two_tower_index", blocking=True,
+                                   description="the index loads against the model's item vectors: "
+                                               "same version, count, dims and checksums")],
+    description="Inner-product FAISS index of the item-tower outputs of the serving version of "
+                "recall_two_tower (default: the MLflow alias 'champion'; any version by config), "
+                "over the whole catalogue (items nobody has rated are placed by their text). The "
+                "model folder is copied beside the index (indexes/two_tower/), so recall serves "
+                "exactly the version the manifest names.",
+)
+def two_tower_index(context: dg.AssetExecutionContext, config: TwoTowerIndexConfig,
+                    warehouse: Warehouse, home: PipelineHome, mlflow: MlflowTracking):
+    from recall_pipeline.core import model_registry
+
+    version = model_registry.resolve(mlflow.tracking_uri, config.model_version)
+    folder = home.layout.indexes / "two_tower"
+    _replace_model(folder / "model", mlflow.tracking_uri, version)
+    ids, _, _ = tables.item_vectors(warehouse)
+    key = f"{model_registry.MODEL_NAME}/v{version}"
+    start = time.perf_counter()
+    _, vectors = tables.two_tower_model(warehouse, folder)
+    kind = IndexSettings().choose(len(ids))
+    index, params = build_index(vectors, kind, IndexSettings())
+    seconds = time.perf_counter() - start
+    manifest = write_index(index, new_manifest(key, kind, ids, vectors, seconds, params), folder)
+    try:
+        _, _, loaded, _ = tables.two_tower_index(warehouse, folder)
+        problem = "" if loaded.ntotal == len(ids) else f"{loaded.ntotal} vectors for {len(ids)} items"
+    except IndexMismatchError as exc:
+        problem = str(exc)
+    yield dg.AssetCheckResult(check_name=MANIFEST_CHECK, passed=not problem,
+                              metadata={"items": len(ids), "problem": problem or "none"})
+    context.log.info(f"{kind} index of {index.ntotal} item-tower vectors of {key} in {seconds:.2f}s")
+    yield dg.MaterializeResult(metadata={"model_version": key, "ntotal": int(index.ntotal),
+                                         "dims": manifest.dims, "index_type": kind,
+                                         "build_seconds": round(seconds, 3),
+                                         "path": dg.MetadataValue.path(str(folder))})
+
+
+def _replace_model(target: Path, tracking_uri: str, version: str) -> None:
+    """Download the version beside the index, replacing the previous one in one rename."""
+    from recall_pipeline.core import model_registry
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".model-", dir=target.parent))
+    downloaded = model_registry.download(tracking_uri, version, staging)
+    old = target.with_name(".model-old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    downloaded.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
