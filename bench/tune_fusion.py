@@ -1,8 +1,9 @@
-"""Tune the fusion weights of the LM routes and the MMR lambda on the validation cut.
+"""Tune the fusion weights of the routes and the MMR lambda on the validation cut.
 
 Everything is rebuilt from the *fit* part of the training split (docs/EVALUATION.md, Split 4):
-the rating matrix, the user profiles and interests, EASE; lists are scored by Recall@50 on the
-held-out training interactions, never on the test split. Reads a home folder that a full run
+the rating matrix, the user profiles and interests, EASE, and the two-tower model (its
+validation phase: trained on the fit part, early-stopped on the held-out part, not refit);
+lists are scored by Recall@50 on the held-out training interactions, never on the test split. Reads a home folder that a full run
 has filled (for the split, the item embeddings and the item metadata).
 
     .venv/bin/python bench/tune_fusion.py [--home .recall]
@@ -27,10 +28,12 @@ from recall_pipeline.core.index import build_exact_index  # noqa: E402
 from recall_pipeline.core.matrix import build_rating_matrix  # noqa: E402
 from recall_pipeline.core.metrics import catalogue_coverage, hit_matrix, recall_at_k, relevant_counts  # noqa: E402
 from recall_pipeline.core.profiles import build_user_profiles, interest_texts, multi_interests  # noqa: E402
-from recall_pipeline.core.routes import RouteSettings, merge_routes, route_lists  # noqa: E402
+from recall_pipeline.core.routes import ModelRoute, RouteSettings, merge_routes, route_lists  # noqa: E402
+from recall_pipeline.core import two_tower  # noqa: E402
 
-LM_WEIGHTS = (0.0, 0.1, 0.3, 1.0)
-MMR_LAMBDAS = (1.0, 0.9, 0.7)
+TWO_TOWER_WEIGHTS = (0.0, 0.5, 1.0, 2.0)
+LM_WEIGHTS = (0.0, 0.3)
+MMR_LAMBDAS = (1.0, 0.85, 0.7)
 
 
 def main() -> None:
@@ -58,24 +61,31 @@ def main() -> None:
     text_vectors = TextEncoder().encode(texts["profile_text"].to_list())
     owners = np.concatenate([interests["user_id"].to_numpy(), texts["user_id"].to_numpy()])
     interest_vectors = np.vstack([interests["embedding"].to_numpy(), text_vectors]).astype(np.float32)
+    fit_seq = two_tower.build_sequences(fit_rows, rm.user_ids, ids)
+    model = two_tower.train_two_tower(vectors, fit_seq, fit_seq, holdout,
+                                      two_tower.TwoTowerSettings(refit=False)).model
+    user_rows, history, ratings = fit_seq.last_windows(model.settings.history_length)
+    model_route = ModelRoute(build_exact_index(two_tower.item_vectors(model)), user_rows,
+                             two_tower.user_vectors(model, history, ratings))
     lists = route_lists(build_exact_index(vectors), ids, rm, profiles.user_ids, profiles.vectors,
-                        owners, interest_vectors, RouteSettings())
+                        owners, interest_vectors, RouteSettings(), model_route)
 
     print(f"validation: {len(rows)} users, fit {fit_rows.height} / held out "
           f"{split.filter(pl.col('val_part') == 'holdout').height} interactions")
-    print(f"{'lm weight':>9} {'mmr lambda':>10} {'recall@50':>10} {'coverage@50':>12}")
+    print(f"{'two-tower':>9} {'lm weight':>9} {'mmr lambda':>10} {'recall@50':>10} {'coverage@50':>12}")
     results = []
-    for weight in LM_WEIGHTS:
-        for lam in MMR_LAMBDAS:
-            settings = RouteSettings(weights={"ease": 1.0, "lm_profile": weight, "lm_interest": weight,
-                                              "popularity": 1.0}, mmr_lambda=lam)
-            final = merge_routes(lists, vectors, 100, settings).items[rows]
-            recall = float(recall_at_k(hit_matrix(final, relevant), relevant_counts(relevant), 50).mean())
-            coverage = catalogue_coverage(final, 50, len(ids))
-            results.append((recall, weight, lam, coverage))
-            print(f"{weight:>9} {lam:>10} {recall:>10.4f} {coverage:>12.4f}", flush=True)
-    recall, weight, lam, coverage = max(results)
-    print(f"best by validation Recall@50: lm weight {weight}, mmr lambda {lam} "
+    for tower in TWO_TOWER_WEIGHTS:
+        for weight in LM_WEIGHTS:
+            for lam in MMR_LAMBDAS:
+                settings = RouteSettings(weights={"two_tower": tower, "ease": 1.0, "lm_profile": weight,
+                                                  "lm_interest": weight, "popularity": 1.0}, mmr_lambda=lam)
+                final = merge_routes(lists, vectors, 100, settings).items[rows]
+                recall = float(recall_at_k(hit_matrix(final, relevant), relevant_counts(relevant), 50).mean())
+                coverage = catalogue_coverage(final, 50, len(ids))
+                results.append((recall, tower, weight, lam, coverage))
+                print(f"{tower:>9} {weight:>9} {lam:>10} {recall:>10.4f} {coverage:>12.4f}", flush=True)
+    recall, tower, weight, lam, coverage = max(results)
+    print(f"best by validation Recall@50: two-tower weight {tower}, lm weight {weight}, mmr lambda {lam} "
           f"(Recall@50 {recall:.4f}, coverage@50 {coverage:.4f})")
 
 

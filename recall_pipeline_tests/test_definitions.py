@@ -10,7 +10,7 @@ from recall_pipeline.definitions import build_definitions, defs
 from recall_pipeline.settings import HomeLayout
 
 ASSETS = {"raw_interactions", "raw_items", "feedback_events", "cleaned_item_text", "cleaned_interactions",
-          "rating_matrix", "item_embeddings", "user_profiles", "faiss_index",
+          "rating_matrix", "item_embeddings", "user_profiles", "recall_model", "faiss_index", "two_tower_index",
           "recall_candidates", "evaluation_report", "published_warehouse"}
 
 
@@ -39,9 +39,11 @@ def test_jobs_schedule_and_sensor(tmp_path):
     definitions = build_definitions(HomeLayout(tmp_path))
     feedback_job = definitions.resolve_job_def("feedback_refresh_job")
     selected = {key.to_user_string() for key in feedback_job.asset_layer.selected_asset_keys}
-    # new feedback refreshes what depends on interactions, and reuses embeddings and the index
+    # new feedback refreshes what depends on interactions, and reuses embeddings and the LM index
+    # (the recall model retrains only past its threshold of new data)
     assert selected == {"feedback_events", "cleaned_interactions", "rating_matrix", "user_profiles",
-                        "recall_candidates", "evaluation_report", "published_warehouse"}
+                        "recall_model", "two_tower_index", "recall_candidates", "evaluation_report",
+                        "published_warehouse"}
     schedule = definitions.resolve_schedule_def("nightly_refresh")
     assert (schedule.cron_schedule, schedule.execution_timezone, schedule.job_name) == ("0 2 * * *", "UTC", "recall_job")
     assert definitions.resolve_sensor_def("feedback_inbox_sensor").job_name == "feedback_refresh_job"

@@ -8,12 +8,13 @@ import pytest
 
 from recall_pipeline.cli import main as cli_main
 from recall_pipeline.definitions import build_definitions
+from recall_pipeline.defs.jobs import DEFAULT_RETRAIN_MIN_NEW_INTERACTIONS, feedback_run_config
 from recall_pipeline.resources import DataSource
 from recall_pipeline.settings import HOME_ENV, HomeLayout
 
 SAMPLE_USERS = 8
 CHECKS = {"raw_items_reconcile", "raw_rows_reconcile", "embeddings_finite_unit_norm_one_per_item",
-          "index_matches_embeddings",
+          "index_matches_embeddings", "two_tower_index_matches_model",
           "every_user_has_candidates", "no_training_item_recalled", "metrics_within_unit_interval"}
 
 
@@ -102,13 +103,13 @@ def test_metrics_are_stored_in_range_with_stable_names(pipeline):
     keys = {(m, s, metric, k) for m, s, metric, k, _ in rows}
     expected_warm = {("recall", 20), ("recall", 50), ("recall", 100), ("ndcg", 10), ("ndcg", 50),
                      ("coverage", 50), ("long_tail", 50), ("novelty", 50), ("diversity", 10)}
-    for model in ("final", "route:lm_profile", "route:lm_interest", "route:ease", "MostPopular", "ItemKNN", "EASE"):
+    for model in ("final", "route:two_tower", "route:lm_profile", "route:lm_interest", "route:ease", "MostPopular", "ItemKNN", "EASE"):
         assert {(model, "warm", m, k) for m, k in expected_warm} <= keys
         assert {(model, "cold", "recall", 20), (model, "cold", "ndcg", 20)} <= keys
     assert all(0.0 <= value <= 1.0 for m, s, metric, k, value in rows if metric != "novelty")
     assert all(value > 0 for m, s, metric, k, value in rows if metric == "novelty")
     by_key = {(m, s, metric, k): v for m, s, metric, k, v in rows}
-    for route in ("lm_profile", "lm_interest", "ease"):  # each route alone, on the same split
+    for route in ("two_tower", "lm_profile", "lm_interest", "ease"):  # each route alone, on the same split
         assert (f"route:{route}", "warm", "recall", 50) in by_key
     # the EASE route and the EASE baseline (tuned on validation) are the same model family
     assert by_key[("route:ease", "cold", "recall", 20)] == by_key[("EASE", "cold", "recall", 20)]
@@ -174,6 +175,36 @@ def test_mlflow_holds_the_evaluation_run(pipeline):
     assert [a.path for a in client.list_artifacts(run_id)] == [f"evaluation_{second.run_id}.html"]
 
 
+def test_mlflow_holds_the_model_runs_versions_and_champion(pipeline):
+    """Each run trained and registered a version; the equal second one took the alias."""
+    import mlflow
+
+    from recall_pipeline.core import model_registry
+
+    home, first, second = pipeline
+    trained = [materialization(run, "recall_model") for run in (first, second)]
+    assert [t["version"] for t in trained] == ["1", "2"] and all(t["retrained"] for t in trained)
+    assert trained[0]["decision"] == "v1 is the first version: champion"
+    # seeded CPU training on the same data gives the same model, so v2 ties v1 and is promoted
+    assert trained[1]["warm_recall@50"] == trained[0]["warm_recall@50"] and trained[1]["promoted"]
+    client = mlflow.MlflowClient(f"sqlite:///{home.mlflow_db}")
+    assert client.get_model_version_by_alias(model_registry.MODEL_NAME, "champion").version in (2, "2")
+    run = client.get_run(trained[1]["mlflow_run_id"])
+    assert run.data.tags["dagster_run_id"] == second.run_id and run.info.status == "FINISHED"
+    [(train_rows,)] = sql(home, "select count(*) from features.interactions_split where part = 'train'")
+    assert run.data.params["train_rows"] == str(train_rows) and len(run.data.params["train_sha256"]) == 64
+    epochs = client.get_metric_history(run.info.run_id, "validation_recall_at_50")
+    assert [m.step for m in epochs] == list(range(1, len(epochs) + 1))
+    assert max(m.value for m in epochs) == pytest.approx(trained[1]["validation_recall@50"], abs=1e-4)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert artifacts == {"model/config.json", "model/item_ids.npy", "model/model.safetensors"}
+    assert sql(home, "select version, promoted, champion_after from models.versions order by version") == [
+        ("1", True, "1"), ("2", True, "2")]
+    assert sql(home, "select distinct split_part(model_version, '+', 1) from recall.latest") == [
+        ("recall_two_tower/v2",)]
+    assert sql(home, "select count(*) from recall.latest where rank_two_tower is not null")[0][0] > 0
+
+
 def test_evaluation_report_alone_evaluates_the_published_lists(pipeline):
     home, _, second = pipeline
     job = build_definitions(home, DataSource(sample_users=SAMPLE_USERS)).resolve_job_def("recall_job")
@@ -183,7 +214,8 @@ def test_evaluation_report_alone_evaluates_the_published_lists(pipeline):
     assert alone.success
     rows = sql(home, "select distinct candidates_run_id, model from eval.metrics where run_id = ?", [alone.run_id])
     assert {r[0] for r in rows} == {second.run_id}
-    assert {r[1] for r in rows} == {"final", "route:lm_profile", "route:lm_interest", "route:ease"}  # no baselines
+    assert {r[1] for r in rows} == {"final", "route:two_tower", "route:lm_profile", "route:lm_interest",
+                                    "route:ease"}  # no baselines
 
 
 READER = r"""
@@ -224,7 +256,7 @@ def test_feedback_refresh_while_users_query_the_published_copy(pipeline, tmp_pat
     stop, out = tmp_path / "stop", tmp_path / "reader.json"
     reader = subprocess.Popen([sys.executable, "-c", READER, str(home.published), str(stop), str(out)])
     job = build_definitions(home, DataSource(sample_users=SAMPLE_USERS)).resolve_job_def("feedback_refresh_job")
-    config = {"ops": {"feedback_events": {"config": {"files": [str(feedback_file)]}}}}
+    config = feedback_run_config([str(feedback_file)])
     try:
         with dg.instance_for_test() as instance:
             first = job.execute_in_process(instance=instance, run_config=config)
@@ -237,6 +269,10 @@ def test_feedback_refresh_while_users_query_the_published_copy(pipeline, tmp_pat
     assert first.success and second.success
     assert materialization(first, "feedback_events")["ingested"] == 1
     assert materialization(second, "feedback_events")["already_ingested"] == 1
+    # 30 new interactions are below the retraining threshold: the champion keeps serving
+    assert len(lines) < DEFAULT_RETRAIN_MIN_NEW_INTERACTIONS
+    assert materialization(first, "recall_model")["retrained"] is False
+    assert "not retrained" in materialization(first, "recall_model")["reason"]
     [(n_after,)] = sql(home, "select count(*) from raw.interactions")
     assert n_after == n_raw + len(lines)
     assert sql(home, "select count(*), min(batch_id) from raw.interactions where source_kind = 'feedback'") == [

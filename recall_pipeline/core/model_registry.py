@@ -62,14 +62,14 @@ def register_version(tracking_uri: str, run_id: str, model_folder: Path, tags: d
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     source = f"{registry.get_run(run_id).info.artifact_uri}/model"
-    return registry.create_model_version(name, source, run_id=run_id, tags=tags).version
+    return str(registry.create_model_version(name, source, run_id=run_id, tags=tags).version)
 
 
 def champion_version(tracking_uri: str, name: str = MODEL_NAME) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return client(tracking_uri).get_model_version_by_alias(name, CHAMPION).version
+        return str(client(tracking_uri).get_model_version_by_alias(name, CHAMPION).version)
     except MlflowException:
         return None
 
@@ -86,8 +86,8 @@ def resolve(tracking_uri: str, version: str, name: str = MODEL_NAME) -> str:
                 raise LookupError(f"no version of {name!r} is registered yet; materialize recall_model first")
             return str(max(int(v.version) for v in versions))
         if version.isdigit():
-            return registry.get_model_version(name, version).version
-        return registry.get_model_version_by_alias(name, version).version
+            return str(registry.get_model_version(name, version).version)
+        return str(registry.get_model_version_by_alias(name, version).version)
     except MlflowException as error:
         raise LookupError(f"model {name!r} has no version or alias {version!r} in {tracking_uri}: "
                           f"{error.message}") from error
@@ -110,7 +110,7 @@ def apply_champion_rule(tracking_uri: str, version: str, candidate_value: float,
 
     ``champion_value`` is the current champion's figure measured in the same run (None when
     there is no champion)."""
-    registry = client(tracking_uri)
+    registry, version = client(tracking_uri), str(version)
     before = champion_version(tracking_uri, name)
     if before is None:
         champion_value = None

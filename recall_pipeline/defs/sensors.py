@@ -5,7 +5,7 @@ import json
 import dagster as dg
 
 from recall_pipeline.core import feedback
-from recall_pipeline.defs.jobs import feedback_refresh_job
+from recall_pipeline.defs.jobs import feedback_refresh_job, feedback_run_config
 from recall_pipeline.resources import PipelineHome
 
 CURSOR_MEMORY = 1000  # hashes of the most recently requested files kept in the cursor
@@ -30,7 +30,7 @@ def feedback_inbox_sensor(context: dg.SensorEvaluationContext, home: PipelineHom
     return [
         dg.RunRequest(
             run_key=f"feedback-{digest}",
-            run_config={"ops": {"feedback_events": {"config": {"files": [str(path)]}}}},
+            run_config=feedback_run_config([str(path)]),
             tags={"feedback_file": path.name, "feedback_hash": digest},
         )
         for path, digest in new

@@ -78,7 +78,7 @@ def recall_model(context: dg.AssetExecutionContext, config: RecallModelConfig, w
             tags={"dagster_run_id": context.run.run_id, "encoder": encoder,
                   **{k: str(v) for k, v in snapshot.items()}})
         tracker.log_metrics({"best_epoch": result.best_epoch,
-                             "validation_recall_at_50": result.best_validation_recall,
+                             "best_validation_recall_at_50": result.best_validation_recall,
                              "train_seconds": result.seconds,
                              model_registry.MAIN_METRIC: outcome.promotion.candidate_value})
     warehouse.append_table("models.versions", outcome.row(context.run.run_id, run.info.run_id))
