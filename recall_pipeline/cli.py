@@ -2,6 +2,7 @@
 
     recall-pipeline run [--source source.yaml] [--sample-users N]
     recall-pipeline recall USER_ID [-k 20]
+    recall-pipeline recall --items 1,260,1196 [-k 20] [--model-version champion]
     recall-pipeline sql "select ... from recall.latest ..."
     recall-pipeline init-home
 
@@ -125,6 +126,75 @@ def recall(user_id: str, k: int) -> int:
     return 0
 
 
+def recall_items(items: str, k: int, model_version: str) -> int:
+    """Recall for a new user given as a list of item ids, from a registered model version
+    (default the champion) and its index, with each item's routes."""
+    layout = home_layout()
+    _prepare_environment(layout)
+    from recall_pipeline.core import adhoc
+    from recall_pipeline.core.index import build_exact_index, read_index
+
+    try:
+        with duckdb.connect(str(layout.warehouse), read_only=True) as con:
+            catalogue = con.sql("select e.item_id, e.model, e.embedding, i.item_text from features.item_embeddings e "
+                                "join clean.items i using (item_id) order by e.item_id").pl()
+    except duckdb.Error as exc:
+        print(f"{layout.warehouse}: {exc}; run `make run` first (or wait for the running job)", file=sys.stderr)
+        return 1
+    ids = catalogue["item_id"].to_numpy()
+    wanted = [part.strip() for part in items.split(",") if part.strip()]
+    known = {str(item): position for position, item in enumerate(ids)}
+    missing = [item for item in wanted if item not in known]
+    if missing or not wanted:
+        print(f"unknown item ids {missing} (not in clean.items)" if missing else "give at least one item id",
+              file=sys.stderr)
+        return 1
+    import numpy as np
+
+    vectors = np.ascontiguousarray(catalogue["embedding"].to_numpy(), dtype=np.float32)
+    try:
+        model, model_index, key = _serving_model(layout, model_version, ids, vectors, catalogue["model"][0])
+    except LookupError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    lm_index, _ = read_index(layout.indexes / "items", catalogue["model"][0], ids, vectors)
+    merged = adhoc.history_recall(np.array([known[item] for item in wanted]), model,
+                                  model_index or build_exact_index(_tower_vectors(model)), lm_index, vectors, k)
+    texts = catalogue["item_text"].to_list()
+    print(f"recall for a new user who liked {', '.join(wanted)} ({key}):")
+    for rank, (position, score) in enumerate(zip(merged.items[0], merged.scores[0]), start=1):
+        if position < 0:
+            break
+        routes = ",".join(f"{name}#{ranks[0, rank - 1]}" for name, ranks in merged.route_ranks.items()
+                          if ranks[0, rank - 1] > 0)
+        print(f"{rank:>3}  {score:6.3f}  {str(ids[position]):>8}  {texts[position]}  [{routes}]")
+    return 0
+
+
+def _tower_vectors(model):
+    from recall_pipeline.core import two_tower
+
+    return two_tower.item_vectors(model)
+
+
+def _serving_model(layout: HomeLayout, model_version: str, ids, vectors, encoder: str):
+    """(model, its stored index or None, version key): the stored serving copy when it is the
+    requested version, else the version downloaded from MLflow (its index built here)."""
+    from recall_pipeline.core import model_registry, two_tower
+    from recall_pipeline.core.index import read_index, read_manifest
+    from recall_pipeline.definitions import build_resources
+
+    tracking_uri = build_resources(layout)["mlflow"].tracking_uri
+    version = model_registry.resolve(tracking_uri, model_version)
+    key = f"{model_registry.MODEL_NAME}/v{version}"
+    folder = layout.indexes / "two_tower"
+    if (folder / "manifest.json").exists() and read_manifest(folder).model == key:
+        model = two_tower.load_for_catalogue(folder / "model", ids, vectors, encoder)
+        return model, read_index(folder, key, ids, two_tower.item_vectors(model))[0], key
+    downloaded = model_registry.download(tracking_uri, version)
+    return two_tower.load_for_catalogue(downloaded, ids, vectors, encoder), None, key
+
+
 def sql(query: str) -> int:
     """Run one SQL statement on the warehouse, read-only, and print the result."""
     import polars as pl
@@ -147,8 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     run_cmd = commands.add_parser("run", help="materialize the whole asset graph")
     run_cmd.add_argument("--source", help="YAML file describing your interaction and item files")
     run_cmd.add_argument("--sample-users", type=int, help="bundled data: keep the first N users")
-    recall_cmd = commands.add_parser("recall", help="print a user's newest recall list")
-    recall_cmd.add_argument("user_id")
+    recall_cmd = commands.add_parser("recall", help="print a user's newest recall list, or recall for "
+                                                    "a new user given as item ids (--items)")
+    recall_cmd.add_argument("user_id", nargs="?")
+    recall_cmd.add_argument("--items", help="comma-separated item ids: a new user's history, oldest first")
+    recall_cmd.add_argument("--model-version", default="champion",
+                            help="with --items: a registered version number, alias or 'latest'")
     recall_cmd.add_argument("-k", type=int, default=20)
     sql_cmd = commands.add_parser("sql", help="run a read-only SQL query on the warehouse")
     sql_cmd.add_argument("query")
@@ -157,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return run(args.source, args.sample_users)
     if args.command == "recall":
+        if args.items:
+            return recall_items(args.items, args.k, args.model_version)
+        if args.user_id is None:
+            parser.error("recall needs a USER_ID or --items")
         return recall(args.user_id, args.k)
     if args.command == "sql":
         return sql(args.query)

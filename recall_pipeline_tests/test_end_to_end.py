@@ -149,6 +149,24 @@ def test_cli_queries_the_results(pipeline, monkeypatch, capsys):
     assert cli_main(["recall", "999999"]) == 1
 
 
+def test_cli_recalls_for_a_new_user_given_as_items(pipeline, monkeypatch, capsys):
+    home, *_ = pipeline
+    monkeypatch.setenv(HOME_ENV, str(home.root))
+    liked = [str(i) for (i,) in sql(home, "select item_id from clean.items order by item_id limit 3")]
+    assert cli_main(["recall", "--items", ",".join(liked), "-k", "5"]) == 0
+    header, *lines = capsys.readouterr().out.strip().splitlines()
+    assert "recall_two_tower/v2" in header and len(lines) == 5  # the champion's stored copy
+    recalled = [line.split()[2] for line in lines]
+    assert not set(recalled) & set(liked) and all("two_tower#" in l or "lm_profile#" in l for l in lines)
+    assert cli_main(["recall", "--items", ",".join(liked), "-k", "5", "--model-version", "1"]) == 0
+    header_v1, *lines_v1 = capsys.readouterr().out.strip().splitlines()
+    # v1 is downloaded from MLflow; trained on the same data with the same seed, it ranks alike
+    assert "recall_two_tower/v1" in header_v1 and [l.split()[2] for l in lines_v1] == recalled
+    assert cli_main(["recall", "--items", liked[0], "--model-version", "9"]) == 1
+    assert "no version or alias '9'" in capsys.readouterr().err
+    assert cli_main(["recall", "--items", "not-an-item"]) == 1
+
+
 def test_report_files_hold_the_stored_numbers(pipeline):
     home, _, second = pipeline
     report = (home.reports / f"evaluation_{second.run_id}.html").read_text()
