@@ -158,8 +158,13 @@ def recall_items(items: str, k: int, model_version: str) -> int:
         print(exc, file=sys.stderr)
         return 1
     lm_index, _ = read_index(layout.indexes / "items", catalogue["model"][0], ids, vectors)
+    from recall_pipeline.core.matrix import load_rating_matrix
+
+    matrix = load_rating_matrix(layout.features / "rating_matrix.npz")
+    counts = np.diff(matrix.matrix.tocsc().indptr) if np.array_equal(matrix.item_ids, ids) else None
     merged = adhoc.history_recall(np.array([known[item] for item in wanted]), model,
-                                  model_index or build_exact_index(_tower_vectors(model)), lm_index, vectors, k)
+                                  model_index or build_exact_index(_tower_vectors(model)), lm_index, vectors, k,
+                                  train_counts=counts)
     texts = catalogue["item_text"].to_list()
     print(f"recall for a new user who liked {', '.join(wanted)} ({key}):")
     for rank, (position, score) in enumerate(zip(merged.items[0], merged.scores[0]), start=1):

@@ -32,14 +32,18 @@ def rank_matrix(lists: np.ndarray, n_items: int) -> sp.csr_matrix:
 
 
 def reciprocal_rank_fusion(route_lists: dict[str, np.ndarray], weights: dict[str, float], k: int,
-                           n_items: int, c: float = 60.0, seed: int = 0) -> FusedLists:
-    """Fuse the routes' lists (all users x N, same user rows) into users x k lists."""
+                           n_items: int, c: float = 60.0, seed: int = 0,
+                           item_weights: np.ndarray | None = None) -> FusedLists:
+    """Fuse the routes' lists (all users x N, same user rows) into users x k lists; an item's
+    fused score is multiplied by ``item_weights[item]`` when given (e.g. a popularity discount)."""
     ranks = {name: rank_matrix(lists, n_items) for name, lists in route_lists.items()}
     fused = sp.csr_matrix((next(iter(route_lists.values())).shape[0], n_items))
     for name, rank in ranks.items():
         contribution = rank.copy()
         contribution.data = weights.get(name, 1.0) / (c + contribution.data)
         fused = fused + contribution
+    if item_weights is not None:
+        fused = fused @ sp.diags(np.asarray(item_weights, dtype=np.float64))
     fused = fused.tocsr()
     ties = tie_order(n_items, seed)
     items = np.full((fused.shape[0], k), -1, dtype=np.int64)

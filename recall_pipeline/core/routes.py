@@ -31,18 +31,20 @@ ROUTES = ("two_tower", "lm_profile", "lm_interest", "ease", "popularity")
 
 @dataclass(frozen=True)
 class RouteSettings:
-    """Route depth, fusion weights and diversity. The two-tower and LM weights and the MMR lambda
-    were chosen on the fit/held-out validation cut (``bench/tune_fusion.py``): among the settings
-    within 0.001 of the best validation Recall@50, the one with the highest coverage@50. The
-    chosen MMR lambda is 1.0 (pure relevance): on validation, MMR over LM embeddings changed
-    Recall@50 by less than 0.001 once the two-tower route took part; lower it for more diverse
-    lists."""
+    """Route depth, fusion weights, popularity discount and diversity, chosen on the fit/held-out
+    validation cut (``bench/tune_fusion.py``): the highest validation Recall@50 among the settings
+    whose lists keep long-tail share@50 >= 0.10 and coverage@50 >= 2x EASE's (differences under
+    0.001 count as equal; then the highest coverage). Once the two-tower route takes part, the
+    LM routes' votes did not raise validation Recall@50, so their default weight is 0: they are
+    still computed, reported alone and kept as provenance (``rank_lm_*``); raise their weights
+    to let them vote."""
 
     depth: int = 200
     weights: dict[str, float] = field(default_factory=lambda: {
-        "two_tower": 1.0, "ease": 1.0, "lm_profile": 0.3, "lm_interest": 0.3, "popularity": 1.0})
+        "two_tower": 1.0, "ease": 1.0, "lm_profile": 0.0, "lm_interest": 0.0, "popularity": 1.0})
     rrf_c: float = 60.0
-    mmr_lambda: float = 1.0
+    popularity_discount: float = 0.075
+    mmr_lambda: float = 0.7
     mmr_pool: int = 200
     ease_lambda: float = 200.0
     seed: int = 0
@@ -128,12 +130,24 @@ class MergedLists:
     primary_route: np.ndarray  # the route whose weighted vote for the item was largest
 
 
+def popularity_weights(train_counts: np.ndarray, discount: float) -> np.ndarray:
+    """``(1 + count) ** -discount`` per item: the popularity-aware re-ranking factor (0: none).
+
+    A fused score divided by a power of the item's training count trades a little relevance for
+    exposure of less popular items; ``discount`` is chosen on validation."""
+    return (1.0 + np.asarray(train_counts, dtype=np.float64)) ** -discount
+
+
 def merge_routes(lists: dict[str, np.ndarray], item_vectors: np.ndarray, k: int,
-                 settings: RouteSettings = RouteSettings()) -> MergedLists:
-    """Fuse the routes' lists, re-rank the pool by MMR to ``k``, and keep each item's provenance."""
+                 settings: RouteSettings = RouteSettings(),
+                 train_counts: np.ndarray | None = None) -> MergedLists:
+    """Fuse the routes' lists (with the popularity discount when ``train_counts`` are given),
+    re-rank the pool by MMR to ``k``, and keep each item's provenance."""
     n_items = len(item_vectors)
+    item_weights = (popularity_weights(train_counts, settings.popularity_discount)
+                    if train_counts is not None and settings.popularity_discount else None)
     pool = reciprocal_rank_fusion(lists, settings.weights, max(k, settings.mmr_pool), n_items,
-                                  settings.rrf_c, settings.seed)
+                                  settings.rrf_c, settings.seed, item_weights)
     final = mmr(pool.items, pool.scores, item_vectors, k, settings.mmr_lambda)
     scores = gather(rank_matrix_values(pool.items, pool.scores, n_items), final, float)
     ranks = {name: gather(rank_matrix(route, n_items), final) for name, route in lists.items()}

@@ -38,13 +38,15 @@ def training_sequences(split: pl.DataFrame, rm: RatingMatrix) -> two_tower.Seque
 
 
 def train(split: pl.DataFrame, rm: RatingMatrix, lm_vectors: np.ndarray,
-          settings: two_tower.TwoTowerSettings, log: Callable[[dict], None] = lambda entry: None
-          ) -> two_tower.TrainingResult:
-    """Early-stop on the validation cut of training, then refit on all of training."""
+          settings: two_tower.TwoTowerSettings, log: Callable[[dict], None] = lambda entry: None,
+          lm_top=None) -> two_tower.TrainingResult:
+    """Early-stop on the validation cut of training, then refit on all of training (``lm_top``:
+    the LM's top layers, when ``settings.lm_finetune_layers`` > 0)."""
     fit = two_tower.build_sequences(split.filter(pl.col("val_part") == "fit").select(SEQUENCE_COLUMNS),
                                     rm.user_ids, rm.item_ids)
     _, holdout = validation_matrices(split, rm)
-    return two_tower.train_two_tower(lm_vectors, training_sequences(split, rm), fit, holdout, settings, log)
+    return two_tower.train_two_tower(lm_vectors, training_sequences(split, rm), fit, holdout, settings, log,
+                                     lm_top)
 
 
 def epoch_logger(info: Callable[[str], None], tracker) -> Callable[[dict], None]:

@@ -66,6 +66,9 @@ class TwoTowerSettings:
     refit: bool = True
     rating_max: float = 5.0
     seed: int = 0
+    # > 0: also fine-tune the LM's top layers end to end (``core.lm_finetune``); off by default
+    lm_finetune_layers: int = 0
+    lm_learning_rate: float = 2e-5
 
 
 @dataclass(frozen=True)
@@ -172,16 +175,25 @@ class UserTower(nn.Module):
 class TwoTower(nn.Module):
     """Both towers over a fixed catalogue of frozen LM embeddings (a buffer, saved with it)."""
 
-    def __init__(self, lm_vectors: np.ndarray, settings: TwoTowerSettings):
+    def __init__(self, lm_vectors: np.ndarray, settings: TwoTowerSettings, lm_top=None):
         super().__init__()
         self.settings = settings
         lm_dim = lm_vectors.shape[1]
         self.register_buffer("lm", torch.tensor(np.asarray(lm_vectors, np.float32)))
         self.item_tower = ItemTower(lm_dim, len(lm_vectors), settings)
         self.user_tower = UserTower(lm_dim, settings)
+        self.lm_top = lm_top  # the LM's trainable top layers while fine-tuning, else None
 
-    def items(self, positions: torch.Tensor, keep_id: torch.Tensor | None = None):
-        return self.item_tower(self.lm[positions], positions, keep_id)
+    def items(self, positions: torch.Tensor, keep_id: torch.Tensor | None = None, fresh: bool = False):
+        """Item vectors and biases; ``fresh``: LM embeddings from the fine-tuned top layers
+        (with gradients) instead of the stored ones."""
+        lm = self.lm_top(positions) if fresh and self.lm_top is not None else self.lm[positions]
+        return self.item_tower(lm, positions, keep_id)
+
+    def refresh_lm(self) -> None:
+        """After an epoch of fine-tuning: the stored LM embeddings from the current top layers."""
+        if self.lm_top is not None:
+            self.lm = self.lm_top.embed_all()
 
     def users(self, history: torch.Tensor, ratings: torch.Tensor,
               keep_id: torch.Tensor | None = None) -> torch.Tensor:
@@ -221,7 +233,7 @@ def in_batch_loss(model: TwoTower, seq: Sequences, batch: np.ndarray, logq: torc
     keep_id = torch.rand(model.lm.shape[0], generator=generator) >= s.id_dropout
     users = model.users(torch.as_tensor(history), torch.as_tensor(ratings), keep_id)
     targets = torch.as_tensor(seq.items[batch])
-    vectors, bias = model.items(targets, keep_id[targets])
+    vectors, bias = model.items(targets, keep_id[targets], fresh=True)
     logits = users @ vectors.T / s.temperature + bias.unsqueeze(0)
     if s.logq:
         logits = logits - logq[targets].unsqueeze(0)
@@ -281,17 +293,27 @@ def _seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _optimizer(model: TwoTower, settings: TwoTowerSettings) -> torch.optim.Optimizer:
+    towers = [p for name, p in model.named_parameters() if not name.startswith("lm_top.")]
+    groups = [{"params": towers, "lr": settings.learning_rate}]
+    if model.lm_top is not None:
+        groups.append({"params": list(model.lm_top.parameters()), "lr": settings.lm_learning_rate})
+    return torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
+
+
 def _fit(lm_vectors: np.ndarray, seq: Sequences, settings: TwoTowerSettings, epochs: int | None,
-         validate: Callable[[TwoTower], float] | None, log: Callable[[dict], None], phase: str) -> TrainingResult:
+         validate: Callable[[TwoTower], float] | None, log: Callable[[dict], None], phase: str,
+         lm_top=None) -> TrainingResult:
     """Train from a seeded start; with ``validate``, stop early and keep the best epoch."""
     generator = _seeded(settings.seed)
-    model = TwoTower(lm_vectors, settings)
+    model = TwoTower(lm_vectors, settings, lm_top.fresh() if lm_top is not None else None)
     model.item_tower.has_id[np.unique(seq.items)] = True
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    optimizer = _optimizer(model, settings)
     logq = torch.as_tensor(log_q(seq, len(lm_vectors)))
     result, best_state, stale, started = TrainingResult(model), None, 0, time.perf_counter()
     for epoch in range(1, (epochs or settings.max_epochs) + 1):
         loss = train_epoch(model, seq, optimizer, logq, generator)
+        model.refresh_lm()
         entry = {"phase": phase, "epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started}
         if validate is not None:
             entry["validation_recall@50"] = recall = validate(model)
@@ -314,9 +336,14 @@ def _fit(lm_vectors: np.ndarray, seq: Sequences, settings: TwoTowerSettings, epo
 
 def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, holdout: sp.csr_matrix,
                     settings: TwoTowerSettings = TwoTowerSettings(),
-                    log: Callable[[dict], None] = lambda entry: None) -> TrainingResult:
+                    log: Callable[[dict], None] = lambda entry: None, lm_top=None) -> TrainingResult:
     """Early-stopped on the validation cut (``fit`` sequences, ``holdout`` relevance, rows as
-    the rating matrix's users), then refit on ``train`` for the best number of epochs."""
+    the rating matrix's users), then refit on ``train`` for the best number of epochs.
+
+    ``lm_top`` (a ``core.lm_finetune.TopLayers`` over the same catalogue) is required when
+    ``settings.lm_finetune_layers`` > 0; each phase starts from its original weights."""
+    if settings.lm_finetune_layers and lm_top is None:
+        raise ValueError("lm_finetune_layers > 0 needs the LM's top layers (core.lm_finetune.TopLayers)")
     fit_seen = _seen(fit, holdout.shape)
 
     def validate(model: TwoTower) -> float:
@@ -325,10 +352,10 @@ def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, ho
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        tuned = _fit(lm_vectors, fit, settings, None, validate, log, "validation")
+        tuned = _fit(lm_vectors, fit, settings, None, validate, log, "validation", lm_top)
         if not settings.refit:
             return tuned
-        final = _fit(lm_vectors, train, settings, tuned.best_epoch, None, log, "refit")
+        final = _fit(lm_vectors, train, settings, tuned.best_epoch, None, log, "refit", lm_top)
     finally:
         torch.use_deterministic_algorithms(previous)
     final.history = tuned.history + final.history
@@ -346,7 +373,9 @@ def save_model(model: TwoTower, item_ids: np.ndarray, folder: Path, extra: dict 
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()}, folder / WEIGHTS_FILE)
+    # the fine-tuned LM layers are not saved: their effect is in the stored item embeddings (lm)
+    save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()
+               if not name.startswith("lm_top.")}, folder / WEIGHTS_FILE)
     config = {"settings": asdict(model.settings), "lm_dim": int(model.lm.shape[1]),
               "n_items": int(model.lm.shape[0]), **(extra or {})}
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
@@ -379,7 +408,10 @@ def extend_catalogue(model: TwoTower, model_item_ids: np.ndarray, item_ids: np.n
     moved = copy.deepcopy(model)
     known = np.isin(item_ids, model_item_ids)
     old = np.searchsorted(model_item_ids, item_ids[known])
-    moved.lm = torch.tensor(np.asarray(lm_vectors, np.float32))
+    lm = torch.tensor(np.asarray(lm_vectors, np.float32))
+    if model.settings.lm_finetune_layers:  # known items keep their fine-tuned LM embeddings
+        lm[np.flatnonzero(known)] = model.lm[old]
+    moved.lm = lm
     has_id = torch.zeros(len(item_ids), dtype=torch.bool)
     has_id[np.flatnonzero(known)] = model.item_tower.has_id[old]
     moved.item_tower.has_id = has_id

@@ -87,3 +87,23 @@ def test_mmr_lambda_one_is_pure_relevance_and_lower_lambda_diversifies():
     diverse = mmr(items, scores, vectors, 10, lam=0.5)
     assert mean_similarity(diverse) < mean_similarity(mmr(items, scores, vectors, 10, lam=1.0)) - 0.2
     assert len(set(diverse[0].tolist())) == 10
+
+
+def test_popularity_discount_lets_a_less_popular_item_overtake():
+    from recall_pipeline.core.routes import popularity_weights
+
+    # route lists: item 0 first, item 1 second for the one user; item 0 is far more popular
+    lists = {"two_tower": np.array([[0, 1, 2]]), "ease": np.array([[0, 1, 2]])}
+    vectors = np.eye(3, dtype=np.float32)
+    counts = np.array([1000, 2, 1])
+    plain = merge_routes(lists, vectors, 3, RouteSettings(depth=3, popularity_discount=0.0, mmr_lambda=1.0),
+                         counts)
+    assert plain.items[0].tolist() == [0, 1, 2]  # discount 0: fusion order kept
+    assert merge_routes(lists, vectors, 3, RouteSettings(depth=3, popularity_discount=0.0, mmr_lambda=1.0)
+                        ).items[0].tolist() == [0, 1, 2]  # no counts: no discount
+    discounted = merge_routes(lists, vectors, 3, RouteSettings(depth=3, popularity_discount=0.2, mmr_lambda=1.0),
+                              counts)
+    # fused 2/61, 2/62, 2/63 times 1001^-0.2, 3^-0.2, 2^-0.2: the least popular item leads
+    assert discounted.items[0].tolist() == [2, 1, 0]
+    assert popularity_weights(counts, 0.0).tolist() == [1.0, 1.0, 1.0]
+    np.testing.assert_allclose(popularity_weights(np.array([3]), 0.5), [0.5])

@@ -129,3 +129,38 @@ def test_serving_vectors_give_the_training_logits(planted, trained):
         v, b = model.items(torch.arange(len(planted["item_ids"])))
         logits = (u @ v.T / model.settings.temperature + b).numpy()
     np.testing.assert_allclose(users @ two_tower.item_vectors(model).T, logits, rtol=1e-4, atol=1e-4)
+
+
+def test_lm_finetune_mode_trains_the_top_layer_and_serves_from_its_embeddings(tmp_path, encoder):
+    """With the real MiniLM: the top layer's weights move, the stored item embeddings are its
+    output, and a saved model serves without the LM layers."""
+    from recall_pipeline.core.lm_finetune import TopLayers
+
+    genres = ["Horror", "Children", "Documentary", "Western"]
+    texts = [f"Film {i} ({1990 + i % 7}) Genres: {genres[i % 4]}" for i in range(24)]
+    frozen = encoder.encode(texts)
+    top = TopLayers.from_encoder(encoder, texts, 1)
+    np.testing.assert_allclose(top.embed_all().numpy(), frozen, atol=1e-5)  # same as the encoder
+    rows, start = [], datetime(2020, 1, 1)
+    for user in range(16):
+        own = [i for i in range(24) if i % 4 == user % 4]
+        rows += [{"user_id": user, "item_id": item, "rating": 5.0, "timestamp": start + timedelta(days=d)}
+                 for d, item in enumerate(np.random.default_rng(user).permutation(own))]
+    frame = pl.DataFrame(rows)
+    seq = two_tower.build_sequences(frame, np.arange(16), np.arange(24))
+    holdout = sp.csr_matrix((16, 24))
+    settings = two_tower.TwoTowerSettings(dim=16, hidden=16, history_length=4, batch_size=16, max_epochs=2,
+                                          patience=5, lm_finetune_layers=1, lm_learning_rate=1e-3)
+    with pytest.raises(ValueError, match="TopLayers"):
+        two_tower.train_two_tower(frozen, seq, seq, holdout, settings)
+    result = two_tower.train_two_tower(frozen, seq, seq, holdout, settings, lm_top=top)
+    trained = result.model
+    assert all(np.isfinite(e["loss"]) for e in result.history)
+    before, after = top.layers.state_dict(), trained.lm_top.layers.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the template is untouched
+    np.testing.assert_allclose(trained.lm.numpy(), trained.lm_top.embed_all().numpy(), atol=1e-6)
+    assert np.abs(trained.lm.numpy() - frozen).max() > 1e-3
+    folder = two_tower.save_model(trained, np.arange(24), tmp_path / "ft", {"encoder": "lm@1"})
+    served = two_tower.load_for_catalogue(folder, np.arange(24), frozen, "lm@1")
+    assert served.lm_top is None
+    np.testing.assert_allclose(two_tower.item_vectors(served), two_tower.item_vectors(trained), atol=1e-5)

@@ -20,7 +20,8 @@ DEFAULT_WEIGHTS = RouteSettings().weights
 
 
 class RecallConfig(dg.Config):
-    """List length, route depth, fusion weights and MMR diversity (defaults chosen on validation)."""
+    """List length, route depth, fusion weights, popularity discount and MMR diversity (defaults
+    chosen on the validation cut with bench/tune_fusion.py)."""
 
     k: int = 100
     depth: int = RouteSettings.depth
@@ -29,12 +30,14 @@ class RecallConfig(dg.Config):
     weight_lm_profile: float = DEFAULT_WEIGHTS["lm_profile"]
     weight_lm_interest: float = DEFAULT_WEIGHTS["lm_interest"]
     weight_popularity: float = DEFAULT_WEIGHTS["popularity"]
+    popularity_discount: float = RouteSettings.popularity_discount
     mmr_lambda: float = RouteSettings.mmr_lambda
     ease_lambda: float = RouteSettings.ease_lambda
 
     def settings(self) -> RouteSettings:
         weights = {name: getattr(self, f"weight_{name}") for name in ROUTES}
         return RouteSettings(depth=self.depth, weights=weights, mmr_lambda=self.mmr_lambda,
+                             popularity_discount=self.popularity_discount,
                              ease_lambda=self.ease_lambda, mmr_pool=max(2 * self.k, self.depth))
 
 
@@ -53,7 +56,8 @@ class RecallConfig(dg.Config):
                 "model (serving version, default the MLflow champion) in the FAISS index of its "
                 "item-tower outputs, the LM history profile in the FAISS index of LM embeddings, the LM interest vectors, EASE item-to-item CF, and "
                 "popularity for users without history; merged by weighted reciprocal-rank fusion "
-                "and re-ranked by MMR. Appended to DuckDB recall.candidates per run with each "
+                "with a popularity discount (fused score x (1 + training count)^-discount) and "
+                "re-ranked by MMR. Appended to DuckDB recall.candidates per run with each "
                 "route's rank of the item (rank_<route>, null: not proposed); once its checks "
                 "pass the run is published and the view recall.latest shows it.",
 )
@@ -69,7 +73,7 @@ def recall_candidates(context: dg.AssetExecutionContext, config: RecallConfig,
     lists = route_lists(index, ids, rm, profiles["user_id"].to_numpy(),
                         np.ascontiguousarray(profiles["embedding"].to_numpy(), dtype=np.float32),
                         interest_users, interests, settings, model_route)
-    merged = merge_routes(lists, vectors, config.k, settings)
+    merged = merge_routes(lists, vectors, config.k, settings, train_counts=np.diff(rm.matrix.tocsc().indptr))
     run_id = context.run.run_id
     frame = recall_tables.candidates_frame(rm, merged).select(
         pl.lit(run_id).alias("run_id"),

@@ -8,11 +8,13 @@ from recall_pipeline.core import model_registry
 from recall_pipeline.core.checksums import frame_sha256
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.defs.tables import item_vectors, rating_matrix
-from recall_pipeline.resources import MlflowTracking, PipelineHome, Warehouse
+from recall_pipeline.resources import MlflowTracking, PipelineHome, TextEncoderResource, Warehouse
 
 class RecallModelConfig(dg.Config):
     """Model size and training (defaults checked on the validation cut), and when to retrain.
 
+    ``lm_finetune_layers``: also fine-tune this many of the LM's top layers end to end (0: the
+    LM stays frozen; slower, see bench/lm_finetune.py).
     ``retrain_min_new_interactions``: retrain only when training has grown by at least this many
     interactions since the champion was trained (0: always retrain); otherwise the champion
     stays and this materialization records that nothing was retrained.
@@ -30,6 +32,8 @@ class RecallModelConfig(dg.Config):
     max_epochs: int = 30
     patience: int = 3
     seed: int = 0
+    lm_finetune_layers: int = 0
+    lm_learning_rate: float = 2e-5
     retrain_min_new_interactions: int = 0
 
 
@@ -48,34 +52,35 @@ class RecallModelConfig(dg.Config):
                 "Versions and decisions in DuckDB models.versions.",
 )
 def recall_model(context: dg.AssetExecutionContext, config: RecallModelConfig, warehouse: Warehouse,
-                 home: PipelineHome, mlflow: MlflowTracking) -> dg.MaterializeResult:
+                 home: PipelineHome, mlflow: MlflowTracking, encoder: TextEncoderResource) -> dg.MaterializeResult:
     from recall_pipeline.core import training
 
     split = warehouse.query("select user_id, item_id, rating, timestamp, part, val_part, is_relevant "
                             "from features.interactions_split")
     rm = rating_matrix(home)
-    ids, vectors, encoder = item_vectors(warehouse)
+    ids, vectors, encoder_key = item_vectors(warehouse)
     train = split.filter(pl.col("part") == "train").select("user_id", "item_id", "rating", "timestamp")
     snapshot = {"train_rows": train.height, "train_users": train["user_id"].n_unique(),
                 "train_items": train["item_id"].n_unique(),
                 "train_sha256": frame_sha256(train.sort("user_id", "timestamp", "item_id"))}
     champion = model_registry.champion_version(mlflow.tracking_uri)
-    skip = training.retrain_not_needed(mlflow.tracking_uri, champion, train.height, encoder,
+    skip = training.retrain_not_needed(mlflow.tracking_uri, champion, train.height, encoder_key,
                                        config.retrain_min_new_interactions)
     if skip:
         context.log.info(skip)
         return dg.MaterializeResult(metadata={"retrained": False, "reason": skip, "champion": champion or ""})
 
     settings = training.settings_from(config.model_dump(exclude={"retrain_min_new_interactions"}))
+    lm_top = _lm_top_layers(warehouse, encoder, config.lm_finetune_layers)
     with mlflow.start_run("recall_model", {"dagster_run_id": context.run.run_id,
-                                           "encoder": encoder}) as (tracker, run):
-        tracker.log_params({**training.flat_params(settings), **snapshot, "encoder": encoder})
+                                           "encoder": encoder_key}) as (tracker, run):
+        tracker.log_params({**training.flat_params(settings), **snapshot, "encoder": encoder_key})
         result = training.train(split, rm, vectors, settings,
-                                log=training.epoch_logger(context.log.info, tracker))
+                                log=training.epoch_logger(context.log.info, tracker), lm_top=lm_top)
         folder = home.layout.models / "two_tower" / context.run.run_id
         outcome = training.register_and_judge(
-            result, split, rm, ids, vectors, encoder, folder, mlflow.tracking_uri, run.info.run_id,
-            tags={"dagster_run_id": context.run.run_id, "encoder": encoder,
+            result, split, rm, ids, vectors, encoder_key, folder, mlflow.tracking_uri, run.info.run_id,
+            tags={"dagster_run_id": context.run.run_id, "encoder": encoder_key,
                   **{k: str(v) for k, v in snapshot.items()}})
         tracker.log_metrics({"best_epoch": result.best_epoch,
                              "best_validation_recall_at_50": result.best_validation_recall,
@@ -97,3 +102,17 @@ def recall_model(context: dg.AssetExecutionContext, config: RecallModelConfig, w
         "epochs": markdown_table(pl.DataFrame(result.history).with_columns(pl.selectors.float().round(4)), rows=60),
         "path": dg.MetadataValue.path(str(folder)),
     })
+
+
+def _lm_top_layers(warehouse: Warehouse, encoder: TextEncoderResource, n_layers: int):
+    """The LM's top layers over the catalogue's item texts, when fine-tuning is on."""
+    if not n_layers:
+        return None
+    from recall_pipeline.core.lm_finetune import TopLayers
+
+    loaded, (_, _, embedded_with) = encoder.get(), item_vectors(warehouse)
+    if loaded.identity.key() != embedded_with:
+        raise RuntimeError(f"the encoder resource is {loaded.identity.key()} but the item embeddings were made "
+                           f"with {embedded_with}: re-materialize item_embeddings first")
+    texts = warehouse.query("select item_id, item_text from clean.items order by item_id")["item_text"]
+    return TopLayers.from_encoder(loaded, texts.to_list(), n_layers)
