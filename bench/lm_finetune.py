@@ -49,7 +49,7 @@ def main() -> None:
     fit = two_tower.build_sequences(split.filter(pl.col("val_part") == "fit").select(SEQUENCE_COLUMNS),
                                     rm.user_ids, rm.item_ids)
     _, holdout = validation_matrices(split, rm)
-    data = build_evaluation_data(split, rm)
+    data = build_evaluation_data(split, rm, None, vectors)
     serving = training_sequences(split, rm)
     base = two_tower.TwoTowerSettings(max_epochs=args.epochs, refit=False)
 

@@ -236,6 +236,28 @@ def test_evaluation_report_alone_evaluates_the_published_lists(pipeline):
                                     "route:ease"}  # no baselines
 
 
+def test_two_tower_index_serves_any_version_by_config(pipeline):
+    import json
+
+    home, *_ = pipeline
+    job = build_definitions(home, DataSource(sample_users=SAMPLE_USERS)).resolve_job_def("recall_job")
+
+    def build(version: str) -> dict:
+        with dg.instance_for_test() as instance:
+            result = job.execute_in_process(
+                instance=instance, asset_selection=[dg.AssetKey("two_tower_index")],
+                run_config={"ops": {"two_tower_index": {"config": {"model_version": version}}}})
+        assert result.success
+        return json.loads((home.indexes / "two_tower" / "manifest.json").read_text())
+
+    assert build("1")["model"] == "recall_two_tower/v1"
+    [(items,)] = sql(home, "select count(*) from clean.items")
+    assert build("champion")["model"] == "recall_two_tower/v2" and build("champion")["count"] == items
+    with dg.instance_for_test() as instance, pytest.raises(LookupError, match="no version or alias '42'"):
+        job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("two_tower_index")],
+                               run_config={"ops": {"two_tower_index": {"config": {"model_version": "42"}}}})
+
+
 READER = r"""
 import json, sys, time, duckdb
 path, stop, out = sys.argv[1:4]

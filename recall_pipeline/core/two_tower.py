@@ -40,35 +40,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from recall_pipeline.core.baselines import validation_recall
+from recall_pipeline.core.ids import positions
+from recall_pipeline.core.model_settings import TwoTowerSettings
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 ITEM_IDS_FILE = "item_ids.npy"
 RATING_BUCKETS = 12  # half stars 0..10, 11 = no rating (implicit feedback)
-
-
-@dataclass(frozen=True)
-class TwoTowerSettings:
-    """Architecture and training hyper-parameters (the defaults were checked on validation)."""
-
-    dim: int = 128
-    hidden: int = 256
-    history_length: int = 50
-    id_embeddings: bool = True
-    id_dropout: float = 0.5
-    temperature: float = 0.05
-    logq: bool = True
-    batch_size: int = 1024
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-5
-    max_epochs: int = 30
-    patience: int = 3
-    refit: bool = True
-    rating_max: float = 5.0
-    seed: int = 0
-    # > 0: also fine-tune the LM's top layers end to end (``core.lm_finetune``); off by default
-    lm_finetune_layers: int = 0
-    lm_learning_rate: float = 2e-5
 
 
 @dataclass(frozen=True)
@@ -102,8 +80,8 @@ def build_sequences(interactions: pl.DataFrame, user_ids: np.ndarray, item_ids: 
     """Sequences of ``interactions`` (user_id, item_id, rating, timestamp) on the given id axes,
     each user's sorted by (timestamp, item id) like the protocol's split."""
     frame = interactions.sort("user_id", "timestamp", "item_id")
-    users = np.searchsorted(user_ids, frame["user_id"].to_numpy())
-    items = np.searchsorted(item_ids, frame["item_id"].to_numpy())
+    users = positions(user_ids, frame["user_id"].to_numpy(), "users of the training sequences")
+    items = positions(item_ids, frame["item_id"].to_numpy(), "items of the training sequences")
     ratings = frame["rating"].cast(pl.Float32).fill_null(float("nan")).to_numpy()
     first = np.r_[True, users[1:] != users[:-1]] if len(users) else np.zeros(0, bool)
     starts = np.maximum.accumulate(np.where(first, np.arange(len(users)), 0)) if len(users) else users

@@ -6,6 +6,7 @@ import polars as pl
 
 from recall_pipeline.core import model_registry
 from recall_pipeline.core.checksums import frame_sha256
+from recall_pipeline.core.model_settings import TwoTowerSettings
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.defs.tables import item_vectors, rating_matrix
 from recall_pipeline.resources import MlflowTracking, PipelineHome, TextEncoderResource, Warehouse
@@ -20,20 +21,20 @@ class RecallModelConfig(dg.Config):
     stays and this materialization records that nothing was retrained.
     """
 
-    dim: int = 128
-    hidden: int = 256
-    history_length: int = 50
-    id_embeddings: bool = True
-    id_dropout: float = 0.5
-    temperature: float = 0.05
-    logq: bool = True
-    batch_size: int = 1024
-    learning_rate: float = 2e-3
-    max_epochs: int = 30
-    patience: int = 3
-    seed: int = 0
-    lm_finetune_layers: int = 0
-    lm_learning_rate: float = 2e-5
+    dim: int = TwoTowerSettings.dim
+    hidden: int = TwoTowerSettings.hidden
+    history_length: int = TwoTowerSettings.history_length
+    id_embeddings: bool = TwoTowerSettings.id_embeddings
+    id_dropout: float = TwoTowerSettings.id_dropout
+    temperature: float = TwoTowerSettings.temperature
+    logq: bool = TwoTowerSettings.logq
+    batch_size: int = TwoTowerSettings.batch_size
+    learning_rate: float = TwoTowerSettings.learning_rate
+    max_epochs: int = TwoTowerSettings.max_epochs
+    patience: int = TwoTowerSettings.patience
+    seed: int = TwoTowerSettings.seed
+    lm_finetune_layers: int = TwoTowerSettings.lm_finetune_layers
+    lm_learning_rate: float = TwoTowerSettings.lm_learning_rate
     retrain_min_new_interactions: int = 0
 
 

@@ -1,0 +1,56 @@
+"""Compare two-tower settings on the validation cut (never the test split).
+
+Each setting is trained on the fit part and early-stopped on the held-out part's Recall@50
+(docs/EVALUATION.md, Split 4), exactly as ``recall_model`` does before its refit. Reads a home
+folder that a full run has filled.
+
+    .venv/bin/python bench/tune_two_tower.py [--home .recall]
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from recall_pipeline.core import two_tower
+from recall_pipeline.core.evaluation import validation_matrices
+from recall_pipeline.core.matrix import load_rating_matrix
+from recall_pipeline.core.training import SEQUENCE_COLUMNS
+
+VARIANTS = {
+    "default": {},
+    "history_length 100": {"history_length": 100},
+    "dim 256, hidden 512": {"dim": 256, "hidden": 512},
+    "temperature 0.1": {"temperature": 0.1},
+    "id_dropout 0.25": {"id_dropout": 0.25},
+    "no logQ correction": {"logq": False},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--home", default=".recall")
+    home = Path(parser.parse_args().home)
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        split = con.sql("select * from features.interactions_split").pl()
+        emb = con.sql("select item_id, embedding from features.item_embeddings order by item_id").pl()
+    vectors = np.ascontiguousarray(emb["embedding"].to_numpy(), dtype=np.float32)
+    rm = load_rating_matrix(home / "features" / "rating_matrix.npz")
+    fit = two_tower.build_sequences(split.filter(pl.col("val_part") == "fit").select(SEQUENCE_COLUMNS),
+                                    rm.user_ids, rm.item_ids)
+    _, holdout = validation_matrices(split, rm)
+    print(f"{'setting':<22} {'best epoch':>10} {'val R@50':>9} {'s/epoch':>8}")
+    for name, change in VARIANTS.items():
+        settings = replace(two_tower.TwoTowerSettings(refit=False), **change)
+        result = two_tower.train_two_tower(vectors, fit, fit, holdout, settings)
+        print(f"{name:<22} {result.best_epoch:>10} {result.best_validation_recall:>9.4f} "
+              f"{result.seconds / len(result.history):>8.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
