@@ -107,7 +107,7 @@ def main() -> None:
     print("best by validation Recall@50 alone: two-tower weight {1}, lm weight {2}, popularity discount {3}, "
           "mmr lambda {4} (Recall@50 {0:.4f}, coverage@50 {5:.4f}, long tail@50 {6:.4f})".format(*best))
     ease_settings = RouteSettings(weights={"two_tower": 0.0, "ease": 1.0, "lm_profile": 0.0, "lm_interest": 0.0,
-                                           "popularity": 1.0})
+                                           "popularity": 1.0}, popularity_discount=0.0, mmr_lambda=1.0)
     ease_coverage = catalogue_coverage(merge_routes(lists, vectors, 100, ease_settings, counts).items[rows], 50,
                                        len(ids))
     eligible = [r for r in results if r[6] >= LONG_TAIL_TARGET and r[5] >= COVERAGE_TARGET * ease_coverage]

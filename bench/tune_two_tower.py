@@ -29,13 +29,17 @@ VARIANTS = {
     "temperature 0.1": {"temperature": 0.1},
     "id_dropout 0.25": {"id_dropout": 0.25},
     "no logQ correction": {"logq": False},
+    "temperature 0.2": {"temperature": 0.2},
+    "temperature 0.1, history 100": {"temperature": 0.1, "history_length": 100},
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--home", default=".recall")
-    home = Path(parser.parse_args().home)
+    parser.add_argument("--only", nargs="*", help="names of the variants to run (default: all)")
+    args = parser.parse_args()
+    home = Path(args.home)
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         split = con.sql("select * from features.interactions_split").pl()
         emb = con.sql("select item_id, embedding from features.item_embeddings order by item_id").pl()
@@ -44,11 +48,13 @@ def main() -> None:
     fit = two_tower.build_sequences(split.filter(pl.col("val_part") == "fit").select(SEQUENCE_COLUMNS),
                                     rm.user_ids, rm.item_ids)
     _, holdout = validation_matrices(split, rm)
-    print(f"{'setting':<22} {'best epoch':>10} {'val R@50':>9} {'s/epoch':>8}")
+    print(f"{'setting':<30} {'best epoch':>10} {'val R@50':>9} {'s/epoch':>8}")
     for name, change in VARIANTS.items():
+        if args.only and name not in args.only:
+            continue
         settings = replace(two_tower.TwoTowerSettings(refit=False), **change)
         result = two_tower.train_two_tower(vectors, fit, fit, holdout, settings)
-        print(f"{name:<22} {result.best_epoch:>10} {result.best_validation_recall:>9.4f} "
+        print(f"{name:<30} {result.best_epoch:>10} {result.best_validation_recall:>9.4f} "
               f"{result.seconds / len(result.history):>8.1f}", flush=True)
 
 

@@ -15,7 +15,7 @@ class TwoTowerSettings:
     history_length: int = 50
     id_embeddings: bool = True
     id_dropout: float = 0.5
-    temperature: float = 0.05
+    temperature: float = 0.1
     logq: bool = True
     batch_size: int = 1024
     learning_rate: float = 2e-3

@@ -34,17 +34,16 @@ class RouteSettings:
     """Route depth, fusion weights, popularity discount and diversity, chosen on the fit/held-out
     validation cut (``bench/tune_fusion.py``): the highest validation Recall@50 among the settings
     whose lists keep long-tail share@50 >= 0.10 and coverage@50 >= 2x EASE's (differences under
-    0.001 count as equal; then the highest coverage). Once the two-tower route takes part, the
-    LM routes' votes did not raise validation Recall@50, so their default weight is 0: they are
-    still computed, reported alone and kept as provenance (``rank_lm_*``); raise their weights
-    to let them vote."""
+    0.001 count as equal; then the highest coverage). With the current two-tower model the best
+    setting met both goals without a popularity discount or MMR (lambda 1.0: pure relevance);
+    both stay available for more exposure or diversity."""
 
     depth: int = 200
     weights: dict[str, float] = field(default_factory=lambda: {
-        "two_tower": 1.0, "ease": 1.0, "lm_profile": 0.0, "lm_interest": 0.0, "popularity": 1.0})
+        "two_tower": 1.5, "ease": 1.0, "lm_profile": 0.3, "lm_interest": 0.3, "popularity": 1.0})
     rrf_c: float = 60.0
-    popularity_discount: float = 0.075
-    mmr_lambda: float = 0.7
+    popularity_discount: float = 0.0
+    mmr_lambda: float = 1.0
     mmr_pool: int = 200
     ease_lambda: float = 200.0
     seed: int = 0
