@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import duckdb
 
@@ -152,9 +154,11 @@ def recall_items(items: str, k: int, model_version: str) -> int:
     import numpy as np
 
     vectors = np.ascontiguousarray(catalogue["embedding"].to_numpy(), dtype=np.float32)
+    from recall_pipeline.core.two_tower import EncoderMismatchError
+
     try:
         model, model_index, key = _serving_model(layout, model_version, ids, vectors, catalogue["model"][0])
-    except LookupError as exc:
+    except (LookupError, EncoderMismatchError) as exc:
         print(exc, file=sys.stderr)
         return 1
     lm_index, _ = read_index(layout.indexes / "items", catalogue["model"][0], ids, vectors)
@@ -186,7 +190,7 @@ def _serving_model(layout: HomeLayout, model_version: str, ids, vectors, encoder
     """(model, its stored index or None, version key): the stored serving copy when it is the
     requested version, else the version downloaded from MLflow (its index built here)."""
     from recall_pipeline.core import model_registry, two_tower
-    from recall_pipeline.core.index import read_index, read_manifest
+    from recall_pipeline.core.index import IndexMismatchError, read_index, read_manifest
     from recall_pipeline.definitions import build_resources
 
     tracking_uri = build_resources(layout)["mlflow"].tracking_uri
@@ -195,9 +199,13 @@ def _serving_model(layout: HomeLayout, model_version: str, ids, vectors, encoder
     folder = layout.indexes / "two_tower"
     if (folder / "manifest.json").exists() and read_manifest(folder).model == key:
         model = two_tower.load_for_catalogue(folder / "model", ids, vectors, encoder)
-        return model, read_index(folder, key, ids, two_tower.item_vectors(model))[0], key
-    downloaded = model_registry.download(tracking_uri, version)
-    return two_tower.load_for_catalogue(downloaded, ids, vectors, encoder), None, key
+        try:
+            return model, read_index(folder, key, ids, two_tower.item_vectors(model))[0], key
+        except IndexMismatchError:
+            pass  # stale against the catalogue (or being rebuilt): serve the registered version
+    with tempfile.TemporaryDirectory(prefix="recall-model-") as tmp:
+        downloaded = model_registry.download(tracking_uri, version, Path(tmp))
+        return two_tower.load_for_catalogue(downloaded, ids, vectors, encoder), None, key
 
 
 def sql(query: str) -> int:

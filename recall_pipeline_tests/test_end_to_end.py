@@ -215,7 +215,8 @@ def test_mlflow_holds_the_model_runs_versions_and_champion(pipeline):
     assert [m.step for m in epochs] == list(range(1, len(epochs) + 1))
     assert max(m.value for m in epochs) == pytest.approx(trained[1]["validation_recall@50"], abs=1e-4)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    assert artifacts == {"model/config.json", "model/item_ids.npy", "model/model.safetensors"}
+    assert artifacts == {"model/config.json", "model/item_ids.npy", "model/model.safetensors",
+                         "model/training_pairs.npz"}
     assert sql(home, "select version, promoted, champion_after from models.versions order by version") == [
         ("1", True, "1"), ("2", True, "2")]
     assert sql(home, "select distinct split_part(model_version, '+', 1) from recall.latest") == [

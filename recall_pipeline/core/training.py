@@ -4,6 +4,7 @@ the champion on the same split."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
@@ -74,7 +75,7 @@ def retrain_not_needed(tracking_uri: str, champion: str | None, train_rows: int,
     if tags.get("encoder") != encoder or "train_rows" not in tags:
         return ""
     new = train_rows - int(tags["train_rows"])
-    if new >= min_new_interactions:
+    if new >= min_new_interactions or new < 0:  # fewer rows: the data changed, not grew
         return ""
     return (f"not retrained: {new} new training interactions since champion v{champion} "
             f"(threshold {min_new_interactions}); v{champion} keeps serving")
@@ -108,29 +109,56 @@ def version_score(model: two_tower.TwoTower, split: pl.DataFrame, rm: RatingMatr
     return main_metric(scorer, build_evaluation_data(split, rm))
 
 
+TRAINING_PAIRS_FILE = "training_pairs.npz"
+
+
+def save_training_pairs(split: pl.DataFrame, folder: Path) -> None:
+    """The (user, item) pairs the model trained on, beside it: a later comparison must not
+    score it on interactions it saw (a changed split can move them into the test part)."""
+    train = split.filter(pl.col("part") == "train").select("user_id", "item_id").unique()
+    np.savez_compressed(folder / TRAINING_PAIRS_FILE, user_id=two_tower._plain(train["user_id"].to_numpy()),
+                        item_id=two_tower._plain(train["item_id"].to_numpy()))
+
+
+def unseen_by(split: pl.DataFrame, folder: Path) -> pl.DataFrame:
+    """``split`` without the warm-test rows whose (user, item) the model in ``folder`` trained on."""
+    path = folder / TRAINING_PAIRS_FILE
+    if not path.exists():
+        return split
+    with np.load(path, allow_pickle=False) as stored:
+        seen = pl.DataFrame({"user_id": stored["user_id"], "item_id": stored["item_id"]}).cast(
+            {"user_id": split.schema["user_id"], "item_id": split.schema["item_id"]})
+    leaked = split.filter(pl.col("part") == "warm_test").join(seen, on=["user_id", "item_id"], how="semi")
+    return split.join(leaked.select("user_id", "item_id", "part"), on=["user_id", "item_id", "part"], how="anti")
+
+
 def register_and_judge(result: two_tower.TrainingResult, split: pl.DataFrame, rm: RatingMatrix,
                        item_ids: np.ndarray, lm_vectors: np.ndarray, encoder: str, folder: Path,
                        tracking_uri: str, mlflow_run_id: str, tags: dict[str, str]) -> Outcome:
-    """Save and register the trained model, measure it and the champion on the same split, and
-    move the alias if the new version is at least as good."""
+    """Save and register the trained model, measure it and the champion on the same split (less
+    any test interaction the champion trained on), and move the alias if the new version is at
+    least as good."""
     two_tower.save_model(result.model, item_ids, folder, {
         "encoder": encoder, "best_epoch": result.best_epoch,
         "validation_recall_at_50": result.best_validation_recall})
+    save_training_pairs(split, folder)
     version = model_registry.register_version(tracking_uri, mlflow_run_id, folder, tags)
-    candidate = version_score(result.model, split, rm)
     champion = model_registry.champion_version(tracking_uri)
-    champion_value = None
+    champion_value, judged = None, split
     if champion is not None and champion != version:
-        champion_value = champion_score(tracking_uri, champion, split, rm, item_ids, lm_vectors, encoder)
+        with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
+            champion_folder = model_registry.download(tracking_uri, champion, Path(tmp))
+            judged = unseen_by(split, champion_folder)
+            champion_value = champion_score(champion_folder, judged, rm, item_ids, lm_vectors, encoder)
+    candidate = version_score(result.model, judged, rm)
     promotion = model_registry.apply_champion_rule(tracking_uri, version, candidate, champion_value)
     return Outcome(promotion, model_registry.champion_version(tracking_uri) or version,
                    result.best_epoch, result.best_validation_recall)
 
 
-def champion_score(tracking_uri: str, champion: str, split: pl.DataFrame, rm: RatingMatrix,
-                   item_ids: np.ndarray, lm_vectors: np.ndarray, encoder: str) -> float:
+def champion_score(folder: Path, split: pl.DataFrame, rm: RatingMatrix, item_ids: np.ndarray,
+                   lm_vectors: np.ndarray, encoder: str) -> float:
     """The champion's figure now; -inf if it cannot serve the current embeddings at all."""
-    folder = model_registry.download(tracking_uri, champion)
     try:
         model = two_tower.load_for_catalogue(folder, item_ids, lm_vectors, encoder)
     except two_tower.EncoderMismatchError:

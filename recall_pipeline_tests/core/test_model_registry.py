@@ -82,3 +82,20 @@ def test_retraining_waits_for_enough_new_training_data(store):
     assert retrain_not_needed(uri, champion, 150, "lm@2", 60) == ""      # another encoder: retrain
     assert retrain_not_needed(uri, champion, 150, "lm@1", 0) == ""       # 0: always retrain
     assert retrain_not_needed(uri, None, 150, "lm@1", 60) == ""          # no champion yet
+    assert retrain_not_needed(uri, champion, 90, "lm@1", 60) == ""       # fewer rows: other data
+
+
+def test_the_champion_is_not_judged_on_test_interactions_it_trained_on(tmp_path):
+    """A changed split can move a pair the champion trained on into the warm test part."""
+    import polars as pl
+
+    from recall_pipeline.core.training import save_training_pairs, unseen_by
+
+    then = pl.DataFrame({"user_id": ["u1", "u1", "u2"], "item_id": ["a", "b", "a"],
+                         "part": ["train", "train", "train"]})
+    save_training_pairs(then, tmp_path)
+    now = pl.DataFrame({"user_id": ["u1", "u1", "u2", "u2"], "item_id": ["a", "b", "a", "c"],
+                        "part": ["train", "warm_test", "warm_test", "warm_test"]})
+    judged = unseen_by(now, tmp_path)
+    assert judged.rows() == [("u1", "a", "train"), ("u2", "c", "warm_test")]
+    assert unseen_by(now, tmp_path / "no-pairs-file").equals(now)

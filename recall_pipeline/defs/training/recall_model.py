@@ -6,6 +6,7 @@ import polars as pl
 
 from recall_pipeline.core import model_registry
 from recall_pipeline.core.checksums import frame_sha256
+from recall_pipeline.core.ids import require_same_ids
 from recall_pipeline.core.model_settings import TwoTowerSettings
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.defs.tables import item_vectors, rating_matrix
@@ -60,6 +61,7 @@ def recall_model(context: dg.AssetExecutionContext, config: RecallModelConfig, w
                             "from features.interactions_split")
     rm = rating_matrix(home)
     ids, vectors, encoder_key = item_vectors(warehouse)
+    require_same_ids(rm.item_ids, ids, "the item embeddings against the rating matrix's items")
     train = split.filter(pl.col("part") == "train").select("user_id", "item_id", "rating", "timestamp")
     snapshot = {"train_rows": train.height, "train_users": train["user_id"].n_unique(),
                 "train_items": train["item_id"].n_unique(),
@@ -115,5 +117,6 @@ def _lm_top_layers(warehouse: Warehouse, encoder: TextEncoderResource, n_layers:
     if loaded.identity.key() != embedded_with:
         raise RuntimeError(f"the encoder resource is {loaded.identity.key()} but the item embeddings were made "
                            f"with {embedded_with}: re-materialize item_embeddings first")
-    texts = warehouse.query("select item_id, item_text from clean.items order by item_id")["item_text"]
-    return TopLayers.from_encoder(loaded, texts.to_list(), n_layers)
+    texts = warehouse.query("select item_id, item_text from clean.items order by item_id")
+    require_same_ids(item_vectors(warehouse)[0], texts["item_id"].to_numpy(), "clean.items against the embeddings")
+    return TopLayers.from_encoder(loaded, texts["item_text"].to_list(), n_layers)
