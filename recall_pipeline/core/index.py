@@ -164,7 +164,7 @@ def read_index(folder: Path, model: str, item_ids: np.ndarray, vectors: np.ndarr
     if problems:
         raise IndexMismatchError(
             f"{folder / INDEX_FILE} does not match the embeddings it should serve: "
-            + "; ".join(problems) + ". Re-materialize faiss_index."
+            + "; ".join(problems) + f". Re-materialize {'two_tower_index' if folder.name == 'two_tower' else 'faiss_index'}."
         )
     index = faiss.read_index(str(folder / INDEX_FILE))
     apply_search_params(index, manifest)
