@@ -134,7 +134,7 @@ def recall_items(items: str, k: int, model_version: str) -> int:
     layout = home_layout()
     _prepare_environment(layout)
     from recall_pipeline.core import adhoc
-    from recall_pipeline.core.index import build_exact_index, read_index
+    from recall_pipeline.core.index import read_index
 
     try:
         with duckdb.connect(str(layout.warehouse), read_only=True) as con:
@@ -166,9 +166,8 @@ def recall_items(items: str, k: int, model_version: str) -> int:
 
     matrix = load_rating_matrix(layout.features / "rating_matrix.npz")
     counts = np.diff(matrix.matrix.tocsc().indptr) if np.array_equal(matrix.item_ids, ids) else None
-    merged = adhoc.history_recall(np.array([known[item] for item in wanted]), model,
-                                  model_index or build_exact_index(_tower_vectors(model)), lm_index, vectors, k,
-                                  train_counts=counts)
+    merged = adhoc.history_recall(np.array([known[item] for item in wanted]), model, model_index, lm_index,
+                                  vectors, k, train_counts=counts)
     texts = catalogue["item_text"].to_list()
     print(f"recall for a new user who liked {', '.join(wanted)} ({key}):")
     for rank, (position, score) in enumerate(zip(merged.items[0], merged.scores[0]), start=1):
@@ -180,32 +179,28 @@ def recall_items(items: str, k: int, model_version: str) -> int:
     return 0
 
 
-def _tower_vectors(model):
-    from recall_pipeline.core import two_tower
-
-    return two_tower.item_vectors(model)
-
-
 def _serving_model(layout: HomeLayout, model_version: str, ids, vectors, encoder: str):
-    """(model, its stored index or None, version key): the stored serving copy when it is the
-    requested version, else the version downloaded from MLflow (its index built here)."""
+    """(model, its index, version key): the stored serving copy when it is the requested
+    version and matches the catalogue, else the version downloaded from MLflow, indexed here."""
     from recall_pipeline.core import model_registry, two_tower
-    from recall_pipeline.core.index import IndexMismatchError, read_index, read_manifest
+    from recall_pipeline.core.index import IndexMismatchError, build_exact_index, read_manifest
     from recall_pipeline.definitions import build_resources
+    from recall_pipeline.defs.tables import two_tower_index
 
     tracking_uri = build_resources(layout)["mlflow"].tracking_uri
     version = model_registry.resolve(tracking_uri, model_version)
     key = f"{model_registry.MODEL_NAME}/v{version}"
     folder = layout.indexes / "two_tower"
     if (folder / "manifest.json").exists() and read_manifest(folder).model == key:
-        model = two_tower.load_for_catalogue(folder / "model", ids, vectors, encoder)
         try:
-            return model, read_index(folder, key, ids, two_tower.item_vectors(model))[0], key
+            model, index, _ = two_tower_index(folder, ids, vectors, encoder)
+            return model, index, key
         except IndexMismatchError:
             pass  # stale against the catalogue (or being rebuilt): serve the registered version
     with tempfile.TemporaryDirectory(prefix="recall-model-") as tmp:
         downloaded = model_registry.download(tracking_uri, version, Path(tmp))
-        return two_tower.load_for_catalogue(downloaded, ids, vectors, encoder), None, key
+        model = two_tower.load_for_catalogue(downloaded, ids, vectors, encoder)
+    return model, build_exact_index(two_tower.item_vectors(model)), key
 
 
 def sql(query: str) -> int:

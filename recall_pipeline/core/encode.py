@@ -128,6 +128,12 @@ class TextEncoder:
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_ref)
         self._model = AutoModel.from_pretrained(self.model_ref).to(self.device).eval()
 
+    def transformer(self):
+        """(model, tokenizer), loaded: for code that runs parts of the model itself
+        (``core.lm_finetune``)."""
+        self._load()
+        return self._model, self._tokenizer
+
     @property
     def dimension(self) -> int:
         self._load()

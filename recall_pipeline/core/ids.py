@@ -64,3 +64,10 @@ def require_same_ids(expected: np.ndarray, actual: np.ndarray, what: str) -> Non
             "the stored artefacts come from different data: re-materialize the assets downstream "
             "of the cleaned data together"
         )
+
+
+def storable_ids(ids: np.ndarray) -> np.ndarray:
+    """Ids as an array that ``np.save`` writes without pickle: text ids (object arrays, as
+    polars returns them) become fixed-width unicode, integer ids stay as they are."""
+    ids = np.asarray(ids)
+    return ids.astype(str) if ids.dtype == object else ids

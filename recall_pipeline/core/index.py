@@ -146,8 +146,10 @@ def read_manifest(folder: Path) -> IndexManifest:
     return IndexManifest(**json.loads((folder / MANIFEST_FILE).read_text()))
 
 
-def read_index(folder: Path, model: str, item_ids: np.ndarray, vectors: np.ndarray):
-    """Load the index, refusing one built from another model or other embeddings."""
+def read_index(folder: Path, model: str, item_ids: np.ndarray, vectors: np.ndarray,
+               built_by: str = "faiss_index"):
+    """Load the index, refusing one built from another model or other embeddings (the error
+    names ``built_by``, the asset that rebuilds it)."""
     import faiss
 
     manifest = read_manifest(folder)
@@ -164,7 +166,7 @@ def read_index(folder: Path, model: str, item_ids: np.ndarray, vectors: np.ndarr
     if problems:
         raise IndexMismatchError(
             f"{folder / INDEX_FILE} does not match the embeddings it should serve: "
-            + "; ".join(problems) + f". Re-materialize {'two_tower_index' if folder.name == 'two_tower' else 'faiss_index'}."
+            + "; ".join(problems) + f". Re-materialize {built_by}."
         )
     index = faiss.read_index(str(folder / INDEX_FILE))
     apply_search_params(index, manifest)
@@ -176,3 +178,19 @@ def new_manifest(model: str, index_type: str, item_ids: np.ndarray, vectors: np.
     return IndexManifest(model=model, index_type=index_type, params=params or {}, count=len(item_ids),
                          dims=int(vectors.shape[1]), embeddings_sha256=embeddings_digest(item_ids, vectors),
                          built_at=time.time(), build_seconds=build_seconds)
+
+
+def build_and_write(vectors: np.ndarray, item_ids: np.ndarray, model: str, folder: Path,
+                    settings: IndexSettings, built_by: str = "faiss_index") -> tuple[IndexManifest, str]:
+    """Build the index the catalogue size calls for, write it with its manifest, and load it
+    back as the recall stage will: (manifest, problem), problem "" when it loads and matches."""
+    kind = settings.choose(len(item_ids))
+    start = time.perf_counter()
+    index, params = build_index(vectors, kind, settings)
+    seconds = time.perf_counter() - start
+    manifest = write_index(index, new_manifest(model, kind, item_ids, vectors, seconds, params), folder)
+    try:
+        loaded, _ = read_index(folder, model, item_ids, vectors, built_by)
+    except IndexMismatchError as exc:
+        return manifest, str(exc)
+    return manifest, "" if loaded.ntotal == len(item_ids) else f"{loaded.ntotal} vectors for {len(item_ids)} items"

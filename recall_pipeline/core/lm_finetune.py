@@ -35,8 +35,7 @@ class TopLayers(nn.Module):
         (catalogue order) and copy those layers, trainable, out of the frozen model."""
         if encoder.pooling != "mean":
             raise ValueError(f"LM fine-tuning supports mean pooling; {encoder.model_ref} uses {encoder.pooling}")
-        encoder._load()
-        model, tokenizer = encoder._model, encoder._tokenizer
+        model, tokenizer = encoder.transformer()
         depth = len(model.encoder.layer)
         if not 0 < n_layers <= depth:
             raise ValueError(f"lm_finetune_layers must be in 1..{depth}, got {n_layers}")

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from recall_pipeline.core.ids import positions
+from recall_pipeline.core.ids import positions, storable_ids
 
 
 @dataclass(frozen=True)
@@ -56,14 +56,9 @@ def save_rating_matrix(rating_matrix: RatingMatrix, path: Path) -> None:
     np.savez_compressed(
         tmp, data=rating_matrix.matrix.data, indices=rating_matrix.matrix.indices,
         indptr=rating_matrix.matrix.indptr, shape=np.array(rating_matrix.matrix.shape),
-        user_ids=_plain(rating_matrix.user_ids), item_ids=_plain(rating_matrix.item_ids),
+        user_ids=storable_ids(rating_matrix.user_ids), item_ids=storable_ids(rating_matrix.item_ids),
     )
     tmp.replace(path)
-
-
-def _plain(ids: np.ndarray) -> np.ndarray:
-    """Text ids as a fixed-width unicode array, so that the file needs no pickle."""
-    return ids.astype(str) if ids.dtype == object else ids
 
 
 def load_rating_matrix(path: Path) -> RatingMatrix:

@@ -114,8 +114,8 @@ def apply_champion_rule(tracking_uri: str, version: str, candidate_value: float,
     before = champion_version(tracking_uri, name)
     if before is None:
         champion_value = None
-    promoted = before == version or should_promote(candidate_value, champion_value)
+    promoted = should_promote(candidate_value, champion_value)
     registry.set_model_version_tag(name, version, MAIN_METRIC, f"{candidate_value:.6f}")
     if promoted:
         registry.set_registered_model_alias(name, CHAMPION, version)
-    return Promotion(version, promoted and before != version, before, candidate_value, champion_value)
+    return Promotion(version, promoted, before, candidate_value, champion_value)

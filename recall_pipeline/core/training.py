@@ -14,7 +14,11 @@ import numpy as np
 import polars as pl
 
 from recall_pipeline.core import model_registry, two_tower
-from recall_pipeline.core.evaluation import build_evaluation_data, main_metric, validation_matrices
+from recall_pipeline.core.evaluation import (
+    EvaluationData, build_evaluation_data, main_metric, validation_matrices,
+)
+from recall_pipeline.core.checksums import frame_sha256
+from recall_pipeline.core.ids import storable_ids
 from recall_pipeline.core.matrix import RatingMatrix
 
 SEQUENCE_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
@@ -65,6 +69,14 @@ def epoch_logger(info: Callable[[str], None], tracker) -> Callable[[dict], None]
     return log
 
 
+def data_snapshot(split: pl.DataFrame) -> dict:
+    """What a training used: training row, user and item counts and a checksum of the rows."""
+    train = split.filter(pl.col("part") == "train").select(SEQUENCE_COLUMNS)
+    return {"train_rows": train.height, "train_users": train["user_id"].n_unique(),
+            "train_items": train["item_id"].n_unique(),
+            "train_sha256": frame_sha256(train.sort("user_id", "timestamp", "item_id"))}
+
+
 def retrain_not_needed(tracking_uri: str, champion: str | None, train_rows: int, encoder: str,
                        min_new_interactions: int) -> str:
     """Why training can be skipped ('' when it cannot): the champion exists, was trained on the
@@ -97,16 +109,15 @@ class Outcome:
             "version": p.version, "dagster_run_id": dagster_run_id, "mlflow_run_id": mlflow_run_id,
             "best_epoch": self.best_epoch, "validation_recall_at_50": self.validation_recall,
             "warm_recall_at_50": p.candidate_value, "champion_before": p.champion_before,
-            "champion_warm_recall_at_50": p.champion_value, "promoted": p.promoted or p.champion_before is None,
+            "champion_warm_recall_at_50": p.champion_value, "promoted": p.promoted,
             "champion_after": self.champion, "decision": p.reason,
             "created_at": datetime.now(timezone.utc).replace(tzinfo=None)}],
             schema_overrides={"champion_before": pl.String, "champion_warm_recall_at_50": pl.Float64})
 
 
-def version_score(model: two_tower.TwoTower, split: pl.DataFrame, rm: RatingMatrix) -> float:
-    """A model's warm Recall@50 on the protocol's split (the champion rule's figure)."""
-    scorer = two_tower.dense_scorer(model, training_sequences(split, rm), len(rm.user_ids))
-    return main_metric(scorer, build_evaluation_data(split, rm))
+def version_score(model: two_tower.TwoTower, sequences: two_tower.Sequences, data: EvaluationData) -> float:
+    """A model's warm Recall@50 under the protocol (the champion rule's figure)."""
+    return main_metric(two_tower.dense_scorer(model, sequences, len(data.rm.user_ids)), data)
 
 
 TRAINING_PAIRS_FILE = "training_pairs.npz"
@@ -116,8 +127,8 @@ def save_training_pairs(split: pl.DataFrame, folder: Path) -> None:
     """The (user, item) pairs the model trained on, beside it: a later comparison must not
     score it on interactions it saw (a changed split can move them into the test part)."""
     train = split.filter(pl.col("part") == "train").select("user_id", "item_id").unique()
-    np.savez_compressed(folder / TRAINING_PAIRS_FILE, user_id=two_tower._plain(train["user_id"].to_numpy()),
-                        item_id=two_tower._plain(train["item_id"].to_numpy()))
+    np.savez_compressed(folder / TRAINING_PAIRS_FILE, user_id=storable_ids(train["user_id"].to_numpy()),
+                        item_id=storable_ids(train["item_id"].to_numpy()))
 
 
 def unseen_by(split: pl.DataFrame, folder: Path) -> pl.DataFrame:
@@ -143,24 +154,34 @@ def register_and_judge(result: two_tower.TrainingResult, split: pl.DataFrame, rm
         "validation_recall_at_50": result.best_validation_recall})
     save_training_pairs(split, folder)
     version = model_registry.register_version(tracking_uri, mlflow_run_id, folder, tags)
-    champion = model_registry.champion_version(tracking_uri)
-    champion_value, judged = None, split
-    if champion is not None and champion != version:
-        with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
-            champion_folder = model_registry.download(tracking_uri, champion, Path(tmp))
-            judged = unseen_by(split, champion_folder)
-            champion_value = champion_score(champion_folder, judged, rm, item_ids, lm_vectors, encoder)
-    candidate = version_score(result.model, judged, rm)
+    sequences, champion = training_sequences(split, rm), model_registry.champion_version(tracking_uri)
+    judged, champion_model = split, None
+    if champion is not None:
+        judged, champion_model = fetch_champion(tracking_uri, champion, split, item_ids, lm_vectors, encoder)
+    data = build_evaluation_data(judged, rm)
+    champion_value = None
+    if champion is not None:  # a champion that cannot serve these embeddings loses
+        champion_value = (float("-inf") if champion_model is None
+                          else version_score(champion_model, sequences, data))
+    candidate = version_score(result.model, sequences, data)
     promotion = model_registry.apply_champion_rule(tracking_uri, version, candidate, champion_value)
     return Outcome(promotion, model_registry.champion_version(tracking_uri) or version,
                    result.best_epoch, result.best_validation_recall)
 
 
-def champion_score(folder: Path, split: pl.DataFrame, rm: RatingMatrix, item_ids: np.ndarray,
-                   lm_vectors: np.ndarray, encoder: str) -> float:
-    """The champion's figure now; -inf if it cannot serve the current embeddings at all."""
+def fetch_champion(tracking_uri: str, champion: str, split: pl.DataFrame, item_ids: np.ndarray,
+                   lm_vectors: np.ndarray, encoder: str) -> tuple[pl.DataFrame, two_tower.TwoTower | None]:
+    """(the split without the test interactions the champion trained on, the champion over the
+    current catalogue or None when it was trained on another encoder); the download is removed."""
+    with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
+        folder = model_registry.download(tracking_uri, champion, Path(tmp))
+        return unseen_by(split, folder), serving_or_none(folder, item_ids, lm_vectors, encoder)
+
+
+def serving_or_none(folder: Path, item_ids: np.ndarray, lm_vectors: np.ndarray,
+                    encoder: str) -> two_tower.TwoTower | None:
+    """The saved model over the current catalogue; None if it was trained on another encoder."""
     try:
-        model = two_tower.load_for_catalogue(folder, item_ids, lm_vectors, encoder)
+        return two_tower.load_for_catalogue(folder, item_ids, lm_vectors, encoder)
     except two_tower.EncoderMismatchError:
-        return float("-inf")
-    return version_score(model, split, rm)
+        return None

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recall_pipeline.core.baselines import validation_recall
-from recall_pipeline.core.ids import positions
+from recall_pipeline.core.ids import positions, storable_ids
 from recall_pipeline.core.model_settings import TwoTowerSettings
 
 WEIGHTS_FILE = "model.safetensors"
@@ -357,7 +357,7 @@ def save_model(model: TwoTower, item_ids: np.ndarray, folder: Path, extra: dict 
     config = {"settings": asdict(model.settings), "lm_dim": int(model.lm.shape[1]),
               "n_items": int(model.lm.shape[0]), **(extra or {})}
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
-    np.save(folder / ITEM_IDS_FILE, _plain(item_ids), allow_pickle=False)
+    np.save(folder / ITEM_IDS_FILE, storable_ids(item_ids), allow_pickle=False)
     return folder
 
 
@@ -371,11 +371,6 @@ def load_model(folder: Path) -> tuple[TwoTower, np.ndarray, dict]:
     model.load_state_dict(load_file(Path(folder) / WEIGHTS_FILE))
     model.eval()
     return model, np.load(Path(folder) / ITEM_IDS_FILE, allow_pickle=False), config
-
-
-def _plain(ids: np.ndarray) -> np.ndarray:
-    ids = np.asarray(ids)
-    return ids.astype(str) if ids.dtype == object else ids
 
 
 def extend_catalogue(model: TwoTower, model_item_ids: np.ndarray, item_ids: np.ndarray,

@@ -39,20 +39,19 @@ def interest_vectors(warehouse: Warehouse) -> tuple[np.ndarray, np.ndarray]:
     return both["user_id"].to_numpy(), np.ascontiguousarray(both["embedding"].to_numpy(), dtype=np.float32)
 
 
-def two_tower_model(warehouse: Warehouse, folder: Path):
-    """The two-tower model stored in ``folder/model`` over the current catalogue, and its
-    serving item vectors (torch is imported only here)."""
+def two_tower_model(folder: Path, item_ids: np.ndarray, lm_vectors: np.ndarray, encoder: str):
+    """The two-tower model stored in ``folder/model`` over the current catalogue (its item ids,
+    LM embeddings and encoder key, as ``item_vectors`` returns them) and its serving item
+    vectors; torch is imported only here."""
     from recall_pipeline.core import two_tower
 
-    ids, vectors, encoder = item_vectors(warehouse)
-    model = two_tower.load_for_catalogue(folder / "model", ids, vectors, encoder)
+    model = two_tower.load_for_catalogue(folder / "model", item_ids, lm_vectors, encoder)
     return model, two_tower.item_vectors(model)
 
 
-def two_tower_index(warehouse: Warehouse, folder: Path):
-    """(model, item vectors, FAISS index, manifest) of the stored two-tower index; refuses an
-    index that was not built from this model's item vectors."""
-    model, vectors = two_tower_model(warehouse, folder)
-    ids = warehouse.query("select item_id from features.item_embeddings order by item_id")["item_id"].to_numpy()
-    index, manifest = read_index(folder, read_manifest(folder).model, ids, vectors)
-    return model, vectors, index, manifest
+def two_tower_index(folder: Path, item_ids: np.ndarray, lm_vectors: np.ndarray, encoder: str):
+    """(model, FAISS index, manifest) of the stored two-tower index; refuses an index that was
+    not built from this model's item vectors."""
+    model, vectors = two_tower_model(folder, item_ids, lm_vectors, encoder)
+    index, manifest = read_index(folder, read_manifest(folder).model, item_ids, vectors, "two_tower_index")
+    return model, index, manifest

@@ -55,7 +55,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
         raise RuntimeError("no published recall lists yet; materialize recall_candidates first")
     candidates = warehouse.query(
         "select run_id, user_id, rank, item_id, model_version, route from recall.latest")
-    ids, vectors, _ = item_vectors(warehouse)
+    ids, vectors, encoder = item_vectors(warehouse)
     require_same_ids(rm.item_ids, ids, "item embeddings against the rating matrix's items")
     items = warehouse.query("select item_id, genres from clean.items order by item_id")
     require_same_ids(rm.item_ids, items["item_id"].to_numpy(), "clean.items against the rating matrix's items")
@@ -65,7 +65,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
                                    profiles["embedding"].to_numpy().reshape(profiles.height, vectors.shape[1]))
     lm_profile = profile_scorer(user_vectors, vectors)
     owners, interests = interest_vectors(warehouse)
-    two_tower = _two_tower_scorer(warehouse, home, split, rm)
+    two_tower = _two_tower_scorer(home, split, rm, ids, vectors, encoder)
     routes = {"two_tower": two_tower, "lm_profile": lm_profile,
               "lm_interest": interest_scorer(rm, positions(rm.user_ids, owners, "interest users"), interests, vectors),
               "ease": baselines.ease(rm.matrix, RouteSettings.ease_lambda)}
@@ -111,11 +111,11 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     })
 
 
-def _two_tower_scorer(warehouse: Warehouse, home: PipelineHome, split: pl.DataFrame, rm):
+def _two_tower_scorer(home: PipelineHome, split: pl.DataFrame, rm, ids, lm_vectors, encoder: str):
     """The serving two-tower model as a dense scorer (also what ranks cold items: from text)."""
     from recall_pipeline.core import training, two_tower
 
-    model, _ = tables.two_tower_model(warehouse, home.layout.indexes / "two_tower")
+    model, _ = tables.two_tower_model(home.layout.indexes / "two_tower", ids, lm_vectors, encoder)
     return two_tower.dense_scorer(model, training.training_sequences(split, rm), len(rm.user_ids))
 
 

@@ -1,12 +1,8 @@
 """``faiss_index``: the item index, exact or approximate by catalogue size."""
 
-import time
-
 import dagster as dg
 
-from recall_pipeline.core.index import (
-    IndexMismatchError, IndexSettings, build_index, new_manifest, read_index, write_index,
-)
+from recall_pipeline.core.index import IndexSettings, build_and_write
 from recall_pipeline.defs.tables import item_vectors
 from recall_pipeline.resources import PipelineHome, Warehouse
 
@@ -41,27 +37,18 @@ class IndexConfig(dg.Config):
 def faiss_index(context: dg.AssetExecutionContext, config: IndexConfig, warehouse: Warehouse,
                 home: PipelineHome):
     ids, vectors, model = item_vectors(warehouse)
-    settings = IndexSettings(**config.model_dump())
-    kind = settings.choose(len(ids))
-    start = time.perf_counter()
-    index, params = build_index(vectors, kind, settings)
-    seconds = time.perf_counter() - start
     folder = home.layout.indexes / "items"
-    manifest = write_index(index, new_manifest(model, kind, ids, vectors, seconds, params), folder)
-    try:  # what the recall stage will do: load it back against the embeddings
-        loaded, _ = read_index(folder, model, ids, vectors)
-        problem = "" if loaded.ntotal == len(ids) else f"{loaded.ntotal} vectors for {len(ids)} items"
-    except IndexMismatchError as exc:
-        problem = str(exc)
+    manifest, problem = build_and_write(vectors, ids, model, folder, IndexSettings(**config.model_dump()))
     yield dg.AssetCheckResult(check_name=MANIFEST_CHECK, passed=not problem,
                               metadata={"items": len(ids), "problem": problem or "none"})
-    context.log.info(f"{kind} index of {index.ntotal} items in {seconds:.2f}s at {folder}")
+    context.log.info(f"{manifest.index_type} index of {manifest.count} items in "
+                     f"{manifest.build_seconds:.2f}s at {folder}")
     yield dg.MaterializeResult(metadata={
-        "ntotal": int(index.ntotal),
+        "ntotal": manifest.count,
         "dims": manifest.dims,
-        "index_type": kind,
-        "params": dg.MetadataValue.json(params),
+        "index_type": manifest.index_type,
+        "params": dg.MetadataValue.json(manifest.params),
         "model": model,
-        "build_seconds": round(seconds, 3),
+        "build_seconds": round(manifest.build_seconds, 3),
         "path": dg.MetadataValue.path(str(folder)),
     })

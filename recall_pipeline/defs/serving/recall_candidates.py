@@ -69,7 +69,7 @@ def recall_candidates(context: dg.AssetExecutionContext, config: RecallConfig,
     profiles = warehouse.query("select user_id, embedding from features.user_profiles order by user_id")
     interest_users, interests = interest_vectors(warehouse)
     settings = config.settings()
-    model_route, model_key = _two_tower_route(warehouse, home, rm)
+    model_route, model_key = _two_tower_route(warehouse, home, rm, ids, vectors, model)
     lists = route_lists(index, ids, rm, profiles["user_id"].to_numpy(),
                         np.ascontiguousarray(profiles["embedding"].to_numpy(), dtype=np.float32),
                         interest_users, interests, settings, model_route)
@@ -109,12 +109,13 @@ def recall_candidates(context: dg.AssetExecutionContext, config: RecallConfig,
     })
 
 
-def _two_tower_route(warehouse: Warehouse, home: PipelineHome, rm) -> tuple[ModelRoute, str]:
+def _two_tower_route(warehouse: Warehouse, home: PipelineHome, rm, ids, lm_vectors, encoder: str
+                     ) -> tuple[ModelRoute, str]:
     """The serving two-tower model's user vectors (from each user's latest training history)
     and its index; the model version key names it in every candidate row."""
     from recall_pipeline.core import training, two_tower
 
-    model, _, index, manifest = tables.two_tower_index(warehouse, home.layout.indexes / "two_tower")
+    model, index, manifest = tables.two_tower_index(home.layout.indexes / "two_tower", ids, lm_vectors, encoder)
     split = warehouse.query("select user_id, item_id, rating, timestamp, part from features.interactions_split "
                             "where part = 'train'")
     rows, history, ratings = training.training_sequences(split, rm).last_windows(model.settings.history_length)

@@ -2,12 +2,11 @@
 
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import dagster as dg
 
-from recall_pipeline.core.index import IndexMismatchError, IndexSettings, build_index, new_manifest, write_index
+from recall_pipeline.core.index import IndexSettings, build_and_write
 from recall_pipeline.defs import tables
 from recall_pipeline.resources import MlflowTracking, PipelineHome, Warehouse
 
@@ -41,25 +40,17 @@ def two_tower_index(context: dg.AssetExecutionContext, config: TwoTowerIndexConf
     version = model_registry.resolve(mlflow.tracking_uri, config.model_version)
     folder = home.layout.indexes / "two_tower"
     _replace_model(folder / "model", mlflow.tracking_uri, version)
-    ids, _, _ = tables.item_vectors(warehouse)
+    ids, lm_vectors, encoder = tables.item_vectors(warehouse)
     key = f"{model_registry.MODEL_NAME}/v{version}"
-    start = time.perf_counter()
-    _, vectors = tables.two_tower_model(warehouse, folder)
-    kind = IndexSettings().choose(len(ids))
-    index, params = build_index(vectors, kind, IndexSettings())
-    seconds = time.perf_counter() - start
-    manifest = write_index(index, new_manifest(key, kind, ids, vectors, seconds, params), folder)
-    try:
-        _, _, loaded, _ = tables.two_tower_index(warehouse, folder)
-        problem = "" if loaded.ntotal == len(ids) else f"{loaded.ntotal} vectors for {len(ids)} items"
-    except IndexMismatchError as exc:
-        problem = str(exc)
+    _, vectors = tables.two_tower_model(folder, ids, lm_vectors, encoder)
+    manifest, problem = build_and_write(vectors, ids, key, folder, IndexSettings(), "two_tower_index")
     yield dg.AssetCheckResult(check_name=MANIFEST_CHECK, passed=not problem,
                               metadata={"items": len(ids), "problem": problem or "none"})
-    context.log.info(f"{kind} index of {index.ntotal} item-tower vectors of {key} in {seconds:.2f}s")
-    yield dg.MaterializeResult(metadata={"model_version": key, "ntotal": int(index.ntotal),
-                                         "dims": manifest.dims, "index_type": kind,
-                                         "build_seconds": round(seconds, 3),
+    context.log.info(f"{manifest.index_type} index of {manifest.count} item-tower vectors of {key} "
+                     f"in {manifest.build_seconds:.2f}s")
+    yield dg.MaterializeResult(metadata={"model_version": key, "ntotal": manifest.count,
+                                         "dims": manifest.dims, "index_type": manifest.index_type,
+                                         "build_seconds": round(manifest.build_seconds, 3),
                                          "path": dg.MetadataValue.path(str(folder))})
 
 

@@ -5,7 +5,6 @@ import dagster as dg
 import polars as pl
 
 from recall_pipeline.core import model_registry
-from recall_pipeline.core.checksums import frame_sha256
 from recall_pipeline.core.ids import require_same_ids
 from recall_pipeline.core.model_settings import TwoTowerSettings
 from recall_pipeline.defs.metadata import markdown_table
@@ -62,19 +61,16 @@ def recall_model(context: dg.AssetExecutionContext, config: RecallModelConfig, w
     rm = rating_matrix(home)
     ids, vectors, encoder_key = item_vectors(warehouse)
     require_same_ids(rm.item_ids, ids, "the item embeddings against the rating matrix's items")
-    train = split.filter(pl.col("part") == "train").select("user_id", "item_id", "rating", "timestamp")
-    snapshot = {"train_rows": train.height, "train_users": train["user_id"].n_unique(),
-                "train_items": train["item_id"].n_unique(),
-                "train_sha256": frame_sha256(train.sort("user_id", "timestamp", "item_id"))}
+    snapshot = training.data_snapshot(split)
     champion = model_registry.champion_version(mlflow.tracking_uri)
-    skip = training.retrain_not_needed(mlflow.tracking_uri, champion, train.height, encoder_key,
+    skip = training.retrain_not_needed(mlflow.tracking_uri, champion, snapshot["train_rows"], encoder_key,
                                        config.retrain_min_new_interactions)
     if skip:
         context.log.info(skip)
         return dg.MaterializeResult(metadata={"retrained": False, "reason": skip, "champion": champion or ""})
 
     settings = training.settings_from(config.model_dump(exclude={"retrain_min_new_interactions"}))
-    lm_top = _lm_top_layers(warehouse, encoder, config.lm_finetune_layers)
+    lm_top = _lm_top_layers(warehouse, encoder, ids, encoder_key, config.lm_finetune_layers)
     with mlflow.start_run("recall_model", {"dagster_run_id": context.run.run_id,
                                            "encoder": encoder_key}) as (tracker, run):
         tracker.log_params({**training.flat_params(settings), **snapshot, "encoder": encoder_key})
@@ -107,16 +103,16 @@ def recall_model(context: dg.AssetExecutionContext, config: RecallModelConfig, w
     })
 
 
-def _lm_top_layers(warehouse: Warehouse, encoder: TextEncoderResource, n_layers: int):
+def _lm_top_layers(warehouse: Warehouse, encoder: TextEncoderResource, ids, embedded_with: str, n_layers: int):
     """The LM's top layers over the catalogue's item texts, when fine-tuning is on."""
     if not n_layers:
         return None
     from recall_pipeline.core.lm_finetune import TopLayers
 
-    loaded, (_, _, embedded_with) = encoder.get(), item_vectors(warehouse)
+    loaded = encoder.get()
     if loaded.identity.key() != embedded_with:
         raise RuntimeError(f"the encoder resource is {loaded.identity.key()} but the item embeddings were made "
                            f"with {embedded_with}: re-materialize item_embeddings first")
     texts = warehouse.query("select item_id, item_text from clean.items order by item_id")
-    require_same_ids(item_vectors(warehouse)[0], texts["item_id"].to_numpy(), "clean.items against the embeddings")
+    require_same_ids(ids, texts["item_id"].to_numpy(), "clean.items against the embeddings")
     return TopLayers.from_encoder(loaded, texts["item_text"].to_list(), n_layers)
