@@ -23,9 +23,9 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import torch  # noqa: E402
 from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
-from recall_pipeline.core.encode import TextEncoder, bundled_model_path  # noqa: E402
-from recall_pipeline.core.item_text import clean_items  # noqa: E402
-from recall_pipeline.core.sources import load_bundled  # noqa: E402
+from recall_pipeline.core.features.encode import TextEncoder, bundled_model_path  # noqa: E402
+from recall_pipeline.core.ingest.item_text import clean_items  # noqa: E402
+from recall_pipeline.core.ingest.sources import load_bundled  # noqa: E402
 
 
 def plain_loop(tokenizer, model, texts: list[str], batch_size: int) -> None:

@@ -28,13 +28,13 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from recall_pipeline.core.encode import TextEncoder  # noqa: E402
-from recall_pipeline.core.index import IndexSettings, build_index  # noqa: E402
-from recall_pipeline.core.interactions import CleaningRules, clean_interactions  # noqa: E402
-from recall_pipeline.core.item_text import clean_items  # noqa: E402
-from recall_pipeline.core.profiles import build_user_profiles  # noqa: E402
-from recall_pipeline.core.sources import load_bundled  # noqa: E402
-from recall_pipeline.core.split import split_interactions  # noqa: E402
+from recall_pipeline.core.features.encode import TextEncoder  # noqa: E402
+from recall_pipeline.core.serving.index import IndexSettings, build_index  # noqa: E402
+from recall_pipeline.core.ingest.interactions import CleaningRules, clean_interactions  # noqa: E402
+from recall_pipeline.core.ingest.item_text import clean_items  # noqa: E402
+from recall_pipeline.core.features.user_profiles import build_user_profiles  # noqa: E402
+from recall_pipeline.core.ingest.sources import load_bundled  # noqa: E402
+from recall_pipeline.core.features.split import split_interactions  # noqa: E402
 
 CACHE = Path(__file__).parent / ".cache"
 K = 100

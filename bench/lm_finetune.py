@@ -25,12 +25,12 @@ import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from recall_pipeline.core import two_tower  # noqa: E402
-from recall_pipeline.core.encode import TextEncoder  # noqa: E402
-from recall_pipeline.core.evaluation import build_evaluation_data, list_metrics, scorer_lists, validation_matrices  # noqa: E402
-from recall_pipeline.core.lm_finetune import TopLayers  # noqa: E402
-from recall_pipeline.core.matrix import load_rating_matrix  # noqa: E402
-from recall_pipeline.core.training import SEQUENCE_COLUMNS, training_sequences  # noqa: E402
+from recall_pipeline.core.training import two_tower  # noqa: E402
+from recall_pipeline.core.features.encode import TextEncoder  # noqa: E402
+from recall_pipeline.core.evaluation.protocol import build_evaluation_data, list_metrics, scorer_lists, validation_matrices  # noqa: E402
+from recall_pipeline.core.training.lm_finetune import TopLayers  # noqa: E402
+from recall_pipeline.core.features.rating_matrix import load_rating_matrix  # noqa: E402
+from recall_pipeline.core.training.recall_model import SEQUENCE_COLUMNS, training_sequences  # noqa: E402
 
 
 def main() -> None:

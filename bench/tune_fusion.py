@@ -23,16 +23,16 @@ import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from recall_pipeline.core.encode import TextEncoder  # noqa: E402
-from recall_pipeline.core.evaluation import validation_matrices  # noqa: E402
-from recall_pipeline.core.index import build_exact_index  # noqa: E402
-from recall_pipeline.core.matrix import build_rating_matrix  # noqa: E402
-from recall_pipeline.core.metrics import (  # noqa: E402
+from recall_pipeline.core.features.encode import TextEncoder  # noqa: E402
+from recall_pipeline.core.evaluation.protocol import validation_matrices  # noqa: E402
+from recall_pipeline.core.serving.index import build_exact_index  # noqa: E402
+from recall_pipeline.core.features.rating_matrix import build_rating_matrix  # noqa: E402
+from recall_pipeline.core.evaluation.metrics import (  # noqa: E402
     catalogue_coverage, head_items, hit_matrix, long_tail_share, recall_at_k, relevant_counts,
 )
-from recall_pipeline.core.profiles import build_user_profiles, interest_texts, multi_interests  # noqa: E402
-from recall_pipeline.core.routes import ModelRoute, RouteSettings, merge_routes, route_lists  # noqa: E402
-from recall_pipeline.core import two_tower  # noqa: E402
+from recall_pipeline.core.features.user_profiles import build_user_profiles, interest_texts, multi_interests  # noqa: E402
+from recall_pipeline.core.serving.routes import ModelRoute, RouteSettings, merge_routes, route_lists  # noqa: E402
+from recall_pipeline.core.training import two_tower  # noqa: E402
 
 TWO_TOWER_WEIGHTS = (0.5, 1.0, 1.5, 2.0)
 LM_WEIGHTS = (0.0, 0.3)

@@ -17,10 +17,10 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from recall_pipeline.core import two_tower
-from recall_pipeline.core.evaluation import validation_matrices
-from recall_pipeline.core.matrix import load_rating_matrix
-from recall_pipeline.core.training import SEQUENCE_COLUMNS
+from recall_pipeline.core.training import two_tower
+from recall_pipeline.core.evaluation.protocol import validation_matrices
+from recall_pipeline.core.features.rating_matrix import load_rating_matrix
+from recall_pipeline.core.training.recall_model import SEQUENCE_COLUMNS
 
 VARIANTS = {
     "default": {},

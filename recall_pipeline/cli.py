@@ -74,7 +74,7 @@ def run(source: str | None, sample_users: int | None) -> int:
 def _print_outputs(layout: HomeLayout, run_id: str) -> None:
     import polars as pl
 
-    from recall_pipeline.core.report import SLICE_ORDER, metrics_table
+    from recall_pipeline.core.evaluation.report import SLICE_ORDER, metrics_table
 
     with duckdb.connect(str(layout.warehouse), read_only=True) as con:
         rows = con.sql("select model, slice, metric, k, value from eval.metrics where run_id = ?",
@@ -133,8 +133,8 @@ def recall_items(items: str, k: int, model_version: str) -> int:
     (default the champion) and its index, with each item's routes."""
     layout = home_layout()
     _prepare_environment(layout)
-    from recall_pipeline.core import adhoc
-    from recall_pipeline.core.index import read_index
+    from recall_pipeline.core.serving import adhoc
+    from recall_pipeline.core.serving.index import read_index
 
     try:
         with duckdb.connect(str(layout.warehouse), read_only=True) as con:
@@ -154,7 +154,7 @@ def recall_items(items: str, k: int, model_version: str) -> int:
     import numpy as np
 
     vectors = np.ascontiguousarray(catalogue["embedding"].to_numpy(), dtype=np.float32)
-    from recall_pipeline.core.two_tower import EncoderMismatchError
+    from recall_pipeline.core.training.two_tower import EncoderMismatchError
 
     try:
         model, model_index, key = _serving_model(layout, model_version, ids, vectors, catalogue["model"][0])
@@ -162,7 +162,7 @@ def recall_items(items: str, k: int, model_version: str) -> int:
         print(exc, file=sys.stderr)
         return 1
     lm_index, _ = read_index(layout.indexes / "items", catalogue["model"][0], ids, vectors)
-    from recall_pipeline.core.matrix import load_rating_matrix
+    from recall_pipeline.core.features.rating_matrix import load_rating_matrix
 
     matrix = load_rating_matrix(layout.features / "rating_matrix.npz")
     counts = np.diff(matrix.matrix.tocsc().indptr) if np.array_equal(matrix.item_ids, ids) else None
@@ -182,8 +182,9 @@ def recall_items(items: str, k: int, model_version: str) -> int:
 def _serving_model(layout: HomeLayout, model_version: str, ids, vectors, encoder: str):
     """(model, its index, version key): the stored serving copy when it is the requested
     version and matches the catalogue, else the version downloaded from MLflow, indexed here."""
-    from recall_pipeline.core import model_registry, two_tower
-    from recall_pipeline.core.index import IndexMismatchError, build_exact_index, read_manifest
+    from recall_pipeline.core.training import model_registry
+    from recall_pipeline.core.training import two_tower
+    from recall_pipeline.core.serving.index import IndexMismatchError, build_exact_index, read_manifest
     from recall_pipeline.definitions import build_resources
     from recall_pipeline.defs.tables import two_tower_index
 

@@ -16,8 +16,8 @@ import duckdb
 import polars as pl
 from pydantic import PrivateAttr
 
-from recall_pipeline.core import sources
-from recall_pipeline.core.interactions import CleaningRules
+from recall_pipeline.core.ingest import sources
+from recall_pipeline.core.ingest.interactions import CleaningRules
 from recall_pipeline.settings import HomeLayout
 
 
@@ -195,9 +195,9 @@ class TextEncoderResource(dg.ConfigurableResource):
     _encoder = PrivateAttr(default=None)
 
     def get(self):
-        """The loaded :class:`~recall_pipeline.core.encode.TextEncoder` (loaded once)."""
+        """The loaded :class:`~recall_pipeline.core.features.encode.TextEncoder` (loaded once)."""
         if self._encoder is None:
-            from recall_pipeline.core.encode import TextEncoder
+            from recall_pipeline.core.features.encode import TextEncoder
 
             self._encoder = TextEncoder(self.model or None, self.device or None, self.batch_size,
                                         self.max_length or None, self.num_threads or None)

@@ -28,7 +28,7 @@ atexit.register(shutil.rmtree, _TEST_HOME.root, ignore_errors=True)
 
 @pytest.fixture(scope="session")
 def bundled_raw() -> tuple[pl.DataFrame, pl.DataFrame]:
-    from recall_pipeline.core.sources import load_bundled
+    from recall_pipeline.core.ingest.sources import load_bundled
 
     return load_bundled(batch_id="test-batch")
 
@@ -36,9 +36,9 @@ def bundled_raw() -> tuple[pl.DataFrame, pl.DataFrame]:
 @pytest.fixture(scope="session")
 def bundled_split(bundled_raw) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(cleaned items, protocol split) of the full bundled data set."""
-    from recall_pipeline.core.interactions import CleaningRules, clean_interactions
-    from recall_pipeline.core.item_text import clean_items
-    from recall_pipeline.core.split import split_interactions
+    from recall_pipeline.core.ingest.interactions import CleaningRules, clean_interactions
+    from recall_pipeline.core.ingest.item_text import clean_items
+    from recall_pipeline.core.features.split import split_interactions
 
     raw_interactions, raw_items = bundled_raw
     items, _ = clean_items(raw_items)
@@ -48,7 +48,7 @@ def bundled_split(bundled_raw) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 @pytest.fixture(scope="session")
 def encoder():
-    from recall_pipeline.core.encode import TextEncoder
+    from recall_pipeline.core.features.encode import TextEncoder
 
     return TextEncoder(batch_size=16)
 

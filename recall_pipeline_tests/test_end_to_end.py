@@ -197,7 +197,7 @@ def test_mlflow_holds_the_model_runs_versions_and_champion(pipeline):
     """Each run trained and registered a version; the equal second one took the alias."""
     import mlflow
 
-    from recall_pipeline.core import model_registry
+    from recall_pipeline.core.training import model_registry
 
     home, first, second = pipeline
     trained = [materialization(run, "recall_model") for run in (first, second)]
@@ -333,6 +333,6 @@ def sql_published(home: HomeLayout, query: str) -> list[tuple]:
 
 
 def content_hash_of(path) -> str:
-    from recall_pipeline.core.feedback import content_hash
+    from recall_pipeline.core.ingest.feedback import content_hash
 
     return content_hash(path)

@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from recall_pipeline.core import feedback
+from recall_pipeline.core.ingest import feedback
 from recall_pipeline.defs.jobs import feedback_refresh_job, feedback_run_config
 from recall_pipeline.resources import PipelineHome
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recall_pipeline.core.index import read_index, read_manifest
-from recall_pipeline.core.item_embeddings import as_matrix
-from recall_pipeline.core.matrix import RatingMatrix, load_rating_matrix
+from recall_pipeline.core.serving.index import read_index, read_manifest
+from recall_pipeline.core.features.item_embeddings import as_matrix
+from recall_pipeline.core.features.rating_matrix import RatingMatrix, load_rating_matrix
 from recall_pipeline.resources import PipelineHome, Warehouse
 
 
@@ -43,7 +43,7 @@ def two_tower_model(folder: Path, item_ids: np.ndarray, lm_vectors: np.ndarray, 
     """The two-tower model stored in ``folder/model`` over the current catalogue (its item ids,
     LM embeddings and encoder key, as ``item_vectors`` returns them) and its serving item
     vectors; torch is imported only here."""
-    from recall_pipeline.core import two_tower
+    from recall_pipeline.core.training import two_tower
 
     model = two_tower.load_for_catalogue(folder / "model", item_ids, lm_vectors, encoder)
     return model, two_tower.item_vectors(model)

@@ -5,12 +5,12 @@ from datetime import datetime, timezone
 import dagster as dg
 import polars as pl
 
-from recall_pipeline.core.candidates import lists_from_frame, profile_scorer, route_shares, vectors_by_user
-from recall_pipeline.core.evaluation import build_evaluation_data, evaluate
-from recall_pipeline.core import baselines
+from recall_pipeline.core.serving.candidates import lists_from_frame, profile_scorer, route_shares, vectors_by_user
+from recall_pipeline.core.evaluation.protocol import build_evaluation_data, evaluate
+from recall_pipeline.core.evaluation import baselines
 from recall_pipeline.core.ids import positions, require_same_ids
-from recall_pipeline.core.routes import RouteSettings, interest_scorer
-from recall_pipeline.core.report import metrics_table, mlflow_metrics, plots, render_html, write_report
+from recall_pipeline.core.serving.routes import RouteSettings, interest_scorer
+from recall_pipeline.core.evaluation.report import metrics_table, mlflow_metrics, plots, render_html, write_report
 from recall_pipeline.defs import tables
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.defs.tables import interest_vectors, item_vectors, rating_matrix
@@ -113,7 +113,9 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
 
 def _two_tower_scorer(home: PipelineHome, split: pl.DataFrame, rm, ids, lm_vectors, encoder: str):
     """The serving two-tower model as a dense scorer (also what ranks cold items: from text)."""
-    from recall_pipeline.core import training, two_tower
+    from recall_pipeline.core.training import recall_model as training
+
+    from recall_pipeline.core.training import two_tower
 
     model, _ = tables.two_tower_model(home.layout.indexes / "two_tower", ids, lm_vectors, encoder)
     return two_tower.dense_scorer(model, training.training_sequences(split, rm), len(rm.user_ids))

@@ -3,7 +3,7 @@
 import dagster as dg
 import numpy as np
 
-from recall_pipeline.core.item_embeddings import as_matrix, refresh_item_embeddings
+from recall_pipeline.core.features.item_embeddings import as_matrix, refresh_item_embeddings
 from recall_pipeline.resources import TextEncoderResource, Warehouse
 
 UNIT_NORM_CHECK = "embeddings_finite_unit_norm_one_per_item"

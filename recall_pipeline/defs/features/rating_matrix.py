@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from recall_pipeline.core.matrix import build_rating_matrix, save_rating_matrix
-from recall_pipeline.core.split import SplitProtocol, split_interactions, split_summary
+from recall_pipeline.core.features.rating_matrix import build_rating_matrix, save_rating_matrix
+from recall_pipeline.core.features.split import SplitProtocol, split_interactions, split_summary
 from recall_pipeline.resources import PipelineHome, Warehouse
 
 

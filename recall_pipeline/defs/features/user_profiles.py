@@ -5,7 +5,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from recall_pipeline.core.profiles import (
+from recall_pipeline.core.features.user_profiles import (
     ProfileSettings, build_user_profiles, interest_texts, multi_interests,
 )
 from recall_pipeline.defs.metadata import markdown_table
@@ -14,7 +14,7 @@ from recall_pipeline.resources import DataSource, TextEncoderResource, Warehouse
 
 
 class ProfileConfig(dg.Config):
-    """How history is weighted and summarised (see recall_pipeline.core.profiles)."""
+    """How history is weighted and summarised (see recall_pipeline.core.features.user_profiles)."""
 
     half_life_days: float = ProfileSettings.half_life_days
     dislike_weight: float = ProfileSettings.dislike_weight

@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from recall_pipeline.core.interactions import clean_interactions, nothing_clean_message
+from recall_pipeline.core.ingest.interactions import clean_interactions, nothing_clean_message
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.resources import DataSource, Warehouse
 

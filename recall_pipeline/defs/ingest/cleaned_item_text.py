@@ -3,7 +3,7 @@
 import dagster as dg
 import polars as pl
 
-from recall_pipeline.core.item_text import clean_items
+from recall_pipeline.core.ingest.item_text import clean_items
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.resources import DataSource, Warehouse
 

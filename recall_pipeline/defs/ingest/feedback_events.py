@@ -6,8 +6,8 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from recall_pipeline.core import feedback
-from recall_pipeline.core.sources import SourceError
+from recall_pipeline.core.ingest import feedback
+from recall_pipeline.core.ingest.sources import SourceError
 from recall_pipeline.resources import PipelineHome, Warehouse
 
 FEEDBACK_KIND = "feedback"

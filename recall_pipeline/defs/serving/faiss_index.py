@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from recall_pipeline.core.index import IndexSettings, build_and_write
+from recall_pipeline.core.serving.index import IndexSettings, build_and_write
 from recall_pipeline.defs.tables import item_vectors
 from recall_pipeline.resources import PipelineHome, Warehouse
 

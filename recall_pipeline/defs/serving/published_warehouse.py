@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from recall_pipeline.core.recall_tables import publish_copy
+from recall_pipeline.core.serving.recall_tables import publish_copy
 from recall_pipeline.resources import PipelineHome, Warehouse
 
 

@@ -6,9 +6,9 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from recall_pipeline.core import recall_tables
-from recall_pipeline.core.index import read_index
-from recall_pipeline.core.routes import ROUTES, ModelRoute, RouteSettings, merge_routes, route_lists
+from recall_pipeline.core.serving import recall_tables
+from recall_pipeline.core.serving.index import read_index
+from recall_pipeline.core.serving.routes import ROUTES, ModelRoute, RouteSettings, merge_routes, route_lists
 from recall_pipeline.defs import tables
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.defs.tables import interest_vectors, item_vectors, rating_matrix
@@ -113,7 +113,9 @@ def _two_tower_route(warehouse: Warehouse, home: PipelineHome, rm, ids, lm_vecto
                      ) -> tuple[ModelRoute, str]:
     """The serving two-tower model's user vectors (from each user's latest training history)
     and its index; the model version key names it in every candidate row."""
-    from recall_pipeline.core import training, two_tower
+    from recall_pipeline.core.training import recall_model as training
+
+    from recall_pipeline.core.training import two_tower
 
     model, index, manifest = tables.two_tower_index(home.layout.indexes / "two_tower", ids, lm_vectors, encoder)
     split = warehouse.query("select user_id, item_id, rating, timestamp, part from features.interactions_split "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from recall_pipeline.core.index import IndexSettings, build_and_write
+from recall_pipeline.core.serving.index import IndexSettings, build_and_write
 from recall_pipeline.defs import tables
 from recall_pipeline.resources import MlflowTracking, PipelineHome, Warehouse
 
@@ -35,7 +35,7 @@ class TwoTowerIndexConfig(dg.Config):
 )
 def two_tower_index(context: dg.AssetExecutionContext, config: TwoTowerIndexConfig,
                     warehouse: Warehouse, home: PipelineHome, mlflow: MlflowTracking):
-    from recall_pipeline.core import model_registry
+    from recall_pipeline.core.training import model_registry
 
     version = model_registry.resolve(mlflow.tracking_uri, config.model_version)
     folder = home.layout.indexes / "two_tower"
@@ -56,7 +56,7 @@ def two_tower_index(context: dg.AssetExecutionContext, config: TwoTowerIndexConf
 
 def _replace_model(target: Path, tracking_uri: str, version: str) -> None:
     """Download the version beside the index, replacing the previous one in one rename."""
-    from recall_pipeline.core import model_registry
+    from recall_pipeline.core.training import model_registry
 
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".model-", dir=target.parent))

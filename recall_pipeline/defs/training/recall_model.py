@@ -4,9 +4,9 @@ champion rule."""
 import dagster as dg
 import polars as pl
 
-from recall_pipeline.core import model_registry
+from recall_pipeline.core.training import model_registry
 from recall_pipeline.core.ids import require_same_ids
-from recall_pipeline.core.model_settings import TwoTowerSettings
+from recall_pipeline.core.training.two_tower_settings import TwoTowerSettings
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.defs.tables import item_vectors, rating_matrix
 from recall_pipeline.resources import MlflowTracking, PipelineHome, TextEncoderResource, Warehouse
@@ -54,7 +54,7 @@ class RecallModelConfig(dg.Config):
 )
 def recall_model(context: dg.AssetExecutionContext, config: RecallModelConfig, warehouse: Warehouse,
                  home: PipelineHome, mlflow: MlflowTracking, encoder: TextEncoderResource) -> dg.MaterializeResult:
-    from recall_pipeline.core import training
+    from recall_pipeline.core.training import recall_model as training
 
     split = warehouse.query("select user_id, item_id, rating, timestamp, part, val_part, is_relevant "
                             "from features.interactions_split")
@@ -107,7 +107,7 @@ def _lm_top_layers(warehouse: Warehouse, encoder: TextEncoderResource, ids, embe
     """The LM's top layers over the catalogue's item texts, when fine-tuning is on."""
     if not n_layers:
         return None
-    from recall_pipeline.core.lm_finetune import TopLayers
+    from recall_pipeline.core.training.lm_finetune import TopLayers
 
     loaded = encoder.get()
     if loaded.identity.key() != embedded_with:

@@ -1,0 +1,1 @@
+"""Evaluation: the protocol's metrics, the CF baselines, the evaluation run and its report."""

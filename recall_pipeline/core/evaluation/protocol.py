@@ -1,0 +1,266 @@
+"""The evaluation protocol of ``docs/EVALUATION.md``: slices, metrics and baselines.
+
+Warm slice: users with at least one relevant warm test item rank the whole catalogue minus their
+own training items. Sparse slice: the warm users with at most 30 training interactions. Cold
+slice: users with at least one relevant interaction on a cold item rank the cold items alone.
+Metric rows carry the names SQL queries rely on: slices ``warm``/``cold``/``sparse``; metrics
+``recall``, ``ndcg``, ``coverage``, ``long_tail``, ``novelty``, ``diversity``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from recall_pipeline.core.evaluation import baselines
+from recall_pipeline.core.ids import positions
+from recall_pipeline.core.features.rating_matrix import RatingMatrix
+from recall_pipeline.core.evaluation.metrics import (
+    catalogue_coverage, head_items, hit_matrix, intra_list_diversity, long_tail_share, ndcg_at_k,
+    novelty, recall_at_k, relevant_counts,
+)
+from recall_pipeline.core.serving.ranking import top_k_dense
+
+LIST_LENGTH = 100
+RECALL_KS = (20, 50, 100)
+NDCG_KS = (10, 50)
+BEYOND_K = 50
+DIVERSITY_K = 10
+COLD_K = 20
+SPARSE_MAX_TRAIN = 30
+EASE_GRID = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
+KNN_GRID = (20, 50, 100, 200, 400)
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Users of a slice (rows of the rating matrix) and their relevant items (CSR, same rows)."""
+
+    name: str
+    rows: np.ndarray
+    relevant: sp.csr_matrix
+
+
+@dataclass(frozen=True)
+class EvaluationData:
+    """Everything the protocol needs to score a model's lists, built once per run."""
+
+    rm: RatingMatrix
+    warm: Slice
+    sparse_mask: np.ndarray          # which warm users are sparse users
+    cold: Slice
+    cold_columns: np.ndarray         # cold items' columns; cold relevance is indexed by these
+    train_counts: np.ndarray
+    head: np.ndarray
+    genres: sp.csr_matrix | None     # items x genres; None: embedding diversity instead
+    item_vectors: np.ndarray | None
+
+    @property
+    def sparse(self) -> Slice:
+        return Slice("sparse", self.warm.rows[self.sparse_mask], self.warm.relevant[self.sparse_mask])
+
+
+def _relevance(split: pl.DataFrame, part: str, rm: RatingMatrix, column: str = "part") -> sp.csr_matrix:
+    rel = split.filter((pl.col(column) == part) & pl.col("is_relevant"))
+    rows = positions(rm.user_ids, rel["user_id"].to_numpy(), "users")
+    cols = positions(rm.item_ids, rel["item_id"].to_numpy(), "items")
+    matrix = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=rm.matrix.shape)
+    matrix.data[:] = 1.0  # a repeated (user, item) counts once
+    return matrix
+
+
+def warm_slice(split: pl.DataFrame, rm: RatingMatrix) -> Slice:
+    relevant = _relevance(split, "warm_test", rm)
+    rows = np.flatnonzero(relevant_counts(relevant))
+    return Slice("warm", rows, relevant[rows])
+
+
+def genre_matrix(genres: list[list[str]]) -> sp.csr_matrix | None:
+    """Items x genres indicator matrix, or None when no item has a genre."""
+    vocabulary: dict[str, int] = {}
+    rows, cols = [], []
+    for item, names in enumerate(genres):
+        for name in names or []:
+            rows.append(item)
+            cols.append(vocabulary.setdefault(name, len(vocabulary)))
+    if not vocabulary:
+        return None
+    return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(genres), len(vocabulary)))
+
+
+def build_evaluation_data(split: pl.DataFrame, rm: RatingMatrix, genres: list[list[str]] | None = None,
+                          item_vectors: np.ndarray | None = None) -> EvaluationData:
+    """``genres`` and ``item_vectors`` are aligned with ``rm.item_ids``."""
+    warm = warm_slice(split, rm)
+    # "at most 30 training interactions": rows of the split, repeats of an item included
+    per_user = split.filter(pl.col("part") == "train").group_by("user_id").len()
+    train_rows = np.zeros(len(rm.user_ids), dtype=np.int64)
+    train_rows[positions(rm.user_ids, per_user["user_id"].to_numpy(), "users")] = per_user["len"].to_numpy()
+    cold_items = np.sort(split.filter(pl.col("part") == "cold_test")["item_id"].unique().to_numpy())
+    cold_columns = positions(rm.item_ids, cold_items, "cold items")
+    cold_relevant = _relevance(split, "cold_test", rm)[:, cold_columns].tocsr()
+    cold_rows = np.flatnonzero(relevant_counts(cold_relevant))
+    counts = baselines.popularity_scores(rm.matrix)
+    return EvaluationData(
+        rm=rm,
+        warm=warm,
+        sparse_mask=train_rows[warm.rows] <= SPARSE_MAX_TRAIN,
+        cold=Slice("cold", cold_rows, cold_relevant[cold_rows]),
+        cold_columns=cold_columns,
+        train_counts=counts,
+        head=head_items(counts, rm.item_ids),
+        genres=genre_matrix(genres) if genres is not None else None,
+        item_vectors=item_vectors,
+    )
+
+
+def _accuracy_rows(slice_: Slice, lists: np.ndarray, recall_ks, ndcg_ks) -> list[tuple[str, int, float]]:
+    hits = hit_matrix(lists, slice_.relevant)
+    n_rel = relevant_counts(slice_.relevant)
+    rows = [("recall", k, float(recall_at_k(hits, n_rel, k).mean())) for k in recall_ks]
+    return rows + [("ndcg", k, float(ndcg_at_k(hits, n_rel, k).mean())) for k in ndcg_ks]
+
+
+def _beyond_rows(data: EvaluationData, lists: np.ndarray) -> list[tuple[str, int, float]]:
+    n_users = data.rm.matrix.shape[0]
+    diversity = intra_list_diversity(lists, DIVERSITY_K, data.genres,
+                                     None if data.genres is not None else data.item_vectors)
+    return [
+        ("coverage", BEYOND_K, catalogue_coverage(lists, BEYOND_K, len(data.rm.item_ids))),
+        ("long_tail", BEYOND_K, float(long_tail_share(lists, BEYOND_K, data.head).mean())),
+        ("novelty", BEYOND_K, float(novelty(lists, BEYOND_K, data.train_counts, n_users).mean())),
+        ("diversity", DIVERSITY_K, float(diversity.mean())),
+    ]
+
+
+def list_metrics(model: str, data: EvaluationData, warm_lists: np.ndarray,
+                 cold_lists: np.ndarray | None) -> list[dict]:
+    """Metric rows for one model: ``warm_lists`` aligned with ``data.warm.rows`` (K >= 100),
+    ``cold_lists`` with ``data.cold.rows`` (positions within the cold items)."""
+    out = []
+    width = warm_lists.shape[1]  # a metric at K needs lists at least K long
+    slices = [(data.warm, warm_lists), (data.sparse, warm_lists[data.sparse_mask])]
+    for slice_, lists in slices:
+        if not len(slice_.rows):
+            continue
+        for metric, k, value in (_accuracy_rows(slice_, lists, RECALL_KS, NDCG_KS)
+                                 + _beyond_rows(data, lists)):
+            if k <= width:
+                out.append({"model": model, "slice": slice_.name, "metric": metric, "k": k, "value": value})
+    if cold_lists is not None and len(data.cold.rows):
+        for metric, k, value in _accuracy_rows(data.cold, cold_lists, (COLD_K,), (COLD_K,)):
+            out.append({"model": model, "slice": "cold", "metric": metric, "k": k, "value": value})
+    return out
+
+
+def scorer_lists(scorer: baselines.Scorer, data: EvaluationData,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(warm lists, cold lists) of a scorer under the protocol's exclusions and tie-breaking."""
+    rm = data.rm
+    warm, _ = top_k_dense(scorer(data.warm.rows), LIST_LENGTH, rm.matrix, data.warm.rows, seed)
+    cold_scores = scorer(data.cold.rows)[:, data.cold_columns] if len(data.cold.rows) else np.zeros((0, 0))
+    cold, _ = top_k_dense(cold_scores, COLD_K, seed=seed)
+    return warm, cold
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    """A baseline's tuned hyper-parameter (if any) and its lists."""
+
+    name: str
+    warm_lists: np.ndarray
+    cold_lists: np.ndarray
+    parameter: str = ""
+    tuned: baselines.Tuned | None = None
+
+
+def validation_matrices(split: pl.DataFrame, rm: RatingMatrix) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """(fit matrix, held-out relevance) of the validation cut, on the rating matrix's axes."""
+    fit = split.filter(pl.col("val_part") == "fit")
+    rows = positions(rm.user_ids, fit["user_id"].to_numpy(), "users")
+    cols = positions(rm.item_ids, fit["item_id"].to_numpy(), "items")
+    fit_matrix = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=rm.matrix.shape)
+    return fit_matrix, _relevance(split, "holdout", rm, column="val_part")
+
+
+def run_baselines(split: pl.DataFrame, data: EvaluationData, seed: int = 0,
+                  ease_grid=EASE_GRID, knn_grid=KNN_GRID) -> list[BaselineResult]:
+    """MostPopular, ItemKNN and EASE: tuned on the validation cut, then refit on training."""
+    fit, holdout = validation_matrices(split, data.rm)
+    results = [BaselineResult("MostPopular", *scorer_lists(baselines.most_popular(data.rm.matrix), data, seed))]
+    for name, make, grid, parameter in (("ItemKNN", baselines.item_knn, knn_grid, "neighbours"),
+                                        ("EASE", baselines.ease, ease_grid, "lambda")):
+        tuned = baselines.tune(make, grid, fit, holdout, seed)
+        lists = scorer_lists(make(data.rm.matrix, tuned.value), data, seed)
+        results.append(BaselineResult(name, *lists, parameter=parameter, tuned=tuned))
+    return results
+
+
+def recall_curve(slice_: Slice, lists: np.ndarray) -> np.ndarray:
+    """Mean Recall@K for K = 1 .. len(list), for the report's curves."""
+    hits = hit_matrix(lists, slice_.relevant)
+    n_rel = relevant_counts(slice_.relevant)
+    found = np.cumsum(hits, axis=1)
+    ks = np.arange(1, lists.shape[1] + 1)
+    return (found / np.minimum(ks[None, :], n_rel[:, None])).mean(axis=0)
+
+
+@dataclass
+class Report:
+    """The figures of one evaluation: metric rows plus what the plots need."""
+
+    rows: list[dict] = field(default_factory=list)
+    curves: dict[str, np.ndarray] = field(default_factory=dict)
+    recommended_popularity: dict[str, np.ndarray] = field(default_factory=dict)
+    tuning: dict[str, dict] = field(default_factory=dict)
+
+    def add(self, model: str, data: EvaluationData, warm_lists: np.ndarray,
+            cold_lists: np.ndarray | None) -> None:
+        self.rows += list_metrics(model, data, warm_lists, cold_lists)
+        self.curves[model] = recall_curve(data.warm, warm_lists)
+        top = warm_lists[:, :BEYOND_K]
+        self.recommended_popularity[model] = data.train_counts[top[top >= 0]]
+
+
+def evaluate(split: pl.DataFrame, data: EvaluationData, final_lists: np.ndarray,
+             final_cold: baselines.Scorer, routes: dict[str, baselines.Scorer] | None = None,
+             seed: int = 0, with_baselines: bool = True) -> Report:
+    """The published lists (``final``), each recall route alone, and the baselines, all on the
+    same split.
+
+    ``final_lists`` (users x K item positions) are aligned with ``rm.user_ids``. On the cold
+    slice, ``final`` is the scorer the pipeline has for items nobody has interacted with
+    (``final_cold``: the two-tower model, whose item tower places them by their text) ranking the cold items
+    alone; the collaborative baselines' cold scores all tie at zero, so theirs are the seeded
+    random order. Each route ``name`` is reported as model ``route:<name>``.
+    """
+    report = Report()
+    cold_scores = final_cold(data.cold.rows)[:, data.cold_columns] if len(data.cold.rows) else np.zeros((0, 0))
+    cold_lists, _ = top_k_dense(cold_scores, COLD_K, seed=seed)
+    report.add("final", data, final_lists[data.warm.rows], cold_lists)
+    for name, scorer in (routes or {}).items():
+        report.add(f"route:{name}", data, *scorer_lists(scorer, data, seed))
+    if with_baselines:
+        for result in run_baselines(split, data, seed):
+            report.add(result.name, data, result.warm_lists, result.cold_lists)
+            if result.tuned is not None:
+                report.tuning[result.name] = {"parameter": result.parameter,
+                                              "value": result.tuned.value,
+                                              "validation_recall@50": result.tuned.validation_recall}
+    return report
+
+
+MAIN_K = 50
+
+
+def main_metric(scorer: baselines.Scorer, data: EvaluationData, seed: int = 0) -> float:
+    """The protocol's main metric, warm Recall@50, of a scorer's lists (what the champion rule
+    compares model versions by)."""
+    if not len(data.warm.rows):
+        return 0.0
+    lists, _ = top_k_dense(scorer(data.warm.rows), MAIN_K, data.rm.matrix, data.warm.rows, seed)
+    hits = hit_matrix(lists, data.warm.relevant)
+    return float(recall_at_k(hits, relevant_counts(data.warm.relevant), MAIN_K).mean())

@@ -1,0 +1,143 @@
+"""The evaluation report as one self-contained HTML file (plots embedded as PNG).
+
+The report holds the models x metrics tables per slice, the Recall@K curves, recall against
+catalogue coverage, the popularity of recommended items against the catalogue's, the share of
+each recall route in the published lists, and the baselines' validation tuning.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from recall_pipeline.core.evaluation.protocol import Report
+
+SLICE_ORDER = ("warm", "sparse", "cold")
+
+
+def metrics_table(rows: list[dict], slice_name: str) -> pl.DataFrame:
+    """One row per model, one column per metric@k, for one slice."""
+    frame = pl.DataFrame(rows).filter(pl.col("slice") == slice_name)
+    if frame.is_empty():
+        return frame
+    order = frame.select("model").unique(maintain_order=True)["model"].to_list()
+    table = frame.with_columns(name=pl.format("{}@{}", "metric", "k")).pivot(
+        "name", index="model", values="value")
+    return table.with_columns(pl.col("model").replace_strict(
+        {m: i for i, m in enumerate(order)}, return_dtype=pl.Int64).alias("_order")
+    ).sort("_order").drop("_order")
+
+
+def mlflow_metrics(rows: list[dict]) -> dict[str, float]:
+    """Metric rows as MLflow metric names (``<model>.<slice>.<metric>_at_<k>``; no '@' allowed)."""
+    return {f"{r['model'].replace(':', '_')}.{r['slice']}.{r['metric']}_at_{r['k']}": r["value"] for r in rows}
+
+
+def _figure_png(draw) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    draw(ax)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def plots(report: Report, catalogue_counts: np.ndarray, route_share: dict[str, float]) -> dict[str, bytes]:
+    """PNG images by name."""
+    warm = pl.DataFrame(report.rows).filter(pl.col("slice") == "warm")
+
+    def curves(ax):
+        for model, curve in report.curves.items():
+            ax.plot(np.arange(1, len(curve) + 1), curve, label=model)
+        ax.set(xlabel="K", ylabel="Recall@K (warm slice)", title="Recall@K")
+        ax.legend()
+        ax.grid(alpha=0.3)
+
+    def recall_vs_coverage(ax):
+        for model in report.curves:
+            pick = warm.filter(pl.col("model") == model)
+            recall = pick.filter((pl.col("metric") == "recall") & (pl.col("k") == 50))["value"]
+            coverage = pick.filter(pl.col("metric") == "coverage")["value"]
+            if len(recall) and len(coverage):
+                ax.scatter(coverage[0], recall[0], s=40)
+                ax.annotate(model, (coverage[0], recall[0]), textcoords="offset points", xytext=(5, 5))
+        ax.set(xlabel="catalogue coverage@50", ylabel="Recall@50", title="Recall against coverage (warm)")
+        ax.grid(alpha=0.3)
+
+    def popularity(ax):
+        # cumulative share of items with at most x training interactions: far right = head
+        ax.ecdf(catalogue_counts + 1, lw=2.5, color="black", label="catalogue")
+        for model, counts in report.recommended_popularity.items():
+            if len(counts):
+                ax.ecdf(counts + 1, label=model)
+        ax.set(xscale="log", xlabel="training interactions + 1", ylabel="cumulative share",
+               title="Popularity of recommended items (top 50) vs catalogue")
+        ax.legend()
+        ax.grid(alpha=0.3)
+
+    def routes(ax):
+        names = list(route_share)
+        ax.bar(names, [route_share[n] for n in names])
+        ax.set(ylabel="share of published candidates", title="Recall routes in the final lists", ylim=(0, 1))
+
+    return {"recall_curves": _figure_png(curves), "recall_vs_coverage": _figure_png(recall_vs_coverage),
+            "popularity": _figure_png(popularity), "route_share": _figure_png(routes)}
+
+
+def _table_html(frame: pl.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{v:.4f}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
+                         for v in row) + "</tr>"
+        for row in frame.iter_rows())
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(report: Report, images: dict[str, bytes], run_id: str, model_version: str) -> str:
+    sections = []
+    for slice_name in SLICE_ORDER:
+        table = metrics_table(report.rows, slice_name)
+        if not table.is_empty():
+            sections.append(f"<h2>{slice_name} slice</h2>{_table_html(table)}")
+    tuning = "".join(
+        f"<li>{html.escape(name)}: {html.escape(t['parameter'])} = {t['value']:g} "
+        f"(validation Recall@50 by value: "
+        + ", ".join(f"{v:g}: {r:.4f}" for v, r in t["validation_recall@50"].items()) + ")</li>"
+        for name, t in report.tuning.items())
+    figures = "".join(
+        f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}"/></figure>'
+        for name, png in images.items())
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>recall evaluation {run_id}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}figure{{display:inline-block;margin:4px}}</style>
+</head><body><h1>Recall evaluation</h1>
+<p>Dagster run <code>{html.escape(run_id)}</code>, model version <code>{html.escape(model_version)}</code>,
+{when}. Protocol: <code>docs/EVALUATION.md</code>; every model on the same split in the same run.</p>
+{''.join(sections)}<h2>Baseline tuning (validation cut of training)</h2><ul>{tuning}</ul>
+<h2>Plots</h2>{figures}</body></html>"""
+
+
+def write_report(folder: Path, run_id: str, html_text: str, images: dict[str, bytes]) -> Path:
+    """Write ``evaluation_<run>.html`` (and the PNGs beside it), plus ``latest.html``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"evaluation_{run_id}.html"
+    path.write_text(html_text)
+    for name, png in images.items():
+        (folder / f"{name}_{run_id}.png").write_bytes(png)
+    tmp = folder / ".latest.html.tmp"
+    tmp.write_text(html_text)
+    tmp.replace(folder / "latest.html")
+    return path

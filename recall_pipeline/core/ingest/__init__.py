@@ -1,0 +1,1 @@
+"""Ingestion: loading sources, cleaning item text and interactions, the feedback inbox."""

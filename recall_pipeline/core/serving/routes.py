@@ -1,0 +1,174 @@
+"""The recall routes, each proposing its own top N per user, and their merge.
+
+0. ``two_tower``: the trained two-tower model's user vector searched in the FAISS index of its
+   item-tower outputs (items nobody has rated are placed there by their text).
+1. ``lm_profile``: the user's history vector searched in the FAISS index of LM embeddings.
+2. ``lm_interest``: the user's interest vectors (multi-interest centroids and the encoded
+   interest text) against the raw LM item embeddings, an item scored by its best-matching
+   interest: the route that reaches items nobody has rated yet.
+3. ``ease``: item-to-item collaborative filtering (EASE) for users with history.
+4. ``popularity``: the most popular items, for users with no history.
+
+Lists are merged by weighted reciprocal-rank fusion and re-ranked by MMR (``core.fusion``).
+Every route excludes the user's training items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from recall_pipeline.core.evaluation import baselines
+from recall_pipeline.core.serving.fusion import gather, mmr, rank_matrix, rank_matrix_values, reciprocal_rank_fusion
+from recall_pipeline.core.ids import positions, require_same_ids
+from recall_pipeline.core.features.rating_matrix import RatingMatrix
+from recall_pipeline.core.serving.ranking import search_top_k, tie_order, top_k_dense
+
+ROUTES = ("two_tower", "lm_profile", "lm_interest", "ease", "popularity")
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """Route depth, fusion weights, popularity discount and diversity, chosen on the fit/held-out
+    validation cut (``bench/tune_fusion.py``): the highest validation Recall@50 among the settings
+    whose lists keep long-tail share@50 >= 0.10 and coverage@50 >= 2x EASE's (differences under
+    0.001 count as equal; then the highest coverage). With the current two-tower model the best
+    setting met both goals without a popularity discount or MMR (lambda 1.0: pure relevance);
+    both stay available for more exposure or diversity."""
+
+    depth: int = 200
+    weights: dict[str, float] = field(default_factory=lambda: {
+        "two_tower": 1.5, "ease": 1.0, "lm_profile": 0.3, "lm_interest": 0.3, "popularity": 1.0})
+    rrf_c: float = 60.0
+    popularity_discount: float = 0.0
+    mmr_lambda: float = 1.0
+    mmr_pool: int = 200
+    ease_lambda: float = 200.0
+    seed: int = 0
+
+
+def interest_route(index, rm: RatingMatrix, owners: np.ndarray, vectors: np.ndarray, depth: int,
+                   seed: int = 0) -> np.ndarray:
+    """Per user (rows of ``rm``), the top ``depth`` items by their best interest's score.
+
+    ``owners`` are the rating-matrix rows the interest ``vectors`` belong to (several per user).
+    """
+    lists = np.full((len(rm.user_ids), depth), -1, dtype=np.int64)
+    if not len(owners):
+        return lists
+    items, scores = search_top_k(index, vectors, rm.matrix, owners, depth, seed=seed)
+    valid = items >= 0
+    frame = pl.DataFrame({"row": np.repeat(owners, depth)[valid.ravel()], "item": items[valid],
+                          "score": scores[valid].astype(np.float64)})
+    ties = pl.DataFrame({"item": np.arange(len(rm.item_ids)), "tie": tie_order(len(rm.item_ids), seed)})
+    best = (frame.group_by("row", "item").agg(pl.col("score").max())
+            .join(ties, on="item", how="left")
+            .sort(["row", "score", "tie"], descending=[False, True, False])
+            .group_by("row", maintain_order=True).head(depth)
+            .with_columns(position=pl.int_range(pl.len()).over("row")))
+    lists[best["row"].to_numpy(), best["position"].to_numpy()] = best["item"].to_numpy()
+    return lists
+
+
+def dense_route(scorer: baselines.Scorer, rm: RatingMatrix, rows: np.ndarray, depth: int,
+                seed: int = 0, batch: int = 1024) -> np.ndarray:
+    """Top ``depth`` of a dense scorer for the given rows (others -1), training items excluded."""
+    lists = np.full((len(rm.user_ids), depth), -1, dtype=np.int64)
+    for start in range(0, len(rows), batch):
+        part = rows[start:start + batch]
+        lists[part], _ = top_k_dense(scorer(part), depth, rm.matrix, part, seed)
+    return lists
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    """A trained model's index and its user vectors for rating-matrix ``rows``."""
+
+    index: object
+    rows: np.ndarray
+    user_vectors: np.ndarray
+
+
+def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_user_ids: np.ndarray,
+                profiles: np.ndarray, interest_user_ids: np.ndarray, interests: np.ndarray,
+                settings: RouteSettings = RouteSettings(),
+                model: ModelRoute | None = None) -> dict[str, np.ndarray]:
+    """Every route's lists, all users x depth, rows as ``rm.user_ids`` (a route without input,
+    e.g. ``two_tower`` with no ``model``, has empty lists: -1)."""
+    require_same_ids(rm.item_ids, index_item_ids, "the FAISS index's items against the rating matrix's")
+    n_users, depth = len(rm.user_ids), settings.depth
+    history = np.flatnonzero(np.diff(rm.matrix.indptr) > 0)
+    out = {name: np.full((n_users, depth), -1, dtype=np.int64) for name in ROUTES}
+    rows = positions(rm.user_ids, profile_user_ids, "profile users among the rating matrix's users")
+    if len(rows):
+        out["lm_profile"][rows], _ = search_top_k(index, profiles, rm.matrix, rows, depth, seed=settings.seed)
+    if model is not None and len(model.rows):
+        out["two_tower"][model.rows], _ = search_top_k(model.index, model.user_vectors, rm.matrix, model.rows,
+                                                       depth, seed=settings.seed)
+    owners = positions(rm.user_ids, interest_user_ids, "interest users among the rating matrix's users")
+    out["lm_interest"] = interest_route(index, rm, owners, interests, depth, settings.seed)
+    if len(history):
+        out["ease"] = dense_route(baselines.ease(rm.matrix, settings.ease_lambda), rm, history, depth,
+                                  settings.seed)
+    newcomers = np.setdiff1d(np.arange(n_users), history)
+    if len(newcomers):
+        top, _ = top_k_dense(baselines.popularity_scores(rm.matrix)[None, :], depth, seed=settings.seed)
+        out["popularity"][newcomers] = top[0]
+    return out
+
+
+@dataclass(frozen=True)
+class MergedLists:
+    """The final lists with, per entry, the fused score and every route's rank (0: absent)."""
+
+    items: np.ndarray
+    scores: np.ndarray
+    route_ranks: dict[str, np.ndarray]
+    primary_route: np.ndarray  # the route whose weighted vote for the item was largest
+
+
+def popularity_weights(train_counts: np.ndarray, discount: float) -> np.ndarray:
+    """``(1 + count) ** -discount`` per item: the popularity-aware re-ranking factor (0: none).
+
+    A fused score divided by a power of the item's training count trades a little relevance for
+    exposure of less popular items; ``discount`` is chosen on validation."""
+    return (1.0 + np.asarray(train_counts, dtype=np.float64)) ** -discount
+
+
+def merge_routes(lists: dict[str, np.ndarray], item_vectors: np.ndarray, k: int,
+                 settings: RouteSettings = RouteSettings(),
+                 train_counts: np.ndarray | None = None) -> MergedLists:
+    """Fuse the routes' lists (with the popularity discount when ``train_counts`` are given),
+    re-rank the pool by MMR to ``k``, and keep each item's provenance."""
+    n_items = len(item_vectors)
+    item_weights = (popularity_weights(train_counts, settings.popularity_discount)
+                    if train_counts is not None and settings.popularity_discount else None)
+    pool = reciprocal_rank_fusion(lists, settings.weights, max(k, settings.mmr_pool), n_items,
+                                  settings.rrf_c, settings.seed, item_weights)
+    final = mmr(pool.items, pool.scores, item_vectors, k, settings.mmr_lambda)
+    scores = gather(rank_matrix_values(pool.items, pool.scores, n_items), final, float)
+    ranks = {name: gather(rank_matrix(route, n_items), final) for name, route in lists.items()}
+    names = list(ranks)
+    votes = np.stack([np.where(ranks[n] > 0, settings.weights.get(n, 1.0) / (settings.rrf_c + ranks[n]), 0.0)
+                      for n in names])
+    primary = np.array(names, dtype=object)[votes.argmax(axis=0)]
+    return MergedLists(final, np.where(final >= 0, scores, -np.inf).astype(np.float32), ranks, primary)
+
+
+def interest_scorer(rm: RatingMatrix, owners: np.ndarray, vectors: np.ndarray, item_vectors: np.ndarray):
+    """The ``lm_interest`` route as a dense scorer: each item's score is its best interest's."""
+    order = np.argsort(owners, kind="stable")
+    owners, vectors = owners[order], vectors[order]
+    starts = np.searchsorted(owners, np.arange(len(rm.user_ids)))
+    ends = np.searchsorted(owners, np.arange(len(rm.user_ids)), side="right")
+
+    def scores(rows: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(rows), item_vectors.shape[0]))
+        for i, row in enumerate(rows):
+            if ends[row] > starts[row]:
+                out[i] = (vectors[starts[row]:ends[row]] @ item_vectors.T).max(axis=0)
+        return out
+
+    return scores

@@ -1,0 +1,50 @@
+"""Baselines: EASE equals its closed form; ItemKNN keeps its neighbours; tuning picks the best."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recall_pipeline.core.evaluation.baselines import ease, item_knn, most_popular, tune, validation_recall
+
+
+def reference_ease(x: np.ndarray, lam: float) -> np.ndarray:
+    p = np.linalg.inv(x.T @ x + lam * np.eye(x.shape[1]))
+    b = np.eye(x.shape[1]) - p / np.diag(p)
+    return x @ b
+
+
+@pytest.mark.parametrize("shape", [(40, 15), (15, 40)])  # both the primal and the Woodbury form
+def test_ease_equals_the_closed_form(shape):
+    x = (np.random.default_rng(1).random(shape) < 0.3).astype(float)
+    scores = ease(sp.csr_matrix(x * 4.5), 7.0)(np.arange(shape[0]))  # ratings are binarised
+    assert np.allclose(scores, reference_ease(x, 7.0), atol=1e-9)
+
+
+def test_item_knn_keeps_the_top_neighbours():
+    # items 0 and 1 always co-occur; item 2 sometimes with 0; item 3 never seen
+    x = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 0, 0], [0, 0, 1, 0]], dtype=float))
+    full = item_knn(x, 3)(np.array([3]))  # user 3 saw item 2 only
+    cos_02 = 1 / np.sqrt(3 * 2)
+    assert full[0, 0] == pytest.approx(cos_02) and full[0, 3] == 0.0
+    # with one neighbour per item, item 0's only neighbour is item 1, so item 2 does not reach 0
+    assert item_knn(x, 1)(np.array([3]))[0, 0] == 0.0
+
+
+def test_most_popular_and_tuning_on_a_planted_structure():
+    rng = np.random.default_rng(0)
+    # two user groups with disjoint tastes; popularity ignores them, EASE finds them
+    x = np.zeros((60, 20))
+    x[:30, :10] = rng.random((30, 10)) < 0.6
+    x[30:, 10:] = rng.random((30, 10)) < 0.6
+    x[:, 0] = 1  # one item everybody has: the most popular
+    fit, holdout = x.copy(), np.zeros_like(x)
+    for user in range(60):
+        seen = np.flatnonzero(x[user, 1:]) + 1
+        fit[user, seen[-1]], holdout[user, seen[-1]] = 0, 1
+    fit, holdout = sp.csr_matrix(fit), sp.csr_matrix(holdout)
+    assert most_popular(fit)(np.array([0, 1])).shape == (2, 20)
+    ease_recall = validation_recall(ease(fit, 1.0), fit, holdout, k=5)
+    pop_recall = validation_recall(most_popular(fit), fit, holdout, k=5)
+    assert ease_recall > pop_recall + 0.2
+    tuned = tune(ease, [1.0, 10_000.0], fit, holdout)
+    assert tuned.value == 1.0 and set(tuned.validation_recall) == {1.0, 10_000.0}

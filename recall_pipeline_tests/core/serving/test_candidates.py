@@ -1,0 +1,109 @@
+"""Recall routes, their fusion and MMR, on constructed data."""
+
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recall_pipeline.core.serving.candidates import lists_from_frame, vectors_by_user
+from recall_pipeline.core.serving.fusion import mmr, reciprocal_rank_fusion
+from recall_pipeline.core.ids import CatalogueMismatchError
+from recall_pipeline.core.serving.index import build_exact_index
+from recall_pipeline.core.features.rating_matrix import build_rating_matrix
+from recall_pipeline.core.serving.recall_tables import candidates_frame
+from recall_pipeline.core.serving.routes import RouteSettings, merge_routes, route_lists
+
+T = datetime(2020, 1, 1)
+
+
+def small_world():
+    split = pl.DataFrame(
+        [(1, 10, 5.0, T, "train"), (2, 10, 4.0, T, "train"), (2, 11, 4.0, T, "train"),
+         (3, 12, 4.0, T, "warm_test")],  # user 3 has no training history
+        schema=["user_id", "item_id", "rating", "timestamp", "part"], orient="row")
+    rm = build_rating_matrix(split, np.array([10, 11, 12, 13]))
+    profiles = np.array([[1, 0.5, 0.2, 0.1], [0.9, 0.8, 0.1, 0.2]], dtype=np.float32)
+    return rm, np.eye(4, dtype=np.float32), profiles
+
+
+def test_routes_exclude_history_and_newcomers_get_popularity():
+    rm, vectors, profiles = small_world()
+    lists = route_lists(build_exact_index(vectors), rm.item_ids, rm, np.array([1, 2]), profiles,
+                        np.array([1, 1, 2]), np.array([[0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 1]], np.float32),
+                        RouteSettings(depth=3))
+    assert lists["lm_profile"].tolist() == [[1, 2, 3], [3, 2, -1], [-1, -1, -1]]
+    assert lists["lm_interest"][0].tolist()[:2] == [2, 3] and lists["lm_interest"][1].tolist()[0] == 3
+    assert lists["popularity"][2].tolist()[:2] == [0, 1] and (lists["popularity"][:2] == -1).all()
+    for name, route in lists.items():  # nobody is offered an item of their own training history
+        assert 0 not in route[0].tolist() and not {0, 1} & set(route[1].tolist()), name
+    merged = merge_routes(lists, vectors, k=2, settings=RouteSettings(depth=3, mmr_lambda=1.0))
+    frame = candidates_frame(rm, merged)
+    assert frame.filter(pl.col("user_id") == 3)["route"].to_list() == ["popularity", "popularity"]
+    assert (lists_from_frame(rm, frame)[:, :2] == merged.items).all()  # the stored form round-trips
+    assert set(frame.filter(pl.col("user_id") == 2)["item_id"]) == {12, 13}  # all it has not seen
+    rank_columns = [f"rank_{name}" for name in lists]
+    assert frame.select(pl.any_horizontal(pl.col(rank_columns).is_not_null()).all()).item()  # provenance
+    top = frame.filter((pl.col("user_id") == 1) & (pl.col("rank") == 1)).row(0, named=True)
+    assert top["rank_" + top["route"]] is not None  # the primary route did propose it
+
+
+def test_an_index_over_another_catalogue_is_refused():
+    rm, vectors, profiles = small_world()
+    with pytest.raises(CatalogueMismatchError, match="FAISS index"):
+        route_lists(build_exact_index(vectors), np.array([10, 11, 12, 99]), rm, np.array([1]), profiles[:1],
+                    np.array([]), np.zeros((0, 4), np.float32))
+    with pytest.raises(CatalogueMismatchError, match="1 profile users"):
+        vectors_by_user(rm, np.array([7]), np.ones((1, 3)))
+
+
+def test_reciprocal_rank_fusion_rewards_agreement_and_weights():
+    a = np.array([[0, 1, 2]])
+    b = np.array([[1, 3, -1]])
+    fused = reciprocal_rank_fusion({"a": a, "b": b}, {"a": 1.0, "b": 1.0}, k=4, n_items=5, c=1.0)
+    # item 1: 1/(1+2) + 1/(1+1) beats item 0: 1/(1+1)
+    assert fused.items[0].tolist() == [1, 0, 3, 2]
+    assert fused.scores[0, 0] == pytest.approx(1 / 3 + 1 / 2)
+    assert fused.route_ranks["b"][0].tolist() == [1, 0, 2, 0]
+    heavy_a = reciprocal_rank_fusion({"a": a, "b": b}, {"a": 10.0, "b": 1.0}, k=4, n_items=5, c=1.0)
+    assert heavy_a.items[0].tolist()[:3] == [0, 1, 2]
+
+
+def test_mmr_lambda_one_is_pure_relevance_and_lower_lambda_diversifies():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(3, 16))
+    vectors = np.vstack([base[i % 3] + 0.05 * rng.normal(size=16) for i in range(30)])
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    # relevance favours the first cluster heavily: items 0, 3, 6, ... are near-duplicates
+    order = np.array([i for i in range(0, 30, 3)] + [i for i in range(30) if i % 3])
+    items, scores = order[None, :], np.linspace(1, 0, 30)[None, :]
+    assert (mmr(items, scores, vectors, 10, lam=1.0)[0] == order[:10]).all()
+
+    def mean_similarity(lists):
+        v = vectors[lists[0]]
+        s = v @ v.T
+        return s[np.triu_indices(len(v), 1)].mean()
+
+    diverse = mmr(items, scores, vectors, 10, lam=0.5)
+    assert mean_similarity(diverse) < mean_similarity(mmr(items, scores, vectors, 10, lam=1.0)) - 0.2
+    assert len(set(diverse[0].tolist())) == 10
+
+
+def test_popularity_discount_lets_a_less_popular_item_overtake():
+    from recall_pipeline.core.serving.routes import popularity_weights
+
+    # route lists: item 0 first, item 1 second for the one user; item 0 is far more popular
+    lists = {"two_tower": np.array([[0, 1, 2]]), "ease": np.array([[0, 1, 2]])}
+    vectors = np.eye(3, dtype=np.float32)
+    counts = np.array([1000, 2, 1])
+    plain = merge_routes(lists, vectors, 3, RouteSettings(depth=3, popularity_discount=0.0, mmr_lambda=1.0),
+                         counts)
+    assert plain.items[0].tolist() == [0, 1, 2]  # discount 0: fusion order kept
+    assert merge_routes(lists, vectors, 3, RouteSettings(depth=3, popularity_discount=0.0, mmr_lambda=1.0)
+                        ).items[0].tolist() == [0, 1, 2]  # no counts: no discount
+    discounted = merge_routes(lists, vectors, 3, RouteSettings(depth=3, popularity_discount=0.2, mmr_lambda=1.0),
+                              counts)
+    # fused 2/61, 2/62, 2/63 times 1001^-0.2, 3^-0.2, 2^-0.2: the least popular item leads
+    assert discounted.items[0].tolist() == [2, 1, 0]
+    assert popularity_weights(counts, 0.0).tolist() == [1.0, 1.0, 1.0]
+    np.testing.assert_allclose(popularity_weights(np.array([3]), 0.5), [0.5])

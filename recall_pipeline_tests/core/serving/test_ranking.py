@@ -1,0 +1,55 @@
+"""Top-K lists: exclusion of training items, padding, seeded tie-breaking."""
+
+import numpy as np
+import scipy.sparse as sp
+
+from recall_pipeline.core.serving.index import build_exact_index
+from recall_pipeline.core.serving.ranking import search_top_k, tie_order, top_k_dense
+
+
+def test_dense_top_k_excludes_and_pads():
+    scores = np.array([[0.1, 0.9, 0.5, 0.3]])
+    exclude = sp.csr_matrix(np.array([[0, 1, 0, 0]]))
+    items, top = top_k_dense(scores, 5, exclude)
+    assert items.tolist() == [[2, 3, 0, -1, -1]]
+    assert np.isneginf(top[0, 3:]).all()
+
+
+def test_dense_ties_follow_the_seeded_order_not_the_id():
+    scores = np.zeros((1, 30))
+    items, _ = top_k_dense(scores, 30, seed=3)
+    assert items[0].tolist() == np.argsort(tie_order(30, seed=3)).tolist()
+    assert items[0].tolist() != list(range(30))
+
+
+def test_search_excludes_each_users_own_items():
+    vectors = np.eye(6, dtype=np.float32)
+    index = build_exact_index(vectors)
+    queries = np.array([[1, 0.9, 0.8, 0.7, 0.6, 0.5], [0.5, 0.6, 0.7, 0.8, 0.9, 1]], dtype=np.float32)
+    exclude = sp.csr_matrix(np.array([[0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0]]))  # user 1 saw items 0-3
+    items, scores = search_top_k(index, queries, exclude, np.array([0, 1]), k=3)
+    assert items.tolist() == [[0, 1, 2], [5, 4, -1]]
+    assert np.isneginf(scores[1, 2])
+
+
+def test_faiss_ties_follow_the_same_seeded_order_as_dense_ranking():
+    vectors = np.tile(np.eye(1, 8, dtype=np.float32), (50, 1))  # 50 identical items: all scores tie
+    index = build_exact_index(vectors)
+    empty = sp.csr_matrix((1, 50))
+    faiss_items, _ = search_top_k(index, vectors[:1], empty, np.array([0]), k=20, seed=3)
+    dense_items, _ = top_k_dense(vectors[:1] @ vectors.T, 20, seed=3)
+    assert faiss_items.tolist() == dense_items.tolist()
+    assert faiss_items[0].tolist() == np.argsort(tie_order(50, seed=3))[:20].tolist()
+
+
+def test_a_zero_rating_is_still_a_seen_item():
+    exclude = sp.csr_matrix((np.array([0.0, 4.0]), (np.array([0, 0]), np.array([1, 2]))), shape=(1, 4))
+    assert exclude.nnz == 2  # the 0 rating is stored explicitly
+    items, _ = top_k_dense(np.array([[0.1, 0.9, 0.8, 0.2]]), 4, exclude)
+    assert items.tolist() == [[3, 0, -1, -1]]
+    index = build_exact_index(np.eye(4, dtype=np.float32))
+    found, _ = search_top_k(index, np.array([[0.1, 0.9, 0.8, 0.2]], dtype=np.float32), exclude, np.array([0]), 4)
+    assert found.tolist() == [[3, 0, -1, -1]]
+    from recall_pipeline.core.evaluation.baselines import popularity_scores
+
+    assert popularity_scores(exclude).tolist() == [0, 1, 1, 0]

@@ -1,0 +1,166 @@
+"""The two-tower model on a constructed data set with a planted structure."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recall_pipeline.core.training import two_tower
+from recall_pipeline.core.evaluation.baselines import most_popular, validation_recall
+
+N_CLUSTERS, ITEMS_PER_CLUSTER, COLD_PER_CLUSTER, USERS_PER_CLUSTER = 4, 40, 8, 30
+FAST = two_tower.TwoTowerSettings(dim=32, hidden=64, history_length=10, batch_size=64, max_epochs=12,
+                                  patience=3, learning_rate=5e-3)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """Items in 4 topics (their 'text' embeddings share a topic direction); each user reads one
+    topic's warm items, a few globally popular items first. The last 8 items of each topic
+    are never interacted with: cold items known only from their text."""
+    rng = np.random.default_rng(7)
+    topics = rng.normal(size=(N_CLUSTERS, 24))
+    n_items = N_CLUSTERS * ITEMS_PER_CLUSTER
+    topic_of = np.repeat(np.arange(N_CLUSTERS), ITEMS_PER_CLUSTER)
+    lm = topics[topic_of] + 0.6 * rng.normal(size=(n_items, 24))
+    lm = (lm / np.linalg.norm(lm, axis=1, keepdims=True)).astype(np.float32)
+    warm = np.array([i for i in range(n_items) if i % ITEMS_PER_CLUSTER < ITEMS_PER_CLUSTER - COLD_PER_CLUSTER])
+    popular = warm[:3]  # three items of topic 0 everybody reads first
+    rows, start = [], datetime(2020, 1, 1)
+    for user in range(N_CLUSTERS * USERS_PER_CLUSTER):
+        topic = user % N_CLUSTERS
+        own = warm[topic_of[warm] == topic]
+        picks = list(popular) + [i for i in rng.permutation(own)[:16] if i not in popular]
+        rows += [{"user_id": user, "item_id": int(item), "rating": 4.0,
+                  "timestamp": start + timedelta(days=day)} for day, item in enumerate(picks)]
+    frame = pl.DataFrame(rows)
+    user_ids, item_ids = np.arange(N_CLUSTERS * USERS_PER_CLUSTER), np.arange(n_items)
+    ranked = frame.with_columns(pos=pl.int_range(pl.len()).over("user_id"), n=pl.len().over("user_id"))
+    fit = ranked.filter(pl.col("pos") < pl.col("n") - 4).drop("pos", "n")
+    held = ranked.filter(pl.col("pos") >= pl.col("n") - 4)
+    holdout = sp.csr_matrix((np.ones(held.height), (held["user_id"].to_numpy(), held["item_id"].to_numpy())),
+                            shape=(len(user_ids), n_items))
+    seq = lambda f: two_tower.build_sequences(f, user_ids, item_ids)  # noqa: E731
+    return {"lm": lm, "topic_of": topic_of, "warm": warm, "fit": seq(fit), "train": seq(frame),
+            "holdout": holdout, "user_ids": user_ids, "item_ids": item_ids}
+
+
+@pytest.fixture(scope="module")
+def trained(planted):
+    return two_tower.train_two_tower(planted["lm"], planted["fit"], planted["fit"], planted["holdout"],
+                                     FAST.__class__(**{**FAST.__dict__, "refit": False}))
+
+
+def test_windows_hold_only_the_users_earlier_items():
+    frame = pl.DataFrame({"user_id": [1, 1, 1, 2, 2], "item_id": [10, 11, 12, 10, 13],
+                          "rating": [5.0, None, 3.0, 4.0, 2.0],
+                          "timestamp": [datetime(2020, 1, d) for d in (1, 2, 3, 1, 2)]})
+    seq = two_tower.build_sequences(frame, np.array([1, 2]), np.array([10, 11, 12, 13]))
+    history, ratings = seq.windows(np.array([2, 4]), 3)  # targets: user 1's third, user 2's second
+    assert history.tolist() == [[-1, 0, 1], [-1, -1, 0]]
+    assert ratings[0, 1] == 5.0 and np.isnan(ratings[0, 2]) and np.isnan(ratings[1, 0])
+    rows, last, _ = seq.last_windows(2)
+    assert rows.tolist() == [0, 1] and last.tolist() == [[1, 2], [0, 3]]
+
+
+def test_loss_falls_and_recall_beats_popularity(planted, trained):
+    losses = [e["loss"] for e in trained.history]
+    assert losses[-1] < 0.8 * losses[0]
+    fit_seen = sp.csr_matrix((np.ones(len(planted["fit"].items)), (planted["fit"].users, planted["fit"].items)),
+                             shape=planted["holdout"].shape)
+    model_recall = validation_recall(two_tower.dense_scorer(trained.model, planted["fit"], len(planted["user_ids"])),
+                                     fit_seen, planted["holdout"], k=10)
+    popular_recall = validation_recall(most_popular(fit_seen), fit_seen, planted["holdout"], k=10)
+    assert trained.best_validation_recall == max(e["validation_recall@50"] for e in trained.history)
+    # a user's 4 held-out items are among ~19 unread items of their topic: knowing the topic
+    # perfectly gives about 10/19 = 0.53 at K=10; popularity knows only topic 0
+    assert model_recall > 0.3 and model_recall > 2 * popular_recall, (model_recall, popular_recall)
+
+
+def test_cold_items_are_retrievable_from_text_alone(planted, trained):
+    """Users' top cold items (never interacted with, no id embedding) are of their own topic."""
+    model = trained.model
+    cold = np.setdiff1d(planted["item_ids"], planted["warm"])
+    assert not model.item_tower.has_id[cold].any() and model.item_tower.has_id[planted["warm"]].all()
+    scores = two_tower.dense_scorer(model, planted["fit"], len(planted["user_ids"]))(planted["user_ids"])[:, cold]
+    top = cold[np.argsort(-scores, axis=1)[:, :COLD_PER_CLUSTER]]
+    own_topic = planted["topic_of"][top] == (planted["user_ids"] % N_CLUSTERS)[:, None]
+    assert own_topic.mean() > 0.9  # chance: 0.25
+
+
+def test_training_is_deterministic(planted):
+    settings = FAST.__class__(**{**FAST.__dict__, "max_epochs": 2, "refit": True})
+    runs = [two_tower.train_two_tower(planted["lm"], planted["train"], planted["fit"], planted["holdout"], settings)
+            for _ in range(2)]
+    first, second = (r.model.state_dict() for r in runs)
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    assert [e["phase"] for e in runs[0].history] == ["validation"] * 2 + ["refit"] * runs[0].best_epoch
+
+
+def test_save_load_round_trip_and_a_grown_catalogue(planted, trained, tmp_path):
+    folder = two_tower.save_model(trained.model, planted["item_ids"], tmp_path / "m", {"encoder": "lm@1"})
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "item_ids.npy", "model.safetensors"]
+    loaded, ids, config = two_tower.load_model(folder)
+    assert np.array_equal(ids, planted["item_ids"]) and config["encoder"] == "lm@1"
+    np.testing.assert_allclose(two_tower.item_vectors(loaded), two_tower.item_vectors(trained.model), atol=1e-6)
+    # a new item 999 whose text is item 5's: placed like item 5 without its id embedding
+    grown_ids = np.append(planted["item_ids"], 999)
+    grown = two_tower.load_for_catalogue(folder, grown_ids, np.vstack([planted["lm"], planted["lm"][5:6]]), "lm@1")
+    vectors = two_tower.item_vectors(grown)
+    np.testing.assert_allclose(vectors[:-1], two_tower.item_vectors(trained.model), atol=1e-6)
+    cos = vectors[-1, :-1] @ vectors[5, :-1] / np.linalg.norm(vectors[-1, :-1]) / np.linalg.norm(vectors[5, :-1])
+    assert cos > 0.5
+    with pytest.raises(two_tower.EncoderMismatchError, match="other@2"):
+        two_tower.load_for_catalogue(folder, planted["item_ids"], planted["lm"], "other@2")
+
+
+def test_serving_vectors_give_the_training_logits(planted, trained):
+    """[u, 1] . [v / temperature, bias] is the model's logit (what FAISS inner product ranks)."""
+    model = trained.model
+    rows, history, ratings = planted["fit"].last_windows(model.settings.history_length)
+    users = two_tower.user_vectors(model, history[:3], ratings[:3])
+    with torch.no_grad():
+        u = model.users(torch.as_tensor(history[:3]), torch.as_tensor(ratings[:3]))
+        v, b = model.items(torch.arange(len(planted["item_ids"])))
+        logits = (u @ v.T / model.settings.temperature + b).numpy()
+    np.testing.assert_allclose(users @ two_tower.item_vectors(model).T, logits, rtol=1e-4, atol=1e-4)
+
+
+def test_lm_finetune_mode_trains_the_top_layer_and_serves_from_its_embeddings(tmp_path, encoder):
+    """With the real MiniLM: the top layer's weights move, the stored item embeddings are its
+    output, and a saved model serves without the LM layers."""
+    from recall_pipeline.core.training.lm_finetune import TopLayers
+
+    genres = ["Horror", "Children", "Documentary", "Western"]
+    texts = [f"Film {i} ({1990 + i % 7}) Genres: {genres[i % 4]}" for i in range(24)]
+    frozen = encoder.encode(texts)
+    top = TopLayers.from_encoder(encoder, texts, 1)
+    np.testing.assert_allclose(top.embed_all().numpy(), frozen, atol=1e-5)  # same as the encoder
+    rows, start = [], datetime(2020, 1, 1)
+    for user in range(16):
+        own = [i for i in range(24) if i % 4 == user % 4]
+        rows += [{"user_id": user, "item_id": item, "rating": 5.0, "timestamp": start + timedelta(days=d)}
+                 for d, item in enumerate(np.random.default_rng(user).permutation(own))]
+    frame = pl.DataFrame(rows)
+    seq = two_tower.build_sequences(frame, np.arange(16), np.arange(24))
+    holdout = sp.csr_matrix((16, 24))
+    settings = two_tower.TwoTowerSettings(dim=16, hidden=16, history_length=4, batch_size=16, max_epochs=2,
+                                          patience=5, lm_finetune_layers=1, lm_learning_rate=1e-3)
+    with pytest.raises(ValueError, match="TopLayers"):
+        two_tower.train_two_tower(frozen, seq, seq, holdout, settings)
+    result = two_tower.train_two_tower(frozen, seq, seq, holdout, settings, lm_top=top)
+    trained = result.model
+    assert all(np.isfinite(e["loss"]) for e in result.history)
+    before, after = top.layers.state_dict(), trained.lm_top.layers.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the template is untouched
+    np.testing.assert_allclose(trained.lm.numpy(), trained.lm_top.embed_all().numpy(), atol=1e-6)
+    assert np.abs(trained.lm.numpy() - frozen).max() > 1e-3
+    folder = two_tower.save_model(trained, np.arange(24), tmp_path / "ft", {"encoder": "lm@1"})
+    served = two_tower.load_for_catalogue(folder, np.arange(24), frozen, "lm@1")
+    assert served.lm_top is None
+    np.testing.assert_allclose(two_tower.item_vectors(served), two_tower.item_vectors(trained), atol=1e-5)
