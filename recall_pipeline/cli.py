@@ -90,8 +90,8 @@ def _print_outputs(layout: HomeLayout, run_id: str) -> None:
     print(f"\nhome folder:       {layout.root}")
     print(f"DuckDB warehouse:  {layout.warehouse}")
     print(f"published copy:    {layout.published} (open read-only while the pipeline runs)")
-    print(f"FAISS index:       {layout.indexes / 'items'}")
-    print(f"evaluation report: {layout.reports / 'latest.html'}")
+    print(f"FAISS index:       {layout.item_index}")
+    print(f"evaluation report: {layout.latest_report}")
     print(f"MLflow store:      {layout.mlflow_db}")
     print(f"Dagster instance:  {os.environ['DAGSTER_HOME']} (open the UI with: make dev)")
     literal = user if isinstance(user, int) else "'" + str(user).replace("'", "''") + "'"
@@ -161,10 +161,10 @@ def recall_items(items: str, k: int, model_version: str) -> int:
     except (LookupError, EncoderMismatchError) as exc:
         print(exc, file=sys.stderr)
         return 1
-    lm_index, _ = read_index(layout.indexes / "items", catalogue["model"][0], ids, vectors)
+    lm_index, _ = read_index(layout.item_index, catalogue["model"][0], ids, vectors)
     from recall_pipeline.core.features.rating_matrix import load_rating_matrix
 
-    matrix = load_rating_matrix(layout.features / "rating_matrix.npz")
+    matrix = load_rating_matrix(layout.rating_matrix)
     counts = np.diff(matrix.matrix.tocsc().indptr) if np.array_equal(matrix.item_ids, ids) else None
     merged = adhoc.history_recall(np.array([known[item] for item in wanted]), model, model_index, lm_index,
                                   vectors, k, train_counts=counts)
@@ -191,7 +191,7 @@ def _serving_model(layout: HomeLayout, model_version: str, ids, vectors, encoder
     tracking_uri = build_resources(layout)["mlflow"].tracking_uri
     version = model_registry.resolve(tracking_uri, model_version)
     key = f"{model_registry.MODEL_NAME}/v{version}"
-    folder = layout.indexes / "two_tower"
+    folder = layout.two_tower_index
     if (folder / "manifest.json").exists() and read_manifest(folder).model == key:
         try:
             model, index, _ = two_tower_index(folder, ids, vectors, encoder)

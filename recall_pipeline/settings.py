@@ -62,8 +62,31 @@ class HomeLayout:
         return self.root / "models"
 
     @property
+    def rating_matrix(self) -> Path:
+        """The training rating matrix and its id maps (``rating_matrix`` asset)."""
+        return self.features / "rating_matrix.npz"
+
+    @property
+    def item_index(self) -> Path:
+        """The FAISS index of LM item embeddings (``faiss_index`` asset)."""
+        return self.indexes / "items"
+
+    @property
+    def two_tower_index(self) -> Path:
+        """The serving model version and the FAISS index of its item vectors (``two_tower_index``)."""
+        return self.indexes / "two_tower"
+
+    def trained_model(self, dagster_run_id: str) -> Path:
+        """Where ``recall_model`` saves the model it trains in a run, before registering it."""
+        return self.models / "two_tower" / dagster_run_id
+
+    @property
     def reports(self) -> Path:
         return self.root / "reports"
+
+    @property
+    def latest_report(self) -> Path:
+        return self.reports / "latest.html"
 
     @property
     def inbox(self) -> Path:

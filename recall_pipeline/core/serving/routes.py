@@ -34,9 +34,9 @@ class RouteSettings:
     """Route depth, fusion weights, popularity discount and diversity, chosen on the fit/held-out
     validation cut (``bench/tune_fusion.py``): the highest validation Recall@50 among the settings
     whose lists keep long-tail share@50 >= 0.10 and coverage@50 >= 2x EASE's (differences under
-    0.001 count as equal; then the highest coverage). With the current two-tower model the best
-    setting met both goals without a popularity discount or MMR (lambda 1.0: pure relevance);
-    both stay available for more exposure or diversity."""
+    0.001 count as equal; then the highest coverage). The popularity discount and MMR stay
+    available for more exposure or diversity; the grid and its figures are in
+    ``bench/results/tune_fusion.txt``."""
 
     depth: int = 200
     weights: dict[str, float] = field(default_factory=lambda: {
