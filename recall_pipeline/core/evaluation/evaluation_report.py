@@ -53,7 +53,7 @@ def route_scorers(inputs: EvaluationInputs) -> dict[str, baselines.Scorer]:
     owners = positions(rm.user_ids, inputs.interest_owners, "interest users")
     return {"two_tower": inputs.two_tower, "lm_profile": profile_scorer(user_vectors, vectors),
             "lm_interest": interest_scorer(rm, owners, inputs.interests, vectors),
-            "ease": baselines.ease(rm.matrix, RouteSettings.ease_lambda)}
+            "ease": baselines.ease(rm.matrix, RouteSettings.ease_lambda, RouteSettings.ease_max_items)}
 
 
 def evaluate_published(inputs: EvaluationInputs, with_baselines: bool) -> tuple[Report, EvaluationData]:

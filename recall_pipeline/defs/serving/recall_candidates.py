@@ -28,12 +28,14 @@ class RecallConfig(dg.Config):
     popularity_discount: float = RouteSettings.popularity_discount
     mmr_lambda: float = RouteSettings.mmr_lambda
     ease_lambda: float = RouteSettings.ease_lambda
+    ease_max_items: int = RouteSettings.ease_max_items
 
     def settings(self) -> RouteSettings:
         weights = {name: getattr(self, f"weight_{name}") for name in ROUTES}
         return RouteSettings(depth=self.depth, weights=weights, mmr_lambda=self.mmr_lambda,
                              popularity_discount=self.popularity_discount,
-                             ease_lambda=self.ease_lambda, mmr_pool=max(2 * self.k, self.depth))
+                             ease_lambda=self.ease_lambda, ease_max_items=self.ease_max_items,
+                             mmr_pool=max(2 * self.k, self.depth))
 
 
 @dg.asset(
