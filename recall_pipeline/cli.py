@@ -70,7 +70,8 @@ def run(source: str | None, sample_users: int | None) -> int:
     with dg.DagsterInstance.get() as instance:
         guarded = guarded_run.execute(job, instance, LOG_INFO, wait_limit)
         steps = instance.get_run_step_stats(guarded.run_id)
-        status = instance.get_run_by_id(guarded.run_id).status.value
+        dagster_run = instance.get_run_by_id(guarded.run_id)
+        status = dagster_run.status.value if dagster_run else "NOT STARTED"
         failure = [] if guarded.success else guarded_run.failure_lines(instance, guarded)
     elapsed = time.perf_counter() - started
     print(f"\nrun {guarded.run_id}: {status} in {elapsed:.1f}s")

@@ -38,6 +38,7 @@ from recall_pipeline.processes import Liveness
 
 WAIT_LOG_SECONDS = 30.0   # how often a waiting run repeats what it waits for
 POLL_SECONDS = 1.0        # how often the watchdog reads the pools and signals
+HOLDER_CHECK_SECONDS = 5.0  # how often it judges the process of the run that holds the slot
 GRACE_SECONDS = 2.0       # after a signal, Dagster's own interrupt gets this long to end the run
 FORCE_AFTER_SECONDS = 30.0  # ... and after this long the run is interrupted wherever it is
 DELIVERY_SIGNAL = signal.SIGUSR1
@@ -90,6 +91,8 @@ class Stop:
 class Waiting:
     since: float
     logged_at: float
+    holders: str = ""       # who holds the slot, in words, as last judged
+    judged_at: float = 0.0
 
 
 class RunGuard:
@@ -220,15 +223,17 @@ class RunGuard:
             self._waiting = None
             return
         pool, step = waiting[0]
-        holders = [slot for slot in infos[pool].claimed_slots if slot.run_id != self.run_id]
-        described = self._describe_holders(instance, pool, holders)
-        if self._waiting is None:
+        first = self._waiting is None
+        if first:
             self._waiting = Waiting(since=now, logged_at=now)
+        if now - self._waiting.judged_at >= HOLDER_CHECK_SECONDS:
+            holders = [slot for slot in infos[pool].claimed_slots if slot.run_id != self.run_id]
+            self._waiting.holders, self._waiting.judged_at = self._describe_holders(instance, pool, holders), now
+        described, waited = self._waiting.holders, now - self._waiting.since
+        if first:
             self.say(f"step {step} waits for a slot of pool {pool!r}, held by {described}; "
                      f"giving up after {self.limit:.0f} s (RECALL_PIPELINE_SLOT_WAIT_SECONDS)")
-            return
-        waited = now - self._waiting.since
-        if waited > self.limit and self.stop is None:
+        elif waited > self.limit and self.stop is None:
             reason = (f"gave up after waiting {waited:.0f} s for a slot of pool {pool!r} (step {step}), "
                       f"held by {described}")
             with self._lock:
@@ -249,7 +254,8 @@ class RunGuard:
         for slot in holders:
             run = instance.get_run_by_id(slot.run_id)
             if run is None or run.is_finished:
-                run_recovery.recover_dead_runs(instance, self.say)  # frees slots of ended runs
+                instance.event_log_storage.free_concurrency_slots_for_run(slot.run_id)
+                self.say(f"freed the slot of run {slot.run_id} (step {slot.step_key}): the run has ended")
                 parts.append(f"run {slot.run_id} (ended; its slot was freed)")
                 continue
             verdict, owner = run_recovery.judge_run(instance, run)
@@ -271,7 +277,8 @@ class GuardedRun:
 
     @property
     def success(self) -> bool:
-        return self.result is not None and self.result.success and self.stop is None
+        """The run succeeded (a stop that came after the last step does not undo that)."""
+        return self.result is not None and self.result.success
 
 
 def execute(job: dg.JobDefinition, instance: dg.DagsterInstance, run_config: dict,

@@ -106,17 +106,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def test_a_slot_wait_names_the_holder_gives_up_and_stops_on_sigterm(tmp_path):
-    """A live run holds the warehouse slot: a new run says so, gives up after the configured
-    time, and, waiting without a limit, stops at once on SIGTERM (Dagster alone ignores it)."""
+def test_a_slot_wait_names_the_holder_gives_up_stops_on_sigterm_and_outlives_the_holder(tmp_path):
+    """A live run holds the warehouse slot while three runs start: one says who holds it and gives
+    up after 3 s; one, waiting, stops at once on SIGTERM (Dagster alone ignores it there); the
+    last goes on once the holder is killed with SIGKILL, after recovering it."""
     home = HomeLayout(tmp_path / "home").create()
     holder = slot_holder(home_env(home), tmp_path / "holder.log")
     try:
         with instance_of(home) as instance:
             held_by = newest_run(instance, "slot_holder").run_id
-        # two runs start together: one gives up after 3 s, the other waits until SIGTERM
         timed = cli(home, tmp_path / "timed.log", *SAMPLE, **{SLOT_WAIT_ENV: "3"})
         waiting = cli(home, tmp_path / "waiting.log", *SAMPLE)
+        patient = cli(home, tmp_path / "patient.log", *SAMPLE)
         waiting.wait_for("waits for a slot of pool 'warehouse'", timeout=120)
         cpu_before = cpu_seconds(waiting.pid)
         time.sleep(3)
@@ -140,7 +141,19 @@ def test_a_slot_wait_names_the_holder_gives_up_and_stops_on_sigterm(tmp_path):
             for process, status in ((timed, dg.DagsterRunStatus.FAILURE), (waiting, dg.DagsterRunStatus.CANCELED)):
                 run_id = re.search(rf"\nrun (\S+): {status.value} in ", process.output()).group(1)
                 assert instance.get_run_by_id(run_id).status == status
-            assert slots(instance) == ([held_by], [held_by])  # the live holder is left alone
+            assert slots(instance)[0] == [held_by]  # the live holder is left alone
+
+        patient.wait_for("waits for a slot of pool 'warehouse'", timeout=120)
+        holder.popen.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        patient.wait_for(rf"recovered run {held_by} \(STARTED, recall-pipeline run, pid {holder.pid} on .*"
+                         rf"process {holder.pid} is gone\): marked FAILURE", timeout=60)
+        patient.wait_for(r"raw_interactions_and_items - loaded", timeout=120)  # it goes on
+        patient.popen.send_signal(signal.SIGTERM)
+        assert patient.wait(timeout=60) == 128 + signal.SIGTERM
+        with instance_of(home) as instance:
+            assert instance.get_run_by_id(held_by).status == dg.DagsterRunStatus.FAILURE
+            assert slots(instance) == ([], [])
     finally:
         holder.stop()
 
@@ -167,3 +180,23 @@ def test_a_failed_run_ends_with_the_step_the_error_and_what_to_do(tmp_path):
                      "is missing; the file has columns ['who', 'what', 'stars', 'time']")
     assert advice.startswith("next: fix the file or its mapping in the source YAML")
     assert tail.startswith("the published copy (published.duckdb) was not changed; the whole log: `make dev`")
+
+
+def test_recall_says_when_the_stored_serving_copy_is_stale(sampled_home, monkeypatch, capsys):
+    """Issue 12, section 4: the CLI no longer falls back silently when the stored index is stale."""
+    from recall_pipeline.cli import main as cli_main
+    from recall_pipeline.settings import HOME_ENV
+
+    monkeypatch.setenv(HOME_ENV, str(sampled_home.root))
+    with duckdb.connect(str(sampled_home.warehouse), read_only=True) as con:
+        liked = [str(item) for (item,) in con.execute("select item_id from clean.items order by item_id limit 2").fetchall()]
+    manifest = sampled_home.indexes / "two_tower" / "manifest.json"
+    original = manifest.read_text()
+    manifest.write_text(original.replace('"embeddings_sha256": "', '"embeddings_sha256": "stale-'))
+    try:
+        assert cli_main(["recall", "--items", ",".join(liked), "-k", "3"]) == 0
+    finally:
+        manifest.write_text(original)
+    err = capsys.readouterr().err
+    assert f"the stored serving copy in {manifest.parent} does not match the catalogue (" in err
+    assert "embeddings checksum differs" in err and "from the MLflow registry instead" in err
