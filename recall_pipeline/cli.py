@@ -22,7 +22,7 @@ from pathlib import Path
 
 import duckdb
 
-from recall_pipeline.settings import SOURCE_ENV, HomeLayout, home_layout
+from recall_pipeline.settings import SOURCE_ENV, HomeLayout, home_layout, slot_wait_seconds
 
 TRY_SQL = ("select c.rank, c.item_id, i.item_text, round(c.score, 3) as score "
            "from recall.latest c join clean.items i using (item_id) "
@@ -40,13 +40,25 @@ def _prepare_environment(layout: HomeLayout) -> None:
 
 
 def run(source: str | None, sample_users: int | None) -> int:
-    """Materialize every asset on the configured source and print where the outputs are."""
+    """Materialize every asset on the configured source and print where the outputs are.
+
+    Runs whose process is gone are recovered first; the run itself gives up waiting for a pool
+    slot after ``RECALL_PIPELINE_SLOT_WAIT_SECONDS`` and stops cleanly on SIGTERM or Ctrl-C
+    (:mod:`recall_pipeline.guarded_run`). A failed run ends with its failing step, the error's
+    own message and what to do next.
+    """
     layout = home_layout().create()
     _prepare_environment(layout)
     if source:
         os.environ[SOURCE_ENV] = os.path.abspath(source)
+    try:
+        wait_limit = slot_wait_seconds()
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     import dagster as dg
 
+    from recall_pipeline import guarded_run
     from recall_pipeline.definitions import build_definitions, data_source_from_env
 
     data_source = data_source_from_env()
@@ -56,18 +68,22 @@ def run(source: str | None, sample_users: int | None) -> int:
     job = build_definitions(layout, data_source).resolve_job_def("recall_job")
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=LOG_INFO)
-        steps = instance.get_run_step_stats(result.run_id)
+        guarded = guarded_run.execute(job, instance, LOG_INFO, wait_limit)
+        steps = instance.get_run_step_stats(guarded.run_id)
+        dagster_run = instance.get_run_by_id(guarded.run_id)
+        status = dagster_run.status.value if dagster_run else "NOT STARTED"
+        failure = [] if guarded.success else guarded_run.failure_lines(instance, guarded)
     elapsed = time.perf_counter() - started
-    print(f"\nrun {result.run_id}: {'SUCCESS' if result.success else 'FAILURE'} in {elapsed:.1f}s")
+    print(f"\nrun {guarded.run_id}: {status} in {elapsed:.1f}s")
     for step in sorted(steps, key=lambda s: s.start_time or 0):
         if step.start_time and step.end_time:
             print(f"  {step.step_key:<28} {step.end_time - step.start_time:7.1f}s  {step.status.value}")
-    if not result.success:
-        print("the run failed; the step logs above and the Dagster UI (make dev) say why",
-              file=sys.stderr)
-        return 1
-    _print_outputs(layout, result.run_id)
+    if failure:
+        sys.stdout.flush()  # the failure lines must come last, after the step table
+        for line in failure:
+            print(line, file=sys.stderr)
+        return 128 + guarded.stop.signum if guarded.stop and guarded.stop.signum else 1
+    _print_outputs(layout, guarded.run_id)
     return 0
 
 
@@ -196,8 +212,9 @@ def _serving_model(layout: HomeLayout, model_version: str, ids, vectors, encoder
         try:
             model, index, _ = two_tower_index(folder, ids, vectors, encoder)
             return model, index, key
-        except IndexMismatchError:
-            pass  # stale against the catalogue (or being rebuilt): serve the registered version
+        except IndexMismatchError as exc:  # stale against the catalogue, or being rebuilt
+            print(f"the stored serving copy in {folder} does not match the catalogue ({exc}); "
+                  f"serving {key} from the MLflow registry instead", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="recall-model-") as tmp:
         downloaded = model_registry.download(tracking_uri, version, Path(tmp))
         model = two_tower.load_for_catalogue(downloaded, ids, vectors, encoder)
