@@ -5,6 +5,7 @@
     recall-pipeline recall --items 1,260,1196 [-k 20] [--model-version champion]
     recall-pipeline sql "select ... from recall.latest ..."
     recall-pipeline init-home
+    recall-pipeline generate --size M --out data/m [--seed 0] [--users N --items N --interactions N]
 
 ``run`` executes the ``recall_job`` through Dagster against the instance in
 ``$DAGSTER_HOME`` (default ``$RECALL_PIPELINE_HOME/dagster``), so the run, its logs and its
@@ -237,6 +238,25 @@ def sql(query: str) -> int:
     return 0
 
 
+def generate(args: argparse.Namespace) -> int:
+    """Write a synthetic source (files and source.yaml) of the requested size."""
+    from recall_pipeline.core.ingest import synthetic
+
+    try:
+        spec = synthetic.spec_for(args.size, users=args.users, items=args.items,
+                                  interactions=args.interactions, n_clusters=args.clusters,
+                                  seed=args.seed, min_per_user=args.min_per_user)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    source = synthetic.write_source(synthetic.generate(spec), args.out, args.format)
+    print(f"{spec.n_users} users, {spec.n_items} items, {spec.n_interactions} interactions, "
+          f"{spec.n_clusters} clusters, seed {spec.seed}: written in {time.perf_counter() - started:.1f}s")
+    print(f"run it:  recall-pipeline run --source {source}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recall-pipeline", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -253,6 +273,17 @@ def main(argv: list[str] | None = None) -> int:
     sql_cmd = commands.add_parser("sql", help="run a read-only SQL query on the warehouse")
     sql_cmd.add_argument("query")
     commands.add_parser("init-home", help="create the home folder and Dagster's instance file")
+    gen_cmd = commands.add_parser("generate", help="write a synthetic source (files and source.yaml)")
+    gen_cmd.add_argument("--size", type=str.upper, choices=["S", "M", "L"],
+                         help="S: 671 users, 9,066 items, 100,004 interactions (the bundled size); "
+                              "M: 20k, 100k, 1M; L: 200k, 1M, 10M")
+    gen_cmd.add_argument("--out", required=True, help="folder for the files and source.yaml")
+    for count in ("users", "items", "interactions"):
+        gen_cmd.add_argument(f"--{count}", type=int, help=f"number of {count} (overrides --size)")
+    gen_cmd.add_argument("--clusters", type=int, default=20, help="taste clusters (1 to 24)")
+    gen_cmd.add_argument("--min-per-user", type=int, default=5, help="fewest interactions of a user")
+    gen_cmd.add_argument("--seed", type=int, default=0)
+    gen_cmd.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     args = parser.parse_args(argv)
     if args.command == "run":
         return run(args.source, args.sample_users)
@@ -264,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         return recall(args.user_id, args.k)
     if args.command == "sql":
         return sql(args.query)
+    if args.command == "generate":
+        return generate(args)
     home_layout().create()
     return 0
 
