@@ -17,6 +17,7 @@ its ticks (:func:`settled_files`).
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -137,3 +138,36 @@ def triage(inbox: Path, requested: dict[str, str],
             continue
         new.append((path, digest))
     return new, duplicates, rejected
+
+
+def ingest_files(files: list[Path], inbox: Path, done: set[str],
+                 store: Callable[[pl.DataFrame, str, Path], None],
+                 warn: Callable[[str], None] = lambda message: None) -> dict[str, int]:
+    """Read each file once: ``store(rows, content hash, path)`` what parses, then archive it;
+    a file whose content was ingested before goes to duplicates, an unusable one to rejected
+    with its reason; a file already moved by an earlier try of the same request is counted
+    as missing. ``done``: content hashes already ingested (updated). Returns the counts."""
+    counts = {"ingested": 0, "rows": 0, "already_ingested": 0, "rejected": 0, "missing": 0}
+    for path in files:
+        if not path.exists():
+            counts["missing"] += 1
+            continue
+        digest = content_hash(path)
+        if digest in done:
+            move(path, inbox, DUPLICATES, f"same content as an ingested file ({digest})")
+            counts["already_ingested"] += 1
+            continue
+        try:
+            rows = read_feedback(path, batch_id=f"feedback-{digest[:16]}")
+        except SourceError as exc:
+            move(path, inbox, REJECTED, str(exc))
+            warn(f"rejected {path.name}: {exc}")
+            counts["rejected"] += 1
+            continue
+        store(rows, digest, path)
+        move(path, inbox, ARCHIVE)
+        done.add(digest)
+        counts["ingested"] += 1
+        counts["rows"] += rows.height
+    return counts
+
