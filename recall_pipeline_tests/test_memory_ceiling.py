@@ -18,7 +18,7 @@ USERS, ITEMS = 8_000, 30_000
 CEILING_BYTES = 1_000 * 2**20
 
 PROBE = textwrap.dedent(f"""
-    import json, resource
+    import json
     import numpy as np, polars as pl
     from recall_pipeline.core.evaluation import baselines
     from recall_pipeline.core.evaluation.protocol import (
@@ -57,7 +57,8 @@ PROBE = textwrap.dedent(f"""
     for result in run_baselines(split, data, ease_grid=(200.0,), knn_grid=(50,)):
         rows += list_metrics(result.name, data, result.warm_lists, result.cold_lists)
     champion_figure = main_metric(lm_profile, data)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM: this process's own peak RSS (ru_maxrss would carry the parent's across exec)
+    peak = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) * 1024
     recall = {{r["model"]: r["value"] for r in rows if (r["slice"], r["metric"], r["k"]) == ("warm", "recall", 50)}}
     print(json.dumps({{"peak": peak, "recall": recall, "warm_users": len(data.warm.rows),
                       "champion_figure": champion_figure, "shape": list(rm.matrix.shape)}}))
