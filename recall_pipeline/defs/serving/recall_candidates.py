@@ -120,5 +120,5 @@ def _two_tower_route(warehouse: Warehouse, home: PipelineHome, rm, ids, lm_vecto
     model, index, manifest = tables.two_tower_index(home.layout.indexes / "two_tower", ids, lm_vectors, encoder)
     split = warehouse.query("select user_id, item_id, rating, timestamp, part from features.interactions_split "
                             "where part = 'train'")
-    rows, history, ratings = training.training_sequences(split, rm).last_windows(model.settings.history_length)
+    rows, history, ratings = training.training_sequences(split, rm).last_windows(model.architecture.history_length)
     return ModelRoute(index, rows, two_tower.user_vectors(model, history, ratings)), manifest.model
