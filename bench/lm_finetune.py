@@ -25,6 +25,7 @@ import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+from recall_pipeline.settings import HomeLayout  # noqa: E402
 from recall_pipeline.core.training import two_tower  # noqa: E402
 from recall_pipeline.core.features.encode import TextEncoder  # noqa: E402
 from recall_pipeline.core.evaluation.protocol import build_evaluation_data, list_metrics, scorer_lists, validation_matrices  # noqa: E402
@@ -40,12 +41,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args()
     home = Path(args.home)
-    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(HomeLayout(home).warehouse), read_only=True) as con:
         split = con.sql("select * from features.interactions_split").pl()
         emb = con.sql("select item_id, embedding from features.item_embeddings order by item_id").pl()
         texts = con.sql("select item_text from clean.items order by item_id").pl()["item_text"].to_list()
     vectors = np.ascontiguousarray(emb["embedding"].to_numpy(), dtype=np.float32)
-    rm = load_rating_matrix(home / "features" / "rating_matrix.npz")
+    rm = load_rating_matrix(HomeLayout(home).rating_matrix)
     fit = two_tower.build_sequences(split.filter(pl.col("val_part") == "fit").select(SEQUENCE_COLUMNS),
                                     rm.user_ids, rm.item_ids)
     _, holdout = validation_matrices(split, rm)

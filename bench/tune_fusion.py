@@ -23,6 +23,7 @@ import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+from recall_pipeline.settings import HomeLayout  # noqa: E402
 from recall_pipeline.core.features.encode import TextEncoder  # noqa: E402
 from recall_pipeline.core.evaluation.protocol import validation_matrices  # noqa: E402
 from recall_pipeline.core.serving.index import build_exact_index  # noqa: E402
@@ -52,7 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--home", default=".recall")
     home = Path(parser.parse_args().home)
-    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(HomeLayout(home).warehouse), read_only=True) as con:
         split = con.sql("select * from features.interactions_split").pl()
         emb = con.sql("select item_id, embedding from features.item_embeddings order by item_id").pl()
         items = con.sql("select item_id, title, year, genres from clean.items").pl()

@@ -16,6 +16,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from recall_pipeline.settings import HomeLayout  # noqa: E402
 from recall_pipeline.core.training import two_tower
 from recall_pipeline.core.evaluation.protocol import validation_matrices
 from recall_pipeline.core.features.rating_matrix import load_rating_matrix
@@ -39,11 +40,11 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="names of the variants to run (default: all)")
     args = parser.parse_args()
     home = Path(args.home)
-    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(HomeLayout(home).warehouse), read_only=True) as con:
         split = con.sql("select * from features.interactions_split").pl()
         emb = con.sql("select item_id, embedding from features.item_embeddings order by item_id").pl()
     vectors = np.ascontiguousarray(emb["embedding"].to_numpy(), dtype=np.float32)
-    rm = load_rating_matrix(home / "features" / "rating_matrix.npz")
+    rm = load_rating_matrix(HomeLayout(home).rating_matrix)
     fit = two_tower.build_sequences(split.filter(pl.col("val_part") == "fit").select(SEQUENCE_COLUMNS),
                                     rm.user_ids, rm.item_ids)
     _, holdout = validation_matrices(split, rm)

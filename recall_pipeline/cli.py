@@ -5,6 +5,7 @@
     recall-pipeline recall --items 1,260,1196 [-k 20] [--model-version champion]
     recall-pipeline sql "select ... from recall.latest ..."
     recall-pipeline init-home
+    recall-pipeline generate --size M --out data/m [--seed 0] [--users N --items N --interactions N]
 
 ``run`` executes the ``recall_job`` through Dagster against the instance in
 ``$DAGSTER_HOME`` (default ``$RECALL_PIPELINE_HOME/dagster``), so the run, its logs and its
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import duckdb
 
-from recall_pipeline.settings import SOURCE_ENV, HomeLayout, home_layout
+from recall_pipeline.settings import SOURCE_ENV, HomeLayout, home_layout, slot_wait_seconds
 
 TRY_SQL = ("select c.rank, c.item_id, i.item_text, round(c.score, 3) as score "
            "from recall.latest c join clean.items i using (item_id) "
@@ -40,13 +41,25 @@ def _prepare_environment(layout: HomeLayout) -> None:
 
 
 def run(source: str | None, sample_users: int | None) -> int:
-    """Materialize every asset on the configured source and print where the outputs are."""
+    """Materialize every asset on the configured source and print where the outputs are.
+
+    Runs whose process is gone are recovered first; the run itself gives up waiting for a pool
+    slot after ``RECALL_PIPELINE_SLOT_WAIT_SECONDS`` and stops cleanly on SIGTERM or Ctrl-C
+    (:mod:`recall_pipeline.guarded_run`). A failed run ends with its failing step, the error's
+    own message and what to do next.
+    """
     layout = home_layout().create()
     _prepare_environment(layout)
     if source:
         os.environ[SOURCE_ENV] = os.path.abspath(source)
+    try:
+        wait_limit = slot_wait_seconds()
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     import dagster as dg
 
+    from recall_pipeline import guarded_run
     from recall_pipeline.definitions import build_definitions, data_source_from_env
 
     data_source = data_source_from_env()
@@ -56,18 +69,22 @@ def run(source: str | None, sample_users: int | None) -> int:
     job = build_definitions(layout, data_source).resolve_job_def("recall_job")
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=LOG_INFO)
-        steps = instance.get_run_step_stats(result.run_id)
+        guarded = guarded_run.execute(job, instance, LOG_INFO, wait_limit)
+        steps = instance.get_run_step_stats(guarded.run_id)
+        dagster_run = instance.get_run_by_id(guarded.run_id)
+        status = dagster_run.status.value if dagster_run else "NOT STARTED"
+        failure = [] if guarded.success else guarded_run.failure_lines(instance, guarded)
     elapsed = time.perf_counter() - started
-    print(f"\nrun {result.run_id}: {'SUCCESS' if result.success else 'FAILURE'} in {elapsed:.1f}s")
+    print(f"\nrun {guarded.run_id}: {status} in {elapsed:.1f}s")
     for step in sorted(steps, key=lambda s: s.start_time or 0):
         if step.start_time and step.end_time:
             print(f"  {step.step_key:<28} {step.end_time - step.start_time:7.1f}s  {step.status.value}")
-    if not result.success:
-        print("the run failed; the step logs above and the Dagster UI (make dev) say why",
-              file=sys.stderr)
-        return 1
-    _print_outputs(layout, result.run_id)
+    if failure:
+        sys.stdout.flush()  # the failure lines must come last, after the step table
+        for line in failure:
+            print(line, file=sys.stderr)
+        return 128 + guarded.stop.signum if guarded.stop and guarded.stop.signum else 1
+    _print_outputs(layout, guarded.run_id)
     return 0
 
 
@@ -90,8 +107,8 @@ def _print_outputs(layout: HomeLayout, run_id: str) -> None:
     print(f"\nhome folder:       {layout.root}")
     print(f"DuckDB warehouse:  {layout.warehouse}")
     print(f"published copy:    {layout.published} (open read-only while the pipeline runs)")
-    print(f"FAISS index:       {layout.indexes / 'items'}")
-    print(f"evaluation report: {layout.reports / 'latest.html'}")
+    print(f"FAISS index:       {layout.item_index}")
+    print(f"evaluation report: {layout.latest_report}")
     print(f"MLflow store:      {layout.mlflow_db}")
     print(f"Dagster instance:  {os.environ['DAGSTER_HOME']} (open the UI with: make dev)")
     literal = user if isinstance(user, int) else "'" + str(user).replace("'", "''") + "'"
@@ -161,10 +178,10 @@ def recall_items(items: str, k: int, model_version: str) -> int:
     except (LookupError, EncoderMismatchError) as exc:
         print(exc, file=sys.stderr)
         return 1
-    lm_index, _ = read_index(layout.indexes / "items", catalogue["model"][0], ids, vectors)
+    lm_index, _ = read_index(layout.item_index, catalogue["model"][0], ids, vectors)
     from recall_pipeline.core.features.rating_matrix import load_rating_matrix
 
-    matrix = load_rating_matrix(layout.features / "rating_matrix.npz")
+    matrix = load_rating_matrix(layout.rating_matrix)
     counts = np.diff(matrix.matrix.tocsc().indptr) if np.array_equal(matrix.item_ids, ids) else None
     merged = adhoc.history_recall(np.array([known[item] for item in wanted]), model, model_index, lm_index,
                                   vectors, k, train_counts=counts)
@@ -191,13 +208,14 @@ def _serving_model(layout: HomeLayout, model_version: str, ids, vectors, encoder
     tracking_uri = build_resources(layout)["mlflow"].tracking_uri
     version = model_registry.resolve(tracking_uri, model_version)
     key = f"{model_registry.MODEL_NAME}/v{version}"
-    folder = layout.indexes / "two_tower"
+    folder = layout.two_tower_index
     if (folder / "manifest.json").exists() and read_manifest(folder).model == key:
         try:
             model, index, _ = two_tower_index(folder, ids, vectors, encoder)
             return model, index, key
-        except IndexMismatchError:
-            pass  # stale against the catalogue (or being rebuilt): serve the registered version
+        except IndexMismatchError as exc:  # stale against the catalogue, or being rebuilt
+            print(f"the stored serving copy in {folder} does not match the catalogue ({exc}); "
+                  f"serving {key} from the MLflow registry instead", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="recall-model-") as tmp:
         downloaded = model_registry.download(tracking_uri, version, Path(tmp))
         model = two_tower.load_for_catalogue(downloaded, ids, vectors, encoder)
@@ -220,6 +238,25 @@ def sql(query: str) -> int:
     return 0
 
 
+def generate(args: argparse.Namespace) -> int:
+    """Write a synthetic source (files and source.yaml) of the requested size."""
+    from recall_pipeline.core.ingest import synthetic
+
+    try:
+        spec = synthetic.spec_for(args.size, users=args.users, items=args.items,
+                                  interactions=args.interactions, n_clusters=args.clusters,
+                                  seed=args.seed, min_per_user=args.min_per_user)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    source = synthetic.write_source(synthetic.generate(spec), args.out, args.format)
+    print(f"{spec.n_users} users, {spec.n_items} items, {spec.n_interactions} interactions, "
+          f"{spec.n_clusters} clusters, seed {spec.seed}: written in {time.perf_counter() - started:.1f}s")
+    print(f"run it:  recall-pipeline run --source {source}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recall-pipeline", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -236,6 +273,17 @@ def main(argv: list[str] | None = None) -> int:
     sql_cmd = commands.add_parser("sql", help="run a read-only SQL query on the warehouse")
     sql_cmd.add_argument("query")
     commands.add_parser("init-home", help="create the home folder and Dagster's instance file")
+    gen_cmd = commands.add_parser("generate", help="write a synthetic source (files and source.yaml)")
+    gen_cmd.add_argument("--size", type=str.upper, choices=["S", "M", "L"],
+                         help="S: 671 users, 9,066 items, 100,004 interactions (the bundled size); "
+                              "M: 20k, 100k, 1M; L: 200k, 1M, 10M")
+    gen_cmd.add_argument("--out", required=True, help="folder for the files and source.yaml")
+    for count in ("users", "items", "interactions"):
+        gen_cmd.add_argument(f"--{count}", type=int, help=f"number of {count} (overrides --size)")
+    gen_cmd.add_argument("--clusters", type=int, default=20, help="taste clusters (1 to 24)")
+    gen_cmd.add_argument("--min-per-user", type=int, default=5, help="fewest interactions of a user")
+    gen_cmd.add_argument("--seed", type=int, default=0)
+    gen_cmd.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     args = parser.parse_args(argv)
     if args.command == "run":
         return run(args.source, args.sample_users)
@@ -247,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         return recall(args.user_id, args.k)
     if args.command == "sql":
         return sql(args.query)
+    if args.command == "generate":
+        return generate(args)
     home_layout().create()
     return 0
 

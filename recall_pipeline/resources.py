@@ -18,6 +18,7 @@ from pydantic import PrivateAttr
 
 from recall_pipeline.core.ingest import sources
 from recall_pipeline.core.ingest.interactions import CleaningRules
+from recall_pipeline.defs.config import config_from
 from recall_pipeline.settings import HomeLayout
 
 
@@ -106,24 +107,12 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame,
     con.unregister("incoming")
 
 
-class InteractionColumnsConfig(dg.Config):
-    """Columns of the interactions file holding each field (rating may be null: implicit)."""
-
-    user_id: str = "userId"
-    item_id: str = "movieId"
-    rating: str | None = "rating"
-    timestamp: str = "timestamp"
-
-
-class ItemColumnsConfig(dg.Config):
-    """Columns of the items file; only the item id is required."""
-
-    item_id: str = "movieId"
-    title: str | None = "title"
-    year: str | None = "year"
-    genres: str | None = "genres"
-    description: str | None = None
-    genre_separator: str = "|"
+InteractionColumnsConfig = config_from(
+    sources.InteractionColumns, "InteractionColumnsConfig",
+    "Columns of the interactions file holding each field (rating may be null: implicit).")
+ItemColumnsConfig = config_from(
+    sources.ItemColumns, "ItemColumnsConfig", "Columns of the items file; only the item id is required.",
+    genre_separator=(str, "|"))
 
 
 class DataSource(dg.ConfigurableResource):
@@ -154,19 +143,11 @@ class DataSource(dg.ConfigurableResource):
             return sources.load_bundled(batch_id, self.sample_users)
         if not self.items_path:
             raise sources.SourceError("items_path is required when interactions_path is set")
-        i_cols = self.interaction_columns
         interactions = sources.load_interaction_file(
-            self.interactions_path,
-            sources.InteractionColumns(i_cols.user_id, i_cols.item_id, i_cols.rating, i_cols.timestamp),
-            batch_id,
-        )
-        t_cols = self.item_columns
+            self.interactions_path, sources.InteractionColumns(**self.interaction_columns.model_dump()), batch_id)
         items = sources.load_item_file(
-            self.items_path,
-            sources.ItemColumns(t_cols.item_id, t_cols.title, t_cols.year, t_cols.genres,
-                                t_cols.description),
-            batch_id,
-        )
+            self.items_path, sources.ItemColumns(**self.item_columns.model_dump(exclude={"genre_separator"})),
+            batch_id)
         return interactions, items
 
     def cleaning_rules(self) -> CleaningRules:

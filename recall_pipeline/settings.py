@@ -15,15 +15,35 @@ HOME_ENV = "RECALL_PIPELINE_HOME"
 SOURCE_ENV = "RECALL_PIPELINE_SOURCE"
 DEFAULT_HOME = ".recall"
 
+SLOT_WAIT_ENV = "RECALL_PIPELINE_SLOT_WAIT_SECONDS"
+DEFAULT_SLOT_WAIT_SECONDS = 1800.0
+
 # Dagster's instance settings for a local home: DuckDB allows one writing process, so the steps
-# that write the warehouse share one slot of the "warehouse" pool; no telemetry (often offline).
+# that write the warehouse share one slot of the "warehouse" pool; runs whose process is gone are
+# recovered before each launch and by the daemon's run monitoring (recall_pipeline.run_recovery);
+# no telemetry (often offline).
 INSTANCE_YAML = """\
+concurrency:
+  pools:
+    default_limit: 1
+run_launcher:
+  module: recall_pipeline.run_recovery
+  class: RecoveringRunLauncher
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 15
+  free_slots_after_run_end_seconds: 5
+telemetry:
+  enabled: false
+"""
+# Earlier defaults: a home whose dagster.yaml is exactly one of these gets the current one.
+OLD_INSTANCE_YAMLS = ("""\
 concurrency:
   pools:
     default_limit: 1
 telemetry:
   enabled: false
-"""
+""",)
 
 
 @dataclass(frozen=True)
@@ -62,8 +82,31 @@ class HomeLayout:
         return self.root / "models"
 
     @property
+    def rating_matrix(self) -> Path:
+        """The training rating matrix and its id maps (``rating_matrix`` asset)."""
+        return self.features / "rating_matrix.npz"
+
+    @property
+    def item_index(self) -> Path:
+        """The FAISS index of LM item embeddings (``faiss_index`` asset)."""
+        return self.indexes / "items"
+
+    @property
+    def two_tower_index(self) -> Path:
+        """The serving model version and the FAISS index of its item vectors (``two_tower_index``)."""
+        return self.indexes / "two_tower"
+
+    def trained_model(self, dagster_run_id: str) -> Path:
+        """Where ``recall_model`` saves the model it trains in a run, before registering it."""
+        return self.models / "two_tower" / dagster_run_id
+
+    @property
     def reports(self) -> Path:
         return self.root / "reports"
+
+    @property
+    def latest_report(self) -> Path:
+        return self.reports / "latest.html"
 
     @property
     def inbox(self) -> Path:
@@ -79,11 +122,23 @@ class HomeLayout:
                        self.inbox, self.mlflow_artifacts, self.dagster_home):
             folder.mkdir(parents=True, exist_ok=True)
         instance_yaml = self.dagster_home / "dagster.yaml"
-        if not instance_yaml.exists():
-            instance_yaml.write_text(INSTANCE_YAML)
+        if not instance_yaml.exists() or instance_yaml.read_text() in OLD_INSTANCE_YAMLS:
+            instance_yaml.write_text(INSTANCE_YAML)  # an edited file is the user's: left alone
         return self
 
 
 def home_layout() -> HomeLayout:
     """The home folder: ``$RECALL_PIPELINE_HOME``, default ``./.recall``, as an absolute path."""
     return HomeLayout(Path(os.environ.get(HOME_ENV, DEFAULT_HOME)).expanduser().resolve())
+
+
+def slot_wait_seconds() -> float:
+    """How long a run waits for a concurrency slot before it gives up: ``$RECALL_PIPELINE_SLOT_WAIT_SECONDS``."""
+    value = os.environ.get(SLOT_WAIT_ENV, "")
+    try:
+        seconds = float(value) if value.strip() else DEFAULT_SLOT_WAIT_SECONDS
+    except ValueError:
+        raise ValueError(f"{SLOT_WAIT_ENV}={value!r}: give a number of seconds") from None
+    if seconds <= 0:
+        raise ValueError(f"{SLOT_WAIT_ENV}={value!r}: give a positive number of seconds")
+    return seconds

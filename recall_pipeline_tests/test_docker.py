@@ -29,6 +29,10 @@ def test_instance_serialises_warehouse_writers():
     assert instance["concurrency"]["pools"]["default_limit"] == 1
     assert instance["storage"]["postgres"]["postgres_db"]["hostname"] == "postgres"
     assert instance["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    # crash recovery: the launcher that judges run workers, and the daemon that asks it
+    assert (instance["run_launcher"]["module"], instance["run_launcher"]["class"]) == (
+        "recall_pipeline.run_recovery", "RecoveringRunLauncher")
+    assert instance["run_monitoring"]["enabled"] and instance["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
 
 
 def test_dockerfile_installs_like_the_makefile():

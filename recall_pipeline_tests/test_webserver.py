@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from recall_pipeline.settings import HOME_ENV, HomeLayout
+from recall_pipeline_tests.subprocesses import home_env, slot_holder
 
 ROOT = Path(__file__).resolve().parents[1]
 # Background processes of non-interactive shells ignore SIGINT, and dagster maps SIGTERM onto
@@ -92,6 +93,11 @@ def test_ui_shows_the_graph_and_runs_a_materialization(dagster_dev):
     assert [s["name"] for s in repo["schedules"]] == ["nightly_refresh"]
     assert [s["name"] for s in repo["sensors"]] == ["feedback_inbox_sensor"]
 
+    # a run killed with SIGKILL still holds the warehouse slot: the launch must not wait for it
+    dead = slot_holder(home_env(home), home.root / "holder.log")
+    dead.popen.send_signal(signal.SIGKILL)
+    dead.wait(timeout=30)
+
     params = {"selector": {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"],
                            "jobName": "__ASSET_JOB",
                            "assetSelection": [{"path": ["raw_interactions"]}, {"path": ["raw_items"]}]},
@@ -107,6 +113,12 @@ def test_ui_shows_the_graph_and_runs_a_materialization(dagster_dev):
             break
         time.sleep(1)
     assert status == "SUCCESS"
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home.dagster_home)) as instance:
+        [killed] = instance.get_runs(filters=dg.RunsFilter(job_name="slot_holder"))
+        assert killed.status == dg.DagsterRunStatus.FAILURE  # by the launcher or by run monitoring
+        assert instance.get_run_by_id(run_id).tags["recall_pipeline/launcher_host"]
 
     import duckdb
 

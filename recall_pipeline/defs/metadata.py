@@ -11,7 +11,3 @@ def markdown_table(frame: pl.DataFrame, rows: int = 10) -> dg.MetadataValue:
     with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True,
                    tbl_hide_dataframe_shape=True, tbl_rows=rows, tbl_cols=-1, fmt_str_lengths=80):
         return dg.MetadataValue.md(str(frame.head(rows)))
-
-
-def row_count(frame: pl.DataFrame) -> dict[str, dg.MetadataValue]:
-    return {"dagster/row_count": dg.MetadataValue.int(frame.height)}

@@ -7,9 +7,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recall_pipeline.core.serving.index import read_index, read_manifest
+from recall_pipeline.core.evaluation.evaluation_report import EvaluationInputs
 from recall_pipeline.core.features.item_embeddings import as_matrix
 from recall_pipeline.core.features.rating_matrix import RatingMatrix, load_rating_matrix
+from recall_pipeline.core.ids import require_same_ids
+from recall_pipeline.core.serving.index import read_index, read_manifest
+from recall_pipeline.core.serving.recall_candidates import RecallInputs, two_tower_route
 from recall_pipeline.resources import PipelineHome, Warehouse
 
 
@@ -24,7 +27,7 @@ def item_vectors(warehouse: Warehouse) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 def rating_matrix(home: PipelineHome) -> RatingMatrix:
-    return load_rating_matrix(home.layout.features / "rating_matrix.npz")
+    return load_rating_matrix(home.layout.rating_matrix)
 
 
 def interest_vectors(warehouse: Warehouse) -> tuple[np.ndarray, np.ndarray]:
@@ -55,3 +58,60 @@ def two_tower_index(folder: Path, item_ids: np.ndarray, lm_vectors: np.ndarray, 
     model, vectors = two_tower_model(folder, item_ids, lm_vectors, encoder)
     index, manifest = read_index(folder, read_manifest(folder).model, item_ids, vectors, "two_tower_index")
     return model, index, manifest
+
+
+def training_rows(warehouse: Warehouse) -> pl.DataFrame:
+    """The training part of the split, as the models read it."""
+    return warehouse.query("select user_id, item_id, rating, timestamp, part from features.interactions_split "
+                           "where part = 'train'")
+
+
+def evaluation_inputs(warehouse: Warehouse, home: PipelineHome) -> EvaluationInputs:
+    """What ``evaluation_report`` scores: the published lists, the split, the catalogue, the
+    profiles and the serving two-tower model, checked to share the rating matrix's axes."""
+    from recall_pipeline.core.training import recall_model, two_tower
+
+    if not warehouse.has_table("recall.published_runs"):
+        raise RuntimeError("no published recall lists yet; materialize recall_candidates first")
+    rm, split = rating_matrix(home), warehouse.query("select * from features.interactions_split")
+    ids, vectors, encoder = item_vectors(warehouse)
+    require_same_ids(rm.item_ids, ids, "item embeddings against the rating matrix's items")
+    items = warehouse.query("select item_id, genres from clean.items order by item_id")
+    require_same_ids(rm.item_ids, items["item_id"].to_numpy(), "clean.items against the rating matrix's items")
+    model, _ = two_tower_model(home.layout.two_tower_index, ids, vectors, encoder)
+    scorer = two_tower.dense_scorer(model, recall_model.training_sequences(split, rm), len(rm.user_ids))
+    return EvaluationInputs(
+        split=split, rm=rm, item_vectors=vectors, genres=items["genres"].to_list(), two_tower=scorer,
+        candidates=warehouse.query("select run_id, user_id, rank, item_id, model_version, route from recall.latest"),
+        profiles=warehouse.query("select user_id, embedding from features.user_profiles"),
+        **dict(zip(("interest_owners", "interests"), interest_vectors(warehouse))))
+
+
+def recall_inputs(warehouse: Warehouse, home: PipelineHome) -> RecallInputs:
+    """What ``recall_candidates`` reads: the catalogue, both indexes (each checked against what
+    it serves), the rating matrix, the profiles and the serving model's user vectors."""
+    ids, vectors, encoder = item_vectors(warehouse)
+    lm_index, lm_manifest = read_index(home.layout.item_index, encoder, ids, vectors)
+    rm = rating_matrix(home)
+    model, model_index, manifest = two_tower_index(home.layout.two_tower_index, ids, vectors, encoder)
+    owners, interests = interest_vectors(warehouse)
+    return RecallInputs(
+        item_ids=ids, item_vectors=vectors, encoder=encoder, lm_index=lm_index,
+        lm_index_type=lm_manifest.index_type, rm=rm,
+        profiles=warehouse.query("select user_id, embedding from features.user_profiles order by user_id"),
+        interest_owners=owners, interests=interests, model_key=manifest.model,
+        model_route=two_tower_route(model, model_index, training_rows(warehouse), rm))
+
+
+def training_inputs(warehouse: Warehouse, home: PipelineHome):
+    """What ``recall_model`` trains on (a ``TrainingInputs``; its module imports torch, so only
+    here); the embeddings must cover the rating matrix's items."""
+    from recall_pipeline.core.training.recall_model import TrainingInputs
+
+    rm = rating_matrix(home)
+    ids, vectors, encoder = item_vectors(warehouse)
+    require_same_ids(rm.item_ids, ids, "the item embeddings against the rating matrix's items")
+    split = warehouse.query("select user_id, item_id, rating, timestamp, part, val_part, is_relevant "
+                            "from features.interactions_split")
+    return TrainingInputs(split, rm, ids, vectors, encoder)
+

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts
-from recall_pipeline.core.serving.ranking import top_k_dense
+from recall_pipeline.core.serving.ranking import top_k_scored
 
 Scorer = Callable[[np.ndarray], np.ndarray]
 """Scores (len(rows) x n_items) for the given user rows of the training matrix."""
@@ -39,21 +39,64 @@ def most_popular(train: sp.csr_matrix) -> Scorer:
     return lambda rows: np.broadcast_to(counts, (len(rows), len(counts)))
 
 
-def ease(train: sp.csr_matrix, lam: float) -> Scorer:
+# EASE's exact solutions hold a dense users x items (Woodbury) or items x items (Gram) array;
+# above these sizes the item-item model is solved over the most-interacted items only.
+EASE_MAX_DENSE_CELLS = 50_000_000
+EASE_MAX_ITEMS = 5_000
+# ItemKNN's item-item similarity is dense up to this size, then sparse, built in column blocks.
+KNN_MAX_DENSE_BYTES = 1 * 2**30
+KNN_DENSE_BYTES_PER_CELL = 16  # float32 similarity, its negated copy, the partition's int64 indices
+KNN_BLOCK_COLUMNS = 2_048
+
+
+def ease(train: sp.csr_matrix, lam: float, max_items: int | None = None,
+         max_dense_cells: int | None = None) -> Scorer:
     """EASE (Steck 2019): B = I - P diag(1/diag(P)), P = (X'X + lam I)^-1; scores X B.
 
-    With fewer users than items the item-item inverse comes from the Woodbury identity,
-    P = (I - X' K^-1 X) / lam with K = lam I + X X' (users x users), so nothing of size
-    items x items is inverted or even stored: exact EASE in a fraction of the time.
+    Exact while it fits: with fewer users than items and users x items within
+    ``max_dense_cells``, the item-item inverse comes from the Woodbury identity (nothing of size
+    items x items is inverted or stored); with at most ``max_items`` items, from the Gram matrix.
+    Above both, the model is solved over the ``max_items`` most-interacted items (the others
+    score -inf: this route does not propose them), so memory is bounded by ``max_items``^2.
     """
+    max_items = EASE_MAX_ITEMS if max_items is None else max_items
+    max_dense_cells = EASE_MAX_DENSE_CELLS if max_dense_cells is None else max_dense_cells
     x = binary(train)
     n_users, n_items = x.shape
-    if n_users >= n_items:
-        gram = (x.T @ x).toarray() + lam * np.eye(n_items)
-        p = np.linalg.inv(gram)
-        b = -p / np.diag(p)
-        np.fill_diagonal(b, 0.0)
+    if n_users < n_items and n_users * n_items <= max_dense_cells:
+        return _ease_woodbury(x, lam)
+    if n_items <= max_items:
+        b = _ease_weights(x, lam)
         return lambda rows: np.asarray(x[rows] @ b)
+    counts = np.diff(x.tocsc().indptr)
+    keep = np.sort(np.argsort(-counts, kind="stable")[:max_items])
+    kept = x[:, keep].tocsr()
+    b = _ease_weights(kept, lam)
+
+    def scores(rows: np.ndarray) -> np.ndarray:
+        out = np.full((len(rows), n_items), -np.inf)
+        out[:, keep] = kept[rows] @ b
+        return out
+
+    return scores
+
+
+def _ease_weights(x: sp.csr_matrix, lam: float) -> np.ndarray:
+    """B from the items x items Gram matrix of ``x``, in place: two items x items arrays at most."""
+    import scipy.linalg
+
+    gram = (x.T @ x).toarray()
+    gram[np.diag_indices_from(gram)] += lam
+    b = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
+    del gram
+    b /= -np.diag(b).copy()
+    np.fill_diagonal(b, 0.0)
+    return b
+
+
+def _ease_woodbury(x: sp.csr_matrix, lam: float) -> Scorer:
+    """EASE through P = (I - X' K^-1 X) / lam with K = lam I + X X' (users x users)."""
+    n_users = x.shape[0]
     dense = x.toarray()
     k_inv = np.linalg.inv(dense @ dense.T + lam * np.eye(n_users))
     k_inv_x = k_inv @ dense                                   # users x items
@@ -64,33 +107,75 @@ def ease(train: sp.csr_matrix, lam: float) -> Scorer:
     return lambda rows: dense[rows] - xp_all[rows] / diag_p
 
 
-def item_knn(train: sp.csr_matrix, neighbours: int | float) -> Scorer:
+def item_knn(train: sp.csr_matrix, neighbours: int | float, max_dense_bytes: int | None = None) -> Scorer:
     """Item-based kNN: cosine over the binary matrix's columns, top ``neighbours`` per item.
 
     Only items with training interactions can be neighbours or be scored above zero, so the
-    similarity is computed over those columns alone (float32) and scattered back.
+    similarity is computed over those columns alone (float32). While the active items'
+    similarity fits in ``max_dense_bytes`` it is computed whole; above, it stays sparse (only
+    co-occurring items have one) and each item keeps its top ``neighbours`` (ties by item
+    order), so memory grows with the co-occurrences, never with items x items.
     """
     x = binary(train)
     active = np.flatnonzero(np.diff(x.tocsc().indptr))
     xa = x[:, active].astype(np.float32)
+    keep = min(int(neighbours), len(active) - 1)
+    limit = KNN_MAX_DENSE_BYTES if max_dense_bytes is None else max_dense_bytes
+    dense = len(active) ** 2 * KNN_DENSE_BYTES_PER_CELL <= limit
+    similarity = _dense_cosine_top(xa, keep) if dense else _sparse_cosine_top(xa, keep)
+    n_items = x.shape[1]
+
+    def scores(rows: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(rows), n_items))
+        product = xa[rows] @ similarity
+        out[:, active] = product if dense else product.toarray()
+        return out
+
+    return scores
+
+
+def _dense_cosine_top(xa: sp.csr_matrix, keep: int) -> np.ndarray:
+    """Item-item cosine (dense), each column keeping its top ``keep`` entries."""
     norms = np.sqrt(np.asarray(xa.sum(axis=0)).ravel())
     sim = (xa.T @ xa).toarray()
     sim /= norms[:, None]
     sim /= norms[None, :]
     np.fill_diagonal(sim, 0.0)
-    keep = min(int(neighbours), len(active) - 1)
-    if 0 < keep < len(active) - 1:
+    if 0 < keep < len(sim) - 1:
         # the neighbours of item j are the top entries of column j
         drop = np.argpartition(-sim, keep, axis=0)[keep:]
         np.put_along_axis(sim, drop, 0.0, axis=0)
-    n_items = x.shape[1]
+    return sim
 
-    def scores(rows: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(rows), n_items))
-        out[:, active] = xa[rows] @ sim
-        return out
 
-    return scores
+def _sparse_cosine_top(xa: sp.csr_matrix, keep: int) -> sp.csr_matrix:
+    """The same as a sparse matrix, built a block of columns at a time; ties at a column's
+    cut are broken by item order."""
+    xa = xa.tocsc()
+    norms = np.sqrt(np.asarray(xa.sum(axis=0)).ravel())
+    n = xa.shape[1]
+    step = max(1, KNN_BLOCK_COLUMNS)
+    blocks = []
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        block = (xa.T @ xa[:, start:stop]).tocsc()
+        block.setdiag(0.0, k=-start)
+        block.eliminate_zeros()
+        block.data /= norms[block.indices] * np.repeat(norms[start:stop], np.diff(block.indptr))
+        blocks.append(_top_per_column(block, keep))
+    return sp.hstack(blocks, format="csr") if blocks else sp.csr_matrix((0, 0), dtype=np.float32)
+
+
+def _top_per_column(block: sp.csc_matrix, keep: int) -> sp.csc_matrix:
+    """Each column's ``keep`` largest entries (ties: lower row first)."""
+    counts = np.diff(block.indptr)
+    if keep <= 0 or counts.max(initial=0) <= keep:
+        return block
+    column = np.repeat(np.arange(block.shape[1]), counts)
+    order = np.lexsort((block.indices, -block.data, column))
+    rank = np.arange(len(order)) - np.repeat(block.indptr[:-1], counts)
+    chosen = order[rank < keep]
+    return sp.csc_matrix((block.data[chosen], (block.indices[chosen], column[chosen])), shape=block.shape)
 
 
 @dataclass(frozen=True)
@@ -107,7 +192,7 @@ def validation_recall(scorer: Scorer, fit: sp.csr_matrix, holdout: sp.csr_matrix
     rows = np.flatnonzero(relevant_counts(holdout))
     if not len(rows):
         return 0.0
-    lists, _ = top_k_dense(scorer(rows), k, fit, rows, seed)
+    lists, _ = top_k_scored(scorer, rows, k, fit.shape[1], fit, seed)
     relevant = holdout[rows]
     return float(recall_at_k(hit_matrix(lists, relevant), relevant_counts(relevant), k).mean())
 

@@ -22,7 +22,7 @@ from recall_pipeline.core.evaluation.metrics import (
     catalogue_coverage, head_items, hit_matrix, intra_list_diversity, long_tail_share, ndcg_at_k,
     novelty, recall_at_k, relevant_counts,
 )
-from recall_pipeline.core.serving.ranking import top_k_dense
+from recall_pipeline.core.serving.ranking import top_k_scored
 
 LIST_LENGTH = 100
 RECALL_KS = (20, 50, 100)
@@ -160,10 +160,16 @@ def scorer_lists(scorer: baselines.Scorer, data: EvaluationData,
                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(warm lists, cold lists) of a scorer under the protocol's exclusions and tie-breaking."""
     rm = data.rm
-    warm, _ = top_k_dense(scorer(data.warm.rows), LIST_LENGTH, rm.matrix, data.warm.rows, seed)
-    cold_scores = scorer(data.cold.rows)[:, data.cold_columns] if len(data.cold.rows) else np.zeros((0, 0))
-    cold, _ = top_k_dense(cold_scores, COLD_K, seed=seed)
-    return warm, cold
+    warm, _ = top_k_scored(scorer, data.warm.rows, LIST_LENGTH, len(rm.item_ids), rm.matrix, seed)
+    return warm, cold_lists(scorer, data, seed)
+
+
+def cold_lists(scorer: baselines.Scorer, data: EvaluationData, seed: int = 0) -> np.ndarray:
+    """The cold slice's lists: each user's top ``COLD_K`` of the cold items alone (positions
+    within ``data.cold_columns``)."""
+    cold, _ = top_k_scored(lambda rows: scorer(rows)[:, data.cold_columns], data.cold.rows, COLD_K,
+                           len(data.cold_columns), seed=seed)
+    return cold
 
 
 @dataclass(frozen=True)
@@ -238,9 +244,7 @@ def evaluate(split: pl.DataFrame, data: EvaluationData, final_lists: np.ndarray,
     random order. Each route ``name`` is reported as model ``route:<name>``.
     """
     report = Report()
-    cold_scores = final_cold(data.cold.rows)[:, data.cold_columns] if len(data.cold.rows) else np.zeros((0, 0))
-    cold_lists, _ = top_k_dense(cold_scores, COLD_K, seed=seed)
-    report.add("final", data, final_lists[data.warm.rows], cold_lists)
+    report.add("final", data, final_lists[data.warm.rows], cold_lists(final_cold, data, seed))
     for name, scorer in (routes or {}).items():
         report.add(f"route:{name}", data, *scorer_lists(scorer, data, seed))
     if with_baselines:
@@ -261,6 +265,6 @@ def main_metric(scorer: baselines.Scorer, data: EvaluationData, seed: int = 0) -
     compares model versions by)."""
     if not len(data.warm.rows):
         return 0.0
-    lists, _ = top_k_dense(scorer(data.warm.rows), MAIN_K, data.rm.matrix, data.warm.rows, seed)
+    lists, _ = top_k_scored(scorer, data.warm.rows, MAIN_K, len(data.rm.item_ids), data.rm.matrix, seed)
     hits = hit_matrix(lists, data.warm.relevant)
     return float(recall_at_k(hits, relevant_counts(data.warm.relevant), MAIN_K).mean())

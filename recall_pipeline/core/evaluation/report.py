@@ -130,14 +130,24 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}figure{{display:i
 <h2>Plots</h2>{figures}</body></html>"""
 
 
-def write_report(folder: Path, run_id: str, html_text: str, images: dict[str, bytes]) -> Path:
-    """Write ``evaluation_<run>.html`` (and the PNGs beside it), plus ``latest.html``."""
+def write_report(folder: Path, latest: Path, run_id: str, html_text: str, images: dict[str, bytes]) -> Path:
+    """Write ``evaluation_<run>.html`` (and the PNGs beside it) in ``folder``, and the same page
+    to ``latest`` by one rename."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"evaluation_{run_id}.html"
     path.write_text(html_text)
     for name, png in images.items():
         (folder / f"{name}_{run_id}.png").write_bytes(png)
-    tmp = folder / ".latest.html.tmp"
+    tmp = latest.with_name(f".{latest.name}.tmp")
     tmp.write_text(html_text)
-    tmp.replace(folder / "latest.html")
+    tmp.replace(latest)
     return path
+
+
+def log_to_mlflow(tracker, report: Report, path: Path) -> None:
+    """The figures as metrics, the baselines' tuned values as parameters and the page as an
+    artifact of the active MLflow run (``tracker``: the mlflow module or a client with the same
+    logging calls)."""
+    tracker.log_metrics(mlflow_metrics(report.rows))
+    tracker.log_params({f"{name}.{t['parameter']}": t["value"] for name, t in report.tuning.items()})
+    tracker.log_artifact(str(path))

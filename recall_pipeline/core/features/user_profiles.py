@@ -164,3 +164,10 @@ def multi_interests(train: pl.DataFrame, item_ids: np.ndarray, item_vectors: np.
         "n_items": pl.Series([r[3] for r in rows], dtype=pl.Int64),
         "embedding": np.vstack([r[4] for r in rows]),
     })
+
+
+def profile_scorer(user_vectors: np.ndarray, item_vectors: np.ndarray):
+    """The history vectors as a dense scorer (the ``lm_profile`` route, for evaluation): inner
+    products of user profiles and item embeddings (``user_vectors`` aligned with the rating
+    matrix's users, zero rows for users without one)."""
+    return lambda rows: user_vectors[rows] @ item_vectors.T

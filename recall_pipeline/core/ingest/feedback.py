@@ -7,11 +7,17 @@ and cleaning quarantines the row. A file is identified by the hash of its conten
 file copied twice is ingested once. After ingestion a file moves to ``inbox/archive``; a file
 that cannot be used moves to ``inbox/rejected`` with ``<name>.reason.txt`` beside it; a copy of
 an already-requested file moves to ``inbox/duplicates`` with its reason.
+
+A file is read only once it is complete. Write it under a name ending in ``.part`` or ``.tmp``
+and rename it when done (a rename is atomic): such names are never read. For writers that cannot
+rename, the sensor also waits until a file's size and modification time are the same on two of
+its ticks (:func:`settled_files`).
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -23,6 +29,7 @@ SUFFIXES = (".csv", ".tsv", ".parquet", ".jsonl", ".ndjson")
 EVENT_RATINGS = {"purchase": 5.0, "like": 5.0, "rate_high": 5.0, "add_to_list": 4.5, "click": 4.0,
                  "view": 3.0, "skip": 2.0, "dislike": 1.0}
 ARCHIVE, REJECTED, DUPLICATES = "archive", "rejected", "duplicates"
+INCOMPLETE_SUFFIXES = (".part", ".tmp")  # still being written: renamed when complete
 
 
 def content_hash(path: Path) -> str:
@@ -35,8 +42,30 @@ def pending_files(inbox: Path) -> list[Path]:
     if not inbox.is_dir():
         return []
     files = [p for p in inbox.iterdir()
-             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUFFIXES]
+             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUFFIXES
+             and p.suffix.lower() not in INCOMPLETE_SUFFIXES]
     return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def settled_files(inbox: Path, seen: dict[str, list[int]]) -> tuple[list[Path], dict[str, list[int]]]:
+    """Files whose size and modification time are what the previous look saw: writing stopped.
+
+    ``seen`` maps a file name to its ``[size, mtime_ns]`` at the previous look (the sensor keeps
+    it in its cursor). Returns the settled files and, for the next look, what this one saw of
+    the others: a file appearing or still growing is taken one tick later, whole.
+    """
+    settled, observed = [], {}
+    for path in pending_files(inbox):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # moved away between the listing and now
+            continue
+        now = [stat.st_size, stat.st_mtime_ns]
+        if seen.get(path.name) == now:
+            settled.append(path)
+        else:
+            observed[path.name] = now
+    return settled, observed
 
 
 def _read(path: Path) -> pl.DataFrame:
@@ -81,17 +110,19 @@ def move(path: Path, inbox: Path, folder: str, reason: str | None = None) -> Pat
     return target
 
 
-def triage(inbox: Path, requested: dict[str, str]) -> tuple[list[tuple[Path, str]], int, int]:
+def triage(inbox: Path, requested: dict[str, str],
+           files: list[Path] | None = None) -> tuple[list[tuple[Path, str]], int, int]:
     """Decide what to do with each waiting file, for the inbox sensor.
 
     ``requested`` maps the content hash of every file already requested to its file name (the
     sensor's cursor). Returns ``(new files with their hashes, duplicates moved, rejected moved)``:
     a file whose content was already requested under another name moves to ``duplicates``; a
     file that cannot be read as feedback moves to ``rejected`` with its reason; a file already
-    requested under its own name is waiting for its run and is left alone.
+    requested under its own name is waiting for its run and is left alone. ``files``: only
+    these (the settled ones), default every pending file.
     """
     new, duplicates, rejected = [], 0, 0
-    for path in pending_files(inbox):
+    for path in pending_files(inbox) if files is None else files:
         digest = content_hash(path)
         if digest in requested or digest in {d for _, d in new}:
             first = requested.get(digest) or next(p.name for p, d in new if d == digest)
@@ -107,3 +138,36 @@ def triage(inbox: Path, requested: dict[str, str]) -> tuple[list[tuple[Path, str
             continue
         new.append((path, digest))
     return new, duplicates, rejected
+
+
+def ingest_files(files: list[Path], inbox: Path, done: set[str],
+                 store: Callable[[pl.DataFrame, str, Path], None],
+                 warn: Callable[[str], None] = lambda message: None) -> dict[str, int]:
+    """Read each file once: ``store(rows, content hash, path)`` what parses, then archive it;
+    a file whose content was ingested before goes to duplicates, an unusable one to rejected
+    with its reason; a file already moved by an earlier try of the same request is counted
+    as missing. ``done``: content hashes already ingested (updated). Returns the counts."""
+    counts = {"ingested": 0, "rows": 0, "already_ingested": 0, "rejected": 0, "missing": 0}
+    for path in files:
+        if not path.exists():
+            counts["missing"] += 1
+            continue
+        digest = content_hash(path)
+        if digest in done:
+            move(path, inbox, DUPLICATES, f"same content as an ingested file ({digest})")
+            counts["already_ingested"] += 1
+            continue
+        try:
+            rows = read_feedback(path, batch_id=f"feedback-{digest[:16]}")
+        except SourceError as exc:
+            move(path, inbox, REJECTED, str(exc))
+            warn(f"rejected {path.name}: {exc}")
+            counts["rejected"] += 1
+            continue
+        store(rows, digest, path)
+        move(path, inbox, ARCHIVE)
+        done.add(digest)
+        counts["ingested"] += 1
+        counts["rows"] += rows.height
+    return counts
+

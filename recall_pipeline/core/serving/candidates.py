@@ -1,4 +1,4 @@
-"""Recall lists in and out of their stored form, and the LM profile route as a scorer."""
+"""Recall lists in and out of their stored form."""
 
 from __future__ import annotations
 
@@ -7,12 +7,6 @@ import polars as pl
 
 from recall_pipeline.core.ids import positions
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
-
-
-def profile_scorer(user_vectors: np.ndarray, item_vectors: np.ndarray):
-    """The LM profile route as a scorer: inner products of user profiles and item embeddings
-    (``user_vectors`` aligned with the rating matrix's users, zero rows for users without one)."""
-    return lambda rows: user_vectors[rows] @ item_vectors.T
 
 
 def lists_from_frame(rm: RatingMatrix, candidates: pl.DataFrame) -> np.ndarray:

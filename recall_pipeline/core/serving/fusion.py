@@ -22,7 +22,6 @@ from recall_pipeline.core.serving.ranking import tie_order
 class FusedLists:
     items: np.ndarray          # users x K item positions, -1 padded
     scores: np.ndarray         # users x K fused scores
-    route_ranks: dict[str, np.ndarray]  # route -> users x K rank of the item in that route (0: absent)
 
 
 def rank_matrix(lists: np.ndarray, n_items: int) -> sp.csr_matrix:
@@ -53,8 +52,7 @@ def reciprocal_rank_fusion(route_lists: dict[str, np.ndarray], weights: dict[str
         vals = fused.data[fused.indptr[user]:fused.indptr[user + 1]]
         order = np.lexsort((ties[cols], -vals))[:k]
         items[user, :len(order)], scores[user, :len(order)] = cols[order], vals[order]
-    return FusedLists(items, scores, {name: gather(rank, items) for name, rank in ranks.items()})
-
+    return FusedLists(items, scores)
 
 
 def rank_matrix_values(lists: np.ndarray, values: np.ndarray, n_items: int) -> sp.csr_matrix:

@@ -33,9 +33,9 @@ MANIFEST_FILE = "manifest.json"
 class IndexSettings:
     """How the index is chosen and tuned; the defaults were set with ``bench/index_benchmark.py``."""
 
-    # The nightly recall searches all users in one batch, where exact search is fast (BLAS):
-    # at 100k items it out-ran every approximate index measured; at 1M, HNSW with
-    # efSearch=1024 reached recall@100 0.97 at 2.2x its batch and 25x its single-query rate.
+    # The nightly recall searches all users in one batch, where exact search (BLAS) is hard to
+    # beat on mid-sized catalogues; above the threshold HNSW trades a little recall for speed.
+    # The figures behind both choices: bench/results/index_benchmark_*.txt.
     exact_max_items: int = 200_000
     approximate: str = "hnsw"          # "hnsw" or "ivf"
     hnsw_m: int = 32

@@ -9,6 +9,8 @@ the matrix stores it, whatever its rating (a rating of 0 included).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -61,20 +63,77 @@ def first_k_allowed(items: np.ndarray, scores: np.ndarray, excluded: np.ndarray,
 
 def top_k_dense(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None,
                 rows: np.ndarray | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``k`` columns per row of a dense score matrix, ties by a seeded random order."""
+    """Top ``k`` columns per row of a dense score matrix, ties by a seeded random order.
+
+    Only the entries above each row's k-th score, and the entries equal to it with the best tie
+    ranks, can make the list: both are found by partial sorts, in time linear in the row, and
+    only those candidates are sorted by (score, tie rank). The result is the full sort's."""
     scores = np.array(scores, dtype=np.float64, copy=True)
     if exclude is not None:
         rows = np.arange(len(scores)) if rows is None else rows
         sub = exclude[rows].tocoo()  # stored entries, explicit zeros included
         scores[sub.row, sub.col] = -np.inf
-    ties = np.broadcast_to(tie_order(scores.shape[1], seed), scores.shape)
-    order = np.lexsort((ties, -scores), axis=1)[:, :k]
-    top_scores = np.take_along_axis(scores, order, axis=1)
-    items = np.where(np.isneginf(top_scores), -1, order)
+    n_items = scores.shape[1]
+    ties = tie_order(n_items, seed)
+    if 0 < k < n_items and len(scores):
+        candidates, values, keys = _candidates(scores, k, ties)
+    else:
+        candidates = np.broadcast_to(np.arange(n_items), scores.shape)
+        values, keys = scores, ties[candidates]
+    order = np.lexsort((keys, -values), axis=1)[:, :k]
+    top_scores = np.take_along_axis(values, order, axis=1)
+    items = np.where(np.isneginf(top_scores), -1, np.take_along_axis(candidates, order, axis=1))
     if items.shape[1] < k:
         items = np.pad(items, ((0, 0), (0, k - items.shape[1])), constant_values=-1)
         top_scores = np.pad(top_scores, ((0, 0), (0, k - top_scores.shape[1])), constant_values=-np.inf)
     return items, top_scores.astype(np.float32)
+
+
+def _candidates(scores: np.ndarray, k: int, ties: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(columns, their scores, their tie keys), 2k per row, holding every entry above the row's
+    k-th score and the k entries equal to it with the best tie ranks; filler entries score
+    -inf and tie last."""
+    n_items = scores.shape[1]
+    first = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    kth = np.take_along_axis(scores, first[:, k - 1:k], axis=1).min(axis=1, keepdims=True)
+    above = np.take_along_axis(scores, first, axis=1) > kth
+    tied = np.argpartition(np.where(scores == kth, ties[None, :], n_items), k - 1, axis=1)[:, :k]
+    at_cut = np.take_along_axis(scores, tied, axis=1) == kth
+    candidates = np.concatenate([first, tied], axis=1)
+    real = np.concatenate([above, at_cut], axis=1)
+    values = np.where(real, np.take_along_axis(scores, candidates, axis=1), -np.inf)
+    keys = np.where(real, ties[candidates], n_items)
+    return candidates, values, keys
+
+
+# Bytes one score cell costs while a block is ranked, measured (test_memory_ceiling.py): the
+# scorer's output and its temporaries, the float64 copy, the negated copy and the partial
+# sorts' int64 indices.
+BYTES_PER_CELL = 64
+DEFAULT_SCORE_BUDGET_BYTES = 256 * 2**20
+
+
+def block_rows(n_items: int, budget_bytes: int = DEFAULT_SCORE_BUDGET_BYTES) -> int:
+    """How many users' scores over ``n_items`` items fit in ``budget_bytes`` (at least one)."""
+    return max(1, budget_bytes // (max(n_items, 1) * BYTES_PER_CELL))
+
+
+def top_k_scored(scorer: Callable[[np.ndarray], np.ndarray], rows: np.ndarray, k: int, n_items: int,
+                 exclude: sp.csr_matrix | None = None, seed: int = 0,
+                 budget_bytes: int = DEFAULT_SCORE_BUDGET_BYTES) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` items of ``scorer`` (user rows -> their dense scores over ``n_items`` items)
+    for ``rows``, a block of users at a time: memory stays within ``budget_bytes`` however
+    many users and items there are, and no users x items array is ever built.
+    ``exclude``: a matrix whose stored entries in the users' rows are left out (training items)."""
+    rows = np.asarray(rows)
+    step = block_rows(n_items, budget_bytes)
+    items = np.full((len(rows), k), -1, dtype=np.int64)
+    scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
+    for start in range(0, len(rows), step):
+        block = rows[start:start + step]
+        items[start:start + step], scores[start:start + step] = top_k_dense(
+            scorer(block), k, exclude, block if exclude is not None else None, seed)
+    return items, scores
 
 
 def search_top_k(index, queries: np.ndarray, exclude: sp.csr_matrix, rows: np.ndarray, k: int,

@@ -60,6 +60,16 @@ def publish_run(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
     con.execute(LATEST_VIEW)
 
 
+def check_and_publish(con: duckdb.DuckDBPyConnection, run_id: str, k: int) -> tuple[int, int, bool]:
+    """(users short of candidates, training items recalled, published): the run's lists become
+    what users query only when both checks find nothing."""
+    short, leaked = users_short_of_candidates(con, run_id, k), training_items_recalled(con, run_id)
+    published = short == 0 and leaked == 0
+    if published:
+        publish_run(con, run_id)
+    return short, leaked, published
+
+
 # What users query: (table in the published copy, query on the warehouse).
 PUBLISHED_TABLES = {
     "recall.latest": "select * from src.recall.latest",

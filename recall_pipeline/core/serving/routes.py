@@ -24,7 +24,7 @@ from recall_pipeline.core.evaluation import baselines
 from recall_pipeline.core.serving.fusion import gather, mmr, rank_matrix, rank_matrix_values, reciprocal_rank_fusion
 from recall_pipeline.core.ids import positions, require_same_ids
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
-from recall_pipeline.core.serving.ranking import search_top_k, tie_order, top_k_dense
+from recall_pipeline.core.serving.ranking import search_top_k, tie_order, top_k_dense, top_k_scored
 
 ROUTES = ("two_tower", "lm_profile", "lm_interest", "ease", "popularity")
 
@@ -34,9 +34,9 @@ class RouteSettings:
     """Route depth, fusion weights, popularity discount and diversity, chosen on the fit/held-out
     validation cut (``bench/tune_fusion.py``): the highest validation Recall@50 among the settings
     whose lists keep long-tail share@50 >= 0.10 and coverage@50 >= 2x EASE's (differences under
-    0.001 count as equal; then the highest coverage). With the current two-tower model the best
-    setting met both goals without a popularity discount or MMR (lambda 1.0: pure relevance);
-    both stay available for more exposure or diversity."""
+    0.001 count as equal; then the highest coverage). The popularity discount and MMR stay
+    available for more exposure or diversity; the grid and its figures are in
+    ``bench/results/tune_fusion.txt``."""
 
     depth: int = 200
     weights: dict[str, float] = field(default_factory=lambda: {
@@ -46,6 +46,7 @@ class RouteSettings:
     mmr_lambda: float = 1.0
     mmr_pool: int = 200
     ease_lambda: float = 200.0
+    ease_max_items: int = baselines.EASE_MAX_ITEMS  # above it, EASE over the most-interacted items
     seed: int = 0
 
 
@@ -73,12 +74,10 @@ def interest_route(index, rm: RatingMatrix, owners: np.ndarray, vectors: np.ndar
 
 
 def dense_route(scorer: baselines.Scorer, rm: RatingMatrix, rows: np.ndarray, depth: int,
-                seed: int = 0, batch: int = 1024) -> np.ndarray:
+                seed: int = 0) -> np.ndarray:
     """Top ``depth`` of a dense scorer for the given rows (others -1), training items excluded."""
     lists = np.full((len(rm.user_ids), depth), -1, dtype=np.int64)
-    for start in range(0, len(rows), batch):
-        part = rows[start:start + batch]
-        lists[part], _ = top_k_dense(scorer(part), depth, rm.matrix, part, seed)
+    lists[rows], _ = top_k_scored(scorer, rows, depth, len(rm.item_ids), rm.matrix, seed)
     return lists
 
 
@@ -110,8 +109,8 @@ def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_use
     owners = positions(rm.user_ids, interest_user_ids, "interest users among the rating matrix's users")
     out["lm_interest"] = interest_route(index, rm, owners, interests, depth, settings.seed)
     if len(history):
-        out["ease"] = dense_route(baselines.ease(rm.matrix, settings.ease_lambda), rm, history, depth,
-                                  settings.seed)
+        out["ease"] = dense_route(baselines.ease(rm.matrix, settings.ease_lambda, settings.ease_max_items),
+                                  rm, history, depth, settings.seed)
     newcomers = np.setdiff1d(np.arange(n_users), history)
     if len(newcomers):
         top, _ = top_k_dense(baselines.popularity_scores(rm.matrix)[None, :], depth, seed=settings.seed)

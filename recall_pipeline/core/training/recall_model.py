@@ -201,3 +201,38 @@ def serving_or_none(folder: Path, item_ids: np.ndarray, lm_vectors: np.ndarray,
         return two_tower.load_for_catalogue(folder, item_ids, lm_vectors, encoder)
     except two_tower.EncoderMismatchError:
         return None
+
+
+@dataclass(frozen=True)
+class TrainingInputs:
+    """What one training reads: the protocol's split, the rating matrix, and the catalogue's
+    LM embeddings (in the rating matrix's item order) with the key of the encoder that made them."""
+
+    split: pl.DataFrame
+    rm: RatingMatrix
+    item_ids: np.ndarray
+    lm_vectors: np.ndarray
+    encoder: str
+
+    @property
+    def train_rows(self) -> int:
+        return self.split.filter(pl.col("part") == "train").height
+
+
+def train_and_register(inputs: TrainingInputs, settings: ModelSettings, folder: Path,
+                       tracking_uri: str, tracker, mlflow_run_id: str, dagster_run_id: str,
+                       info: Callable[[str], None], lm_top=None) -> tuple[two_tower.TrainingResult, Outcome]:
+    """One training inside the active MLflow run (``tracker``): parameters and data snapshot
+    logged, per-epoch progress logged, the model saved to ``folder``, registered and judged."""
+    snapshot = data_snapshot(inputs.split)
+    tracker.log_params({**flat_params(settings), **snapshot, "encoder": inputs.encoder})
+    result = train(inputs.split, inputs.rm, inputs.lm_vectors, settings, log=epoch_logger(info, tracker),
+                   lm_top=lm_top)
+    outcome = register_and_judge(
+        result, inputs.split, inputs.rm, inputs.item_ids, inputs.lm_vectors, inputs.encoder, folder, tracking_uri,
+        mlflow_run_id, tags={"dagster_run_id": dagster_run_id, "encoder": inputs.encoder,
+                             **{k: str(v) for k, v in snapshot.items()}})
+    tracker.log_metrics({"best_epoch": result.best_epoch, "best_validation_recall_at_50": result.best_validation_recall,
+                         "train_seconds": result.seconds, model_registry.MAIN_METRIC: outcome.promotion.candidate_value})
+    return result, outcome
+

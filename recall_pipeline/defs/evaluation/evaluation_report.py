@@ -1,24 +1,16 @@
 """``evaluation_report``: the protocol's figures for the published lists and the baselines."""
 
-from datetime import datetime, timezone
-
 import dagster as dg
 import polars as pl
 
-from recall_pipeline.core.serving.candidates import lists_from_frame, profile_scorer, route_shares, vectors_by_user
-from recall_pipeline.core.evaluation.protocol import build_evaluation_data, evaluate
-from recall_pipeline.core.evaluation import baselines
-from recall_pipeline.core.ids import positions, require_same_ids
-from recall_pipeline.core.serving.routes import RouteSettings, interest_scorer
-from recall_pipeline.core.evaluation.report import metrics_table, mlflow_metrics, plots, render_html, write_report
+from recall_pipeline.core.evaluation import evaluation_report as evaluation
+from recall_pipeline.core.evaluation.report import log_to_mlflow, metrics_table, plots, render_html, write_report
+from recall_pipeline.core.serving.candidates import route_shares
 from recall_pipeline.defs import tables
 from recall_pipeline.defs.metadata import markdown_table
-from recall_pipeline.defs.tables import interest_vectors, item_vectors, rating_matrix
 from recall_pipeline.resources import MlflowTracking, PipelineHome, Warehouse
 
 RANGE_CHECK = "metrics_within_unit_interval"
-# Novelty is in bits (-log2 of a share), not a share: it is the one metric not bounded by 1.
-UNBOUNDED = ("novelty",)
 
 
 class EvaluationConfig(dg.Config):
@@ -48,82 +40,29 @@ class EvaluationConfig(dg.Config):
 )
 def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig,
                       warehouse: Warehouse, home: PipelineHome, mlflow: MlflowTracking):
-    run_id = context.run.run_id
-    rm = rating_matrix(home)
-    split = warehouse.query("select * from features.interactions_split")
-    if not warehouse.has_table("recall.published_runs"):
-        raise RuntimeError("no published recall lists yet; materialize recall_candidates first")
-    candidates = warehouse.query(
-        "select run_id, user_id, rank, item_id, model_version, route from recall.latest")
-    ids, vectors, encoder = item_vectors(warehouse)
-    require_same_ids(rm.item_ids, ids, "item embeddings against the rating matrix's items")
-    items = warehouse.query("select item_id, genres from clean.items order by item_id")
-    require_same_ids(rm.item_ids, items["item_id"].to_numpy(), "clean.items against the rating matrix's items")
-    data = build_evaluation_data(split, rm, items["genres"].to_list(), vectors)
-    profiles = warehouse.query("select user_id, embedding from features.user_profiles")
-    user_vectors = vectors_by_user(rm, profiles["user_id"].to_numpy(),
-                                   profiles["embedding"].to_numpy().reshape(profiles.height, vectors.shape[1]))
-    lm_profile = profile_scorer(user_vectors, vectors)
-    owners, interests = interest_vectors(warehouse)
-    two_tower = _two_tower_scorer(home, split, rm, ids, vectors, encoder)
-    routes = {"two_tower": two_tower, "lm_profile": lm_profile,
-              "lm_interest": interest_scorer(rm, positions(rm.user_ids, owners, "interest users"), interests, vectors),
-              "ease": baselines.ease(rm.matrix, RouteSettings.ease_lambda)}
-    with_baselines = config.baselines and rm.matrix.shape[0] * rm.matrix.shape[1] <= config.baselines_max_cells
+    run_id, inputs = context.run.run_id, tables.evaluation_inputs(warehouse, home)
+    with_baselines = evaluation.baselines_fit(inputs.rm.matrix.shape, config.baselines, config.baselines_max_cells)
     if config.baselines and not with_baselines:
-        context.log.warning(f"baselines skipped: {rm.matrix.shape} is above baselines_max_cells")
-    report = evaluate(split, data, lists_from_frame(rm, candidates), final_cold=two_tower,
-                      routes=routes, with_baselines=with_baselines)
-
-    model_version = candidates["model_version"][0]
-    metrics = pl.DataFrame(report.rows).select(
-        pl.lit(run_id).alias("run_id"), pl.lit(model_version).alias("model_version"), pl.all(),
-        pl.lit(candidates["run_id"][0]).alias("candidates_run_id"),
-        pl.lit(datetime.now(timezone.utc).replace(tzinfo=None)).alias("created_at"))
-    if warehouse.has_table("eval.metrics"):
-        with warehouse.connect() as con:
-            con.execute("delete from eval.metrics where run_id = ?", [run_id])
-    warehouse.append_table("eval.metrics", metrics)
-
-    images = plots(report, data.train_counts, route_shares(candidates))
-    path = write_report(home.layout.reports, run_id, render_html(report, images, run_id, model_version), images)
-    with mlflow.start_run("evaluation_report", {"dagster_run_id": run_id,
-                                                "model_version": model_version}) as (client, mlflow_run):
-        client.log_metrics(mlflow_metrics(report.rows))
-        client.log_params({f"{name}.{t['parameter']}": t["value"] for name, t in report.tuning.items()})
-        client.log_artifact(str(path))
-
+        context.log.warning(f"baselines skipped: {inputs.rm.matrix.shape} is above baselines_max_cells")
+    report, data = evaluation.evaluate_published(inputs, with_baselines)
+    warehouse.replace_rows("eval.metrics", evaluation.metrics_frame(report, run_id, inputs.candidates),
+                           "run_id = ?", [run_id])
+    model_version = inputs.candidates["model_version"][0]
+    images = plots(report, data.train_counts, route_shares(inputs.candidates))
+    path = write_report(home.layout.reports, home.layout.latest_report, run_id,
+                        render_html(report, images, run_id, model_version), images)
+    with mlflow.start_run("evaluation_report", {"dagster_run_id": run_id, "model_version": model_version}) as (
+            tracker, mlflow_run):
+        log_to_mlflow(tracker, report, path)
     stored = warehouse.query("select metric, value from eval.metrics where run_id = ?", [run_id])
-    bounded = stored.filter(~pl.col("metric").is_in(UNBOUNDED))["value"]
-    yield dg.AssetCheckResult(check_name=RANGE_CHECK,
-                              passed=bool(bounded.len() and bounded.is_between(0.0, 1.0).all()),
+    yield dg.AssetCheckResult(check_name=RANGE_CHECK, passed=evaluation.within_unit_interval(stored),
                               metadata={"metrics": stored.height})
-    warm = metrics_table(report.rows, "warm").with_columns(pl.selectors.float().round(4))
+    warm, cold = (metrics_table(report.rows, s).with_columns(pl.selectors.float().round(4)) for s in ("warm", "cold"))
     with pl.Config(tbl_cols=-1, tbl_width_chars=200, tbl_hide_column_data_types=True):
         context.log.info(f"evaluation (warm slice):\n{warm}")
     yield dg.MaterializeResult(metadata={
-        "warm": markdown_table(warm, rows=20),
-        "cold": markdown_table(metrics_table(report.rows, "cold").with_columns(pl.selectors.float().round(4))),
-        "report": dg.MetadataValue.path(str(path)),
-        "mlflow_run_id": mlflow_run.info.run_id,
+        "warm": markdown_table(warm, rows=20), "cold": markdown_table(cold),
+        "report": dg.MetadataValue.path(str(path)), "mlflow_run_id": mlflow_run.info.run_id,
         "model_version": model_version,
-        **_headline(report.rows),
+        **{name: dg.MetadataValue.float(value) for name, value in evaluation.headline(report.rows).items()},
     })
-
-
-def _two_tower_scorer(home: PipelineHome, split: pl.DataFrame, rm, ids, lm_vectors, encoder: str):
-    """The serving two-tower model as a dense scorer (also what ranks cold items: from text)."""
-    from recall_pipeline.core.training import recall_model as training
-
-    from recall_pipeline.core.training import two_tower
-
-    model, _ = tables.two_tower_model(home.layout.indexes / "two_tower", ids, lm_vectors, encoder)
-    return two_tower.dense_scorer(model, training.training_sequences(split, rm), len(rm.user_ids))
-
-
-def _headline(rows: list[dict]) -> dict[str, dg.MetadataValue]:
-    """Numeric metadata that the asset page plots over time."""
-    wanted = {("warm", "recall", 50), ("warm", "ndcg", 10), ("warm", "coverage", 50),
-              ("cold", "recall", 20), ("sparse", "recall", 50)}
-    return {f"{r['model']}/{r['slice']}/{r['metric']}@{r['k']}": dg.MetadataValue.float(round(r["value"], 4))
-            for r in rows if (r["slice"], r["metric"], r["k"]) in wanted}

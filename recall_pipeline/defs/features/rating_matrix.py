@@ -4,16 +4,12 @@ import dagster as dg
 
 from recall_pipeline.core.features.rating_matrix import build_rating_matrix, save_rating_matrix
 from recall_pipeline.core.features.split import SplitProtocol, split_interactions, split_summary
+from recall_pipeline.defs.config import config_from
 from recall_pipeline.resources import PipelineHome, Warehouse
 
 
-class SplitConfig(dg.Config):
-    """The split protocol of docs/EVALUATION.md; the defaults are the reference benchmark."""
-
-    cold_fraction: float = 0.1
-    test_fraction: float = 0.2
-    seed: int = 0
-    relevance_threshold: float = 4.0
+SplitConfig = config_from(SplitProtocol, "SplitConfig",
+                          "The split protocol of docs/EVALUATION.md; the defaults are the reference benchmark.")
 
 
 @dg.asset(
@@ -32,7 +28,7 @@ def rating_matrix(context: dg.AssetExecutionContext, config: SplitConfig, wareho
     items = warehouse.query("select item_id from clean.items")["item_id"].to_numpy()
     split = split_interactions(clean, SplitProtocol(**config.model_dump()))
     matrix = build_rating_matrix(split, items)
-    path = home.layout.features / "rating_matrix.npz"
+    path = home.layout.rating_matrix
     save_rating_matrix(matrix, path)
     warehouse.replace_table("features.interactions_split", split)
     warehouse.replace_table("features.user_index", matrix.user_index())

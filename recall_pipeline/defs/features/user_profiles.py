@@ -8,18 +8,15 @@ import polars as pl
 from recall_pipeline.core.features.user_profiles import (
     ProfileSettings, build_user_profiles, interest_texts, multi_interests,
 )
+from recall_pipeline.defs.config import config_from
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.defs.tables import item_vectors
 from recall_pipeline.resources import DataSource, TextEncoderResource, Warehouse
 
 
-class ProfileConfig(dg.Config):
-    """How history is weighted and summarised (see recall_pipeline.core.features.user_profiles)."""
-
-    half_life_days: float = ProfileSettings.half_life_days
-    dislike_weight: float = ProfileSettings.dislike_weight
-    max_interests: int = ProfileSettings.max_interests
-    items_per_interest: int = ProfileSettings.items_per_interest
+# rating_max comes from the data source, which knows the rating scale
+ProfileConfig = config_from(ProfileSettings, "ProfileConfig", "How history is weighted and summarised "
+                            "(see recall_pipeline.core.features.user_profiles).", exclude=("rating_max",))
 
 
 @dg.asset(

@@ -7,7 +7,6 @@ import dagster as dg
 import polars as pl
 
 from recall_pipeline.core.ingest import feedback
-from recall_pipeline.core.ingest.sources import SourceError
 from recall_pipeline.resources import PipelineHome, Warehouse
 
 FEEDBACK_KIND = "feedback"
@@ -37,23 +36,8 @@ def feedback_events(context: dg.AssetExecutionContext, config: FeedbackConfig, w
     done = set()
     if warehouse.has_table("raw.feedback_batches"):
         done = set(warehouse.query("select content_hash from raw.feedback_batches")["content_hash"])
-    counts = {"ingested": 0, "rows": 0, "already_ingested": 0, "rejected": 0, "missing": 0}
-    for path in files:
-        if not path.exists():  # moved by an earlier run of the same request
-            counts["missing"] += 1
-            continue
-        digest = feedback.content_hash(path)
-        if digest in done:
-            feedback.move(path, inbox, feedback.DUPLICATES, f"same content as an ingested file ({digest})")
-            counts["already_ingested"] += 1
-            continue
-        try:
-            rows = feedback.read_feedback(path, batch_id=f"feedback-{digest[:16]}")
-        except SourceError as exc:
-            feedback.move(path, inbox, feedback.REJECTED, str(exc))
-            context.log.warning(f"rejected {path.name}: {exc}")
-            counts["rejected"] += 1
-            continue
+
+    def store(rows: pl.DataFrame, digest: str, path: Path) -> None:
         warehouse.append_tables({  # rows and their batch record land together, or not at all
             "raw.interactions": rows.with_columns(source_kind=pl.lit(FEEDBACK_KIND)),
             "raw.feedback_batches": pl.DataFrame({
@@ -61,9 +45,7 @@ def feedback_events(context: dg.AssetExecutionContext, config: FeedbackConfig, w
                 "dagster_run_id": [context.run.run_id],
                 "ingested_at": [datetime.now(timezone.utc).replace(tzinfo=None)]}),
         })
-        feedback.move(path, inbox, feedback.ARCHIVE)
-        done.add(digest)
-        counts["ingested"] += 1
-        counts["rows"] += rows.height
         context.log.info(f"ingested {rows.height} events from {path.name}")
+
+    counts = feedback.ingest_files(files, inbox, done, store, context.log.warning)
     return dg.MaterializeResult(metadata={**counts, "inbox": dg.MetadataValue.path(str(inbox))})

@@ -3,22 +3,15 @@
 import dagster as dg
 
 from recall_pipeline.core.serving.index import IndexSettings, build_and_write
+from recall_pipeline.defs.config import config_from
 from recall_pipeline.defs.tables import item_vectors
 from recall_pipeline.resources import PipelineHome, Warehouse
 
 MANIFEST_CHECK = "index_matches_embeddings"
 
 
-class IndexConfig(dg.Config):
-    """Exact search up to ``exact_max_items`` items, then ``approximate`` ("hnsw" or "ivf")."""
-
-    exact_max_items: int = IndexSettings.exact_max_items
-    approximate: str = IndexSettings.approximate
-    hnsw_m: int = IndexSettings.hnsw_m
-    hnsw_ef_construction: int = IndexSettings.hnsw_ef_construction
-    hnsw_ef_search: int = IndexSettings.hnsw_ef_search
-    ivf_lists: int = IndexSettings.ivf_lists
-    ivf_probe: int = IndexSettings.ivf_probe
+IndexConfig = config_from(IndexSettings, "IndexConfig",
+                          'Exact search up to ``exact_max_items`` items, then ``approximate`` ("hnsw" or "ivf").')
 
 
 @dg.asset(
@@ -37,7 +30,7 @@ class IndexConfig(dg.Config):
 def faiss_index(context: dg.AssetExecutionContext, config: IndexConfig, warehouse: Warehouse,
                 home: PipelineHome):
     ids, vectors, model = item_vectors(warehouse)
-    folder = home.layout.indexes / "items"
+    folder = home.layout.item_index
     manifest, problem = build_and_write(vectors, ids, model, folder, IndexSettings(**config.model_dump()))
     yield dg.AssetCheckResult(check_name=MANIFEST_CHECK, passed=not problem,
                               metadata={"items": len(ids), "problem": problem or "none"})

@@ -38,7 +38,7 @@ def two_tower_index(context: dg.AssetExecutionContext, config: TwoTowerIndexConf
     from recall_pipeline.core.training import model_registry
 
     version = model_registry.resolve(mlflow.tracking_uri, config.model_version)
-    folder = home.layout.indexes / "two_tower"
+    folder = home.layout.two_tower_index
     _replace_model(folder / "model", mlflow.tracking_uri, version)
     ids, lm_vectors, encoder = tables.item_vectors(warehouse)
     key = f"{model_registry.MODEL_NAME}/v{version}"

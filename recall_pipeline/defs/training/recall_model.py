@@ -7,8 +7,8 @@ import polars as pl
 from recall_pipeline.core.training import model_registry
 from recall_pipeline.core.ids import require_same_ids
 from recall_pipeline.core.training.two_tower.settings import Architecture, TrainingSettings
+from recall_pipeline.defs import tables
 from recall_pipeline.defs.metadata import markdown_table
-from recall_pipeline.defs.tables import item_vectors, rating_matrix
 from recall_pipeline.resources import MlflowTracking, PipelineHome, TextEncoderResource, Warehouse
 
 class RecallModelConfig(dg.Config):
@@ -56,48 +56,28 @@ def recall_model(context: dg.AssetExecutionContext, config: RecallModelConfig, w
                  home: PipelineHome, mlflow: MlflowTracking, encoder: TextEncoderResource) -> dg.MaterializeResult:
     from recall_pipeline.core.training import recall_model as training
 
-    split = warehouse.query("select user_id, item_id, rating, timestamp, part, val_part, is_relevant "
-                            "from features.interactions_split")
-    rm = rating_matrix(home)
-    ids, vectors, encoder_key = item_vectors(warehouse)
-    require_same_ids(rm.item_ids, ids, "the item embeddings against the rating matrix's items")
-    snapshot = training.data_snapshot(split)
+    run_id, inputs = context.run.run_id, tables.training_inputs(warehouse, home)
     champion = model_registry.champion_version(mlflow.tracking_uri)
-    skip = training.retrain_not_needed(mlflow.tracking_uri, champion, snapshot["train_rows"], encoder_key,
+    skip = training.retrain_not_needed(mlflow.tracking_uri, champion, inputs.train_rows, inputs.encoder,
                                        config.retrain_min_new_interactions)
     if skip:
         context.log.info(skip)
         return dg.MaterializeResult(metadata={"retrained": False, "reason": skip, "champion": champion or ""})
-
     settings = training.settings_from(config.model_dump(exclude={"retrain_min_new_interactions"}))
-    lm_top = _lm_top_layers(warehouse, encoder, ids, encoder_key, config.lm_finetune_layers)
-    with mlflow.start_run("recall_model", {"dagster_run_id": context.run.run_id,
-                                           "encoder": encoder_key}) as (tracker, run):
-        tracker.log_params({**training.flat_params(settings), **snapshot, "encoder": encoder_key})
-        result = training.train(split, rm, vectors, settings,
-                                log=training.epoch_logger(context.log.info, tracker), lm_top=lm_top)
-        folder = home.layout.models / "two_tower" / context.run.run_id
-        outcome = training.register_and_judge(
-            result, split, rm, ids, vectors, encoder_key, folder, mlflow.tracking_uri, run.info.run_id,
-            tags={"dagster_run_id": context.run.run_id, "encoder": encoder_key,
-                  **{k: str(v) for k, v in snapshot.items()}})
-        tracker.log_metrics({"best_epoch": result.best_epoch,
-                             "best_validation_recall_at_50": result.best_validation_recall,
-                             "train_seconds": result.seconds,
-                             model_registry.MAIN_METRIC: outcome.promotion.candidate_value})
-    warehouse.append_table("models.versions", outcome.row(context.run.run_id, run.info.run_id))
+    lm_top = _lm_top_layers(warehouse, encoder, inputs.item_ids, inputs.encoder, config.lm_finetune_layers)
+    folder = home.layout.trained_model(run_id)
+    with mlflow.start_run("recall_model", {"dagster_run_id": run_id, "encoder": inputs.encoder}) as (tracker, run):
+        result, outcome = training.train_and_register(inputs, settings, folder, mlflow.tracking_uri, tracker,
+                                                      run.info.run_id, run_id, context.log.info, lm_top)
+    warehouse.append_table("models.versions", outcome.row(run_id, run.info.run_id))
     context.log.info(outcome.promotion.reason)
     return dg.MaterializeResult(metadata={
-        "retrained": True,
-        "version": outcome.promotion.version,
-        "champion": outcome.champion,
-        "promoted": outcome.promotion.promoted,
-        "decision": outcome.promotion.reason,
+        "retrained": True, "version": outcome.promotion.version, "champion": outcome.champion,
+        "promoted": outcome.promotion.promoted, "decision": outcome.promotion.reason,
         "best_epoch": result.best_epoch,
         "validation_recall@50": dg.MetadataValue.float(round(result.best_validation_recall, 4)),
         "warm_recall@50": dg.MetadataValue.float(round(outcome.promotion.candidate_value, 4)),
-        "train_seconds": round(result.seconds, 1),
-        "mlflow_run_id": run.info.run_id,
+        "train_seconds": round(result.seconds, 1), "mlflow_run_id": run.info.run_id,
         "epochs": markdown_table(pl.DataFrame(result.history).with_columns(pl.selectors.float().round(4)), rows=60),
         "path": dg.MetadataValue.path(str(folder)),
     })

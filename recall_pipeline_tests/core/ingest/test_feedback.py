@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from recall_pipeline.core.ingest.feedback import content_hash, read_feedback, triage
+from recall_pipeline.core.ingest.feedback import content_hash, ingest_files, read_feedback, triage
 from recall_pipeline.core.ingest.sources import SourceError
 
 
@@ -56,3 +56,21 @@ def test_triage_requests_new_files_once_and_moves_the_rest(tmp_path):
     # next tick: a.csv is waiting for its run, so nothing new is requested
     assert triage(inbox, {new[0][1]: "a.csv"}) == ([], 0, 0)
     assert sorted(p.name for p in inbox.iterdir() if p.is_file()) == ["a.csv", "notes.txt"]
+
+
+def test_ingest_files_stores_each_content_once_and_sorts_the_rest(tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    good = "user_id,item_id,rating,timestamp\n1,2,4.5,2026-11-01\n1,3,5,2026-11-02\n"
+    (inbox / "a.csv").write_text(good)
+    (inbox / "copy_of_a.csv").write_text(good)
+    (inbox / "bad.csv").write_text("user_id,item_id,timestamp\n1,2,3\n")
+    stored, warnings = [], []
+    files = [inbox / "a.csv", inbox / "copy_of_a.csv", inbox / "bad.csv", inbox / "gone.csv"]
+    counts = ingest_files(files, inbox, set(), lambda rows, digest, path: stored.append((path.name, rows.height)),
+                          warnings.append)
+    assert counts == {"ingested": 1, "rows": 2, "already_ingested": 1, "rejected": 1, "missing": 1}
+    assert stored == [("a.csv", 2)]
+    assert (inbox / "archive" / "a.csv").exists() and (inbox / "duplicates" / "copy_of_a.csv").exists()
+    assert (inbox / "rejected" / "bad.csv").exists() and "rating or an event_type" in warnings[0]
+    assert not list(inbox.glob("*.csv"))

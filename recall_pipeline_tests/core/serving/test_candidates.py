@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from recall_pipeline.core.serving.candidates import lists_from_frame, vectors_by_user
-from recall_pipeline.core.serving.fusion import mmr, reciprocal_rank_fusion
+from recall_pipeline.core.serving.fusion import gather, mmr, rank_matrix, reciprocal_rank_fusion
 from recall_pipeline.core.ids import CatalogueMismatchError
 from recall_pipeline.core.serving.index import build_exact_index
 from recall_pipeline.core.features.rating_matrix import build_rating_matrix
@@ -64,7 +64,7 @@ def test_reciprocal_rank_fusion_rewards_agreement_and_weights():
     # item 1: 1/(1+2) + 1/(1+1) beats item 0: 1/(1+1)
     assert fused.items[0].tolist() == [1, 0, 3, 2]
     assert fused.scores[0, 0] == pytest.approx(1 / 3 + 1 / 2)
-    assert fused.route_ranks["b"][0].tolist() == [1, 0, 2, 0]
+    assert gather(rank_matrix(b, 5), fused.items)[0].tolist() == [1, 0, 2, 0]
     heavy_a = reciprocal_rank_fusion({"a": a, "b": b}, {"a": 10.0, "b": 1.0}, k=4, n_items=5, c=1.0)
     assert heavy_a.items[0].tolist()[:3] == [0, 1, 2]
 

@@ -1,0 +1,85 @@
+"""What the ``evaluation_report`` asset computes: the published lists, each recall route alone
+and the CF baselines scored under the protocol on one split, and the figures shaped for the
+warehouse, the asset page and MLflow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import polars as pl
+
+from recall_pipeline.core.evaluation import baselines
+from recall_pipeline.core.evaluation.protocol import EvaluationData, Report, build_evaluation_data, evaluate
+from recall_pipeline.core.features.rating_matrix import RatingMatrix
+from recall_pipeline.core.features.user_profiles import profile_scorer
+from recall_pipeline.core.ids import positions
+from recall_pipeline.core.serving.candidates import lists_from_frame, vectors_by_user
+from recall_pipeline.core.serving.routes import RouteSettings, interest_scorer
+
+# Novelty is in bits (-log2 of a share), not a share: it is the one metric not bounded by 1.
+UNBOUNDED = ("novelty",)
+HEADLINE = {("warm", "recall", 50), ("warm", "ndcg", 10), ("warm", "coverage", 50),
+            ("cold", "recall", 20), ("sparse", "recall", 50)}
+
+
+@dataclass(frozen=True)
+class EvaluationInputs:
+    """Everything one evaluation reads, aligned on the rating matrix's axes."""
+
+    split: pl.DataFrame             # features.interactions_split
+    rm: RatingMatrix
+    candidates: pl.DataFrame        # the published lists (recall.latest)
+    item_vectors: np.ndarray        # LM embeddings in the rating matrix's item order
+    genres: list[list[str]]         # per item, same order
+    profiles: pl.DataFrame          # user_id, embedding (history vectors)
+    interest_owners: np.ndarray     # user id of each interest vector
+    interests: np.ndarray
+    two_tower: baselines.Scorer     # the serving model version as a dense scorer
+
+
+def baselines_fit(shape: tuple[int, int], enabled: bool, max_cells: int) -> bool:
+    """Whether the dense CF baselines run: enabled and users x items within ``max_cells``."""
+    return enabled and shape[0] * shape[1] <= max_cells
+
+
+def route_scorers(inputs: EvaluationInputs) -> dict[str, baselines.Scorer]:
+    """Each recall route as a dense scorer, so that each can be evaluated alone."""
+    rm, vectors = inputs.rm, inputs.item_vectors
+    profiles = inputs.profiles
+    user_vectors = vectors_by_user(rm, profiles["user_id"].to_numpy(),
+                                   profiles["embedding"].to_numpy().reshape(profiles.height, vectors.shape[1]))
+    owners = positions(rm.user_ids, inputs.interest_owners, "interest users")
+    return {"two_tower": inputs.two_tower, "lm_profile": profile_scorer(user_vectors, vectors),
+            "lm_interest": interest_scorer(rm, owners, inputs.interests, vectors),
+            "ease": baselines.ease(rm.matrix, RouteSettings.ease_lambda, RouteSettings.ease_max_items)}
+
+
+def evaluate_published(inputs: EvaluationInputs, with_baselines: bool) -> tuple[Report, EvaluationData]:
+    """The protocol's figures for the published lists (cold slice: the two-tower model ranking
+    the cold items from their text), every route alone and, if asked, the baselines."""
+    data = build_evaluation_data(inputs.split, inputs.rm, inputs.genres, inputs.item_vectors)
+    report = evaluate(inputs.split, data, lists_from_frame(inputs.rm, inputs.candidates),
+                      final_cold=inputs.two_tower, routes=route_scorers(inputs), with_baselines=with_baselines)
+    return report, data
+
+
+def metrics_frame(report: Report, run_id: str, candidates: pl.DataFrame) -> pl.DataFrame:
+    """``eval.metrics`` rows of this run, naming the model version and lists they score."""
+    return pl.DataFrame(report.rows).select(
+        pl.lit(run_id).alias("run_id"), pl.lit(candidates["model_version"][0]).alias("model_version"), pl.all(),
+        pl.lit(candidates["run_id"][0]).alias("candidates_run_id"),
+        pl.lit(datetime.now(timezone.utc).replace(tzinfo=None)).alias("created_at"))
+
+
+def within_unit_interval(stored: pl.DataFrame) -> bool:
+    """Every stored share or rate (all metrics but novelty) is in [0, 1], and there is one."""
+    bounded = stored.filter(~pl.col("metric").is_in(UNBOUNDED))["value"]
+    return bool(bounded.len() and bounded.is_between(0.0, 1.0).all())
+
+
+def headline(rows: list[dict]) -> dict[str, float]:
+    """The few figures worth plotting over time on the asset page."""
+    return {f"{r['model']}/{r['slice']}/{r['metric']}@{r['k']}": round(r["value"], 4)
+            for r in rows if (r["slice"], r["metric"], r["k"]) in HEADLINE}

@@ -1,0 +1,65 @@
+"""What the ``recall_candidates`` asset computes: every route's lists for every user of the
+rating matrix, fused and re-ranked, as the rows of ``recall.candidates``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import polars as pl
+
+from recall_pipeline.core.features.rating_matrix import RatingMatrix
+from recall_pipeline.core.serving.recall_tables import candidates_frame
+from recall_pipeline.core.serving.routes import MergedLists, ModelRoute, RouteSettings, merge_routes, route_lists
+
+
+@dataclass(frozen=True)
+class RecallInputs:
+    """What one recall run reads: the catalogue and its LM index, the rating matrix, the
+    profiles, and the serving two-tower model's route with its version key."""
+
+    item_ids: np.ndarray
+    item_vectors: np.ndarray
+    encoder: str
+    lm_index: object
+    lm_index_type: str              # as the index manifest names it (flat, hnsw, ivf)
+    rm: RatingMatrix
+    profiles: pl.DataFrame          # user_id, embedding
+    interest_owners: np.ndarray
+    interests: np.ndarray
+    model_route: ModelRoute
+    model_key: str
+
+    @property
+    def model_version(self) -> str:
+        """What every candidate row names as its source: model version plus encoder."""
+        return f"{self.model_key}+{self.encoder}"
+
+
+def two_tower_route(model, index, train: pl.DataFrame, rm: RatingMatrix) -> ModelRoute:
+    """The model's user vectors from each user's latest training history, with its index."""
+    from recall_pipeline.core.training import recall_model, two_tower
+
+    rows, history, ratings = recall_model.training_sequences(train, rm).last_windows(model.architecture.history_length)
+    return ModelRoute(index, rows, two_tower.user_vectors(model, history, ratings))
+
+
+def recall(inputs: RecallInputs, settings: RouteSettings, k: int) -> MergedLists:
+    """Every route's lists, merged with the popularity discount and re-ranked to ``k``."""
+    profiles = inputs.profiles
+    lists = route_lists(inputs.lm_index, inputs.item_ids, inputs.rm, profiles["user_id"].to_numpy(),
+                        np.ascontiguousarray(profiles["embedding"].to_numpy(), dtype=np.float32),
+                        inputs.interest_owners, inputs.interests, settings, inputs.model_route)
+    return merge_routes(lists, inputs.item_vectors, k, settings,
+                        train_counts=np.diff(inputs.rm.matrix.tocsc().indptr))
+
+
+def candidates_table(inputs: RecallInputs, merged: MergedLists, run_id: str) -> pl.DataFrame:
+    """The rows of ``recall.candidates`` for this run."""
+    return candidates_frame(inputs.rm, merged).select(
+        pl.lit(run_id).alias("run_id"),
+        pl.lit(inputs.model_version).alias("model_version"),
+        pl.all(),
+        pl.lit(datetime.now(timezone.utc).replace(tzinfo=None)).alias("created_at"),
+    )

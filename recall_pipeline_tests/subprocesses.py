@@ -1,0 +1,89 @@
+"""Real processes for the crash tests: the `recall-pipeline` CLI, and a run that holds a slot."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from recall_pipeline.settings import HOME_ENV, HomeLayout
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# A run of a one-step job whose step sits in the "warehouse" pool: it holds the pool's only slot
+# until it is killed, and its process is tagged as the run's owner, as `recall-pipeline run` does.
+HOLDER = """
+import time
+import dagster as dg
+from recall_pipeline.run_recovery import owner_tags
+
+@dg.op(pool="warehouse")
+def hold_warehouse_slot():
+    print("holding the warehouse slot", flush=True)
+    time.sleep(600)
+
+@dg.job
+def slot_holder():
+    hold_warehouse_slot()
+
+with dg.DagsterInstance.get() as instance:
+    slot_holder.execute_in_process(instance=instance, tags=owner_tags())
+"""
+
+
+def home_env(home: HomeLayout, **extra: str) -> dict[str, str]:
+    return {**os.environ, HOME_ENV: str(home.root), "DAGSTER_HOME": str(home.dagster_home), **extra}
+
+
+class Process:
+    """A subprocess whose combined output goes to a file, so that tests can wait for a line."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+        self.log = log
+        with log.open("w") as out:
+            self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                          start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(pattern, self.output())
+            if found:
+                return found
+            if self.popen.poll() is not None:
+                raise AssertionError(f"exited ({self.popen.returncode}) before {pattern!r}:\n{self.output()[-4000:]}")
+            time.sleep(0.2)
+        raise AssertionError(f"no {pattern!r} within {timeout} s:\n{self.output()[-4000:]}")
+
+    def wait(self, timeout: float) -> int:
+        return self.popen.wait(timeout=timeout)
+
+    def last_lines(self, n: int) -> list[str]:
+        return self.output().strip().splitlines()[-n:]
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+
+
+def cli(home: HomeLayout, log: Path, *args: str, **env: str) -> Process:
+    """`recall-pipeline <args>` on the home, as a user starts it."""
+    return Process([str(BIN / "recall-pipeline"), *args], home_env(home, **env), log)
+
+
+def slot_holder(env: dict[str, str], log: Path) -> Process:
+    """Start a run that holds the warehouse slot; returns once it holds it."""
+    holder = Process([sys.executable, "-c", HOLDER], env, log)
+    holder.wait_for("holding the warehouse slot", 120)
+    return holder
