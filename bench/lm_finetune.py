@@ -52,7 +52,7 @@ def main() -> None:
     _, holdout = validation_matrices(split, rm)
     data = build_evaluation_data(split, rm, None, vectors)
     serving = training_sequences(split, rm)
-    base = two_tower.TwoTowerSettings(max_epochs=args.epochs, refit=False)
+    base = two_tower.TrainingSettings(max_epochs=args.epochs, refit=False)
 
     started = time.perf_counter()
     top = TopLayers.from_encoder(TextEncoder(), texts, args.layers)
@@ -63,7 +63,7 @@ def main() -> None:
     for name, settings, lm_top in (("frozen LM (default)", base, None),
                                    (f"top {args.layers} LM layer(s) fine-tuned",
                                     replace(base, lm_finetune_layers=args.layers), top)):
-        result = two_tower.train_two_tower(vectors, fit, fit, holdout, settings, lm_top=lm_top,
+        result = two_tower.train_two_tower(vectors, fit, fit, holdout, training=settings, lm_top=lm_top,
                                            log=lambda e: print(f"  {name}: {e}", flush=True))
         per_epoch = result.seconds / len(result.history)
         warm, cold = scorer_lists(two_tower.dense_scorer(result.model, serving, len(rm.user_ids)), data)

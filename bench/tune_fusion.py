@@ -76,8 +76,8 @@ def main() -> None:
     interest_vectors = np.vstack([interests["embedding"].to_numpy(), text_vectors]).astype(np.float32)
     fit_seq = two_tower.build_sequences(fit_rows, rm.user_ids, ids)
     model = two_tower.train_two_tower(vectors, fit_seq, fit_seq, holdout,
-                                      two_tower.TwoTowerSettings(refit=False)).model
-    user_rows, history, ratings = fit_seq.last_windows(model.settings.history_length)
+                                      training=two_tower.TrainingSettings(refit=False)).model
+    user_rows, history, ratings = fit_seq.last_windows(model.architecture.history_length)
     model_route = ModelRoute(build_exact_index(two_tower.item_vectors(model)), user_rows,
                              two_tower.user_vectors(model, history, ratings))
     lists = route_lists(build_exact_index(vectors), ids, rm, profiles.user_ids, profiles.vectors,

@@ -10,7 +10,6 @@ folder that a full run has filled.
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -21,7 +20,7 @@ from recall_pipeline.settings import HomeLayout  # noqa: E402
 from recall_pipeline.core.training import two_tower
 from recall_pipeline.core.evaluation.protocol import validation_matrices
 from recall_pipeline.core.features.rating_matrix import load_rating_matrix
-from recall_pipeline.core.training.recall_model import SEQUENCE_COLUMNS
+from recall_pipeline.core.training.recall_model import SEQUENCE_COLUMNS, settings_from
 
 VARIANTS = {
     "default": {},
@@ -53,8 +52,8 @@ def main() -> None:
     for name, change in VARIANTS.items():
         if args.only and name not in args.only:
             continue
-        settings = replace(two_tower.TwoTowerSettings(refit=False), **change)
-        result = two_tower.train_two_tower(vectors, fit, fit, holdout, settings)
+        settings = settings_from({"refit": False, **change})
+        result = two_tower.train_two_tower(vectors, fit, fit, holdout, *settings)
         print(f"{name:<30} {result.best_epoch:>10} {result.best_validation_recall:>9.4f} "
               f"{result.seconds / len(result.history):>8.1f}", flush=True)
 

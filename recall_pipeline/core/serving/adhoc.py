@@ -19,7 +19,7 @@ def history_recall(history: np.ndarray, model: two_tower.TwoTower, model_index, 
                    train_counts: np.ndarray | None = None) -> MergedLists:
     """Top ``k`` for one history of catalogue positions (in time order); ``train_counts`` per
     item apply the popularity discount like the nightly lists."""
-    n_items, length = len(lm_vectors), model.settings.history_length
+    n_items, length = len(lm_vectors), model.architecture.history_length
     history = np.asarray(history, dtype=np.int64)
     seen = sp.csr_matrix((np.ones(len(history)), (np.zeros(len(history), int), history)), shape=(1, n_items))
     window = np.full((1, length), -1, dtype=np.int64)

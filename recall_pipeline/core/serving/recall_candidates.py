@@ -41,7 +41,7 @@ def two_tower_route(model, index, train: pl.DataFrame, rm: RatingMatrix) -> Mode
     """The model's user vectors from each user's latest training history, with its index."""
     from recall_pipeline.core.training import recall_model, two_tower
 
-    rows, history, ratings = recall_model.training_sequences(train, rm).last_windows(model.settings.history_length)
+    rows, history, ratings = recall_model.training_sequences(train, rm).last_windows(model.architecture.history_length)
     return ModelRoute(index, rows, two_tower.user_vectors(model, history, ratings))
 
 

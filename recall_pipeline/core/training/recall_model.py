@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -26,16 +27,29 @@ from recall_pipeline.core.features.rating_matrix import RatingMatrix
 SEQUENCE_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
 
 
-def settings_from(params: dict) -> two_tower.TwoTowerSettings:
-    known = {f.name for f in fields(two_tower.TwoTowerSettings)}
-    unknown = set(params) - known
+class ModelSettings(NamedTuple):
+    """What one training of the recall model is given: the model's architecture (saved with it)
+    and the run's training settings (``two_tower.settings``); one object for the asset's config,
+    the MLflow parameters and ``train``."""
+
+    architecture: two_tower.Architecture = two_tower.Architecture()
+    training: two_tower.TrainingSettings = two_tower.TrainingSettings()
+
+
+def settings_from(params: dict) -> ModelSettings:
+    """Both halves from one flat dict of overrides (the asset's config, a bench variant)."""
+    halves = (two_tower.Architecture, two_tower.TrainingSettings)
+    names = [{f.name for f in fields(half)} for half in halves]
+    unknown = set(params).difference(*names)
     if unknown:
-        raise ValueError(f"unknown two-tower settings {sorted(unknown)}; known: {sorted(known)}")
-    return two_tower.TwoTowerSettings(**params)
+        raise ValueError(f"unknown two-tower settings {sorted(unknown)}; known: {sorted(set().union(*names))}")
+    return ModelSettings(*(half(**{k: v for k, v in params.items() if k in known})
+                           for half, known in zip(halves, names)))
 
 
-def flat_params(settings: two_tower.TwoTowerSettings) -> dict[str, str]:
-    return {name: str(value) for name, value in asdict(settings).items()}
+def flat_params(settings: ModelSettings) -> dict[str, str]:
+    """The MLflow run's parameters: every field of both halves by its own name."""
+    return {name: str(value) for half in settings for name, value in asdict(half).items()}
 
 
 def training_sequences(split: pl.DataFrame, rm: RatingMatrix) -> two_tower.Sequences:
@@ -45,15 +59,15 @@ def training_sequences(split: pl.DataFrame, rm: RatingMatrix) -> two_tower.Seque
 
 
 def train(split: pl.DataFrame, rm: RatingMatrix, lm_vectors: np.ndarray,
-          settings: two_tower.TwoTowerSettings, log: Callable[[dict], None] = lambda entry: None,
+          settings: ModelSettings, log: Callable[[dict], None] = lambda entry: None,
           lm_top=None) -> two_tower.TrainingResult:
     """Early-stop on the validation cut of training, then refit on all of training (``lm_top``:
-    the LM's top layers, when ``settings.lm_finetune_layers`` > 0)."""
+    the LM's top layers, when ``settings.training.lm_finetune_layers`` > 0)."""
     fit = two_tower.build_sequences(split.filter(pl.col("val_part") == "fit").select(SEQUENCE_COLUMNS),
                                     rm.user_ids, rm.item_ids)
     _, holdout = validation_matrices(split, rm)
-    return two_tower.train_two_tower(lm_vectors, training_sequences(split, rm), fit, holdout, settings, log,
-                                     lm_top)
+    return two_tower.train_two_tower(lm_vectors, training_sequences(split, rm), fit, holdout,
+                                     settings.architecture, settings.training, log, lm_top)
 
 
 def epoch_logger(info: Callable[[str], None], tracker) -> Callable[[dict], None]:
@@ -205,7 +219,7 @@ class TrainingInputs:
         return self.split.filter(pl.col("part") == "train").height
 
 
-def train_and_register(inputs: TrainingInputs, settings: two_tower.TwoTowerSettings, folder: Path,
+def train_and_register(inputs: TrainingInputs, settings: ModelSettings, folder: Path,
                        tracking_uri: str, tracker, mlflow_run_id: str, dagster_run_id: str,
                        info: Callable[[str], None], lm_top=None) -> tuple[two_tower.TrainingResult, Outcome]:
     """One training inside the active MLflow run (``tracker``): parameters and data snapshot

@@ -6,7 +6,7 @@ import polars as pl
 
 from recall_pipeline.core.training import model_registry
 from recall_pipeline.core.ids import require_same_ids
-from recall_pipeline.core.training.two_tower_settings import TwoTowerSettings
+from recall_pipeline.core.training.two_tower.settings import Architecture, TrainingSettings
 from recall_pipeline.defs import tables
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.resources import MlflowTracking, PipelineHome, TextEncoderResource, Warehouse
@@ -21,20 +21,20 @@ class RecallModelConfig(dg.Config):
     stays and this materialization records that nothing was retrained.
     """
 
-    dim: int = TwoTowerSettings.dim
-    hidden: int = TwoTowerSettings.hidden
-    history_length: int = TwoTowerSettings.history_length
-    id_embeddings: bool = TwoTowerSettings.id_embeddings
-    id_dropout: float = TwoTowerSettings.id_dropout
-    temperature: float = TwoTowerSettings.temperature
-    logq: bool = TwoTowerSettings.logq
-    batch_size: int = TwoTowerSettings.batch_size
-    learning_rate: float = TwoTowerSettings.learning_rate
-    max_epochs: int = TwoTowerSettings.max_epochs
-    patience: int = TwoTowerSettings.patience
-    seed: int = TwoTowerSettings.seed
-    lm_finetune_layers: int = TwoTowerSettings.lm_finetune_layers
-    lm_learning_rate: float = TwoTowerSettings.lm_learning_rate
+    dim: int = Architecture.dim
+    hidden: int = Architecture.hidden
+    history_length: int = Architecture.history_length
+    id_embeddings: bool = Architecture.id_embeddings
+    id_dropout: float = TrainingSettings.id_dropout
+    temperature: float = Architecture.temperature
+    logq: bool = TrainingSettings.logq
+    batch_size: int = TrainingSettings.batch_size
+    learning_rate: float = TrainingSettings.learning_rate
+    max_epochs: int = TrainingSettings.max_epochs
+    patience: int = TrainingSettings.patience
+    seed: int = TrainingSettings.seed
+    lm_finetune_layers: int = TrainingSettings.lm_finetune_layers
+    lm_learning_rate: float = TrainingSettings.lm_learning_rate
     retrain_min_new_interactions: int = 0
 
 

@@ -1,8 +1,9 @@
-"""The bundled MiniLM encoder: equal to a direct transformers computation, and sensible."""
+"""The bundled MiniLM encoder: equal to sentence-transformers' own encoding, and sensible."""
+
+import json
+from pathlib import Path
 
 import numpy as np
-import torch
-from transformers import AutoModel, AutoTokenizer
 
 from recall_pipeline.core.features.encode import TextEncoder, bundled_model_path
 
@@ -12,22 +13,33 @@ TEXTS = ["Alien (1979) Genres: Horror, Sci-Fi",
          "A"]
 
 
-def direct_embeddings(texts):
-    path = bundled_model_path()
-    tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
-    with torch.no_grad():
-        batch = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
-        states = model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        pooled = (states * mask).sum(1) / mask.sum(1)
-    return torch.nn.functional.normalize(pooled, dim=1).numpy()
+def sentence_transformers_embeddings(folder, texts):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device="cpu").encode(texts, normalize_embeddings=True)
 
 
-def test_matches_direct_transformers_computation(encoder):
+def test_matches_sentence_transformers(encoder):
     ours = encoder.encode(TEXTS)
-    cosine = (ours * direct_embeddings(TEXTS)).sum(axis=1)
     assert ours.shape == (4, 384) and ours.dtype == np.float32
-    assert cosine.min() > 0.9999
+    np.testing.assert_allclose(ours, sentence_transformers_embeddings(bundled_model_path(), TEXTS), atol=1e-5)
+
+
+def test_pools_as_the_model_folder_says(tmp_path):
+    """Another pooling mode in the folder's config (here 'lasttoken') is read and applied as
+    sentence-transformers does, not taken for mean pooling."""
+    bundled = Path(bundled_model_path())
+    for path in bundled.iterdir():
+        if path.name != "1_Pooling":
+            (tmp_path / path.name).symlink_to(path)
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 384,
+                                                                    "pooling_mode_lasttoken": True}))
+    encoder = TextEncoder(str(tmp_path), device="cpu")
+    assert encoder.pooling == "lasttoken"
+    ours = encoder.encode(TEXTS)
+    np.testing.assert_allclose(ours, sentence_transformers_embeddings(tmp_path, TEXTS), atol=1e-5)
+    assert (ours * TextEncoder(device="cpu").encode(TEXTS)).sum(1).min() < 0.99  # not the mean
 
 
 def test_unit_norm_order_kept_and_meaningful(encoder):

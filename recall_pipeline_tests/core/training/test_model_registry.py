@@ -17,8 +17,7 @@ from recall_pipeline.core.training import two_tower
 def store(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment = mlflow.MlflowClient(uri).create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
-    model = two_tower.TwoTower(np.eye(4, dtype=np.float32), two_tower.TwoTowerSettings(dim=4, hidden=4,
-                                                                                        history_length=2))
+    model = two_tower.TwoTower(np.eye(4, dtype=np.float32), two_tower.Architecture(dim=4, hidden=4, history_length=2))
     folder = two_tower.save_model(model, np.arange(4), tmp_path / "model", {"encoder": "lm@1"})
 
     def register(tags=None) -> str:

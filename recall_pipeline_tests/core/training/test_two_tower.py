@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -10,12 +16,13 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+import recall_pipeline
 from recall_pipeline.core.training import two_tower
 from recall_pipeline.core.evaluation.baselines import most_popular, validation_recall
 
 N_CLUSTERS, ITEMS_PER_CLUSTER, COLD_PER_CLUSTER, USERS_PER_CLUSTER = 4, 40, 8, 30
-FAST = two_tower.TwoTowerSettings(dim=32, hidden=64, history_length=10, batch_size=64, max_epochs=12,
-                                  patience=3, learning_rate=5e-3)
+SMALL = two_tower.Architecture(dim=32, hidden=64, history_length=10)
+FAST = two_tower.TrainingSettings(batch_size=64, max_epochs=12, patience=3, learning_rate=5e-3)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +60,7 @@ def planted():
 @pytest.fixture(scope="module")
 def trained(planted):
     return two_tower.train_two_tower(planted["lm"], planted["fit"], planted["fit"], planted["holdout"],
-                                     FAST.__class__(**{**FAST.__dict__, "refit": False}))
+                                     SMALL, replace(FAST, refit=False))
 
 
 def test_windows_hold_only_the_users_earlier_items():
@@ -94,8 +101,9 @@ def test_cold_items_are_retrievable_from_text_alone(planted, trained):
 
 
 def test_training_is_deterministic(planted):
-    settings = FAST.__class__(**{**FAST.__dict__, "max_epochs": 2, "refit": True})
-    runs = [two_tower.train_two_tower(planted["lm"], planted["train"], planted["fit"], planted["holdout"], settings)
+    settings = replace(FAST, max_epochs=2, refit=True)
+    runs = [two_tower.train_two_tower(planted["lm"], planted["train"], planted["fit"], planted["holdout"], SMALL,
+                                      settings)
             for _ in range(2)]
     first, second = (r.model.state_dict() for r in runs)
     assert all(torch.equal(first[name], second[name]) for name in first)
@@ -119,15 +127,51 @@ def test_save_load_round_trip_and_a_grown_catalogue(planted, trained, tmp_path):
         two_tower.load_for_catalogue(folder, planted["item_ids"], planted["lm"], "other@2")
 
 
+
+def _as_saved_before_the_split(folder, training: two_tower.TrainingSettings) -> None:
+    """Rewrite a model folder's config.json as models were saved up to 7c7430c: one "settings"
+    dict with every field of the architecture and the training run (the weights are unchanged)."""
+    config = json.loads((folder / "config.json").read_text())
+    config["settings"] = {**config.pop("architecture"), **asdict(training)}
+    del config["lm_finetuned"]
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
+def test_loads_models_saved_with_one_settings_dict(planted, trained, tmp_path):
+    """MLflow registries hold versions saved before the settings were split: they still load
+    and serve, and whether their LM embeddings were fine-tuned comes from lm_finetune_layers."""
+    folder = two_tower.save_model(trained.model, planted["item_ids"], tmp_path / "m", {"encoder": "lm@1"})
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["architecture"] == asdict(SMALL) and saved["lm_finetuned"] is False
+    _as_saved_before_the_split(folder, replace(FAST, refit=False))
+    loaded, ids, config = two_tower.load_model(folder)
+    assert loaded.architecture == SMALL and not loaded.lm_finetuned and config["encoder"] == "lm@1"
+    assert np.array_equal(two_tower.item_vectors(loaded), two_tower.item_vectors(trained.model))
+    # an old fine-tuned model: known items keep the LM embeddings stored with it, new ones take the catalogue's
+    _as_saved_before_the_split(two_tower.save_model(trained.model, planted["item_ids"], tmp_path / "ft"),
+                               replace(FAST, lm_finetune_layers=1))
+    assert two_tower.load_model(tmp_path / "ft")[0].lm_finetuned
+    catalogue = np.vstack([-planted["lm"], planted["lm"][5:6]])
+    grown = two_tower.load_for_catalogue(tmp_path / "ft", np.append(planted["item_ids"], 999), catalogue, "lm@1")
+    assert np.array_equal(grown.lm.numpy(), np.vstack([planted["lm"], planted["lm"][5:6]]))
+
+
+def test_the_settings_load_without_torch():
+    """The Dagster definitions read the settings when they load: that must not import torch."""
+    code = ("import sys; from recall_pipeline.core.training import two_tower; "
+            "two_tower.Architecture, two_tower.TrainingSettings; assert 'torch' not in sys.modules")
+    root = str(Path(recall_pipeline.__file__).parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env={**os.environ, "PYTHONPATH": root})
+
 def test_serving_vectors_give_the_training_logits(planted, trained):
     """[u, 1] . [v / temperature, bias] is the model's logit (what FAISS inner product ranks)."""
     model = trained.model
-    rows, history, ratings = planted["fit"].last_windows(model.settings.history_length)
+    rows, history, ratings = planted["fit"].last_windows(model.architecture.history_length)
     users = two_tower.user_vectors(model, history[:3], ratings[:3])
     with torch.no_grad():
         u = model.users(torch.as_tensor(history[:3]), torch.as_tensor(ratings[:3]))
         v, b = model.items(torch.arange(len(planted["item_ids"])))
-        logits = (u @ v.T / model.settings.temperature + b).numpy()
+        logits = (u @ v.T / model.architecture.temperature + b).numpy()
     np.testing.assert_allclose(users @ two_tower.item_vectors(model).T, logits, rtol=1e-4, atol=1e-4)
 
 
@@ -149,11 +193,12 @@ def test_lm_finetune_mode_trains_the_top_layer_and_serves_from_its_embeddings(tm
     frame = pl.DataFrame(rows)
     seq = two_tower.build_sequences(frame, np.arange(16), np.arange(24))
     holdout = sp.csr_matrix((16, 24))
-    settings = two_tower.TwoTowerSettings(dim=16, hidden=16, history_length=4, batch_size=16, max_epochs=2,
-                                          patience=5, lm_finetune_layers=1, lm_learning_rate=1e-3)
+    architecture = two_tower.Architecture(dim=16, hidden=16, history_length=4)
+    settings = two_tower.TrainingSettings(batch_size=16, max_epochs=2, patience=5, lm_finetune_layers=1,
+                                          lm_learning_rate=1e-3)
     with pytest.raises(ValueError, match="TopLayers"):
-        two_tower.train_two_tower(frozen, seq, seq, holdout, settings)
-    result = two_tower.train_two_tower(frozen, seq, seq, holdout, settings, lm_top=top)
+        two_tower.train_two_tower(frozen, seq, seq, holdout, architecture, settings)
+    result = two_tower.train_two_tower(frozen, seq, seq, holdout, architecture, settings, lm_top=top)
     trained = result.model
     assert all(np.isfinite(e["loss"]) for e in result.history)
     before, after = top.layers.state_dict(), trained.lm_top.layers.state_dict()

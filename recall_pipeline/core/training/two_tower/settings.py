@@ -1,0 +1,45 @@
+"""The two-tower model's settings, in two halves, apart from the model so that reading them
+needs no torch (the Dagster definitions import them when they load; keep torch out of here).
+
+``Architecture`` is what a trained model *is*: everything that rebuilding the towers and serving
+them reads. It is saved beside the weights (``persistence``), so a model folder loads without the
+run that made it. ``TrainingSettings`` is how one run trained it: read only by the loss and the
+trainer, recorded as the MLflow run's parameters, never needed to serve. The defaults of both
+were checked on the validation cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The towers' shape and the serving logit's scale (saved with the model)."""
+
+    dim: int = 128                # user and item vector size
+    hidden: int = 256             # hidden width of the item tower's MLP and the profile projection
+    history_length: int = 50      # how many recent interactions the user tower attends over
+    id_embeddings: bool = True    # learned item-id embeddings on top of the text (warm items)
+    temperature: float = 0.1      # logit = u . v / temperature + bias (item vectors carry 1 / it)
+    rating_max: float = 5.0       # the rating scale: weights of the profile, rating buckets
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """One training run: the loss's options, the optimiser, early stopping and the seed."""
+
+    id_dropout: float = 0.5       # share of items trained without their id (learns cold items)
+    logq: bool = True             # subtract log-popularity from in-batch logits
+    batch_size: int = 1024
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-5
+    max_epochs: int = 30
+    patience: int = 3             # epochs without a better validation recall before stopping
+    refit: bool = True            # after early stopping, refit on all of training
+    seed: int = 0
+    # > 0: also fine-tune the LM's top layers end to end (``core.training.lm_finetune``); off by
+    # default. The model records whether it was (``TwoTower.lm_finetuned``): serving needs that.
+    lm_finetune_layers: int = 0
+    lm_learning_rate: float = 2e-5
+

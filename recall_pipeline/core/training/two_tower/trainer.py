@@ -1,0 +1,136 @@
+"""The training loop: seeded epochs, early stopping on validation recall, then a refit.
+
+Validation follows the evaluation protocol: a chronological cut of training only (fit/held-out),
+Recall@50 each epoch, early stopping on it; then a refit on all of training for the best number
+of epochs, so the served model has seen the most recent interactions too. Deterministic on CPU:
+each phase seeds torch (the initial weights) and its own generator (each epoch's order, then
+each batch's id dropout) before building the model; adding, removing or reordering a draw
+changes every published figure.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from recall_pipeline.core.evaluation.baselines import validation_recall
+from recall_pipeline.core.training.two_tower.losses import in_batch_loss, log_q
+from recall_pipeline.core.training.two_tower.sequences import Sequences
+from recall_pipeline.core.training.two_tower.serving import dense_scorer
+from recall_pipeline.core.training.two_tower.settings import Architecture, TrainingSettings
+from recall_pipeline.core.training.two_tower.towers import TwoTower
+
+
+@dataclass
+class TrainingResult:
+    """A trained model (its best epoch's weights) and how training went."""
+
+    model: TwoTower
+    history: list[dict] = field(default_factory=list)  # per epoch: phase, epoch, loss, val recall
+    best_epoch: int = 0
+    best_validation_recall: float = 0.0
+    seconds: float = 0.0
+
+
+def train_epoch(model: TwoTower, seq: Sequences, optimizer: torch.optim.Optimizer, logq: torch.Tensor | None,
+                generator: torch.Generator, training: TrainingSettings) -> float:
+    """One pass over every target example in a seeded random order; the mean batch loss."""
+    model.train()
+    examples = seq.target_examples()
+    order = examples[torch.randperm(len(examples), generator=generator).numpy()]
+    losses = []
+    for start in range(0, len(order), training.batch_size):
+        batch = order[start:start + training.batch_size]
+        if len(batch) < 2:  # a softmax over one candidate teaches nothing
+            continue
+        loss = in_batch_loss(model, seq, batch, logq, training.id_dropout, generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, holdout: sp.csr_matrix,
+                    architecture: Architecture = Architecture(), training: TrainingSettings = TrainingSettings(),
+                    log: Callable[[dict], None] = lambda entry: None, lm_top=None) -> TrainingResult:
+    """Early-stopped on the validation cut (``fit`` sequences, ``holdout`` relevance, rows as
+    the rating matrix's users), then refit on ``train`` for the best number of epochs.
+
+    ``lm_top`` (a ``core.training.lm_finetune.TopLayers`` over the same catalogue) is given
+    exactly when ``training.lm_finetune_layers`` > 0; each phase starts from its original weights."""
+    if training.lm_finetune_layers and lm_top is None:
+        raise ValueError("lm_finetune_layers > 0 needs the LM's top layers (core.training.lm_finetune.TopLayers)")
+    if lm_top is not None and not training.lm_finetune_layers:
+        raise ValueError("the LM's top layers were given but lm_finetune_layers is 0")
+    fit_seen = fit.seen(holdout.shape)
+
+    def validate(model: TwoTower) -> float:
+        return validation_recall(dense_scorer(model, fit, holdout.shape[0]), fit_seen, holdout, seed=training.seed)
+
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        tuned = _fit(lm_vectors, fit, architecture, training, None, validate, log, "validation", lm_top)
+        if not training.refit:
+            return tuned
+        final = _fit(lm_vectors, train, architecture, training, tuned.best_epoch, None, log, "refit", lm_top)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    final.history = tuned.history + final.history
+    final.best_epoch, final.best_validation_recall = tuned.best_epoch, tuned.best_validation_recall
+    final.seconds += tuned.seconds
+    return final
+
+
+def _fit(lm_vectors: np.ndarray, seq: Sequences, architecture: Architecture, training: TrainingSettings,
+         epochs: int | None, validate: Callable[[TwoTower], float] | None, log: Callable[[dict], None],
+         phase: str, lm_top=None) -> TrainingResult:
+    """Train from a seeded start; with ``validate``, stop early and keep the best epoch."""
+    generator = _seeded(training.seed)
+    model = TwoTower(lm_vectors, architecture, lm_top.fresh() if lm_top is not None else None)
+    model.item_tower.has_id[np.unique(seq.items)] = True
+    optimizer = _optimizer(model, training)
+    logq = torch.as_tensor(log_q(seq, len(lm_vectors))) if training.logq else None
+    result, best_state, stale, started = TrainingResult(model), None, 0, time.perf_counter()
+    for epoch in range(1, (epochs or training.max_epochs) + 1):
+        loss = train_epoch(model, seq, optimizer, logq, generator, training)
+        model.refresh_lm()
+        entry = {"phase": phase, "epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started}
+        if validate is not None:
+            entry["validation_recall@50"] = recall = validate(model)
+            if recall > result.best_validation_recall or best_state is None:
+                result.best_epoch, result.best_validation_recall = epoch, recall
+                best_state, stale = copy.deepcopy(model.state_dict()), 0
+            else:
+                stale += 1
+        result.history.append(entry)
+        log(entry)
+        if validate is not None and stale >= training.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        result.best_epoch = epochs or training.max_epochs
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _seeded(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def _optimizer(model: TwoTower, training: TrainingSettings) -> torch.optim.Optimizer:
+    """AdamW over the towers; the LM's top layers, when fine-tuned, at their own learning rate."""
+    towers = [p for name, p in model.named_parameters() if not name.startswith("lm_top.")]
+    groups = [{"params": towers, "lr": training.learning_rate}]
+    if model.lm_top is not None:
+        groups.append({"params": list(model.lm_top.parameters()), "lr": training.lm_learning_rate})
+    return torch.optim.AdamW(groups, weight_decay=training.weight_decay)
