@@ -8,34 +8,20 @@ from recall_pipeline.core.training import model_registry
 from recall_pipeline.core.ids import require_same_ids
 from recall_pipeline.core.training.two_tower.settings import Architecture, TrainingSettings
 from recall_pipeline.defs import tables
+from recall_pipeline.defs.config import config_from
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.resources import MlflowTracking, PipelineHome, TextEncoderResource, Warehouse
-
-class RecallModelConfig(dg.Config):
+RecallModelConfig = config_from(
+    (Architecture, TrainingSettings), "RecallModelConfig",
     """Model size and training (defaults checked on the validation cut), and when to retrain.
 
     ``lm_finetune_layers``: also fine-tune this many of the LM's top layers end to end (0: the
-    LM stays frozen; slower, see bench/lm_finetune.py).
-    ``retrain_min_new_interactions``: retrain only when training has grown by at least this many
-    interactions since the champion was trained (0: always retrain); otherwise the champion
-    stays and this materialization records that nothing was retrained.
-    """
-
-    dim: int = Architecture.dim
-    hidden: int = Architecture.hidden
-    history_length: int = Architecture.history_length
-    id_embeddings: bool = Architecture.id_embeddings
-    id_dropout: float = TrainingSettings.id_dropout
-    temperature: float = Architecture.temperature
-    logq: bool = TrainingSettings.logq
-    batch_size: int = TrainingSettings.batch_size
-    learning_rate: float = TrainingSettings.learning_rate
-    max_epochs: int = TrainingSettings.max_epochs
-    patience: int = TrainingSettings.patience
-    seed: int = TrainingSettings.seed
-    lm_finetune_layers: int = TrainingSettings.lm_finetune_layers
-    lm_learning_rate: float = TrainingSettings.lm_learning_rate
-    retrain_min_new_interactions: int = 0
+    LM stays frozen; slower, see bench/lm_finetune.py). ``max_train_seconds``: a time budget for
+    the whole training (0: none). ``retrain_min_new_interactions``: retrain only when training
+    has grown by at least this many interactions since the champion was trained (0: always
+    retrain); otherwise the champion stays and this materialization records that nothing was
+    retrained.""",
+    retrain_min_new_interactions=(int, 0))
 
 
 @dg.asset(

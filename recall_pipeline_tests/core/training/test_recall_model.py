@@ -21,4 +21,6 @@ def test_mlflow_parameters_keep_the_names_and_values_of_runs_before_the_split():
         "dim": "64", "hidden": "256", "history_length": "50", "id_embeddings": "True", "id_dropout": "0.5",
         "temperature": "0.1", "logq": "True", "batch_size": "1024", "learning_rate": "0.002",
         "weight_decay": "1e-05", "max_epochs": "30", "patience": "3", "refit": "False", "rating_max": "5.0",
-        "seed": "0", "lm_finetune_layers": "0", "lm_learning_rate": "2e-05"}
+        "seed": "0", "lm_finetune_layers": "0", "lm_learning_rate": "2e-05",
+        # added with the scale settings (runs before them trained with neither limit)
+        "max_validation_users": "20000", "max_train_seconds": "0.0"}

@@ -209,3 +209,19 @@ def test_lm_finetune_mode_trains_the_top_layer_and_serves_from_its_embeddings(tm
     served = two_tower.load_for_catalogue(folder, np.arange(24), frozen, "lm@1")
     assert served.lm_top is None
     np.testing.assert_allclose(two_tower.item_vectors(served), two_tower.item_vectors(trained), atol=1e-5)
+
+
+def test_validation_samples_users_beyond_the_cap_and_the_time_budget_stops_early(planted):
+    from recall_pipeline.core.training.two_tower.trainer import sample_users
+
+    holdout = planted["holdout"]
+    with_relevant = np.flatnonzero(np.diff(holdout.indptr))
+    sampled = sample_users(holdout, 5, seed=0)
+    kept = np.flatnonzero(np.diff(sampled.indptr))
+    assert len(kept) == 5 and set(kept) <= set(with_relevant)
+    assert (sampled[kept] != holdout[kept]).nnz == 0          # the kept users keep all their items
+    assert sample_users(holdout, len(with_relevant), seed=0) is holdout
+    budget = replace(FAST, max_epochs=50, patience=50, max_train_seconds=1e-9, refit=False)
+    result = two_tower.train_two_tower(planted["lm"], planted["fit"], planted["fit"], holdout,
+                                       SMALL, budget)
+    assert len(result.history) == 1  # stopped after the first epoch: the budget was spent

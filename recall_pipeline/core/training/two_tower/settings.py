@@ -42,4 +42,9 @@ class TrainingSettings:
     # default. The model records whether it was (``TwoTower.lm_finetuned``): serving needs that.
     lm_finetune_layers: int = 0
     lm_learning_rate: float = 2e-5
+    # At scale: validation scores a seeded sample of the held-out users, and a time budget
+    # (0: none) stops early stopping's phase at half of it, so the refit of as many epochs
+    # ends near it.
+    max_validation_users: int = 20_000
+    max_train_seconds: float = 0.0
 

@@ -70,6 +70,7 @@ def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, ho
     if lm_top is not None and not training.lm_finetune_layers:
         raise ValueError("the LM's top layers were given but lm_finetune_layers is 0")
     fit_seen = fit.seen(holdout.shape)
+    holdout = sample_users(holdout, training.max_validation_users, training.seed)
 
     def validate(model: TwoTower) -> float:
         return validation_recall(dense_scorer(model, fit, holdout.shape[0]), fit_seen, holdout, seed=training.seed)
@@ -112,7 +113,7 @@ def _fit(lm_vectors: np.ndarray, seq: Sequences, architecture: Architecture, tra
                 stale += 1
         result.history.append(entry)
         log(entry)
-        if validate is not None and stale >= training.patience:
+        if validate is not None and (stale >= training.patience or _over_budget(started, training)):
             break
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -120,6 +121,24 @@ def _fit(lm_vectors: np.ndarray, seq: Sequences, architecture: Architecture, tra
         result.best_epoch = epochs or training.max_epochs
     result.seconds = time.perf_counter() - started
     return result
+
+
+def sample_users(relevant: sp.csr_matrix, max_users: int, seed: int) -> sp.csr_matrix:
+    """``relevant`` with only a seeded sample of ``max_users`` of its users with any relevant
+    item kept (all of them when there are not more): validation cost stays bounded."""
+    rows = np.flatnonzero(np.diff(relevant.indptr))
+    if len(rows) <= max_users:
+        return relevant
+    keep = np.zeros(relevant.shape[0])
+    keep[np.random.default_rng(seed).choice(rows, max_users, replace=False)] = 1.0
+    sampled = (sp.diags(keep) @ relevant).tocsr()
+    sampled.eliminate_zeros()
+    return sampled
+
+
+def _over_budget(started: float, training: TrainingSettings) -> bool:
+    """Early stopping's phase has used half the time budget (the refit needs the rest)."""
+    return training.max_train_seconds > 0 and time.perf_counter() - started >= training.max_train_seconds / 2
 
 
 def _seeded(seed: int) -> torch.Generator:
