@@ -119,8 +119,9 @@ class DataSource(dg.ConfigurableResource):
     """Where raw interactions and items come from: the bundled MovieLens set, or your files.
 
     Leave ``interactions_path`` empty for the bundled ``dslabs/movielens`` data. Otherwise give
-    CSV/TSV/Parquet paths and the column mapping. ``sample_users`` keeps only the users with the
-    smallest ids (bundled data only), for a quick run.
+    CSV/TSV/Parquet paths, the column mapping and the text files' ``encoding`` (default UTF-8).
+    ``sample_users`` keeps only the users with the smallest ids (bundled data only), for a quick
+    run.
     """
 
     interactions_path: str | None = None
@@ -131,6 +132,7 @@ class DataSource(dg.ConfigurableResource):
     rating_min: float = 0.5
     rating_max: float = 5.0
     epoch_unit: Literal["s", "ms"] = "s"
+    encoding: str = "utf-8"
     sample_users: int | None = None
 
     @property
@@ -144,10 +146,11 @@ class DataSource(dg.ConfigurableResource):
         if not self.items_path:
             raise sources.SourceError("items_path is required when interactions_path is set")
         interactions = sources.load_interaction_file(
-            self.interactions_path, sources.InteractionColumns(**self.interaction_columns.model_dump()), batch_id)
+            self.interactions_path, sources.InteractionColumns(**self.interaction_columns.model_dump()), batch_id,
+            self.encoding)
         items = sources.load_item_file(
             self.items_path, sources.ItemColumns(**self.item_columns.model_dump(exclude={"genre_separator"})),
-            batch_id)
+            batch_id, self.encoding)
         return interactions, items
 
     def cleaning_rules(self) -> CleaningRules:

@@ -10,6 +10,7 @@ type that cannot hold scalar values, a column in which no value parses) raises
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,8 +55,11 @@ class ItemColumns:
         return {field: getattr(self, field) for field in ITEM_FIELDS}
 
 
-def read_table(path: str | Path) -> pl.DataFrame:
-    """Read a CSV or Parquet file with every column as text; raise SourceError if unusable."""
+def read_table(path: str | Path, encoding: str = "utf-8") -> pl.DataFrame:
+    """Read a CSV or Parquet file with every column as text; raise SourceError if unusable.
+
+    ``encoding``: the text files' character set (any Python codec name, e.g. ``latin-1``); text
+    in another encoding than UTF-8 is decoded here, since polars reads UTF-8 only."""
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"{path}: file not found")
@@ -65,7 +69,7 @@ def read_table(path: str | Path) -> pl.DataFrame:
             frame = pl.read_parquet(path)
         elif suffix in (".csv", ".tsv", ".txt"):
             separator = "\t" if suffix == ".tsv" else ","
-            frame = pl.read_csv(path, infer_schema=False, separator=separator)
+            frame = pl.read_csv(_utf8_source(path, encoding), infer_schema=False, separator=separator)
         else:
             raise SourceError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv or .parquet")
     except SourceError:
@@ -75,6 +79,25 @@ def read_table(path: str | Path) -> pl.DataFrame:
     if frame.height == 0:
         raise SourceError(f"{path}: the file has no data rows")
     return frame
+
+
+def _utf8_source(path: Path, encoding: str) -> Path | bytes:
+    """The file itself when it is UTF-8, else its text re-encoded as UTF-8; a byte sequence
+    that is not valid in ``encoding`` raises SourceError naming the row and the setting."""
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        raise SourceError(f"{path}: unknown encoding {encoding!r} (the source's `encoding` setting)") from None
+    data = path.read_bytes()
+    try:
+        text = data.decode(codec)
+    except UnicodeDecodeError as exc:
+        row = data.count(b"\n", 0, exc.start)  # the header is line 0: data rows count from 1
+        hint = (f"set `encoding:` in the source YAML to the file's encoding (e.g. latin-1)"
+                if codec == "utf-8" else f"is `encoding: {encoding}` the file's encoding?")
+        raise SourceError(f"{path}: row {row} is not valid {codec} (byte {data[exc.start]:#04x} at offset "
+                          f"{exc.start}); {hint}") from None
+    return path if codec == "utf-8" else text.encode("utf-8")
 
 
 def select_columns(frame: pl.DataFrame, mapping: dict[str, str | None], path: str) -> pl.DataFrame:
@@ -126,15 +149,16 @@ def with_provenance(frame: pl.DataFrame, source_file: str, batch_id: str,
 
 
 def load_interaction_file(path: str | Path, columns: InteractionColumns,
-                          batch_id: str) -> pl.DataFrame:
+                          batch_id: str, encoding: str = "utf-8") -> pl.DataFrame:
     """Raw interactions from a user file: canonical text columns plus provenance."""
-    frame = select_columns(read_table(path), columns.mapping(), str(path))
+    frame = select_columns(read_table(path, encoding), columns.mapping(), str(path))
     return with_provenance(frame, str(path), batch_id)
 
 
-def load_item_file(path: str | Path, columns: ItemColumns, batch_id: str) -> pl.DataFrame:
+def load_item_file(path: str | Path, columns: ItemColumns, batch_id: str,
+                   encoding: str = "utf-8") -> pl.DataFrame:
     """Raw items from a user file: canonical text columns plus provenance."""
-    frame = select_columns(read_table(path), columns.mapping(), str(path))
+    frame = select_columns(read_table(path, encoding), columns.mapping(), str(path))
     return with_provenance(frame, str(path), batch_id)
 
 

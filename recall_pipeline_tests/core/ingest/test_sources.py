@@ -102,3 +102,14 @@ def test_time_zone_aware_parquet_timestamps_become_utc_text(tmp_path):
                   "ts": [datetime(2020, 1, 9, 11, tzinfo=berlin)]}).write_parquet(path)
     raw = load_interaction_file(path, COLUMNS, batch_id="b")
     assert raw["timestamp"].to_list() == ["2020-01-09 10:00:00.000000"]
+
+
+def test_a_latin1_file_reads_with_the_encoding_setting_and_names_the_row_without_it(tmp_path):
+    path = tmp_path / "items.csv"
+    path.write_bytes("movieId,title\n1,Heat\n2,Amélie\n".encode("latin-1"))
+    with pytest.raises(SourceError, match=r"items.csv: row 2 is not valid utf-8 .* set `encoding:` in the source YAML"):
+        read_table(path)
+    frame = read_table(path, encoding="latin-1")
+    assert frame["title"].to_list() == ["Heat", "Amélie"]
+    with pytest.raises(SourceError, match="unknown encoding 'klingon'"):
+        read_table(path, encoding="klingon")
