@@ -81,6 +81,12 @@ PUBLISHED_TABLES = {
 }
 
 
+def sql_literal(text: str) -> str:
+    """``text`` as a SQL string literal (quotes doubled), for the statements that take no bound
+    parameters; any path works, a home folder named ``it's mine`` included."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def publish_copy(warehouse: Path, target: Path, tables: dict[str, str] = PUBLISHED_TABLES) -> dict[str, int]:
     """Write the tables users query to a new DuckDB file beside ``target``, then rename it onto
     ``target``: readers holding the old file keep a complete old copy, new readers get the
@@ -90,7 +96,7 @@ def publish_copy(warehouse: Path, target: Path, tables: dict[str, str] = PUBLISH
     tmp.unlink(missing_ok=True)
     counts = {}
     with duckdb.connect(str(tmp)) as con:
-        con.execute(f"attach '{warehouse}' as src (read_only)")
+        con.execute(f"attach {sql_literal(str(warehouse))} as src (read_only)")  # ATTACH binds no parameters
         for table, query in tables.items():
             con.execute(f"create schema if not exists {table.split('.')[0]}")
             con.execute(f"create table {table} as {query}")
