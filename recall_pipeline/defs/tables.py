@@ -26,6 +26,13 @@ def item_vectors(warehouse: Warehouse) -> tuple[np.ndarray, np.ndarray, str]:
     return ids, vectors, models[0]
 
 
+def item_sides(warehouse: Warehouse) -> pl.DataFrame | None:
+    """The item sides the previous split stored (None before the first split)."""
+    if not warehouse.has_table("features.item_sides"):
+        return None
+    return warehouse.query("select * from features.item_sides order by item_id")
+
+
 def rating_matrix(home: PipelineHome) -> RatingMatrix:
     return load_rating_matrix(home.layout.rating_matrix)
 
