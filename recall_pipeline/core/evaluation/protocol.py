@@ -251,16 +251,3 @@ def evaluate(split: pl.DataFrame, data: EvaluationData, final_lists: np.ndarray,
                                               "value": result.tuned.value,
                                               "validation_recall@50": result.tuned.validation_recall}
     return report
-
-
-MAIN_K = 50
-
-
-def main_metric(scorer: baselines.Scorer, data: EvaluationData, seed: int = 0) -> float:
-    """The protocol's main metric, warm Recall@50, of a scorer's lists (what the champion rule
-    compares model versions by)."""
-    if not len(data.warm.rows):
-        return 0.0
-    lists, _ = top_k_dense(scorer(data.warm.rows), MAIN_K, data.rm.matrix, data.warm.rows, seed)
-    hits = hit_matrix(lists, data.warm.relevant)
-    return float(recall_at_k(hits, relevant_counts(data.warm.relevant), MAIN_K).mean())

@@ -190,6 +190,7 @@ class TrainingResult:
     best_epoch: int = 0
     best_validation_recall: float = 0.0
     seconds: float = 0.0
+    validation_model: TwoTower | None = None  # the early-stopping phase's model (trained on fit only)
 
 
 def _target_examples(seq: Sequences) -> np.ndarray:
@@ -331,6 +332,7 @@ def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, ho
     torch.use_deterministic_algorithms(True)
     try:
         tuned = _fit(lm_vectors, fit, settings, None, validate, log, "validation", lm_top)
+        tuned.validation_model = tuned.model
         if not settings.refit:
             return tuned
         final = _fit(lm_vectors, train, settings, tuned.best_epoch, None, log, "refit", lm_top)
@@ -339,6 +341,7 @@ def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, ho
     final.history = tuned.history + final.history
     final.best_epoch, final.best_validation_recall = tuned.best_epoch, tuned.best_validation_recall
     final.seconds += tuned.seconds
+    final.validation_model = tuned.model
     return final
 
 
