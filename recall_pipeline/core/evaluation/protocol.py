@@ -208,14 +208,27 @@ def recall_curve(slice_: Slice, lists: np.ndarray) -> np.ndarray:
     return (found / np.minimum(ks[None, :], n_rel[:, None])).mean(axis=0)
 
 
+@dataclass(frozen=True)
+class ColdRanking:
+    """The ranking of the cold items that ``final``'s cold figures score: per cold-slice user
+    (rows of the rating matrix), the top ``COLD_K`` cold items (rating-matrix columns, -1 pads)
+    and their scores."""
+
+    rows: np.ndarray
+    items: np.ndarray
+    scores: np.ndarray
+
+
 @dataclass
 class Report:
-    """The figures of one evaluation: metric rows plus what the plots need."""
+    """The figures of one evaluation: metric rows plus what the plots need, and the cold
+    ranking behind ``final``'s cold figures (stored, so they can be recomputed from tables)."""
 
     rows: list[dict] = field(default_factory=list)
     curves: dict[str, np.ndarray] = field(default_factory=dict)
     recommended_popularity: dict[str, np.ndarray] = field(default_factory=dict)
     tuning: dict[str, dict] = field(default_factory=dict)
+    cold_ranking: ColdRanking | None = None
 
     def add(self, model: str, data: EvaluationData, warm_lists: np.ndarray,
             cold_lists: np.ndarray | None) -> None:
@@ -239,7 +252,9 @@ def evaluate(split: pl.DataFrame, data: EvaluationData, final_lists: np.ndarray,
     """
     report = Report()
     cold_scores = final_cold(data.cold.rows)[:, data.cold_columns] if len(data.cold.rows) else np.zeros((0, 0))
-    cold_lists, _ = top_k_dense(cold_scores, COLD_K, seed=seed)
+    cold_lists, cold_top = top_k_dense(cold_scores, COLD_K, seed=seed)
+    report.cold_ranking = ColdRanking(data.cold.rows, np.where(cold_lists >= 0, data.cold_columns[
+        np.where(cold_lists >= 0, cold_lists, 0)], -1), cold_top)
     report.add("final", data, final_lists[data.warm.rows], cold_lists)
     for name, scorer in (routes or {}).items():
         report.add(f"route:{name}", data, *scorer_lists(scorer, data, seed))
