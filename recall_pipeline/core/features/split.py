@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -140,6 +140,20 @@ def split_keeping_sides(clean: pl.DataFrame, catalogue: pl.Series, protocol: Spl
     the bundled data every movie has ratings, so rule 1 runs on the protocol's 9,066 ids."""
     sides = item_sides(pl.concat([catalogue.alias("item_id"), clean["item_id"]]), protocol, previous)
     return split_interactions(clean, protocol, sides), sides
+
+
+def pseudo_cold_split(split: pl.DataFrame, protocol: SplitProtocol = SplitProtocol(),
+                      fraction: float = 0.1) -> pl.DataFrame:
+    """The protocol's rule 4 as a split of its own, made from the training part alone (the test
+    parts are never read): a seeded ``fraction`` of the training items (rule 1's permutation
+    over the distinct training item ids; items of C have no training rows, so none is chosen)
+    are pseudo-cold and all their interactions are ``cold_test``; the other training rows are
+    cut per user by rule 2 (``warm_test`` is the validation holdout, ``train`` the fit part) and
+    the fit part again (``val_part``) for early stopping. Choices among variants are made on its
+    ``warm_test`` (warm validation) and ``cold_test`` (pseudo-cold validation) parts."""
+    train = split.filter(pl.col("part") == "train").select("user_id", "item_id", "rating", "timestamp")
+    pseudo = replace(protocol, cold_fraction=fraction)
+    return split_interactions(train, pseudo, item_sides(train["item_id"], pseudo))
 
 
 def split_summary(split: pl.DataFrame, sparse_max_train: int = 30) -> dict[str, int]:

@@ -109,3 +109,21 @@ def test_item_sides_start_over_under_another_protocol_or_data_set():
     assert set(other_data["rule"]) == {"permutation"} and other_data.height == 100
     grown = item_sides(pl.Series(range(1, 121)), previous=before)
     assert grown.filter(pl.col("item_id") <= 100).equals(before)
+
+
+def test_pseudo_cold_split_is_made_of_training_rows_alone(bundled_split):
+    """Rule 4: a seeded 10% of the training items (never items of C) held out as pseudo-cold,
+    the rest cut by rule 2; the test parts play no part."""
+    from recall_pipeline.core.features.split import pseudo_cold_split
+
+    _, split = bundled_split
+    pseudo = pseudo_cold_split(split)
+    summary = split_summary(pseudo)
+    assert summary["cold_items"] == int(0.1 * 6_967)
+    assert pseudo.height == 72_737 and set(pseudo["part"]) == {"train", "warm_test", "cold_test"}
+    cold = set(split.filter(pl.col("part") == "cold_test")["item_id"].to_list())
+    assert not set(pseudo.filter(pl.col("part") == "cold_test")["item_id"].to_list()) & cold
+    assert pseudo_cold_split(split.filter(pl.col("part") == "train")).equals(pseudo)
+    # a pseudo-cold item leaves every other part
+    pseudo_items = set(pseudo.filter(pl.col("part") == "cold_test")["item_id"].to_list())
+    assert not set(pseudo.filter(pl.col("part") != "cold_test")["item_id"].to_list()) & pseudo_items
