@@ -383,12 +383,16 @@ def test_feedback_refresh_while_users_query_the_published_copy(pipeline, tmp_pat
     assert (home.inbox / "duplicates" / "again.csv").exists()
     after = sql_published(home, "select item_id from recall.latest where user_id = 1 order by rank")
     assert after != before  # the affected user's candidates changed
-    # the split moved under the champion: the test rows it trained on are left out of every
-    # figure of that evaluation, and the count says so
+    # the split moved under the champion (v2, not retrained): the test rows it trained on are
+    # left out of every figure of that evaluation, and the count says so
     import numpy as np
     import polars as pl
 
-    with np.load(home.indexes / "two_tower" / "model" / "training_pairs.npz") as stored:
+    from recall_pipeline.core.training import model_registry
+
+    serving = materialization(first, "recall_model")["champion"]
+    folder = model_registry.download(f"sqlite:///{home.mlflow_db}", serving, tmp_path / "serving")
+    with np.load(folder / "training_pairs.npz") as stored:
         trained_pairs = set(zip(stored["user_id"].tolist(), stored["item_id"].tolist()))
     split = pl.DataFrame(sql(home, "select user_id, item_id, part from features.interactions_split"),
                          schema=["user_id", "item_id", "part"], orient="row")
@@ -399,6 +403,12 @@ def test_feedback_refresh_while_users_query_the_published_copy(pipeline, tmp_pat
     assert sql(home, "select distinct test_rows_excluded from eval.metrics where run_id = ?", [first.run_id]) == [
         (len(moved),)]
     assert materialization(first, "evaluation_report")["test_rows_excluded"] == len(moved)
+    # the second refresh (no threshold: it retrains) judged the new version on the current
+    # holdout less what the champion trained on, and its evaluation excluded nothing
+    retrained = materialization(second, "recall_model")
+    assert retrained["retrained"] and retrained["judged_on"] == "current holdout less champion training pairs"
+    assert sql(home, "select distinct test_rows_excluded from eval.metrics where run_id = ?", [second.run_id]) == [
+        (0 if retrained["promoted"] else len(moved),)]
     [(published_cold,)] = sql_published(home, "select count(*) from eval.cold_rankings")
     assert published_cold == sql(home, "select count(*) from eval.cold_rankings")[0][0] > 0
     report = json.loads(out.read_text())
