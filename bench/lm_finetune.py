@@ -39,8 +39,8 @@ from recall_pipeline.core.features.split import pseudo_cold_split, split_summary
 from recall_pipeline.core.evaluation.protocol import build_evaluation_data, list_metrics, scorer_lists  # noqa: E402
 from recall_pipeline.core.training.lm_finetune import TopLayers  # noqa: E402
 
-COLUMNS = (("validation", "warm", "recall", 50), ("validation", "warm", "ndcg", 10),
-           ("pseudo-cold", "cold", "recall", 20), ("pseudo-cold", "cold", "ndcg", 20))
+COLUMNS = (("val", "warm", "recall", 50), ("val", "warm", "ndcg", 10),
+           ("p-cold", "cold", "recall", 20), ("p-cold", "cold", "ndcg", 20))
 
 
 def main() -> None:
@@ -87,7 +87,7 @@ def main() -> None:
         figures = {(r["slice"], r["metric"], r["k"]): r["value"] for r in list_metrics(name, data, warm, cold)}
         rows.append((name, result.seconds / len(result.history), result.best_epoch,
                      [figures[key[1:]] for key in COLUMNS]))
-    header = " ".join(f"{f'{part[:6]} {metric}@{k}':>15}" for part, _, metric, k in COLUMNS)
+    header = " ".join(f"{f'{part} {metric}@{k}':>15}" for part, _, metric, k in COLUMNS)
     print(f"\n{'model':<32} {'s/epoch':>8} {'x first':>8} {'best ep':>7} {header}")
     for name, per_epoch, best, values in rows:
         print(f"{name:<32} {per_epoch:>8.1f} {per_epoch / rows[0][1]:>8.2f} {best:>7} "

@@ -13,6 +13,7 @@ from recall_pipeline.core.features.rating_matrix import RatingMatrix, load_ratin
 from recall_pipeline.core.ids import require_same_ids
 from recall_pipeline.core.serving.index import read_index, read_manifest
 from recall_pipeline.core.serving.recall_candidates import RecallInputs, two_tower_route
+from recall_pipeline.core.training.training_pairs import read_training_pairs
 from recall_pipeline.resources import PipelineHome, Warehouse
 
 
@@ -89,7 +90,7 @@ def evaluation_inputs(warehouse: Warehouse, home: PipelineHome) -> EvaluationInp
     scorer = two_tower.dense_scorer(model, recall_model.training_sequences(split, rm), len(rm.user_ids))
     return EvaluationInputs(
         split=split, rm=rm, item_vectors=vectors, genres=items["genres"].to_list(), two_tower=scorer,
-        serving_pairs=recall_model.read_training_pairs(home.layout.two_tower_index / "model", split),
+        serving_pairs=read_training_pairs(home.layout.two_tower_index / "model", split),
         candidates=warehouse.query("select run_id, user_id, rank, item_id, model_version, route from recall.latest"),
         profiles=warehouse.query("select user_id, embedding from features.user_profiles"),
         **dict(zip(("interest_owners", "interests"), interest_vectors(warehouse))))

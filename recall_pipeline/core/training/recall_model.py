@@ -19,9 +19,7 @@ from recall_pipeline.core.evaluation.protocol import validation_matrices
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
 from recall_pipeline.core.training import model_registry, two_tower
 from recall_pipeline.core.training.model_registry import Judgement
-from recall_pipeline.core.training.training_pairs import (  # noqa: F401  (re-exported)
-    TRAINING_PAIRS_FILE, holdout_less_pairs, read_training_pairs, save_training_pairs, test_rows_trained_on,
-)
+from recall_pipeline.core.training.training_pairs import holdout_less_pairs, read_training_pairs, save_training_pairs
 
 SEQUENCE_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
 VALIDATION_COLUMNS = (*SEQUENCE_COLUMNS, "val_part", "is_relevant")
