@@ -66,9 +66,15 @@ class Warehouse(dg.ConfigurableResource):
 
     def replace_rows(self, table: str, frame: pl.DataFrame, where: str, params: list | None = None) -> None:
         """In one transaction: delete the rows matching ``where``, then insert the frame's rows."""
+        self.replace_rows_in({table: frame}, where, params)
+
+    def replace_rows_in(self, frames: dict[str, pl.DataFrame], where: str, params: list | None = None) -> None:
+        """In one transaction, table after table: delete the rows matching ``where``, then insert
+        the frame's rows; all tables change, or none."""
         with self.connect() as con:
             con.execute("begin transaction")
-            _insert(con, table, frame, where, params)
+            for table, frame in frames.items():
+                _insert(con, table, frame, where, params)
             con.execute("commit")
 
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:

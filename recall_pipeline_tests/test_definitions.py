@@ -23,7 +23,8 @@ def test_graph_has_every_asset_group_and_check(tmp_path):
     assert groups["raw_items"] == "ingest" and groups["faiss_index"] == "serving"
     checks = {key.name for key in graph.asset_check_keys}
     assert {"raw_rows_reconcile", "every_user_has_candidates", "no_training_item_recalled"} <= checks
-    assert definitions.resolve_job_def("recall_job")
+    recall_job = definitions.resolve_job_def("recall_job")
+    assert {key.to_user_string() for key in recall_job.asset_layer.selected_asset_keys} == ASSETS
     for key in graph.get_all_asset_keys():
         assert graph.get(key).description, f"{key} has no description"
         assert graph.get(key).owners == ["team:recall"]

@@ -83,11 +83,15 @@ def test_every_user_has_k_candidates_and_none_from_training(pipeline):
     [(leaks,)] = sql(home, """select count(*) from recall.latest c join features.interactions_split s
                                on s.user_id = c.user_id and s.item_id = c.item_id and s.part = 'train'""")
     assert leaks == 0
-    # MMR re-orders for diversity, but its first pick is always the most relevant (fused) item
-    [(misplaced,)] = sql(home, """select count(*) from (select user_id, max(score) as best,
-                                   max(score) filter (where rank = 1) as first from recall.latest group by user_id)
-                                   where first < best - 1e-6""")
-    assert misplaced == 0
+    # under the default MMR lambda (1.0) the published order is the fused order: within each
+    # user's list the stored score never rises with the rank, and no item is listed twice
+    [(rises, repeats)] = sql(home, """select
+        (select count(*) from (select score, lag(score) over (partition by user_id order by rank) as above
+                               from recall.latest) where score > above + 1e-7),
+        (select count(*) - count(distinct (user_id, item_id)) from recall.latest)""")
+    assert (rises, repeats) == (0, 0)
+    [(lowest, highest)] = sql(home, "select min(score), max(score) from recall.latest")
+    assert lowest < highest  # the scores are not all equal (which would make the first check vacuous)
 
 
 def test_runs_append_and_latest_view_shows_the_newest(pipeline):
@@ -118,6 +122,49 @@ def test_metrics_are_stored_in_range_with_stable_names(pipeline):
                   sql(home, "select model, slice, metric, k, value from eval.metrics where run_id = ?",
                       [first.run_id]))
     assert before == {(m, s, metric, k): v for m, s, metric, k, v in rows}
+
+
+COLD_FIGURES_SQL = """
+with relevant as (
+    select distinct user_id, item_id from features.interactions_split where part = 'cold_test' and is_relevant
+), counts as (
+    select user_id, count(*) as n_relevant from relevant group by user_id
+), hits as (
+    select c.user_id, count(*) as n_hits, sum(1 / log2(c.rank + 1)) as dcg
+    from eval.cold_rankings c join relevant r on r.user_id = c.user_id and r.item_id = c.item_id
+    where c.run_id = ? and c.rank <= 20 group by c.user_id
+), ideal as (
+    select i as n, sum(1 / log2(i + 1)) over (order by i) as idcg from range(1, 21) t(i)
+)
+select count(*), avg(coalesce(h.n_hits, 0) / least(20, n.n_relevant)), avg(coalesce(h.dcg, 0) / i.idcg)
+from counts n left join hits h using (user_id) join ideal i on i.n = least(20, n.n_relevant)
+"""
+
+
+def test_cold_figures_recompute_from_the_stored_cold_ranking(pipeline):
+    """eval.cold_rankings holds the ranking final's cold figures score: Recall@20 and NDCG@20
+    recomputed in SQL from it and the split equal eval.metrics."""
+    home, _, second = pipeline
+    [(users, recall, ndcg)] = sql(home, COLD_FIGURES_SQL, [second.run_id])
+    stored = dict(sql(home, "select metric, value from eval.metrics where run_id = ? and model = 'final' "
+                            "and slice = 'cold' and k = 20", [second.run_id]))
+    assert users > 0 and recall > 0
+    assert recall == pytest.approx(stored["recall"], abs=1e-9) and ndcg == pytest.approx(stored["ndcg"], abs=1e-9)
+    [(ranked_users, rows, min_rank, max_rank, excluded)] = sql(home, """
+        select count(distinct user_id), count(*), min(rank), max(rank),
+               (select max(test_rows_excluded) from eval.metrics where run_id = ?)
+        from eval.cold_rankings where run_id = ?""", [second.run_id, second.run_id])
+    [(cold_items,)] = sql(home, "select count(distinct item_id) from features.interactions_split where part = 'cold_test'")
+    assert ranked_users == users and (min_rank, max_rank) == (1, min(20, cold_items)) and excluded == 0
+    assert rows == users * min(20, cold_items)
+    # the ranked items are cold items, ordered by score
+    [(not_cold, rises)] = sql(home, """select
+        (select count(*) from eval.cold_rankings c where run_id = ? and c.item_id not in
+            (select item_id from features.item_sides where is_cold)),
+        (select count(*) from (select score, lag(score) over (partition by user_id order by rank) as above
+                               from eval.cold_rankings where run_id = ?) where score > above)""",
+                                [second.run_id, second.run_id])
+    assert (not_cold, rises) == (0, 0)
 
 
 def test_second_run_reuses_every_embedding(pipeline):
@@ -203,8 +250,11 @@ def test_mlflow_holds_the_model_runs_versions_and_champion(pipeline):
     trained = [materialization(run, "recall_model") for run in (first, second)]
     assert [t["version"] for t in trained] == ["1", "2"] and all(t["retrained"] for t in trained)
     assert trained[0]["decision"] == "v1 is the first version: champion"
-    # seeded CPU training on the same data gives the same model, so v2 ties v1 and is promoted
-    assert trained[1]["warm_recall@50"] == trained[0]["warm_recall@50"] and trained[1]["promoted"]
+    # seeded CPU training on the same data gives the same model, so v2 ties v1 on the same
+    # validation cut (the test split is never read) and is promoted
+    assert [t["judged_on"] for t in trained] == ["first version", "same validation cut"]
+    assert trained[1]["judged_recall@50"] == trained[1]["champion_judged_recall@50"] == trained[0]["judged_recall@50"]
+    assert trained[1]["promoted"] and "validation Recall@50" in trained[1]["decision"]
     client = mlflow.MlflowClient(f"sqlite:///{home.mlflow_db}")
     assert client.get_model_version_by_alias(model_registry.MODEL_NAME, "champion").version in (2, "2")
     run = client.get_run(trained[1]["mlflow_run_id"])
@@ -217,8 +267,13 @@ def test_mlflow_holds_the_model_runs_versions_and_champion(pipeline):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     assert artifacts == {"model/config.json", "model/item_ids.npy", "model/model.safetensors",
                          "model/training_pairs.npz"}
-    assert sql(home, "select version, promoted, champion_after from models.versions order by version") == [
-        ("1", True, "1"), ("2", True, "2")]
+    assert sql(home, "select version, promoted, champion_after, judged_on from models.versions order by version") == [
+        ("1", True, "1", "first version"), ("2", True, "2", "same validation cut")]
+    [(holdout_users,)] = sql(home, "select count(distinct user_id) from features.interactions_split "
+                                   "where val_part = 'holdout' and is_relevant")
+    assert sql(home, "select judged_users from models.versions where version = '2'") == [(holdout_users,)]
+    tags = client.get_model_version(model_registry.MODEL_NAME, "2").tags
+    assert (tags["judged_on"], tags["validation_sha256"]) == ("same validation cut", run.data.params["validation_sha256"])
     assert sql(home, "select distinct split_part(model_version, '+', 1) from recall.latest") == [
         ("recall_two_tower/v2",)]
     assert sql(home, "select count(*) from recall.latest where rank_two_tower is not null")[0][0] > 0
@@ -291,6 +346,12 @@ def test_feedback_refresh_while_users_query_the_published_copy(pipeline, tmp_pat
     unseen = [i for (i,) in sql(home, "select item_id from clean.items order by item_id")
               if (i,) not in sql(home, "select item_id from features.interactions_split where user_id = 1")][:30]
     lines = [f"1,{item},5,2016-12-{1 + n % 28:02d}T10:00:00" for n, item in enumerate(unseen)]
+    # user 2 reports 10 ratings from long ago: their last fifth grows into interactions that
+    # were training rows when the champion trained (it is not retrained for 40 interactions)
+    seen_by_2 = {i for (i,) in sql(home, "select item_id from features.interactions_split where user_id = 2")}
+    old = [i for (i,) in sql(home, "select item_id from clean.items order by item_id desc limit 50")
+           if i not in seen_by_2][:10]
+    lines += [f"2,{item},4,1996-01-{1 + n:02d}T10:00:00" for n, item in enumerate(old)]
     feedback_file = home.inbox / "user1.csv"
     feedback_file.write_text("user_id,item_id,rating,timestamp\n" + "\n".join(lines) + "\n")
 
@@ -322,6 +383,34 @@ def test_feedback_refresh_while_users_query_the_published_copy(pipeline, tmp_pat
     assert (home.inbox / "duplicates" / "again.csv").exists()
     after = sql_published(home, "select item_id from recall.latest where user_id = 1 order by rank")
     assert after != before  # the affected user's candidates changed
+    # the split moved under the champion (v2, not retrained): the test rows it trained on are
+    # left out of every figure of that evaluation, and the count says so
+    import numpy as np
+    import polars as pl
+
+    from recall_pipeline.core.training import model_registry
+
+    serving = materialization(first, "recall_model")["champion"]
+    folder = model_registry.download(f"sqlite:///{home.mlflow_db}", serving, tmp_path / "serving")
+    with np.load(folder / "training_pairs.npz") as stored:
+        trained_pairs = set(zip(stored["user_id"].tolist(), stored["item_id"].tolist()))
+    split = pl.DataFrame(sql(home, "select user_id, item_id, part from features.interactions_split"),
+                         schema=["user_id", "item_id", "part"], orient="row")
+    train_now = set(split.filter(pl.col("part") == "train").select("user_id", "item_id").iter_rows())
+    moved = [r for r in split.filter(pl.col("part") != "train").iter_rows()
+             if (r[0], r[1]) in trained_pairs and (r[0], r[1]) not in train_now]
+    assert moved and {r[0] for r in moved} == {2}
+    assert sql(home, "select distinct test_rows_excluded from eval.metrics where run_id = ?", [first.run_id]) == [
+        (len(moved),)]
+    assert materialization(first, "evaluation_report")["test_rows_excluded"] == len(moved)
+    # the second refresh (no threshold: it retrains) judged the new version on the current
+    # holdout less what the champion trained on, and its evaluation excluded nothing
+    retrained = materialization(second, "recall_model")
+    assert retrained["retrained"] and retrained["judged_on"] == "current holdout less champion training pairs"
+    assert sql(home, "select distinct test_rows_excluded from eval.metrics where run_id = ?", [second.run_id]) == [
+        (0 if retrained["promoted"] else len(moved),)]
+    [(published_cold,)] = sql_published(home, "select count(*) from eval.cold_rankings")
+    assert published_cold == sql(home, "select count(*) from eval.cold_rankings")[0][0] > 0
     report = json.loads(out.read_text())
     assert report["failures"] == [] and report["torn"] == 0
     assert report["queries"] > 10

@@ -4,7 +4,7 @@ score matrix would take 1.9 GB (float64) run in a subprocess whose peak RSS stay
 The subprocess runs the real code paths a run takes at scale: the protocol's split and rating
 matrix, the FAISS routes and the dense routes (EASE over its capped item set), their fusion,
 then the evaluation's lists for the published lists, each route and the tuned baselines, and
-the champion rule's figure. A users x items array anywhere on those paths breaks the ceiling."""
+a validation figure as the champion rule computes it. A users x items array anywhere on those paths breaks the ceiling."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ PROBE = textwrap.dedent(f"""
     import numpy as np, polars as pl
     from recall_pipeline.core.evaluation import baselines
     from recall_pipeline.core.evaluation.protocol import (
-        build_evaluation_data, list_metrics, main_metric, run_baselines, scorer_lists)
+        build_evaluation_data, list_metrics, run_baselines, scorer_lists, validation_matrices)
     from recall_pipeline.core.features.rating_matrix import build_rating_matrix
     from recall_pipeline.core.features.split import split_interactions
     from recall_pipeline.core.features.user_profiles import profile_scorer
@@ -56,7 +56,8 @@ PROBE = textwrap.dedent(f"""
     rows += list_metrics("route:lm_profile", data, *scorer_lists(lm_profile, data))
     for result in run_baselines(split, data, ease_grid=(200.0,), knn_grid=(50,)):
         rows += list_metrics(result.name, data, result.warm_lists, result.cold_lists)
-    champion_figure = main_metric(lm_profile, data)
+    fit, holdout = validation_matrices(split, rm)   # what the champion rule scores on
+    champion_figure = baselines.validation_recall(lm_profile, fit, holdout)
     # VmHWM: this process's own peak RSS (ru_maxrss would carry the parent's across exec)
     peak = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) * 1024
     recall = {{r["model"]: r["value"] for r in rows if (r["slice"], r["metric"], r["k"]) == ("warm", "recall", 50)}}

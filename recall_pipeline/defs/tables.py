@@ -13,6 +13,7 @@ from recall_pipeline.core.features.rating_matrix import RatingMatrix, load_ratin
 from recall_pipeline.core.ids import require_same_ids
 from recall_pipeline.core.serving.index import read_index, read_manifest
 from recall_pipeline.core.serving.recall_candidates import RecallInputs, two_tower_route
+from recall_pipeline.core.training.training_pairs import read_training_pairs
 from recall_pipeline.resources import PipelineHome, Warehouse
 
 
@@ -24,6 +25,13 @@ def item_vectors(warehouse: Warehouse) -> tuple[np.ndarray, np.ndarray, str]:
         raise RuntimeError(f"features.item_embeddings mixes models {models}; re-materialize it")
     ids, vectors = as_matrix(table)
     return ids, vectors, models[0]
+
+
+def item_sides(warehouse: Warehouse) -> pl.DataFrame | None:
+    """The item sides the previous split stored (None before the first split)."""
+    if not warehouse.has_table("features.item_sides"):
+        return None
+    return warehouse.query("select * from features.item_sides order by item_id")
 
 
 def rating_matrix(home: PipelineHome) -> RatingMatrix:
@@ -82,6 +90,7 @@ def evaluation_inputs(warehouse: Warehouse, home: PipelineHome) -> EvaluationInp
     scorer = two_tower.dense_scorer(model, recall_model.training_sequences(split, rm), len(rm.user_ids))
     return EvaluationInputs(
         split=split, rm=rm, item_vectors=vectors, genres=items["genres"].to_list(), two_tower=scorer,
+        serving_pairs=read_training_pairs(home.layout.two_tower_index / "model", split),
         candidates=warehouse.query("select run_id, user_id, rank, item_id, model_version, route from recall.latest"),
         profiles=warehouse.query("select user_id, embedding from features.user_profiles"),
         **dict(zip(("interest_owners", "interests"), interest_vectors(warehouse))))

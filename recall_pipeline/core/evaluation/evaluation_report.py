@@ -17,6 +17,7 @@ from recall_pipeline.core.features.user_profiles import profile_scorer
 from recall_pipeline.core.ids import positions
 from recall_pipeline.core.serving.candidates import lists_from_frame, vectors_by_user
 from recall_pipeline.core.serving.routes import RouteSettings, interest_scorer
+from recall_pipeline.core.training.training_pairs import test_rows_trained_on, without
 
 # Novelty is in bits (-log2 of a share), not a share: it is the one metric not bounded by 1.
 UNBOUNDED = ("novelty",)
@@ -37,6 +38,7 @@ class EvaluationInputs:
     interest_owners: np.ndarray     # user id of each interest vector
     interests: np.ndarray
     two_tower: baselines.Scorer     # the serving model version as a dense scorer
+    serving_pairs: pl.DataFrame | None = None  # the (user, item) pairs the serving version trained on
 
 
 def baselines_fit(shape: tuple[int, int], enabled: bool, max_cells: int) -> bool:
@@ -56,21 +58,73 @@ def route_scorers(inputs: EvaluationInputs) -> dict[str, baselines.Scorer]:
             "ease": baselines.ease(rm.matrix, RouteSettings.ease_lambda, RouteSettings.ease_max_items)}
 
 
-def evaluate_published(inputs: EvaluationInputs, with_baselines: bool) -> tuple[Report, EvaluationData]:
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation: the report, the protocol data it scored, and the test rows it left out
+    because the serving model trained on them before the split moved (:func:`judged_split`)."""
+
+    report: Report
+    data: EvaluationData
+    excluded_test_rows: pl.DataFrame
+
+    @property
+    def exclusion_note(self) -> str:
+        """What was done about test rows the serving model trained on, for the report and metadata."""
+        if self.excluded_test_rows.is_empty():
+            return "none: the serving model trained on no row of the test parts"
+        parts = dict(self.excluded_test_rows.group_by("part").len().iter_rows())
+        listed = ", ".join(f"{n} {part}" for part, n in sorted(parts.items()))
+        return (f"{self.excluded_test_rows.height} test rows left out of every model's figures ({listed}): the "
+                f"serving model trained on them before new data moved the split (no retraining since)")
+
+
+def judged_split(split: pl.DataFrame, serving_pairs: pl.DataFrame | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(the split every model is scored on, the test rows left out): after a refresh that did
+    not retrain, the split can have moved pairs the serving model trained on into a test part;
+    those rows leave the test parts for every model, so no figure rewards memory."""
+    moved = test_rows_trained_on(split, serving_pairs)
+    return without(split, moved), moved
+
+
+def evaluate_published(inputs: EvaluationInputs, with_baselines: bool) -> Evaluation:
     """The protocol's figures for the published lists (cold slice: the two-tower model ranking
-    the cold items from their text), every route alone and, if asked, the baselines."""
-    data = build_evaluation_data(inputs.split, inputs.rm, inputs.genres, inputs.item_vectors)
-    report = evaluate(inputs.split, data, lists_from_frame(inputs.rm, inputs.candidates),
+    the cold items from their text), every route alone and, if asked, the baselines, on the
+    split less any test row the serving model trained on."""
+    split, moved = judged_split(inputs.split, inputs.serving_pairs)
+    data = build_evaluation_data(split, inputs.rm, inputs.genres, inputs.item_vectors)
+    report = evaluate(split, data, lists_from_frame(inputs.rm, inputs.candidates),
                       final_cold=inputs.two_tower, routes=route_scorers(inputs), with_baselines=with_baselines)
-    return report, data
+    return Evaluation(report, data, moved)
 
 
-def metrics_frame(report: Report, run_id: str, candidates: pl.DataFrame) -> pl.DataFrame:
-    """``eval.metrics`` rows of this run, naming the model version and lists they score."""
-    return pl.DataFrame(report.rows).select(
+def metrics_frame(evaluation: Evaluation, run_id: str, candidates: pl.DataFrame) -> pl.DataFrame:
+    """``eval.metrics`` rows of this run, naming the model version and lists they score, and how
+    many test rows were left out of the figures (``test_rows_excluded``, see :func:`judged_split`)."""
+    return pl.DataFrame(evaluation.report.rows).select(
         pl.lit(run_id).alias("run_id"), pl.lit(candidates["model_version"][0]).alias("model_version"), pl.all(),
         pl.lit(candidates["run_id"][0]).alias("candidates_run_id"),
+        pl.lit(evaluation.excluded_test_rows.height, pl.Int64).alias("test_rows_excluded"),
         pl.lit(datetime.now(timezone.utc).replace(tzinfo=None)).alias("created_at"))
+
+
+def cold_rankings_frame(evaluation: Evaluation, run_id: str) -> pl.DataFrame:
+    """``eval.cold_rankings`` rows of this run: the cold ranking ``final``'s cold figures score
+    (run_id, user_id, rank from 1, item_id, score), one row per listed item."""
+    rm, ranking = evaluation.data.rm, evaluation.report.cold_ranking
+    rows = ranking.rows if ranking is not None else np.zeros(0, np.int64)
+    items = ranking.items if ranking is not None else np.zeros((0, 0), np.int64)
+    scores = ranking.scores if ranking is not None else np.zeros((0, 0))
+    user, position = np.nonzero(items >= 0)
+    return pl.DataFrame({
+        "run_id": pl.Series([run_id] * len(user), dtype=pl.String),
+        "user_id": pl.Series(rm.user_ids[rows[user]], dtype=_id_type(rm.user_ids)),
+        "rank": pl.Series(position + 1, dtype=pl.Int32),
+        "item_id": pl.Series(rm.item_ids[items[user, position]], dtype=_id_type(rm.item_ids)),
+        "score": pl.Series(scores[user, position], dtype=pl.Float64)})
+
+
+def _id_type(ids: np.ndarray):
+    return pl.String if ids.dtype.kind in "OUS" else pl.Int64
 
 
 def within_unit_interval(stored: pl.DataFrame) -> bool:

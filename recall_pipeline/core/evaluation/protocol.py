@@ -161,15 +161,14 @@ def scorer_lists(scorer: baselines.Scorer, data: EvaluationData,
     """(warm lists, cold lists) of a scorer under the protocol's exclusions and tie-breaking."""
     rm = data.rm
     warm, _ = top_k_scored(scorer, data.warm.rows, LIST_LENGTH, len(rm.item_ids), rm.matrix, seed)
-    return warm, cold_lists(scorer, data, seed)
+    return warm, cold_ranked(scorer, data, seed)[0]
 
 
-def cold_lists(scorer: baselines.Scorer, data: EvaluationData, seed: int = 0) -> np.ndarray:
-    """The cold slice's lists: each user's top ``COLD_K`` of the cold items alone (positions
-    within ``data.cold_columns``)."""
-    cold, _ = top_k_scored(lambda rows: scorer(rows)[:, data.cold_columns], data.cold.rows, COLD_K,
-                           len(data.cold_columns), seed=seed)
-    return cold
+def cold_ranked(scorer: baselines.Scorer, data: EvaluationData, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The cold slice's lists and their scores: each user's top ``COLD_K`` of the cold items
+    alone (positions within ``data.cold_columns``)."""
+    return top_k_scored(lambda rows: scorer(rows)[:, data.cold_columns], data.cold.rows, COLD_K,
+                        len(data.cold_columns), seed=seed)
 
 
 @dataclass(frozen=True)
@@ -214,14 +213,27 @@ def recall_curve(slice_: Slice, lists: np.ndarray) -> np.ndarray:
     return (found / np.minimum(ks[None, :], n_rel[:, None])).mean(axis=0)
 
 
+@dataclass(frozen=True)
+class ColdRanking:
+    """The ranking of the cold items that ``final``'s cold figures score: per cold-slice user
+    (rows of the rating matrix), the top ``COLD_K`` cold items (rating-matrix columns, -1 pads)
+    and their scores."""
+
+    rows: np.ndarray
+    items: np.ndarray
+    scores: np.ndarray
+
+
 @dataclass
 class Report:
-    """The figures of one evaluation: metric rows plus what the plots need."""
+    """The figures of one evaluation: metric rows plus what the plots need, and the cold
+    ranking behind ``final``'s cold figures (stored, so they can be recomputed from tables)."""
 
     rows: list[dict] = field(default_factory=list)
     curves: dict[str, np.ndarray] = field(default_factory=dict)
     recommended_popularity: dict[str, np.ndarray] = field(default_factory=dict)
     tuning: dict[str, dict] = field(default_factory=dict)
+    cold_ranking: ColdRanking | None = None
 
     def add(self, model: str, data: EvaluationData, warm_lists: np.ndarray,
             cold_lists: np.ndarray | None) -> None:
@@ -244,7 +256,10 @@ def evaluate(split: pl.DataFrame, data: EvaluationData, final_lists: np.ndarray,
     random order. Each route ``name`` is reported as model ``route:<name>``.
     """
     report = Report()
-    report.add("final", data, final_lists[data.warm.rows], cold_lists(final_cold, data, seed))
+    cold, cold_top = cold_ranked(final_cold, data, seed)
+    report.cold_ranking = ColdRanking(data.cold.rows, np.where(cold >= 0, data.cold_columns[
+        np.where(cold >= 0, cold, 0)], -1), cold_top)
+    report.add("final", data, final_lists[data.warm.rows], cold)
     for name, scorer in (routes or {}).items():
         report.add(f"route:{name}", data, *scorer_lists(scorer, data, seed))
     if with_baselines:
@@ -255,16 +270,3 @@ def evaluate(split: pl.DataFrame, data: EvaluationData, final_lists: np.ndarray,
                                               "value": result.tuned.value,
                                               "validation_recall@50": result.tuned.validation_recall}
     return report
-
-
-MAIN_K = 50
-
-
-def main_metric(scorer: baselines.Scorer, data: EvaluationData, seed: int = 0) -> float:
-    """The protocol's main metric, warm Recall@50, of a scorer's lists (what the champion rule
-    compares model versions by)."""
-    if not len(data.warm.rows):
-        return 0.0
-    lists, _ = top_k_scored(scorer, data.warm.rows, MAIN_K, len(data.rm.item_ids), data.rm.matrix, seed)
-    hits = hit_matrix(lists, data.warm.relevant)
-    return float(recall_at_k(hits, relevant_counts(data.warm.relevant), MAIN_K).mean())

@@ -105,7 +105,8 @@ def _table_html(frame: pl.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_html(report: Report, images: dict[str, bytes], run_id: str, model_version: str) -> str:
+def render_html(report: Report, images: dict[str, bytes], run_id: str, model_version: str,
+                exclusion_note: str = "") -> str:
     sections = []
     for slice_name in SLICE_ORDER:
         table = metrics_table(report.rows, slice_name)
@@ -125,7 +126,8 @@ def render_html(report: Report, images: dict[str, bytes], run_id: str, model_ver
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}figure{{display:inline-block;margin:4px}}</style>
 </head><body><h1>Recall evaluation</h1>
 <p>Dagster run <code>{html.escape(run_id)}</code>, model version <code>{html.escape(model_version)}</code>,
-{when}. Protocol: <code>docs/EVALUATION.md</code>; every model on the same split in the same run.</p>
+{when}. Protocol: <code>docs/EVALUATION.md</code>; every model on the same split in the same run.
+Test rows the serving model trained on: {html.escape(exclusion_note or "not checked")}.</p>
 {''.join(sections)}<h2>Baseline tuning (validation cut of training)</h2><ul>{tuning}</ul>
 <h2>Plots</h2>{figures}</body></html>"""
 

@@ -76,6 +76,7 @@ PUBLISHED_TABLES = {
     "recall.candidates": "select * from src.recall.candidates",
     "recall.published_runs": "select * from src.recall.published_runs",
     "eval.metrics": "select * from src.eval.metrics",
+    "eval.cold_rankings": "select * from src.eval.cold_rankings",
     "catalog.items": "select item_id, title, year, genres, description, item_text from src.clean.items",
     "catalog.user_profiles": "select user_id, history_size, profile_text from src.features.user_profiles",
 }

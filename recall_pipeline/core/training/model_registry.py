@@ -3,9 +3,11 @@
 Each training is an MLflow run; its model folder (safetensors weights, JSON config, item ids)
 is logged as the run's ``model`` artifact and registered as a new version of one registered
 model. The alias ``champion`` names the version that serves recall. It moves to a new version
-only when that version's figure on the protocol's main metric (warm Recall@50) is at least the
-champion's, both measured on the same split in the same run; the first version becomes
-champion. mlflow is imported only inside these functions (it is slow to import).
+only when that version's validation Recall@50 is at least the champion's, both measured on
+training data alone (never the test split; :class:`Judgement` says which data judged, see
+``core.training.recall_model.judge``); the first version becomes champion, and a champion
+trained on another encoder's embeddings loses. mlflow is imported only inside these functions
+(it is slow to import).
 """
 
 from __future__ import annotations
@@ -16,7 +18,41 @@ from pathlib import Path
 
 MODEL_NAME = "recall_two_tower"
 CHAMPION = "champion"
-MAIN_METRIC = "warm_recall_at_50"
+JUDGED_METRIC = "judged_recall_at_50"
+VALIDATION_METRIC = "validation_recall_at_50"
+VALIDATION_CUT = "validation_sha256"
+
+# What judged a candidate against the champion (``Judgement.judged_on``)
+FIRST_VERSION = "first version"
+OTHER_ENCODER = "champion trained on another encoder"
+SAME_CUT = "same validation cut"
+FRESH_HOLDOUT = "current holdout less champion training pairs"
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The figures the champion rule compares, and which data gave them.
+
+    ``candidate_value`` / ``champion_value``: validation Recall@50 (None where nothing was
+    measured); ``users`` / ``interactions``: the held-out users and relevant interactions they
+    were measured on."""
+
+    judged_on: str
+    candidate_value: float | None
+    champion_value: float | None = None
+    users: int = 0
+    interactions: int = 0
+
+    @property
+    def promotes(self) -> bool:
+        """The champion rule: no champion yet, a champion that cannot serve, or a candidate at
+        least as good on the same held-out data; with no held-out data to judge on, the
+        champion stays."""
+        if self.judged_on in (FIRST_VERSION, OTHER_ENCODER):
+            return True
+        if self.candidate_value is None or self.champion_value is None:
+            return False
+        return should_promote(self.candidate_value, self.champion_value)
 
 
 @dataclass(frozen=True)
@@ -26,20 +62,35 @@ class Promotion:
     version: str
     promoted: bool
     champion_before: str | None
-    candidate_value: float | None
-    champion_value: float | None
+    judgement: Judgement
+
+    @property
+    def candidate_value(self) -> float | None:
+        return self.judgement.candidate_value
+
+    @property
+    def champion_value(self) -> float | None:
+        return self.judgement.champion_value
 
     @property
     def reason(self) -> str:
+        j = self.judgement
         if self.champion_before is None:
             return f"v{self.version} is the first version: champion"
+        if j.judged_on == OTHER_ENCODER:
+            return (f"v{self.version} promoted: champion v{self.champion_before} was trained on another "
+                    f"encoder's embeddings and cannot serve")
+        if j.candidate_value is None or j.champion_value is None:
+            return (f"v{self.version} not promoted: no held-out interaction that neither version trained on "
+                    f"({j.judged_on}); champion v{self.champion_before} stays")
         verdict = "promoted" if self.promoted else "not promoted"
-        return (f"v{self.version} {verdict}: {MAIN_METRIC} {self.candidate_value:.4f} against champion "
-                f"v{self.champion_before}'s {self.champion_value:.4f}")
+        return (f"v{self.version} {verdict}: validation Recall@50 {j.candidate_value:.4f} against champion "
+                f"v{self.champion_before}'s {j.champion_value:.4f} ({j.judged_on}: {j.users} users, "
+                f"{j.interactions} held-out interactions)")
 
 
 def should_promote(candidate: float, champion: float | None) -> bool:
-    """The champion rule: no champion yet, or at least as good on the main metric."""
+    """No champion yet, or at least as good on the same held-out data."""
     return champion is None or candidate >= champion
 
 
@@ -104,18 +155,26 @@ def download(tracking_uri: str, version: str, destination: Path | None = None,
                                                     tracking_uri=tracking_uri))
 
 
-def apply_champion_rule(tracking_uri: str, version: str, candidate_value: float,
-                        champion_value: float | None, name: str = MODEL_NAME) -> Promotion:
-    """Move the alias to ``version`` when the rule says so; record the figures as tags.
+def version_tags(tracking_uri: str, version: str, name: str = MODEL_NAME) -> dict[str, str]:
+    return dict(client(tracking_uri).get_model_version(name, str(version)).tags)
 
-    ``champion_value`` is the current champion's figure measured in the same run (None when
-    there is no champion)."""
+
+def apply_champion_rule(tracking_uri: str, version: str, judgement: Judgement,
+                        name: str = MODEL_NAME) -> Promotion:
+    """Move the alias to ``version`` when the judgement says so; record what judged as tags.
+
+    ``judgement`` compares ``version`` with the current champion (``core.training.recall_model.judge``)."""
     registry, version = client(tracking_uri), str(version)
     before = champion_version(tracking_uri, name)
-    if before is None:
-        champion_value = None
-    promoted = should_promote(candidate_value, champion_value)
-    registry.set_model_version_tag(name, version, MAIN_METRIC, f"{candidate_value:.6f}")
+    promoted = before is None or judgement.promotes
+    tags = {"judged_on": judgement.judged_on, "judged_users": str(judgement.users),
+            "judged_interactions": str(judgement.interactions), "champion_before": before or ""}
+    for key, value in ((JUDGED_METRIC, judgement.candidate_value),
+                       (f"champion_{JUDGED_METRIC}", judgement.champion_value)):
+        if value is not None:
+            tags[key] = f"{value:.6f}"
+    for key, value in tags.items():
+        registry.set_model_version_tag(name, version, key, value)
     if promoted:
         registry.set_registered_model_alias(name, CHAMPION, version)
-    return Promotion(version, promoted, before, candidate_value, champion_value)
+    return Promotion(version, promoted, before, judgement)

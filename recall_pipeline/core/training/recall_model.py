@@ -1,6 +1,6 @@
 """The recall model's life cycle around ``two_tower``: the training data from the protocol's
 split, training with progress logged, saving, registering, and judging a new version against
-the champion on the same split."""
+the champion on training data alone (:func:`judge`: never the test split)."""
 
 from __future__ import annotations
 
@@ -14,17 +14,16 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
-from recall_pipeline.core.training import model_registry
-
-from recall_pipeline.core.training import two_tower
-from recall_pipeline.core.evaluation.protocol import (
-    EvaluationData, build_evaluation_data, main_metric, validation_matrices,
-)
 from recall_pipeline.core.checksums import frame_sha256
-from recall_pipeline.core.ids import storable_ids
+from recall_pipeline.core.evaluation.baselines import validation_recall
+from recall_pipeline.core.evaluation.protocol import validation_matrices
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
+from recall_pipeline.core.training import model_registry, two_tower
+from recall_pipeline.core.training.model_registry import Judgement
+from recall_pipeline.core.training.training_pairs import holdout_less_pairs, read_training_pairs, save_training_pairs
 
 SEQUENCE_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
+VALIDATION_COLUMNS = (*SEQUENCE_COLUMNS, "val_part", "is_relevant")
 
 
 class ModelSettings(NamedTuple):
@@ -58,13 +57,18 @@ def training_sequences(split: pl.DataFrame, rm: RatingMatrix) -> two_tower.Seque
     return two_tower.build_sequences(train, rm.user_ids, rm.item_ids)
 
 
+def fit_sequences(split: pl.DataFrame, rm: RatingMatrix) -> two_tower.Sequences:
+    """The validation cut's fit part as sequences (what early stopping trains on)."""
+    return two_tower.build_sequences(split.filter(pl.col("val_part") == "fit").select(SEQUENCE_COLUMNS),
+                                     rm.user_ids, rm.item_ids)
+
+
 def train(split: pl.DataFrame, rm: RatingMatrix, lm_vectors: np.ndarray,
           settings: ModelSettings, log: Callable[[dict], None] = lambda entry: None,
           lm_top=None) -> two_tower.TrainingResult:
     """Early-stop on the validation cut of training, then refit on all of training (``lm_top``:
     the LM's top layers, when ``settings.training.lm_finetune_layers`` > 0)."""
-    fit = two_tower.build_sequences(split.filter(pl.col("val_part") == "fit").select(SEQUENCE_COLUMNS),
-                                    rm.user_ids, rm.item_ids)
+    fit = fit_sequences(split, rm)
     _, holdout = validation_matrices(split, rm)
     return two_tower.train_two_tower(lm_vectors, training_sequences(split, rm), fit, holdout,
                                      settings.architecture, settings.training, log, lm_top)
@@ -86,11 +90,16 @@ def epoch_logger(info: Callable[[str], None], tracker) -> Callable[[dict], None]
 
 
 def data_snapshot(split: pl.DataFrame) -> dict:
-    """What a training used: training row, user and item counts and a checksum of the rows."""
-    train = split.filter(pl.col("part") == "train").select(SEQUENCE_COLUMNS)
+    """What a training used: training row, user and item counts, a checksum of the rows, and a
+    checksum of the validation cut it was early-stopped on (which rows are fit / held out and
+    which held-out rows are relevant): two versions with the same ``validation_sha256`` were
+    measured on the same validation data."""
+    train = split.filter(pl.col("part") == "train").select(VALIDATION_COLUMNS)
+    ordered = train.sort("user_id", "timestamp", "item_id", "val_part")
     return {"train_rows": train.height, "train_users": train["user_id"].n_unique(),
             "train_items": train["item_id"].n_unique(),
-            "train_sha256": frame_sha256(train.sort("user_id", "timestamp", "item_id"))}
+            "train_sha256": frame_sha256(ordered.select(SEQUENCE_COLUMNS)),
+            model_registry.VALIDATION_CUT: frame_sha256(ordered)}
 
 
 def retrain_not_needed(tracking_uri: str, champion: str | None, train_rows: int, encoder: str,
@@ -117,81 +126,100 @@ class Outcome:
     champion: str
     best_epoch: int
     validation_recall: float
+    validation_sha256: str
 
     def row(self, dagster_run_id: str, mlflow_run_id: str) -> pl.DataFrame:
-        """One row of DuckDB ``models.versions``."""
-        p = self.promotion
+        """One row of DuckDB ``models.versions``: the version, its validation figure and cut,
+        which data judged it against the champion, both figures there, and the decision."""
+        p, j = self.promotion, self.promotion.judgement
         return pl.DataFrame([{
             "version": p.version, "dagster_run_id": dagster_run_id, "mlflow_run_id": mlflow_run_id,
             "best_epoch": self.best_epoch, "validation_recall_at_50": self.validation_recall,
-            "warm_recall_at_50": p.candidate_value, "champion_before": p.champion_before,
-            "champion_warm_recall_at_50": p.champion_value, "promoted": p.promoted,
+            "validation_sha256": self.validation_sha256, "judged_on": j.judged_on,
+            "judged_users": j.users, "judged_interactions": j.interactions,
+            "judged_recall_at_50": j.candidate_value, "champion_before": p.champion_before,
+            "champion_judged_recall_at_50": j.champion_value, "promoted": p.promoted,
             "champion_after": self.champion, "decision": p.reason,
             "created_at": datetime.now(timezone.utc).replace(tzinfo=None)}],
-            schema_overrides={"champion_before": pl.String, "champion_warm_recall_at_50": pl.Float64})
+            schema_overrides={"champion_before": pl.String, "judged_recall_at_50": pl.Float64,
+                              "champion_judged_recall_at_50": pl.Float64, "judged_users": pl.Int64,
+                              "judged_interactions": pl.Int64})
 
 
-def version_score(model: two_tower.TwoTower, sequences: two_tower.Sequences, data: EvaluationData) -> float:
-    """A model's warm Recall@50 under the protocol (the champion rule's figure)."""
-    return main_metric(two_tower.dense_scorer(model, sequences, len(data.rm.user_ids)), data)
-
-
-TRAINING_PAIRS_FILE = "training_pairs.npz"
-
-
-def save_training_pairs(split: pl.DataFrame, folder: Path) -> None:
-    """The (user, item) pairs the model trained on, beside it: a later comparison must not
-    score it on interactions it saw (a changed split can move them into the test part)."""
-    train = split.filter(pl.col("part") == "train").select("user_id", "item_id").unique()
-    np.savez_compressed(folder / TRAINING_PAIRS_FILE, user_id=storable_ids(train["user_id"].to_numpy()),
-                        item_id=storable_ids(train["item_id"].to_numpy()))
-
-
-def unseen_by(split: pl.DataFrame, folder: Path) -> pl.DataFrame:
-    """``split`` without the warm-test rows whose (user, item) the model in ``folder`` trained on."""
-    path = folder / TRAINING_PAIRS_FILE
-    if not path.exists():
-        return split
-    with np.load(path, allow_pickle=False) as stored:
-        seen = pl.DataFrame({"user_id": stored["user_id"], "item_id": stored["item_id"]}).cast(
-            {"user_id": split.schema["user_id"], "item_id": split.schema["item_id"]})
-    leaked = split.filter(pl.col("part") == "warm_test").join(seen, on=["user_id", "item_id"], how="semi")
-    return split.join(leaked.select("user_id", "item_id", "part"), on=["user_id", "item_id", "part"], how="anti")
+def training_part(split: pl.DataFrame) -> pl.DataFrame:
+    """The split's training rows: everything the champion rule may read."""
+    return split.filter(pl.col("part") == "train")
 
 
 def register_and_judge(result: two_tower.TrainingResult, split: pl.DataFrame, rm: RatingMatrix,
                        item_ids: np.ndarray, lm_vectors: np.ndarray, encoder: str, folder: Path,
                        tracking_uri: str, mlflow_run_id: str, tags: dict[str, str]) -> Outcome:
-    """Save and register the trained model, measure it and the champion on the same split (less
-    any test interaction the champion trained on), and move the alias if the new version is at
-    least as good."""
+    """Save and register the trained model, judge it against the champion on training data
+    alone (:func:`judge`) and move the alias if the new version is at least as good."""
+    train = training_part(split)  # nothing below sees a test row
     two_tower.save_model(result.model, item_ids, folder, {
         "encoder": encoder, "best_epoch": result.best_epoch,
         "validation_recall_at_50": result.best_validation_recall})
-    save_training_pairs(split, folder)
-    version = model_registry.register_version(tracking_uri, mlflow_run_id, folder, tags)
-    sequences, champion = training_sequences(split, rm), model_registry.champion_version(tracking_uri)
-    judged, champion_model = split, None
-    if champion is not None:
-        judged, champion_model = fetch_champion(tracking_uri, champion, split, item_ids, lm_vectors, encoder)
-    data = build_evaluation_data(judged, rm)
-    champion_value = None
-    if champion is not None:  # a champion that cannot serve these embeddings loses
-        champion_value = (float("-inf") if champion_model is None
-                          else version_score(champion_model, sequences, data))
-    candidate = version_score(result.model, sequences, data)
-    promotion = model_registry.apply_champion_rule(tracking_uri, version, candidate, champion_value)
+    save_training_pairs(train, folder)
+    snapshot = data_snapshot(train)
+    champion = model_registry.champion_version(tracking_uri)
+    version = model_registry.register_version(tracking_uri, mlflow_run_id, folder, {
+        **tags, model_registry.VALIDATION_CUT: snapshot[model_registry.VALIDATION_CUT],
+        model_registry.VALIDATION_METRIC: repr(float(result.best_validation_recall))})
+    judgement = judge(result, train, rm, item_ids, lm_vectors, encoder, tracking_uri, champion)
+    promotion = model_registry.apply_champion_rule(tracking_uri, version, judgement)
     return Outcome(promotion, model_registry.champion_version(tracking_uri) or version,
-                   result.best_epoch, result.best_validation_recall)
+                   result.best_epoch, result.best_validation_recall, snapshot[model_registry.VALIDATION_CUT])
 
 
-def fetch_champion(tracking_uri: str, champion: str, split: pl.DataFrame, item_ids: np.ndarray,
-                   lm_vectors: np.ndarray, encoder: str) -> tuple[pl.DataFrame, two_tower.TwoTower | None]:
-    """(the split without the test interactions the champion trained on, the champion over the
-    current catalogue or None when it was trained on another encoder); the download is removed."""
+def judge(result: two_tower.TrainingResult, train: pl.DataFrame, rm: RatingMatrix, item_ids: np.ndarray,
+          lm_vectors: np.ndarray, encoder: str, tracking_uri: str, champion: str | None) -> Judgement:
+    """The candidate (``result``) against the champion version, on training data alone.
+
+    ``train`` is the split's training part with its validation cut; test rows, if any are
+    passed, are dropped first. The first version has nothing to be judged against; a champion
+    trained on another encoder cannot serve these embeddings and loses. When the champion was
+    measured on the same validation cut (same checksum), the two versions' validation Recall@50
+    (each from its early-stopping phase: trained on the fit part, scored on the holdout) are
+    compared. Otherwise new feedback changed the cut: the candidate's early-stopping model
+    (trained on the current fit part only) and the champion are both scored on the current
+    holdout less every (user, item) pair the champion trained on, each user's history being
+    the current fit part, so that neither is scored on anything it trained on."""
+    train = training_part(train)
+    own = Judgement(model_registry.FIRST_VERSION, float(result.best_validation_recall))
+    if champion is None:
+        return own
+    tags = model_registry.version_tags(tracking_uri, champion)
+    if tags.get("encoder") not in (None, encoder):
+        return Judgement(model_registry.OTHER_ENCODER, own.candidate_value)
+    _, holdout = validation_matrices(train, rm)
+    if (tags.get(model_registry.VALIDATION_CUT) == data_snapshot(train)[model_registry.VALIDATION_CUT]
+            and model_registry.VALIDATION_METRIC in tags):
+        return Judgement(model_registry.SAME_CUT, own.candidate_value, float(tags[model_registry.VALIDATION_METRIC]),
+                         *_counts(holdout))
     with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
         folder = model_registry.download(tracking_uri, champion, Path(tmp))
-        return unseen_by(split, folder), serving_or_none(folder, item_ids, lm_vectors, encoder)
+        champion_model = serving_or_none(folder, item_ids, lm_vectors, encoder)
+        pairs = read_training_pairs(folder, train)
+    if champion_model is None:
+        return Judgement(model_registry.OTHER_ENCODER, own.candidate_value)
+    judged = holdout_less_pairs(train, pairs)
+    fit_matrix, holdout = validation_matrices(judged, rm)
+    users, interactions = _counts(holdout)
+    if not users:
+        return Judgement(model_registry.FRESH_HOLDOUT, None, None, 0, 0)
+    fit = fit_sequences(judged, rm)
+    candidate = result.validation_model if result.validation_model is not None else result.model
+
+    def score(model: two_tower.TwoTower) -> float:
+        return validation_recall(two_tower.dense_scorer(model, fit, len(rm.user_ids)), fit_matrix, holdout)
+
+    return Judgement(model_registry.FRESH_HOLDOUT, score(candidate), score(champion_model), users, interactions)
+
+
+def _counts(holdout) -> tuple[int, int]:
+    """(held-out users with a relevant interaction, relevant held-out interactions)."""
+    return int((np.diff(holdout.indptr) > 0).sum()), int(holdout.nnz)
 
 
 def serving_or_none(folder: Path, item_ids: np.ndarray, lm_vectors: np.ndarray,
@@ -232,7 +260,13 @@ def train_and_register(inputs: TrainingInputs, settings: ModelSettings, folder: 
         result, inputs.split, inputs.rm, inputs.item_ids, inputs.lm_vectors, inputs.encoder, folder, tracking_uri,
         mlflow_run_id, tags={"dagster_run_id": dagster_run_id, "encoder": inputs.encoder,
                              **{k: str(v) for k, v in snapshot.items()}})
+    judgement = outcome.promotion.judgement
     tracker.log_metrics({"best_epoch": result.best_epoch, "best_validation_recall_at_50": result.best_validation_recall,
-                         "train_seconds": result.seconds, model_registry.MAIN_METRIC: outcome.promotion.candidate_value})
+                         "train_seconds": result.seconds,
+                         **{name: value for name, value in (
+                             (model_registry.JUDGED_METRIC, judgement.candidate_value),
+                             (f"champion_{model_registry.JUDGED_METRIC}", judgement.champion_value))
+                            if value is not None}})
+    tracker.set_tags({"judged_on": judgement.judged_on, "champion_decision": outcome.promotion.reason})
     return result, outcome
 

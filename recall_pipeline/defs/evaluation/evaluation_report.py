@@ -35,8 +35,10 @@ class EvaluationConfig(dg.Config):
                 "coverage, long tail, novelty, diversity; cold Recall/NDCG@20; the sparse slice) "
                 "for the published lists and for MostPopular, ItemKNN and EASE tuned on the "
                 "validation cut, same split, same run; the published lists are those of "
-                "recall.latest. Appended to DuckDB eval.metrics; an HTML report in reports/; "
-                "logged to MLflow.",
+                "recall.latest. Appended to DuckDB eval.metrics, with the cold ranking that "
+                "final's cold figures score in eval.cold_rankings (same transaction); test rows the "
+                "serving model trained on before the split moved are left out of every figure "
+                "(eval.metrics.test_rows_excluded); an HTML report in reports/; logged to MLflow.",
 )
 def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig,
                       warehouse: Warehouse, home: PipelineHome, mlflow: MlflowTracking):
@@ -44,16 +46,21 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     with_baselines = evaluation.baselines_fit(inputs.rm.matrix.shape, config.baselines, config.baselines_max_cells)
     if config.baselines and not with_baselines:
         context.log.warning(f"baselines skipped: {inputs.rm.matrix.shape} is above baselines_max_cells")
-    report, data = evaluation.evaluate_published(inputs, with_baselines)
-    warehouse.replace_rows("eval.metrics", evaluation.metrics_frame(report, run_id, inputs.candidates),
-                           "run_id = ?", [run_id])
+    evaluated = evaluation.evaluate_published(inputs, with_baselines)
+    report, data = evaluated.report, evaluated.data
+    if not evaluated.excluded_test_rows.is_empty():
+        context.log.warning(f"test rows excluded: {evaluated.exclusion_note}")
+    warehouse.replace_rows_in({"eval.metrics": evaluation.metrics_frame(evaluated, run_id, inputs.candidates),
+                               "eval.cold_rankings": evaluation.cold_rankings_frame(evaluated, run_id)},
+                              "run_id = ?", [run_id])
     model_version = inputs.candidates["model_version"][0]
     images = plots(report, data.train_counts, route_shares(inputs.candidates))
     path = write_report(home.layout.reports, home.layout.latest_report, run_id,
-                        render_html(report, images, run_id, model_version), images)
+                        render_html(report, images, run_id, model_version, evaluated.exclusion_note), images)
     with mlflow.start_run("evaluation_report", {"dagster_run_id": run_id, "model_version": model_version}) as (
             tracker, mlflow_run):
         log_to_mlflow(tracker, report, path)
+        tracker.log_params({"test_rows_excluded": evaluated.excluded_test_rows.height})
     stored = warehouse.query("select metric, value from eval.metrics where run_id = ?", [run_id])
     yield dg.AssetCheckResult(check_name=RANGE_CHECK, passed=evaluation.within_unit_interval(stored),
                               metadata={"metrics": stored.height})
@@ -64,5 +71,6 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
         "warm": markdown_table(warm, rows=20), "cold": markdown_table(cold),
         "report": dg.MetadataValue.path(str(path)), "mlflow_run_id": mlflow_run.info.run_id,
         "model_version": model_version,
+        "test_rows_excluded": evaluated.excluded_test_rows.height, "test_rows_excluded_why": evaluated.exclusion_note,
         **{name: dg.MetadataValue.float(value) for name, value in evaluation.headline(report.rows).items()},
     })

@@ -3,7 +3,8 @@
 import dagster as dg
 
 from recall_pipeline.core.features.rating_matrix import build_rating_matrix, save_rating_matrix
-from recall_pipeline.core.features.split import SplitProtocol, split_interactions, split_summary
+from recall_pipeline.core.features.split import SplitProtocol, split_keeping_sides, split_summary
+from recall_pipeline.defs import tables
 from recall_pipeline.defs.config import config_from
 from recall_pipeline.resources import PipelineHome, Warehouse
 
@@ -18,18 +19,21 @@ SplitConfig = config_from(SplitProtocol, "SplitConfig",
     kinds={"duckdb", "scipy"},
     pool="warehouse",
     description="The evaluation protocol's split (DuckDB features.interactions_split, part in "
-                "train / warm_test / cold_test, with the validation cut) and the user x item "
+                "train / warm_test / cold_test, with the validation cut), which side every item is "
+                "on (features.item_sides: the protocol's permutation for the first split, kept "
+                "afterwards; an item added later is placed by a seeded hash of its id) and the user x item "
                 "CSR matrix of training ratings (features/rating_matrix.npz) with its id maps "
                 "(features.user_index, features.item_index).",
 )
 def rating_matrix(context: dg.AssetExecutionContext, config: SplitConfig, warehouse: Warehouse,
                   home: PipelineHome) -> dg.MaterializeResult:
     clean = warehouse.query("select user_id, item_id, rating, timestamp from clean.interactions")
-    items = warehouse.query("select item_id from clean.items")["item_id"].to_numpy()
-    split = split_interactions(clean, SplitProtocol(**config.model_dump()))
-    matrix = build_rating_matrix(split, items)
+    items = warehouse.query("select item_id from clean.items")["item_id"]
+    split, sides = split_keeping_sides(clean, items, SplitProtocol(**config.model_dump()), tables.item_sides(warehouse))
+    matrix = build_rating_matrix(split, items.to_numpy())
     path = home.layout.rating_matrix
     save_rating_matrix(matrix, path)
+    warehouse.replace_table("features.item_sides", sides)
     warehouse.replace_table("features.interactions_split", split)
     warehouse.replace_table("features.user_index", matrix.user_index())
     warehouse.replace_table("features.item_index", matrix.item_index())
@@ -40,5 +44,7 @@ def rating_matrix(context: dg.AssetExecutionContext, config: SplitConfig, wareho
         "users": len(matrix.user_ids),
         "items": len(matrix.item_ids),
         "nonzeros": int(matrix.matrix.nnz),
+        "cold_side_items": int(sides["is_cold"].sum()),
+        "items_placed_by_hash": int((sides["rule"] == "hash").sum()),
         "path": dg.MetadataValue.path(str(path)),
     })

@@ -12,7 +12,7 @@ from recall_pipeline.resources import PipelineHome, Warehouse
     kinds={"duckdb"},
     pool="warehouse",
     description="<home>/published.duckdb: recall.latest, recall.candidates, recall.published_runs, "
-                "eval.metrics, catalog.items and catalog.user_profiles, written aside and renamed "
+                "eval.metrics, eval.cold_rankings, catalog.items and catalog.user_profiles, written aside and renamed "
                 "into place after each successful refresh. Open it read-only: it is never locked "
                 "by the pipeline and never half-written.",
 )

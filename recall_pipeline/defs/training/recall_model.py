@@ -35,8 +35,10 @@ RecallModelConfig = config_from(
                 "early-stopped on the validation cut's Recall@50 and refit on training. Each "
                 "training is an MLflow run (params, per-epoch metrics, data snapshot, safetensors "
                 "weights) registered as a version of 'recall_two_tower'; the alias 'champion' moves "
-                "to it only if its warm Recall@50 is at least the champion's on the same split. "
-                "Versions and decisions in DuckDB models.versions.",
+                "to it only if its validation Recall@50 is at least the champion's, judged on training "
+                "data alone (the same validation cut, or, when new data moved the cut, the current "
+                "holdout less every pair the champion trained on); never on the test split. "
+                "Versions, what judged them and the decisions in DuckDB models.versions.",
 )
 def recall_model(context: dg.AssetExecutionContext, config: RecallModelConfig, warehouse: Warehouse,
                  home: PipelineHome, mlflow: MlflowTracking, encoder: TextEncoderResource) -> dg.MaterializeResult:
@@ -62,7 +64,10 @@ def recall_model(context: dg.AssetExecutionContext, config: RecallModelConfig, w
         "promoted": outcome.promotion.promoted, "decision": outcome.promotion.reason,
         "best_epoch": result.best_epoch,
         "validation_recall@50": dg.MetadataValue.float(round(result.best_validation_recall, 4)),
-        "warm_recall@50": dg.MetadataValue.float(round(outcome.promotion.candidate_value, 4)),
+        "judged_on": outcome.promotion.judgement.judged_on,
+        **{name: dg.MetadataValue.float(round(value, 4)) for name, value in (
+            ("judged_recall@50", outcome.promotion.candidate_value),
+            ("champion_judged_recall@50", outcome.promotion.champion_value)) if value is not None},
         "train_seconds": round(result.seconds, 1), "mlflow_run_id": run.info.run_id,
         "epochs": markdown_table(pl.DataFrame(result.history).with_columns(pl.selectors.float().round(4)), rows=60),
         "path": dg.MetadataValue.path(str(folder)),

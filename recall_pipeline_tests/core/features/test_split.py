@@ -5,7 +5,9 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 
-from recall_pipeline.core.features.split import SplitProtocol, cold_items, split_interactions, split_summary
+from recall_pipeline.core.features.split import (
+    SplitProtocol, cold_items, item_sides, split_interactions, split_keeping_sides, split_summary,
+)
 
 
 def test_bundled_split_counts(bundled_split):
@@ -58,3 +60,70 @@ def test_cold_items_leave_training_entirely():
     assert len(cold) == 2
     assert set(split.filter(pl.col("part") == "cold_test")["item_id"].to_list()) == cold
     assert not set(split.filter(pl.col("part") != "cold_test")["item_id"].to_list()) & cold
+
+
+def test_cold_set_stays_when_items_are_added(bundled_split):
+    """The asset's path (catalogue + interactions, sides stored) reproduces the protocol's cold
+    set; adding items later moves no existing item between cold and warm, and the new items
+    are split by the seeded hash at about the cold fraction."""
+    items, split = bundled_split
+    clean = split.select("user_id", "item_id", "rating", "timestamp")
+    first, sides = split_keeping_sides(clean, items["item_id"])
+    assert split_summary(first) == split_summary(split)
+    cold = sides.filter("is_cold")["item_id"].sort().to_list()
+    assert len(cold) == 906 and cold[:10] == [2, 13, 38, 53, 57, 69, 86, 88, 93, 99]
+    assert set(sides["rule"]) == {"permutation"}
+
+    rng = np.random.default_rng(1)
+    new_items = np.arange(200_001, 202_001)  # 2,000 items added to the catalogue, each rated
+    later = datetime(2017, 1, 1)
+    added = pl.DataFrame({"user_id": rng.choice(clean["user_id"].unique().to_numpy(), len(new_items)),
+                          "item_id": new_items, "rating": 4.0,
+                          "timestamp": [later + timedelta(minutes=int(m)) for m in range(len(new_items))]})
+    grown = pl.concat([clean, added.cast(clean.schema)])
+    catalogue = pl.concat([items["item_id"], pl.Series(new_items)])
+    second, sides_after = split_keeping_sides(grown, catalogue, previous=sides)
+
+    kept = sides.join(sides_after, on="item_id", suffix="_after")
+    assert kept.height == sides.height and (kept["is_cold"] == kept["is_cold_after"]).all()
+    cold_after = set(second.filter(pl.col("part") == "cold_test")["item_id"].to_list())
+    assert cold_after & set(items["item_id"].to_list()) == set(cold)
+    placed = sides_after.filter(pl.col("item_id").is_in(new_items.tolist()))
+    assert set(placed["rule"]) == {"hash"} and placed.height == len(new_items)
+    assert 0.08 < placed["is_cold"].mean() < 0.12
+    # the protocol's rule 1 alone, rerun on the grown item set, would have reshuffled C
+    rerun = set(cold_items(catalogue.to_numpy(), SplitProtocol()).tolist())
+    assert rerun & set(items["item_id"].to_list()) != set(cold)
+    # and the assignment of a new item does not depend on which other items came with it
+    alone = item_sides(pl.concat([items["item_id"], pl.Series(new_items[:5])]), previous=sides)
+    assert (alone.filter(pl.col("item_id").is_in(new_items[:5].tolist()))["is_cold"].to_list()
+            == placed["is_cold"][:5].to_list())
+
+
+def test_item_sides_start_over_under_another_protocol_or_data_set():
+    ids = pl.Series(range(1, 101))
+    before = item_sides(ids)
+    other_seed = item_sides(pl.Series(range(1, 121)), SplitProtocol(seed=5), previous=before)
+    assert set(other_seed["rule"]) == {"permutation"} and other_seed["is_cold"].sum() == 12
+    other_data = item_sides(pl.Series(range(1000, 1100)), previous=before)
+    assert set(other_data["rule"]) == {"permutation"} and other_data.height == 100
+    grown = item_sides(pl.Series(range(1, 121)), previous=before)
+    assert grown.filter(pl.col("item_id") <= 100).equals(before)
+
+
+def test_pseudo_cold_split_is_made_of_training_rows_alone(bundled_split):
+    """Rule 4: a seeded 10% of the training items (never items of C) held out as pseudo-cold,
+    the rest cut by rule 2; the test parts play no part."""
+    from recall_pipeline.core.features.split import pseudo_cold_split
+
+    _, split = bundled_split
+    pseudo = pseudo_cold_split(split)
+    summary = split_summary(pseudo)
+    assert summary["cold_items"] == int(0.1 * 6_967)
+    assert pseudo.height == 72_737 and set(pseudo["part"]) == {"train", "warm_test", "cold_test"}
+    cold = set(split.filter(pl.col("part") == "cold_test")["item_id"].to_list())
+    assert not set(pseudo.filter(pl.col("part") == "cold_test")["item_id"].to_list()) & cold
+    assert pseudo_cold_split(split.filter(pl.col("part") == "train")).equals(pseudo)
+    # a pseudo-cold item leaves every other part
+    pseudo_items = set(pseudo.filter(pl.col("part") == "cold_test")["item_id"].to_list())
+    assert not set(pseudo.filter(pl.col("part") != "cold_test")["item_id"].to_list()) & pseudo_items

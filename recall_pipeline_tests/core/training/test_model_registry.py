@@ -27,35 +27,54 @@ def store(tmp_path):
     return uri, register
 
 
+def same_cut(candidate: float, champion: float) -> model_registry.Judgement:
+    return model_registry.Judgement(model_registry.SAME_CUT, candidate, champion, users=10, interactions=30)
+
+
+FIRST = model_registry.Judgement(model_registry.FIRST_VERSION, 0.30)
+
+
 def test_should_promote_both_directions():
     assert model_registry.should_promote(0.30, None)
     assert model_registry.should_promote(0.30, 0.30)
     assert not model_registry.should_promote(0.29, 0.30)
+    assert not same_cut(0.29, 0.30).promotes and same_cut(0.30, 0.30).promotes
+    assert model_registry.Judgement(model_registry.OTHER_ENCODER, 0.01).promotes  # cannot serve: loses
+    assert not model_registry.Judgement(model_registry.FRESH_HOLDOUT, None, None).promotes  # nothing to judge on
 
 
 def test_first_version_becomes_champion_then_only_a_better_one_takes_over(store):
     uri, register = store
     first = register()
-    decision = model_registry.apply_champion_rule(uri, first, 0.30, None)
+    decision = model_registry.apply_champion_rule(uri, first, FIRST)
     assert decision.promoted and model_registry.champion_version(uri) == first
     assert "first version" in decision.reason
 
     worse = register()
-    decision = model_registry.apply_champion_rule(uri, worse, 0.25, 0.30)
+    decision = model_registry.apply_champion_rule(uri, worse, same_cut(0.25, 0.30))
     assert not decision.promoted and model_registry.champion_version(uri) == first
     assert "not promoted" in decision.reason and "0.2500" in decision.reason
+    assert "same validation cut: 10 users, 30 held-out interactions" in decision.reason
 
     equal = register()
-    decision = model_registry.apply_champion_rule(uri, equal, 0.30, 0.30)
+    decision = model_registry.apply_champion_rule(uri, equal, same_cut(0.30, 0.30))
     assert decision.promoted and model_registry.champion_version(uri) == equal
     tags = model_registry.client(uri).get_model_version(model_registry.MODEL_NAME, worse).tags
-    assert tags[model_registry.MAIN_METRIC] == "0.250000"
+    assert tags[model_registry.JUDGED_METRIC] == "0.250000"
+    assert (tags["judged_on"], tags["champion_judged_recall_at_50"], tags["champion_before"]) == (
+        "same validation cut", "0.300000", first)
+
+    unjudged = register()
+    decision = model_registry.apply_champion_rule(
+        uri, unjudged, model_registry.Judgement(model_registry.FRESH_HOLDOUT, None, None))
+    assert not decision.promoted and model_registry.champion_version(uri) == equal
+    assert "no held-out interaction that neither version trained on" in decision.reason
 
 
 def test_versions_resolve_by_number_alias_and_latest_and_download(store, tmp_path):
     uri, register = store
     first, second = register({"train_rows": "10"}), register()
-    model_registry.apply_champion_rule(uri, first, 0.3, None)
+    model_registry.apply_champion_rule(uri, first, FIRST)
     assert model_registry.resolve(uri, "champion") == first
     assert model_registry.resolve(uri, "latest") == second
     assert model_registry.resolve(uri, second) == second
@@ -79,7 +98,7 @@ def test_retraining_waits_for_enough_new_training_data(store):
 
     uri, register = store
     champion = register({"train_rows": "100", "encoder": "lm@1"})
-    model_registry.apply_champion_rule(uri, champion, 0.3, None)
+    model_registry.apply_champion_rule(uri, champion, FIRST)
     assert retrain_not_needed(uri, champion, 150, "lm@1", 60).startswith("not retrained: 50 new")
     assert retrain_not_needed(uri, champion, 150, "lm@1", 50) == ""      # threshold reached
     assert retrain_not_needed(uri, champion, 150, "lm@2", 60) == ""      # another encoder: retrain
@@ -88,17 +107,24 @@ def test_retraining_waits_for_enough_new_training_data(store):
     assert retrain_not_needed(uri, champion, 90, "lm@1", 60) == ""       # fewer rows: other data
 
 
-def test_the_champion_is_not_judged_on_test_interactions_it_trained_on(tmp_path):
-    """A changed split can move a pair the champion trained on into the warm test part."""
+def test_test_rows_a_model_trained_on_are_found_only_when_the_split_moved(tmp_path):
+    """A changed split can move a pair the model trained on into a test part."""
     import polars as pl
 
-    from recall_pipeline.core.training.recall_model import save_training_pairs, unseen_by
+    from recall_pipeline.core.training.training_pairs import (
+        read_training_pairs, save_training_pairs, test_rows_trained_on, without,
+    )
 
-    then = pl.DataFrame({"user_id": ["u1", "u1", "u2"], "item_id": ["a", "b", "a"],
-                         "part": ["train", "train", "train"]})
+    then = pl.DataFrame({"user_id": ["u1", "u1", "u2", "u3"], "item_id": ["a", "b", "a", "d"],
+                         "part": ["train", "train", "train", "warm_test"]})
     save_training_pairs(then, tmp_path)
-    now = pl.DataFrame({"user_id": ["u1", "u1", "u2", "u2"], "item_id": ["a", "b", "a", "c"],
-                        "part": ["train", "warm_test", "warm_test", "warm_test"]})
-    judged = unseen_by(now, tmp_path)
-    assert judged.rows() == [("u1", "a", "train"), ("u2", "c", "warm_test")]
-    assert unseen_by(now, tmp_path / "no-pairs-file").equals(now)
+    pairs = read_training_pairs(tmp_path, then)
+    assert sorted(pairs.rows()) == [("u1", "a"), ("u1", "b"), ("u2", "a")]  # training rows only
+    now = pl.DataFrame({"user_id": ["u1", "u1", "u2", "u2", "u3", "u2"], "item_id": ["a", "b", "a", "c", "d", "a"],
+                        "part": ["train", "warm_test", "warm_test", "warm_test", "warm_test", "train"]})
+    moved = test_rows_trained_on(now, pairs)
+    # (u1, b) left training; (u2, a) is also a current training row (a repeat): no leak
+    assert moved.rows() == [("u1", "b", "warm_test")]
+    assert without(now, moved).rows() == [r for r in now.rows() if r != ("u1", "b", "warm_test")]
+    assert read_training_pairs(tmp_path / "no-pairs-file", now) is None
+    assert test_rows_trained_on(now, None).is_empty()

@@ -36,6 +36,7 @@ class TrainingResult:
     best_epoch: int = 0
     best_validation_recall: float = 0.0
     seconds: float = 0.0
+    validation_model: TwoTower | None = None  # the early-stopping phase's model (trained on fit only)
 
 
 def train_epoch(model: TwoTower, seq: Sequences, optimizer: torch.optim.Optimizer, logq: torch.Tensor | None,
@@ -79,6 +80,7 @@ def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, ho
     torch.use_deterministic_algorithms(True)
     try:
         tuned = _fit(lm_vectors, fit, architecture, training, None, validate, log, "validation", lm_top)
+        tuned.validation_model = tuned.model
         if not training.refit:
             return tuned
         final = _fit(lm_vectors, train, architecture, training, tuned.best_epoch, None, log, "refit", lm_top)
@@ -87,6 +89,7 @@ def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, ho
     final.history = tuned.history + final.history
     final.best_epoch, final.best_validation_recall = tuned.best_epoch, tuned.best_validation_recall
     final.seconds += tuned.seconds
+    final.validation_model = tuned.model
     return final
 
 
