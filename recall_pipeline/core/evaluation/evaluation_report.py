@@ -18,8 +18,12 @@ from recall_pipeline.core.ids import positions
 from recall_pipeline.core.serving.candidates import lists_from_frame, vectors_by_user
 from recall_pipeline.core.serving.routes import RouteSettings, interest_scorer
 
-# Novelty is in bits (-log2 of a share), not a share: it is the one metric not bounded by 1.
-UNBOUNDED = ("novelty",)
+# What cleaning held back, stored beside the figures as rows of model "data", slice "ingest", k 0.
+INGEST_MODEL, INGEST_SLICE = "data", "ingest"
+INGEST_COUNTS = ("quarantined_rows", "suspected_burst_rows")
+# Novelty is in bits (-log2 of a share), not a share, and the ingest rows are counts: the only
+# figures not bounded by 1.
+UNBOUNDED = ("novelty", *INGEST_COUNTS)
 HEADLINE = {("warm", "recall", 50), ("warm", "ndcg", 10), ("warm", "coverage", 50),
             ("cold", "recall", 20), ("sparse", "recall", 50)}
 
@@ -37,11 +41,23 @@ class EvaluationInputs:
     interest_owners: np.ndarray     # user id of each interest vector
     interests: np.ndarray
     two_tower: baselines.Scorer     # the serving model version as a dense scorer
+    quarantined: pl.DataFrame | None = None  # reason, rows: quarantine.interactions by reason
 
 
 def baselines_fit(shape: tuple[int, int], enabled: bool, max_cells: int) -> bool:
     """Whether the dense CF baselines run: enabled and users x items within ``max_cells``."""
     return enabled and shape[0] * shape[1] <= max_cells
+
+
+def ingest_rows(quarantined: pl.DataFrame | None) -> list[dict]:
+    """The interaction rows cleaning quarantined and, of those, the suspected bursts' (feedback
+    attacks, ``core.ingest.bursts``), as metric rows of model "data", slice "ingest", k 0."""
+    from recall_pipeline.core.ingest.bursts import REASON
+
+    counts = dict(quarantined.iter_rows()) if quarantined is not None else {}
+    values = {"quarantined_rows": sum(counts.values()), "suspected_burst_rows": counts.get(REASON, 0)}
+    return [{"model": INGEST_MODEL, "slice": INGEST_SLICE, "metric": metric, "k": 0, "value": float(value)}
+            for metric, value in values.items()]
 
 
 def route_scorers(inputs: EvaluationInputs) -> dict[str, baselines.Scorer]:
@@ -58,10 +74,12 @@ def route_scorers(inputs: EvaluationInputs) -> dict[str, baselines.Scorer]:
 
 def evaluate_published(inputs: EvaluationInputs, with_baselines: bool) -> tuple[Report, EvaluationData]:
     """The protocol's figures for the published lists (cold slice: the two-tower model ranking
-    the cold items from their text), every route alone and, if asked, the baselines."""
+    the cold items from their text), every route alone and, if asked, the baselines; then the
+    counts of what cleaning held back (:func:`ingest_rows`)."""
     data = build_evaluation_data(inputs.split, inputs.rm, inputs.genres, inputs.item_vectors)
     report = evaluate(inputs.split, data, lists_from_frame(inputs.rm, inputs.candidates),
                       final_cold=inputs.two_tower, routes=route_scorers(inputs), with_baselines=with_baselines)
+    report.rows.extend(ingest_rows(inputs.quarantined))
     return report, data
 
 

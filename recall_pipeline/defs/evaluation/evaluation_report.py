@@ -35,8 +35,9 @@ class EvaluationConfig(dg.Config):
                 "coverage, long tail, novelty, diversity; cold Recall/NDCG@20; the sparse slice) "
                 "for the published lists and for MostPopular, ItemKNN and EASE tuned on the "
                 "validation cut, same split, same run; the published lists are those of "
-                "recall.latest. Appended to DuckDB eval.metrics; an HTML report in reports/; "
-                "logged to MLflow.",
+                "recall.latest; with them the quarantined and suspected_burst interaction rows (model "
+                "'data', slice 'ingest'). Appended to DuckDB eval.metrics; an HTML report in "
+                "reports/; logged to MLflow.",
 )
 def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig,
                       warehouse: Warehouse, home: PipelineHome, mlflow: MlflowTracking):
@@ -64,5 +65,6 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
         "warm": markdown_table(warm, rows=20), "cold": markdown_table(cold),
         "report": dg.MetadataValue.path(str(path)), "mlflow_run_id": mlflow_run.info.run_id,
         "model_version": model_version,
+        **{row["metric"]: dg.MetadataValue.int(int(row["value"])) for row in evaluation.ingest_rows(inputs.quarantined)},
         **{name: dg.MetadataValue.float(value) for name, value in evaluation.headline(report.rows).items()},
     })
