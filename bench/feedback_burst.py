@@ -11,6 +11,7 @@ with exactly one training rating, smallest ids first. Printed: the share of hone
 top K holds the target (mean over targets) and the rows the guard quarantined.
 
     .venv/bin/python bench/feedback_burst.py [--sample-users 14] [--targets 10] [--home DIR]
+                                             [--attacks 50x1,50x3,...]   (accounts x fillers)
 """
 
 from __future__ import annotations
@@ -77,7 +78,10 @@ def main() -> None:
     parser.add_argument("--sample-users", type=int, default=14)
     parser.add_argument("--targets", type=int, default=10)
     parser.add_argument("--home", type=Path, help="a home folder a full run already filled (else a new one)")
+    parser.add_argument("--attacks", default=",".join(f"{a}x{f}" for a, f in ATTACKS),
+                        help="comma-separated ACCOUNTSxFILLERS")
     args = parser.parse_args()
+    attacks = [tuple(int(n) for n in a.split("x")) for a in args.attacks.split(",")]
 
     from recall_pipeline.defs import tables
     from recall_pipeline.resources import PipelineHome, Warehouse
@@ -120,10 +124,10 @@ def main() -> None:
     print(f"# bench/feedback_burst.py, {datetime.now():%Y-%m-%d}, {platform.node()} ({os.cpu_count()} cores), "
           f"sample_users={args.sample_users}: {len(honest)} honest users, {len(known)} items; "
           f"mean over {len(targets)} targets {targets}; fillers from the 10 most rated items")
-    print(f"# full run {full_seconds:.0f} s; share of honest users whose top K holds the target")
+    print(f"# full run {'reused' if args.home else f'{full_seconds:.0f} s'}; share of honest users whose top K holds the target")
     print(f"{'attack':<28} {'guard':<6} {header}  quarantined rows")
     print(f"{'none':<28} {'-':<6} " + " ".join(f"{v:<7.3f}" for v in base) + "  0")
-    for accounts, fillers in ATTACKS:
+    for accounts, fillers in attacks:
         for guard in (False, True):
             results, held = [], []
             for target in targets:

@@ -2,12 +2,13 @@
 
 50 new accounts each rate one niche target item 5 stars within one minute. With one filler
 rating each, as in issue 12, the attack moves nothing here: the protocol holds out each user's
-last 20% (at least one row), so an account with two ratings keeps one in training, the target
-alone, and EASE's item-item weights towards the target do not depend on the target's own count
-(measured: honest users' share 0.07 before and after, ``bench/feedback_burst.py``). So the test
-plants the bigger, classic bandwagon attack: each account rates the target and then three of the
-ten most popular items 5 stars, all in the same minute; training then holds the target beside two
-popular items per account, and EASE recommends it to the honest users who liked them.
+last 20% (at least one row), so an account with two ratings trains on the target alone, and
+EASE's item-item weights towards the target do not depend on the target's own count
+(``bench/feedback_burst.py``: top-100 share 0.050 before, 0.043 after, mean over ten targets).
+So the test plants the bigger, classic bandwagon attack: each account rates the target and then
+three of the ten most popular items 5 stars, all in the same minute; training then holds the
+target beside two popular items per account, and EASE recommends it to the honest users who
+liked them.
 
 Measured on the published lists (K = 100, every list's length) of the honest users:
 no attack (the full run), the attack with the guard (the default) and without it
