@@ -20,6 +20,11 @@ A **burst** is, for one item and one direction (high or low ratings):
 - and those accounts' ratings are at least ``min_share_of_item`` of all the item's ratings in the
   window, so that newcomers among a crowd of established users rating a hit are left alone.
 
+With ``feedback_only`` (the default) only feedback rows (from the inbox) can be burst ratings and
+the source's rows count only as history: a source loaded at once (its first day, when every user
+is new, or timestamps to the day) is the operator's own data, and the guard is for the feedback
+loop. ``feedback_only=False`` looks at every row.
+
 Overlapping or touching windows (consecutive burst ratings less than a window apart) form one
 burst. What is quarantined: every row of each burst account within one window before the burst's
 first rating to one window after its last, i.e. the burst rating and the filler ratings of the
@@ -51,6 +56,7 @@ class BurstSettings:
     extreme_share: float = 0.15
     include_low: bool = True
     min_share_of_item: float = 0.5
+    feedback_only: bool = True
 
 
 def _extreme_thresholds(settings: BurstSettings, rating_min: float, rating_max: float) -> tuple[float, float]:
@@ -69,9 +75,10 @@ def find_bursts(rows: pl.DataFrame, settings: BurstSettings = BurstSettings(), r
     ``detail`` (naming the item, the window and the count).
 
     ``rows``: valid interactions with ``key`` (unique per row), ``user_id``, ``item_id``,
-    ``rating`` (Float64; ignored when ``implicit``) and ``timestamp`` (Datetime); the history
-    that decides whether an account is new is taken from ``rows`` themselves, so pass every
-    valid interaction, not only the new ones.
+    ``rating`` (Float64; ignored when ``implicit``) and ``timestamp`` (Datetime), and optionally
+    ``eligible`` (Boolean: only such rows can be burst ratings; ``settings.feedback_only`` is the
+    caller's to apply). The history that decides whether an account is new is taken from
+    ``rows`` themselves, so pass every valid interaction, not only the new ones.
     """
     out_schema = {key: rows.schema[key] if key in rows.columns else pl.Int64, "burst": pl.Int64,
                   "detail": pl.String}
@@ -79,13 +86,12 @@ def find_bursts(rows: pl.DataFrame, settings: BurstSettings = BurstSettings(), r
         return pl.DataFrame(schema=out_schema)
     window = int(settings.window_seconds)
     high, low = _extreme_thresholds(settings, rating_min, rating_max)
-    frame = rows.select(
-        key, "user_id", "item_id",
-        sec=pl.col("timestamp").dt.epoch("s"),
-        polarity=(pl.lit("high") if implicit else
-                  pl.when(pl.col("rating") >= high).then(pl.lit("high"))
-                  .when(pl.lit(settings.include_low) & (pl.col("rating") <= low)).then(pl.lit("low"))),
-    )
+    polarity = (pl.lit("high") if implicit else
+                pl.when(pl.col("rating") >= high).then(pl.lit("high"))
+                .when(pl.lit(settings.include_low) & (pl.col("rating") <= low)).then(pl.lit("low")))
+    if "eligible" in rows.columns:
+        polarity = pl.when(pl.col("eligible")).then(polarity)
+    frame = rows.select(key, "user_id", "item_id", sec=pl.col("timestamp").dt.epoch("s"), polarity=polarity)
     seconds = frame["sec"].to_numpy()
     origin, stride = int(seconds.min()), int(seconds.max() - seconds.min()) + window + 1
 

@@ -17,6 +17,7 @@ import polars as pl
 
 from recall_pipeline.core.ids import IdType, id_dtype, parse_id
 from recall_pipeline.core.ingest.bursts import REASON as BURST, BurstSettings, find_bursts
+from recall_pipeline.core.ingest.feedback import FEEDBACK_KIND
 from recall_pipeline.core.ingest.sources import SourceError
 
 # Quarantine reasons, in the order the rules are applied.
@@ -171,7 +172,9 @@ def clean_interactions(raw: pl.DataFrame, known_items: pl.Series, rules: Cleanin
     row with its provenance, ``reason`` and ``detail``. Of rows sharing (user, item, timestamp)
     the last loaded (latest batch, then highest source row) is kept, as a later correction.
     The rows of a coordinated burst (``bursts``; ``BurstSettings(enabled=False)``: none) are
-    then quarantined as ``suspected_burst``, with a detail naming the item, window and count.
+    then quarantined as ``suspected_burst``, with a detail naming the item, window and count;
+    with ``bursts.feedback_only``, only rows whose ``source_kind`` is feedback can be burst
+    ratings (a frame without ``source_kind`` does not say: all can).
     """
     parsed = _parsed(raw, rules)
     check_columns_parse(parsed, rules)
@@ -190,10 +193,12 @@ def clean_interactions(raw: pl.DataFrame, known_items: pl.Series, rules: Cleanin
         .otherwise(pl.col("reason"))
     )
     valid = flagged.filter(pl.col("reason").is_null())
+    eligible = (pl.col("source_kind") == FEEDBACK_KIND if bursts.feedback_only and "source_kind" in raw.columns
+                else pl.lit(True))
     burst = find_bursts(
         valid.select(pl.col("_order").alias("row"), pl.col("p_user").alias("user_id"),
                      pl.col("p_item").alias("item_id"), pl.col("p_rating").alias("rating"),
-                     pl.col("p_time").alias("timestamp")),
+                     pl.col("p_time").alias("timestamp"), eligible.fill_null(False).alias("eligible")),
         bursts, rules.rating_min, rules.rating_max, implicit=not rules.has_rating)
     flagged = flagged.join(burst.select(pl.col("row").alias("_order"), pl.col("detail").alias("burst_detail")),
                            on="_order", how="left").with_columns(

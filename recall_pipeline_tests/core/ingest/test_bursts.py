@@ -129,6 +129,17 @@ def test_rows_outside_the_burst_are_unaffected():
     assert find_bursts(two)["burst"].n_unique() == 2
 
 
+def test_only_eligible_rows_can_be_burst_ratings_but_all_rows_are_history():
+    events = attack(range(1000, 1030))
+    eligible = frame(events).with_columns(eligible=pl.lit(False))
+    assert find_bursts(eligible).is_empty()
+    assert find_bursts(eligible.with_columns(eligible=pl.lit(True))).height == 60
+    # ineligible (source) rows still make an account established
+    older = [(u, 100 + h, 3.0, T0 - 2 * DAY + h * timedelta(minutes=1)) for u in range(1000, 1030) for h in range(4)]
+    mixed = frame(older + events).with_columns(eligible=pl.col("row") >= len(older))
+    assert find_bursts(mixed).is_empty()
+
+
 def test_string_ids_and_implicit_feedback():
     events = attack(range(1000, 1030), filler=False)
     strings = frame(events).with_columns(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String))
@@ -151,13 +162,23 @@ def test_cleaning_quarantines_the_burst_and_reconciles():
     assert summary.select("rows", "accounts").rows() == [(25, 25)] and "item 12" in summary["detail"][0]
     off = clean_interactions(raw, known, CleaningRules(), datetime(2026, 1, 1), BurstSettings(enabled=False))
     assert off[0].height == len(events) and off[1].is_empty()
+    # the same rows from the source, not the inbox: only with feedback_only=False
+    source = raw.with_columns(source_kind=pl.lit("source"))
+    assert clean_interactions(source, known, CleaningRules(), datetime(2026, 1, 1))[1].is_empty()
+    wide = clean_interactions(source, known, CleaningRules(), datetime(2026, 1, 1), BurstSettings(feedback_only=False))
+    assert wide[1].height == 25
+    inbox = raw.with_columns(source_kind=pl.when(pl.col("user_id").cast(pl.Int64) >= 1000)
+                             .then(pl.lit("feedback")).otherwise(pl.lit("source")))
+    assert clean_interactions(inbox, known, CleaningRules(), datetime(2026, 1, 1))[1].height == 25
 
 
 def test_bundled_data_has_no_burst(bundled_raw):
-    """The real ratings, 100,004 of them, hold no burst at the default thresholds."""
+    """The real ratings, 100,004 of them, hold no burst at the default thresholds, even with
+    every row looked at (they are the source, not feedback)."""
     from recall_pipeline.core.ingest.item_text import clean_items
 
     raw_interactions, raw_items = bundled_raw
     items, _ = clean_items(raw_items)
-    clean, quarantine = clean_interactions(raw_interactions, items["item_id"], CleaningRules(), datetime.now())
+    clean, quarantine = clean_interactions(raw_interactions, items["item_id"], CleaningRules(), datetime.now(),
+                                           BurstSettings(feedback_only=False))
     assert quarantine.is_empty() and clean.height == raw_interactions.height
