@@ -289,7 +289,7 @@ def test_evaluation_report_alone_evaluates_the_published_lists(pipeline):
     rows = sql(home, "select distinct candidates_run_id, model from eval.metrics where run_id = ?", [alone.run_id])
     assert {r[0] for r in rows} == {second.run_id}
     assert {r[1] for r in rows} == {"final", "route:two_tower", "route:lm_profile", "route:lm_interest",
-                                    "route:ease"}  # no baselines
+                                    "route:ease", "data"}  # no baselines; "data": the quarantine counts
 
 
 def test_two_tower_index_serves_any_version_by_config(pipeline):

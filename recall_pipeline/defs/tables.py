@@ -93,7 +93,15 @@ def evaluation_inputs(warehouse: Warehouse, home: PipelineHome) -> EvaluationInp
         serving_pairs=read_training_pairs(home.layout.two_tower_index / "model", split),
         candidates=warehouse.query("select run_id, user_id, rank, item_id, model_version, route from recall.latest"),
         profiles=warehouse.query("select user_id, embedding from features.user_profiles"),
+        quarantined=quarantine_counts(warehouse),
         **dict(zip(("interest_owners", "interests"), interest_vectors(warehouse))))
+
+
+def quarantine_counts(warehouse: Warehouse) -> pl.DataFrame | None:
+    """Quarantined interaction rows by reason (None before the first cleaning)."""
+    if not warehouse.has_table("quarantine.interactions"):
+        return None
+    return warehouse.query("select reason, count(*) as rows from quarantine.interactions group by reason")
 
 
 def recall_inputs(warehouse: Warehouse, home: PipelineHome) -> RecallInputs:

@@ -19,8 +19,12 @@ from recall_pipeline.core.serving.candidates import lists_from_frame, vectors_by
 from recall_pipeline.core.serving.routes import RouteSettings, interest_scorer
 from recall_pipeline.core.training.training_pairs import test_rows_trained_on, without
 
-# Novelty is in bits (-log2 of a share), not a share: it is the one metric not bounded by 1.
-UNBOUNDED = ("novelty",)
+# What cleaning held back, stored beside the figures as rows of model "data", slice "ingest", k 0.
+INGEST_MODEL, INGEST_SLICE = "data", "ingest"
+INGEST_COUNTS = ("quarantined_rows", "suspected_burst_rows")
+# Novelty is in bits (-log2 of a share), not a share, and the ingest rows are counts: the only
+# figures not bounded by 1.
+UNBOUNDED = ("novelty", *INGEST_COUNTS)
 HEADLINE = {("warm", "recall", 50), ("warm", "ndcg", 10), ("warm", "coverage", 50),
             ("cold", "recall", 20), ("sparse", "recall", 50)}
 
@@ -39,11 +43,23 @@ class EvaluationInputs:
     interests: np.ndarray
     two_tower: baselines.Scorer     # the serving model version as a dense scorer
     serving_pairs: pl.DataFrame | None = None  # the (user, item) pairs the serving version trained on
+    quarantined: pl.DataFrame | None = None  # reason, rows: quarantine.interactions by reason
 
 
 def baselines_fit(shape: tuple[int, int], enabled: bool, max_cells: int) -> bool:
     """Whether the dense CF baselines run: enabled and users x items within ``max_cells``."""
     return enabled and shape[0] * shape[1] <= max_cells
+
+
+def ingest_rows(quarantined: pl.DataFrame | None) -> list[dict]:
+    """The interaction rows cleaning quarantined and, of those, the suspected bursts' (feedback
+    attacks, ``core.ingest.bursts``), as metric rows of model "data", slice "ingest", k 0."""
+    from recall_pipeline.core.ingest.bursts import REASON
+
+    counts = dict(quarantined.iter_rows()) if quarantined is not None else {}
+    values = {"quarantined_rows": sum(counts.values()), "suspected_burst_rows": counts.get(REASON, 0)}
+    return [{"model": INGEST_MODEL, "slice": INGEST_SLICE, "metric": metric, "k": 0, "value": float(value)}
+            for metric, value in values.items()]
 
 
 def route_scorers(inputs: EvaluationInputs) -> dict[str, baselines.Scorer]:
@@ -89,11 +105,13 @@ def judged_split(split: pl.DataFrame, serving_pairs: pl.DataFrame | None) -> tup
 def evaluate_published(inputs: EvaluationInputs, with_baselines: bool) -> Evaluation:
     """The protocol's figures for the published lists (cold slice: the two-tower model ranking
     the cold items from their text), every route alone and, if asked, the baselines, on the
-    split less any test row the serving model trained on."""
+    split less any test row the serving model trained on; then the counts of what cleaning held
+    back (:func:`ingest_rows`)."""
     split, moved = judged_split(inputs.split, inputs.serving_pairs)
     data = build_evaluation_data(split, inputs.rm, inputs.genres, inputs.item_vectors)
     report = evaluate(split, data, lists_from_frame(inputs.rm, inputs.candidates),
                       final_cold=inputs.two_tower, routes=route_scorers(inputs), with_baselines=with_baselines)
+    report.rows.extend(ingest_rows(inputs.quarantined))
     return Evaluation(report, data, moved)
 
 

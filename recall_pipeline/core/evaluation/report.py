@@ -1,6 +1,7 @@
 """The evaluation report as one self-contained HTML file (plots embedded as PNG).
 
-The report holds the models x metrics tables per slice, the Recall@K curves, recall against
+The report holds the models x metrics tables per slice, what cleaning held back (quarantined
+rows, suspected feedback bursts), the Recall@K curves, recall against
 catalogue coverage, the popularity of recommended items against the catalogue's, the share of
 each recall route in the published lists, and the baselines' validation tuning.
 """
@@ -17,6 +18,8 @@ import numpy as np
 import polars as pl
 
 from recall_pipeline.core.evaluation.protocol import Report
+
+INGEST_SLICE = "ingest"  # core.evaluation.evaluation_report's rows of what cleaning held back
 
 SLICE_ORDER = ("warm", "sparse", "cold")
 
@@ -105,6 +108,16 @@ def _table_html(frame: pl.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _ingest_html(rows: list[dict]) -> str:
+    counts = {r["metric"]: int(r["value"]) for r in rows if r["slice"] == INGEST_SLICE}
+    if not counts:
+        return ""
+    items = "".join(f"<li><code>{html.escape(metric)}</code>: {value:,}</li>" for metric, value in counts.items())
+    return ("<h2>Data held back at cleaning</h2><p>Interaction rows in <code>quarantine.interactions</code>; "
+            "<code>suspected_burst_rows</code> are the rows of coordinated bursts of new accounts "
+            "(feedback attacks), kept out of training and of every list.</p><ul>" + items + "</ul>")
+
+
 def render_html(report: Report, images: dict[str, bytes], run_id: str, model_version: str,
                 exclusion_note: str = "") -> str:
     sections = []
@@ -112,6 +125,7 @@ def render_html(report: Report, images: dict[str, bytes], run_id: str, model_ver
         table = metrics_table(report.rows, slice_name)
         if not table.is_empty():
             sections.append(f"<h2>{slice_name} slice</h2>{_table_html(table)}")
+    sections.append(_ingest_html(report.rows))
     tuning = "".join(
         f"<li>{html.escape(name)}: {html.escape(t['parameter'])} = {t['value']:g} "
         f"(validation Recall@50 by value: "

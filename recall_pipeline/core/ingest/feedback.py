@@ -29,6 +29,7 @@ SUFFIXES = (".csv", ".tsv", ".parquet", ".jsonl", ".ndjson")
 EVENT_RATINGS = {"purchase": 5.0, "like": 5.0, "rate_high": 5.0, "add_to_list": 4.5, "click": 4.0,
                  "view": 3.0, "skip": 2.0, "dislike": 1.0}
 ARCHIVE, REJECTED, DUPLICATES = "archive", "rejected", "duplicates"
+FEEDBACK_KIND = "feedback"  # raw.interactions.source_kind of the rows from feedback files
 INCOMPLETE_SUFFIXES = (".part", ".tmp")  # still being written: renamed when complete
 
 

@@ -2,8 +2,10 @@
 
 Every raw row ends either in the clean frame or in the quarantine frame with exactly one reason
 (the first rule it breaks, in the order of :data:`REASONS`), so raw rows = clean + quarantined.
-A column in which *no* value parses is a wrong column mapping, not bad rows: that raises
-:class:`~recall_pipeline.core.ingest.sources.SourceError` naming the file, column and first row.
+Valid rows of a coordinated burst of new accounts (:mod:`.bursts`) are quarantined last, as
+``suspected_burst``. A column in which *no* value parses is a wrong column mapping, not bad rows:
+that raises :class:`~recall_pipeline.core.ingest.sources.SourceError` naming the file, column and
+first row.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from recall_pipeline.core.ids import IdType, id_dtype, parse_id
+from recall_pipeline.core.ingest.bursts import REASON as BURST, BurstSettings, find_bursts
+from recall_pipeline.core.ingest.feedback import FEEDBACK_KIND
 from recall_pipeline.core.ingest.sources import SourceError
 
 # Quarantine reasons, in the order the rules are applied.
@@ -30,6 +34,7 @@ REASONS = (
     "rating_out_of_range",
     "unknown_item",
     "duplicate",
+    BURST,  # "suspected_burst"
 )
 
 TIMESTAMP_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")
@@ -152,17 +157,24 @@ def _detail(rules: CleaningRules) -> pl.Expr:
         .then(pl.format("item_id {} is not in the item catalogue", pl.col("item_id")))
         .when(reason == "duplicate")
         .then(pl.lit("same user, item and timestamp as a later-loaded row, which was kept"))
+        .when(reason == BURST)
+        .then(pl.col("burst_detail"))
     )
 
 
 def clean_interactions(raw: pl.DataFrame, known_items: pl.Series, rules: CleaningRules,
-                       now: datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
+                       now: datetime, bursts: BurstSettings = BurstSettings()
+                       ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split raw interactions into ``(clean, quarantine)``.
 
     ``clean`` has typed ``user_id``, ``item_id``, ``rating`` (null for implicit feedback),
     ``timestamp`` and the provenance columns. ``quarantine`` keeps the raw text of every rejected
     row with its provenance, ``reason`` and ``detail``. Of rows sharing (user, item, timestamp)
     the last loaded (latest batch, then highest source row) is kept, as a later correction.
+    The rows of a coordinated burst (``bursts``; ``BurstSettings(enabled=False)``: none) are
+    then quarantined as ``suspected_burst``, with a detail naming the item, window and count;
+    with ``bursts.feedback_only``, only rows whose ``source_kind`` is feedback can be burst
+    ratings (a frame without ``source_kind`` does not say: all can).
     """
     parsed = _parsed(raw, rules)
     check_columns_parse(parsed, rules)
@@ -180,6 +192,17 @@ def clean_interactions(raw: pl.DataFrame, known_items: pl.Series, rules: Cleanin
         .then(pl.lit("duplicate"))
         .otherwise(pl.col("reason"))
     )
+    valid = flagged.filter(pl.col("reason").is_null())
+    eligible = (pl.col("source_kind") == FEEDBACK_KIND if bursts.feedback_only and "source_kind" in raw.columns
+                else pl.lit(True))
+    burst = find_bursts(
+        valid.select(pl.col("_order").alias("row"), pl.col("p_user").alias("user_id"),
+                     pl.col("p_item").alias("item_id"), pl.col("p_rating").alias("rating"),
+                     pl.col("p_time").alias("timestamp"), eligible.fill_null(False).alias("eligible")),
+        bursts, rules.rating_min, rules.rating_max, implicit=not rules.has_rating)
+    flagged = flagged.join(burst.select(pl.col("row").alias("_order"), pl.col("detail").alias("burst_detail")),
+                           on="_order", how="left").with_columns(
+        reason=pl.when(pl.col("burst_detail").is_not_null()).then(pl.lit(BURST)).otherwise(pl.col("reason")))
     clean = flagged.filter(pl.col("reason").is_null()).sort("_order").select(
         pl.col("p_user").alias("user_id"),
         pl.col("p_item").alias("item_id"),

@@ -35,7 +35,8 @@ class EvaluationConfig(dg.Config):
                 "coverage, long tail, novelty, diversity; cold Recall/NDCG@20; the sparse slice) "
                 "for the published lists and for MostPopular, ItemKNN and EASE tuned on the "
                 "validation cut, same split, same run; the published lists are those of "
-                "recall.latest. Appended to DuckDB eval.metrics, with the cold ranking that "
+                "recall.latest; with them the quarantined and suspected_burst interaction rows (model "
+                "'data', slice 'ingest'). Appended to DuckDB eval.metrics, with the cold ranking that "
                 "final's cold figures score in eval.cold_rankings (same transaction); test rows the "
                 "serving model trained on before the split moved are left out of every figure "
                 "(eval.metrics.test_rows_excluded); an HTML report in reports/; logged to MLflow.",
@@ -72,5 +73,6 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
         "report": dg.MetadataValue.path(str(path)), "mlflow_run_id": mlflow_run.info.run_id,
         "model_version": model_version,
         "test_rows_excluded": evaluated.excluded_test_rows.height, "test_rows_excluded_why": evaluated.exclusion_note,
+        **{row["metric"]: dg.MetadataValue.int(int(row["value"])) for row in evaluation.ingest_rows(inputs.quarantined)},
         **{name: dg.MetadataValue.float(value) for name, value in evaluation.headline(report.rows).items()},
     })

@@ -9,7 +9,7 @@ import polars as pl
 from recall_pipeline.core.ingest import feedback
 from recall_pipeline.resources import PipelineHome, Warehouse
 
-FEEDBACK_KIND = "feedback"
+FEEDBACK_KIND = feedback.FEEDBACK_KIND
 
 
 class FeedbackConfig(dg.Config):

@@ -1,0 +1,179 @@
+"""Coordinated bursts: many new accounts giving one item an extreme rating within a short window.
+
+A feedback loop can be pushed: a few dozen fresh accounts that each rate one target item 5 stars
+(plus a filler rating or two, to look like users) make the item co-occur with what honest users
+liked, and collaborative filtering then recalls it for everyone (a shilling or fake-account
+attack). Honest bulk activity looks different: the accounts that rate a new blockbuster in its
+first hour mostly have a history.
+
+A **burst** is, for one item and one direction (high or low ratings):
+
+- at least ``min_accounts`` distinct *low-history* accounts, each giving the item an *extreme*
+  rating, all within ``window_seconds`` of the first;
+- a low-history account has at most ``max_prior_history`` interactions (any item) older than one
+  window before its rating: what it did in the same session (its filler ratings) does not count
+  as history;
+- an extreme rating is within ``extreme_share`` of the rating range from its top (high) or, with
+  ``include_low``, from its bottom (low). On the 0.5-5 scale with the default 0.15 that is 4.5
+  and 5.0 (high) and 0.5 and 1.0 (low); on a 1-5 scale, 5 and 1. Implicit feedback (no rating)
+  counts as high;
+- and those accounts' ratings are at least ``min_share_of_item`` of all the item's ratings in the
+  window, so that newcomers among a crowd of established users rating a hit are left alone.
+
+With ``feedback_only`` (the default) only feedback rows (from the inbox) can be burst ratings and
+the source's rows count only as history: a source loaded at once (its first day, when every user
+is new, or timestamps to the day) is the operator's own data, and the guard is for the feedback
+loop. ``feedback_only=False`` looks at every row.
+
+Overlapping or touching windows (consecutive burst ratings less than a window apart) form one
+burst. What is quarantined: every row of each burst account within one window before the burst's
+first rating to one window after its last, i.e. the burst rating and the filler ratings of the
+same session. The account's rows outside that span stay clean (at most ``max_prior_history``
+older ones, by construction, and any later ones), so that an honest newcomer caught in a burst
+keeps the rest of their history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+
+REASON = "suspected_burst"
+
+
+@dataclass(frozen=True)
+class BurstSettings:
+    """When ratings count as a coordinated burst (see the module docstring); ``enabled=False``
+    turns the guard off."""
+
+    enabled: bool = True
+    min_accounts: int = 20
+    window_seconds: int = 3600
+    max_prior_history: int = 3
+    extreme_share: float = 0.15
+    include_low: bool = True
+    min_share_of_item: float = 0.5
+    feedback_only: bool = True
+
+
+def _extreme_thresholds(settings: BurstSettings, rating_min: float, rating_max: float) -> tuple[float, float]:
+    margin = settings.extreme_share * (rating_max - rating_min)
+    return rating_max - margin, rating_min + margin
+
+
+def _group_keys(group: np.ndarray, seconds: np.ndarray, origin: int, stride: int) -> np.ndarray:
+    """One sortable int64 per row: rows of one group in one block, by time within the block."""
+    return group.astype(np.int64) * stride + (seconds - origin)
+
+
+def find_bursts(rows: pl.DataFrame, settings: BurstSettings = BurstSettings(), rating_min: float = 0.5,
+                rating_max: float = 5.0, implicit: bool = False, key: str = "row") -> pl.DataFrame:
+    """The rows to quarantine as a suspected burst, with ``burst`` (a number per burst) and
+    ``detail`` (naming the item, the window and the count).
+
+    ``rows``: valid interactions with ``key`` (unique per row), ``user_id``, ``item_id``,
+    ``rating`` (Float64; ignored when ``implicit``) and ``timestamp`` (Datetime), and optionally
+    ``eligible`` (Boolean: only such rows can be burst ratings; ``settings.feedback_only`` is the
+    caller's to apply). The history that decides whether an account is new is taken from
+    ``rows`` themselves, so pass every valid interaction, not only the new ones.
+    """
+    out_schema = {key: rows.schema[key] if key in rows.columns else pl.Int64, "burst": pl.Int64,
+                  "detail": pl.String}
+    if not settings.enabled or rows.is_empty():
+        return pl.DataFrame(schema=out_schema)
+    window = int(settings.window_seconds)
+    high, low = _extreme_thresholds(settings, rating_min, rating_max)
+    polarity = (pl.lit("high") if implicit else
+                pl.when(pl.col("rating") >= high).then(pl.lit("high"))
+                .when(pl.lit(settings.include_low) & (pl.col("rating") <= low)).then(pl.lit("low")))
+    if "eligible" in rows.columns:
+        polarity = pl.when(pl.col("eligible")).then(polarity)
+    frame = rows.select(key, "user_id", "item_id", sec=pl.col("timestamp").dt.epoch("s"), polarity=polarity)
+    seconds = frame["sec"].to_numpy()
+    origin, stride = int(seconds.min()), int(seconds.max() - seconds.min()) + window + 1
+
+    # history older than one window before each row, per account
+    frame = frame.sort("user_id", "sec").with_columns(
+        user_rank=pl.col("user_id").rank("dense").cast(pl.Int64) - 1)
+    ranks = frame["user_rank"].to_numpy()
+    keys = _group_keys(ranks, frame["sec"].to_numpy(), origin, stride)
+    user_start = np.searchsorted(keys, ranks * stride)
+    prior = np.maximum(np.searchsorted(keys, keys - window, side="left") - user_start, 0)
+    frame = frame.with_columns(prior=pl.Series(prior, dtype=pl.Int64))
+
+    # each low-history account's first extreme rating of an item, by item and direction
+    candidates = (
+        frame.filter(pl.col("polarity").is_not_null() & (pl.col("prior") <= settings.max_prior_history))
+        .sort("sec").unique(["item_id", "polarity", "user_id"], keep="first")
+        .sort("item_id", "polarity", "sec")
+    )
+    if candidates.height < settings.min_accounts:
+        return pl.DataFrame(schema=out_schema)
+    changes = candidates.select((pl.col("item_id") != pl.col("item_id").shift(1))
+                                | (pl.col("polarity") != pl.col("polarity").shift(1))).to_series()
+    groups = np.cumsum(changes.fill_null(True).to_numpy()) - 1  # one number per (item, direction)
+    c_sec = candidates["sec"].to_numpy()
+    c_keys = _group_keys(groups, c_sec, origin, stride)
+    end = np.searchsorted(c_keys, c_keys + window, side="left")  # rows i..end-1: within a window of row i
+    accounts = end - np.arange(len(c_keys))
+
+    # every rating of the item in the same windows (any account, any rating), for the share
+    all_items = frame.select("item_id", "sec").sort("item_id", "sec")
+    item_codes = all_items.select(pl.col("item_id").rank("dense").cast(pl.Int64) - 1).to_series()
+    lookup = pl.DataFrame({"item_id": all_items["item_id"], "code": item_codes}).unique("item_id")
+    a_keys = _group_keys(item_codes.to_numpy(), all_items["sec"].to_numpy(), origin, stride)
+    c_item = candidates.select("item_id").join(lookup, on="item_id", how="left", maintain_order="left")["code"].to_numpy()
+    c_item_keys = _group_keys(c_item, c_sec, origin, stride)
+    ratings = np.searchsorted(a_keys, c_item_keys + window, side="left") - np.searchsorted(a_keys, c_item_keys, side="left")
+
+    flagged_start = (accounts >= settings.min_accounts) & (accounts >= settings.min_share_of_item * ratings)
+    if not flagged_start.any():
+        return pl.DataFrame(schema=out_schema)
+    cover = np.zeros(len(c_keys) + 1, dtype=np.int64)
+    np.add.at(cover, np.flatnonzero(flagged_start), 1)
+    np.add.at(cover, end[flagged_start], -1)
+    in_burst = np.cumsum(cover)[:-1] > 0
+
+    # bursts: runs of flagged rows of one item and direction, consecutive ones under a window apart
+    previous_in = np.concatenate([[False], in_burst[:-1]])
+    same_group = np.concatenate([[False], groups[1:] == groups[:-1]])
+    close = np.concatenate([[False], np.diff(c_sec) < window])
+    starts = in_burst & ~(previous_in & same_group & close)
+    burst_id = np.cumsum(starts) - 1
+    members = candidates.with_columns(burst=pl.Series(burst_id, dtype=pl.Int64)).filter(
+        pl.Series(in_burst))
+    bursts = members.group_by("burst").agg(
+        pl.col("item_id").first(), pl.col("polarity").first(),
+        first=pl.col("sec").min(), last=pl.col("sec").max(), accounts=pl.col("user_id").n_unique())
+
+    def describe(burst: dict) -> str:
+        start = datetime(1970, 1, 1) + timedelta(seconds=burst["first"])
+        stop = datetime(1970, 1, 1) + timedelta(seconds=burst["last"])
+        extreme = f">= {high:g}" if burst["polarity"] == "high" else f"<= {low:g}"
+        if implicit:
+            extreme = "(implicit feedback)"
+        return (f"suspected burst on item {burst['item_id']}: {burst['accounts']} accounts with at most "
+                f"{settings.max_prior_history} earlier interactions rated it {extreme} between {start} and "
+                f"{stop} (window {window} s, threshold {settings.min_accounts} accounts); their rows within "
+                f"{window} s of the burst are quarantined")
+
+    bursts = bursts.with_columns(detail=pl.Series([describe(b) for b in bursts.iter_rows(named=True)],
+                                                  dtype=pl.String))
+    spans = members.select("burst", "user_id").join(bursts.select("burst", "first", "last", "detail"), on="burst")
+    quarantined = (
+        frame.select(key, "user_id", "sec").join(spans, on="user_id")
+        .filter(pl.col("sec").is_between(pl.col("first") - window, pl.col("last") + window))
+        .sort("burst").unique(key, keep="first")
+    )
+    return quarantined.select(pl.col(key).cast(out_schema[key]), "burst", "detail").sort(key)
+
+
+def burst_summary(quarantine: pl.DataFrame) -> pl.DataFrame:
+    """Per suspected burst in a quarantine table: its detail, rows and accounts."""
+    bursts = quarantine.filter(pl.col("reason") == REASON)
+    return (bursts.group_by("detail", maintain_order=True)
+            .agg(rows=pl.len(), accounts=pl.col("user_id").n_unique())
+            .select("rows", "accounts", "detail"))
