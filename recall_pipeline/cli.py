@@ -197,23 +197,29 @@ def recall_items(items: str, k: int, model_version: str) -> int:
 
 
 def _serving_model(layout: HomeLayout, model_version: str, ids, vectors, encoder: str):
-    """(model, its index, version key): the stored serving copy when it is the requested
-    version and matches the catalogue, else the version downloaded from MLflow, indexed here."""
+    """(model, its index, version key): the published serving copy (resolved once: model and
+    index from one version folder) when it is the requested version and matches the catalogue,
+    else the version downloaded from MLflow, indexed here."""
     from recall_pipeline.core.training import model_registry
     from recall_pipeline.core.training import two_tower
     from recall_pipeline.core.serving.index import IndexMismatchError, build_exact_index, read_manifest
+    from recall_pipeline.core.serving.published_folder import NotPublishedError
     from recall_pipeline.definitions import build_resources
     from recall_pipeline.defs.tables import two_tower_index
 
     tracking_uri = build_resources(layout)["mlflow"].tracking_uri
     version = model_registry.resolve(tracking_uri, model_version)
     key = f"{model_registry.MODEL_NAME}/v{version}"
-    folder = layout.two_tower_index
-    if (folder / "manifest.json").exists() and read_manifest(folder).model == key:
+    try:
+        folder = layout.two_tower_serving.current()
+    except NotPublishedError as exc:  # never published, or a home in the flat layout of before
+        print(f"{exc}; serving {key} from the MLflow registry meanwhile", file=sys.stderr)
+        folder = None
+    if folder is not None and read_manifest(folder).model == key:
         try:
             model, index, _ = two_tower_index(folder, ids, vectors, encoder)
             return model, index, key
-        except IndexMismatchError as exc:  # stale against the catalogue, or being rebuilt
+        except IndexMismatchError as exc:  # stale against the catalogue
             print(f"the stored serving copy in {folder} does not match the catalogue ({exc}); "
                   f"serving {key} from the MLflow registry instead", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="recall-model-") as tmp:

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from recall_pipeline.core.serving.published_folder import PublishedFolder
+
 HOME_ENV = "RECALL_PIPELINE_HOME"
 SOURCE_ENV = "RECALL_PIPELINE_SOURCE"
 DEFAULT_HOME = ".recall"
@@ -93,8 +95,32 @@ class HomeLayout:
 
     @property
     def two_tower_index(self) -> Path:
-        """The serving model version and the FAISS index of its item vectors (``two_tower_index``)."""
+        """The ``two_tower_index`` asset's folder: versions of the serving model, each with the FAISS
+        index of its item vectors, behind one pointer file (``two_tower_serving``)."""
         return self.indexes / "two_tower"
+
+    @property
+    def two_tower_pointer(self) -> Path:
+        """The file that names the serving version (a folder of ``two_tower_versions``)."""
+        return self.two_tower_index / "CURRENT"
+
+    @property
+    def two_tower_versions(self) -> Path:
+        """One folder per published version: ``model/``, ``items.faiss`` and ``manifest.json``."""
+        return self.two_tower_index / "versions"
+
+    @property
+    def two_tower_flat_layout(self) -> tuple[str, ...]:
+        """What homes before the versioned layout kept directly in ``two_tower_index`` (glob
+        patterns): the model folder, the index and its manifest, and their temporary names. The
+        next ``two_tower_index`` materialization removes them."""
+        return ("model", "items.faiss", "manifest.json", ".model-*", ".items.faiss.*.tmp", ".manifest.json.*.tmp")
+
+    @property
+    def two_tower_serving(self) -> PublishedFolder:
+        """The published serving versions: ``current()`` for readers, ``publish`` for the asset."""
+        return PublishedFolder(self.two_tower_pointer, self.two_tower_versions,
+                               legacy=self.two_tower_flat_layout, publisher="two_tower_index")
 
     def trained_model(self, dagster_run_id: str) -> Path:
         """Where ``recall_model`` saves the model it trains in a run, before registering it."""

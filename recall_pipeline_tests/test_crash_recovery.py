@@ -190,7 +190,7 @@ def test_recall_says_when_the_stored_serving_copy_is_stale(sampled_home, monkeyp
     monkeypatch.setenv(HOME_ENV, str(sampled_home.root))
     with duckdb.connect(str(sampled_home.warehouse), read_only=True) as con:
         liked = [str(item) for (item,) in con.execute("select item_id from clean.items order by item_id limit 2").fetchall()]
-    manifest = sampled_home.two_tower_index / "manifest.json"
+    manifest = sampled_home.two_tower_serving.current() / "manifest.json"
     original = manifest.read_text()
     manifest.write_text(original.replace('"embeddings_sha256": "', '"embeddings_sha256": "stale-'))
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 import dagster as dg
 import pytest
@@ -297,6 +299,7 @@ def test_two_tower_index_serves_any_version_by_config(pipeline):
 
     home, *_ = pipeline
     job = build_definitions(home, DataSource(sample_users=SAMPLE_USERS)).resolve_job_def("recall_job")
+    built = []
 
     def build(version: str) -> dict:
         with dg.instance_for_test() as instance:
@@ -304,14 +307,63 @@ def test_two_tower_index_serves_any_version_by_config(pipeline):
                 instance=instance, asset_selection=[dg.AssetKey("two_tower_index")],
                 run_config={"ops": {"two_tower_index": {"config": {"model_version": version}}}})
         assert result.success
-        return json.loads((home.indexes / "two_tower" / "manifest.json").read_text())
+        built.append(materialization(result, "two_tower_index"))
+        folder = home.two_tower_serving.current()  # one folder: the model and its index
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert built[-1]["path"] == str(folder) and built[-1]["model_version"] == manifest["model"]
+        assert folder.name == f"{manifest['model'].split('/')[-1]}-{result.run_id[:8]}"
+        assert (folder / "model" / "config.json").exists() and (folder / "items.faiss").exists()
+        return manifest
 
     assert build("1")["model"] == "recall_two_tower/v1"
     [(items,)] = sql(home, "select count(*) from clean.items")
     assert build("champion")["model"] == "recall_two_tower/v2" and build("champion")["count"] == items
+    # each publish keeps the version it replaced and removes the older ones
+    assert built[1]["previous"] == built[0]["path"] and built[2]["previous"] == built[1]["path"]
+    assert built[2]["removed_superseded"] == f"versions/{Path(built[0]['path']).name}/"
+    assert sorted(p.name for p in home.two_tower_versions.iterdir()) == sorted(
+        Path(b["path"]).name for b in built[1:])
     with dg.instance_for_test() as instance, pytest.raises(LookupError, match="no version or alias '42'"):
         job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("two_tower_index")],
                                run_config={"ops": {"two_tower_index": {"config": {"model_version": "42"}}}})
+    assert home.two_tower_serving.current() == Path(built[2]["path"])  # a failed build changes nothing
+
+
+def test_a_home_in_the_flat_layout_is_migrated_by_the_next_materialization(pipeline, monkeypatch, capsys):
+    """Issue 12, section 5: a home of before (model/, items.faiss and manifest.json directly in
+    indexes/two_tower/): readers say to materialize two_tower_index, the CLI serves from MLflow,
+    and the next materialization publishes the versioned layout and removes the flat files."""
+    import shutil
+
+    home, *_ = pipeline
+    root, current = home.two_tower_index, home.two_tower_serving.current()
+    for name in ("model", "items.faiss", "manifest.json"):
+        (current / name).rename(root / name)
+    shutil.rmtree(home.two_tower_versions)
+    home.two_tower_pointer.unlink()
+    job = build_definitions(home, DataSource(sample_users=SAMPLE_USERS)).resolve_job_def("recall_job")
+    with dg.instance_for_test() as instance:
+        refused = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("recall_candidates")],
+                                         raise_on_error=False)
+    assert not refused.success
+    [failure] = [e for e in refused.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.event_specific_data.error.cause.message  # the step's own error
+    assert f"{root} still has the flat layout of an earlier version (items.faiss, manifest.json, model/)" in message
+    assert "materialize two_tower_index to publish one in the versioned layout" in message
+
+    monkeypatch.setenv(HOME_ENV, str(home.root))
+    liked = [str(i) for (i,) in sql(home, "select item_id from clean.items order by item_id limit 3")]
+    assert cli_main(["recall", "--items", ",".join(liked), "-k", "3"]) == 0
+    assert "still has the flat layout" in capsys.readouterr().err  # and serves from MLflow meanwhile
+
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("two_tower_index")])
+    assert result.success
+    metadata = materialization(result, "two_tower_index")
+    assert metadata["removed_flat_layout"] == "items.faiss, manifest.json, model/"
+    assert metadata["previous"] == "none" and metadata["model_version"] == "recall_two_tower/v2"
+    assert sorted(p.name for p in root.iterdir()) == [".CURRENT.lock", "CURRENT", "versions"]
+    assert home.two_tower_serving.current() == Path(metadata["path"])
 
 
 READER = r"""

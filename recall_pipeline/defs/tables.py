@@ -50,22 +50,33 @@ def interest_vectors(warehouse: Warehouse) -> tuple[np.ndarray, np.ndarray]:
     return both["user_id"].to_numpy(), np.ascontiguousarray(both["embedding"].to_numpy(), dtype=np.float32)
 
 
+MODEL_FOLDER = "model"  # the serving model's folder inside a published two_tower_index version
+
+
 def two_tower_model(folder: Path, item_ids: np.ndarray, lm_vectors: np.ndarray, encoder: str):
-    """The two-tower model stored in ``folder/model`` over the current catalogue (its item ids,
-    LM embeddings and encoder key, as ``item_vectors`` returns them) and its serving item
-    vectors; torch is imported only here."""
+    """The two-tower model stored in ``folder/model`` (``folder``: one published version, or the
+    version being built) over the current catalogue (its item ids, LM embeddings and encoder
+    key, as ``item_vectors`` returns them) and its serving item vectors; torch is imported only
+    here."""
     from recall_pipeline.core.training import two_tower
 
-    model = two_tower.load_for_catalogue(folder / "model", item_ids, lm_vectors, encoder)
+    model = two_tower.load_for_catalogue(folder / MODEL_FOLDER, item_ids, lm_vectors, encoder)
     return model, two_tower.item_vectors(model)
 
 
 def two_tower_index(folder: Path, item_ids: np.ndarray, lm_vectors: np.ndarray, encoder: str):
-    """(model, FAISS index, manifest) of the stored two-tower index; refuses an index that was
-    not built from this model's item vectors."""
+    """(model, FAISS index, manifest) of one published two-tower version (``serving_folder``);
+    refuses an index that was not built from this model's item vectors."""
     model, vectors = two_tower_model(folder, item_ids, lm_vectors, encoder)
     index, manifest = read_index(folder, read_manifest(folder).model, item_ids, vectors, "two_tower_index")
     return model, index, manifest
+
+
+def serving_folder(home: PipelineHome) -> Path:
+    """The published two-tower version that serves, resolved once: read the model and the index
+    from this one folder, so they belong together (``NotPublishedError`` names the asset to
+    materialize, also for a home still in the flat layout of an earlier version)."""
+    return home.layout.two_tower_serving.current()
 
 
 def training_rows(warehouse: Warehouse) -> pl.DataFrame:
@@ -86,11 +97,12 @@ def evaluation_inputs(warehouse: Warehouse, home: PipelineHome) -> EvaluationInp
     require_same_ids(rm.item_ids, ids, "item embeddings against the rating matrix's items")
     items = warehouse.query("select item_id, genres from clean.items order by item_id")
     require_same_ids(rm.item_ids, items["item_id"].to_numpy(), "clean.items against the rating matrix's items")
-    model, _ = two_tower_model(home.layout.two_tower_index, ids, vectors, encoder)
+    serving = serving_folder(home)  # the model and its training pairs from one published version
+    model, _ = two_tower_model(serving, ids, vectors, encoder)
     scorer = two_tower.dense_scorer(model, recall_model.training_sequences(split, rm), len(rm.user_ids))
     return EvaluationInputs(
         split=split, rm=rm, item_vectors=vectors, genres=items["genres"].to_list(), two_tower=scorer,
-        serving_pairs=read_training_pairs(home.layout.two_tower_index / "model", split),
+        serving_pairs=read_training_pairs(serving / MODEL_FOLDER, split),
         candidates=warehouse.query("select run_id, user_id, rank, item_id, model_version, route from recall.latest"),
         profiles=warehouse.query("select user_id, embedding from features.user_profiles"),
         quarantined=quarantine_counts(warehouse),
@@ -110,7 +122,7 @@ def recall_inputs(warehouse: Warehouse, home: PipelineHome) -> RecallInputs:
     ids, vectors, encoder = item_vectors(warehouse)
     lm_index, lm_manifest = read_index(home.layout.item_index, encoder, ids, vectors)
     rm = rating_matrix(home)
-    model, model_index, manifest = two_tower_index(home.layout.two_tower_index, ids, vectors, encoder)
+    model, model_index, manifest = two_tower_index(serving_folder(home), ids, vectors, encoder)
     owners, interests = interest_vectors(warehouse)
     return RecallInputs(
         item_ids=ids, item_vectors=vectors, encoder=encoder, lm_index=lm_index,
