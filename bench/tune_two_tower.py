@@ -19,7 +19,7 @@ import polars as pl
 from recall_pipeline.settings import HomeLayout  # noqa: E402
 from recall_pipeline.core.training import two_tower
 from recall_pipeline.core.evaluation.protocol import validation_matrices
-from recall_pipeline.core.features.rating_matrix import load_rating_matrix
+from recall_pipeline.core.features.rating_matrix import read_rating_matrix
 from recall_pipeline.core.training.recall_model import SEQUENCE_COLUMNS, settings_from
 
 VARIANTS = {
@@ -43,8 +43,8 @@ def main() -> None:
     with duckdb.connect(str(HomeLayout(home).warehouse), read_only=True) as con:
         split = con.sql("select * from features.interactions_split").pl()
         emb = con.sql("select item_id, embedding from features.item_embeddings order by item_id").pl()
+        rm = read_rating_matrix(con)
     vectors = np.ascontiguousarray(emb["embedding"].to_numpy(), dtype=np.float32)
-    rm = load_rating_matrix(HomeLayout(home).rating_matrix)
     fit = two_tower.build_sequences(split.filter(pl.col("val_part") == "fit").select(SEQUENCE_COLUMNS),
                                     rm.user_ids, rm.item_ids)
     _, holdout = validation_matrices(split, rm)

@@ -179,9 +179,10 @@ def recall_items(items: str, k: int, model_version: str) -> int:
         print(exc, file=sys.stderr)
         return 1
     lm_index, _ = read_index(layout.item_index, catalogue["model"][0], ids, vectors)
-    from recall_pipeline.core.features.rating_matrix import load_rating_matrix
+    from recall_pipeline.core.features.rating_matrix import read_rating_matrix
 
-    matrix = load_rating_matrix(layout.rating_matrix)
+    with duckdb.connect(str(layout.warehouse), read_only=True) as con:
+        matrix = read_rating_matrix(con)
     counts = np.diff(matrix.matrix.tocsc().indptr) if np.array_equal(matrix.item_ids, ids) else None
     merged = adhoc.history_recall(np.array([known[item] for item in wanted]), model, model_index, lm_index,
                                   vectors, k, train_counts=counts)

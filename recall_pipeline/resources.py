@@ -46,11 +46,18 @@ class Warehouse(dg.ConfigurableResource):
 
     def replace_table(self, table: str, frame: pl.DataFrame) -> None:
         """Create or replace ``schema.table`` with the frame's rows, in one transaction."""
-        schema = table.split(".")[0]
+        self.replace_tables({table: frame})
+
+    def replace_tables(self, frames: dict[str, pl.DataFrame]) -> None:
+        """Create or replace several tables in one transaction: readers see all new, or all old."""
         with self.connect() as con:
-            con.execute(f"create schema if not exists {schema}")
-            con.register("incoming", frame.to_arrow())
-            con.execute(f"create or replace table {table} as select * from incoming")
+            con.execute("begin transaction")
+            for table, frame in frames.items():
+                con.execute(f"create schema if not exists {table.split('.')[0]}")
+                con.register("incoming", frame.to_arrow())
+                con.execute(f"create or replace table {table} as select * from incoming")
+                con.unregister("incoming")
+            con.execute("commit")
 
     def append_table(self, table: str, frame: pl.DataFrame) -> None:
         """Append rows to ``schema.table``, creating it from the frame's schema if needed."""

@@ -72,21 +72,12 @@ class HomeLayout:
         return self.root / "mlflow" / "artifacts"
 
     @property
-    def features(self) -> Path:
-        return self.root / "features"
-
-    @property
     def indexes(self) -> Path:
         return self.root / "indexes"
 
     @property
     def models(self) -> Path:
         return self.root / "models"
-
-    @property
-    def rating_matrix(self) -> Path:
-        """The training rating matrix and its id maps (``rating_matrix`` asset)."""
-        return self.features / "rating_matrix.npz"
 
     @property
     def item_index(self) -> Path:
@@ -144,7 +135,7 @@ class HomeLayout:
 
     def create(self) -> "HomeLayout":
         """Create every folder, and Dagster's instance file with a one-writer pool for DuckDB."""
-        for folder in (self.root, self.features, self.indexes, self.models, self.reports,
+        for folder in (self.root, self.indexes, self.models, self.reports,
                        self.inbox, self.mlflow_artifacts, self.dagster_home):
             folder.mkdir(parents=True, exist_ok=True)
         instance_yaml = self.dagster_home / "dagster.yaml"

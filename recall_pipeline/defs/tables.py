@@ -9,7 +9,7 @@ import polars as pl
 
 from recall_pipeline.core.evaluation.evaluation_report import EvaluationInputs
 from recall_pipeline.core.features.item_embeddings import as_matrix
-from recall_pipeline.core.features.rating_matrix import RatingMatrix, load_rating_matrix
+from recall_pipeline.core.features.rating_matrix import RatingMatrix, read_rating_matrix
 from recall_pipeline.core.ids import require_same_ids
 from recall_pipeline.core.serving.index import read_index, read_manifest
 from recall_pipeline.core.serving.recall_candidates import RecallInputs, two_tower_route
@@ -34,8 +34,10 @@ def item_sides(warehouse: Warehouse) -> pl.DataFrame | None:
     return warehouse.query("select * from features.item_sides order by item_id")
 
 
-def rating_matrix(home: PipelineHome) -> RatingMatrix:
-    return load_rating_matrix(home.layout.rating_matrix)
+def rating_matrix(warehouse: Warehouse) -> RatingMatrix:
+    """The training rating matrix as ``rating_matrix`` wrote it with the split."""
+    with warehouse.connect() as con:
+        return read_rating_matrix(con)
 
 
 def interest_vectors(warehouse: Warehouse) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +94,7 @@ def evaluation_inputs(warehouse: Warehouse, home: PipelineHome) -> EvaluationInp
 
     if not warehouse.has_table("recall.published_runs"):
         raise RuntimeError("no published recall lists yet; materialize recall_candidates first")
-    rm, split = rating_matrix(home), warehouse.query("select * from features.interactions_split")
+    rm, split = rating_matrix(warehouse), warehouse.query("select * from features.interactions_split")
     ids, vectors, encoder = item_vectors(warehouse)
     require_same_ids(rm.item_ids, ids, "item embeddings against the rating matrix's items")
     items = warehouse.query("select item_id, genres from clean.items order by item_id")
@@ -121,7 +123,7 @@ def recall_inputs(warehouse: Warehouse, home: PipelineHome) -> RecallInputs:
     it serves), the rating matrix, the profiles and the serving model's user vectors."""
     ids, vectors, encoder = item_vectors(warehouse)
     lm_index, lm_manifest = read_index(home.layout.item_index, encoder, ids, vectors)
-    rm = rating_matrix(home)
+    rm = rating_matrix(warehouse)
     model, model_index, manifest = two_tower_index(serving_folder(home), ids, vectors, encoder)
     owners, interests = interest_vectors(warehouse)
     return RecallInputs(
@@ -137,7 +139,7 @@ def training_inputs(warehouse: Warehouse, home: PipelineHome):
     here); the embeddings must cover the rating matrix's items."""
     from recall_pipeline.core.training.recall_model import TrainingInputs
 
-    rm = rating_matrix(home)
+    rm = rating_matrix(warehouse)
     ids, vectors, encoder = item_vectors(warehouse)
     require_same_ids(rm.item_ids, ids, "the item embeddings against the rating matrix's items")
     split = warehouse.query("select user_id, item_id, rating, timestamp, part, val_part, is_relevant "

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
+import duckdb
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from recall_pipeline.core.ids import positions, storable_ids
+from recall_pipeline.core.ids import positions
 
 
 @dataclass(frozen=True)
@@ -50,19 +50,31 @@ def build_rating_matrix(split: pl.DataFrame, item_ids: np.ndarray) -> RatingMatr
     return RatingMatrix(matrix, user_ids, item_ids)
 
 
-def save_rating_matrix(rating_matrix: RatingMatrix, path: Path) -> None:
-    """Write the matrix with its id maps to one .npz file (atomically)."""
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(
-        tmp, data=rating_matrix.matrix.data, indices=rating_matrix.matrix.indices,
-        indptr=rating_matrix.matrix.indptr, shape=np.array(rating_matrix.matrix.shape),
-        user_ids=storable_ids(rating_matrix.user_ids), item_ids=storable_ids(rating_matrix.item_ids),
-    )
-    tmp.replace(path)
+MATRIX_TABLE = "features.rating_matrix"
 
 
-def load_rating_matrix(path: Path) -> RatingMatrix:
-    with np.load(path, allow_pickle=False) as stored:
-        matrix = sp.csr_matrix((stored["data"], stored["indices"], stored["indptr"]),
-                               shape=tuple(stored["shape"]))
-        return RatingMatrix(matrix, stored["user_ids"], stored["item_ids"])
+def matrix_tables(rating_matrix: RatingMatrix) -> dict[str, pl.DataFrame]:
+    """The matrix as warehouse tables: its id maps and its stored entries (explicit zero ratings
+    included), written with the split in one transaction so that no reader ever sees a matrix
+    from another split than the one beside it."""
+    coo = rating_matrix.matrix.tocoo()
+    entries = pl.DataFrame({"user_index": coo.row.astype(np.int32), "item_index": coo.col.astype(np.int32),
+                            "rating": coo.data.astype(np.float32)})
+    return {"features.user_index": rating_matrix.user_index(), "features.item_index": rating_matrix.item_index(),
+            MATRIX_TABLE: entries}
+
+
+def read_rating_matrix(con: duckdb.DuckDBPyConnection) -> RatingMatrix:
+    """The matrix from the warehouse tables of :func:`matrix_tables`, read in one transaction."""
+    con.execute("begin transaction")
+    try:
+        users = con.sql("select user_id from features.user_index order by user_index").pl()["user_id"].to_numpy()
+        items = con.sql("select item_id from features.item_index order by item_index").pl()["item_id"].to_numpy()
+        entries = con.sql(f"select user_index, item_index, rating from {MATRIX_TABLE}").pl()
+    finally:
+        con.execute("rollback")
+    matrix = sp.csr_matrix((entries["rating"].to_numpy(), (entries["user_index"].to_numpy(),
+                                                           entries["item_index"].to_numpy())),
+                           shape=(len(users), len(items)))
+    matrix.sort_indices()
+    return RatingMatrix(matrix, users, items)

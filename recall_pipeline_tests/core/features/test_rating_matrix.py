@@ -5,7 +5,9 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
-from recall_pipeline.core.features.rating_matrix import build_rating_matrix, load_rating_matrix, save_rating_matrix
+import duckdb
+
+from recall_pipeline.core.features.rating_matrix import build_rating_matrix, matrix_tables, read_rating_matrix
 
 
 def split_frame(rows):
@@ -24,10 +26,32 @@ def test_matrix_holds_training_ratings_over_the_whole_catalogue(tmp_path):
     assert rm.user_ids.tolist() == ["a", "b", "c"]
     assert rm.item_ids.tolist() == ["w", "x", "y", "z"]
     assert rm.matrix.toarray().tolist() == [[0, 0, 5, 0], [0, 2, 0, 0], [0, 0, 0, 0]]
-    save_rating_matrix(rm, tmp_path / "m.npz")
-    loaded = load_rating_matrix(tmp_path / "m.npz")
-    assert loaded.user_ids.tolist() == ["a", "b", "c"]
+    loaded = stored_and_read(rm, tmp_path)
+    assert loaded.user_ids.tolist() == ["a", "b", "c"] and loaded.item_ids.tolist() == ["w", "x", "y", "z"]
     assert (loaded.matrix != rm.matrix).nnz == 0
+
+
+def stored_and_read(rm, tmp_path):
+    """The matrix written as warehouse tables and read back from a DuckDB file."""
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        con.execute("create schema features")
+        for table, frame in matrix_tables(rm).items():
+            con.register("incoming", frame.to_arrow())
+            con.execute(f"create or replace table {table} as select * from incoming")
+            con.unregister("incoming")
+        return read_rating_matrix(con)
+
+
+def test_stored_matrix_is_the_same_csr_explicit_zeros_included(tmp_path):
+    split = split_frame([(1, 7, 0.0, datetime(2020, 1, 1), "train"), (1, 9, 4.5, datetime(2020, 1, 2), "train"),
+                         (2, 8, 3.0, datetime(2020, 1, 1), "train")])
+    rm = build_rating_matrix(split, np.array([9, 8, 7]))
+    assert rm.matrix.nnz == 3  # the 0 rating is a stored entry: the user saw the item
+    loaded = stored_and_read(rm, tmp_path)
+    for name in ("data", "indices", "indptr"):
+        assert np.array_equal(getattr(loaded.matrix, name), getattr(rm.matrix, name))
+        assert getattr(loaded.matrix, name).dtype == getattr(rm.matrix, name).dtype
+    assert loaded.user_ids.tolist() == [1, 2] and loaded.item_ids.tolist() == [7, 8, 9]
 
 
 def test_implicit_feedback_counts_one(tmp_path):
