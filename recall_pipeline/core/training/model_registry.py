@@ -116,13 +116,34 @@ def register_version(tracking_uri: str, run_id: str, model_folder: Path, tags: d
     return str(registry.create_model_version(name, source, run_id=run_id, tags=tags).version)
 
 
+def name_filter(name: str) -> str:
+    """An MLflow search filter for one registered model name. MLflow's filter language has no
+    parameters, so a name that could end the quoted string is refused instead of pasted in."""
+    if any(quote in name for quote in "'\"`\\"):
+        raise ValueError(f"registered model name {name!r} holds a quote or backslash; use a plain name")
+    return f"name = '{name}'"
+
+
+class RegistryUnavailableError(RuntimeError):
+    """The registry could not be read (locked, unreachable, broken): the champion is unknown."""
+
+
 def champion_version(tracking_uri: str, name: str = MODEL_NAME) -> str | None:
+    """The champion's version number; None only when the registry says there is none (no
+    registered model or no alias). Any other failure (a locked or unreachable store) raises:
+    taking it for "no champion" would promote a new version without judging it."""
     from mlflow.exceptions import MlflowException
 
     try:
         return str(client(tracking_uri).get_model_version_by_alias(name, CHAMPION).version)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") and "not found" in str(exc):
+            return None
+        first_line = str(exc).strip().splitlines()[0][:300]
+        raise RegistryUnavailableError(
+            f"the MLflow registry at {tracking_uri} could not be read ({exc.error_code}: {first_line}); the "
+            "champion is unknown, so no version is judged or promoted. Unlock or fix the store "
+            "(RECALL_PIPELINE_MLFLOW_URI) and materialize recall_model again.") from exc
 
 
 def resolve(tracking_uri: str, version: str, name: str = MODEL_NAME) -> str:
@@ -132,7 +153,7 @@ def resolve(tracking_uri: str, version: str, name: str = MODEL_NAME) -> str:
     registry = client(tracking_uri)
     try:
         if version == "latest":
-            versions = registry.search_model_versions(f"name = '{name}'")
+            versions = registry.search_model_versions(name_filter(name))
             if not versions:
                 raise LookupError(f"no version of {name!r} is registered yet; materialize recall_model first")
             return str(max(int(v.version) for v in versions))

@@ -128,3 +128,27 @@ def test_test_rows_a_model_trained_on_are_found_only_when_the_split_moved(tmp_pa
     assert without(now, moved).rows() == [r for r in now.rows() if r != ("u1", "b", "warm_test")]
     assert read_training_pairs(tmp_path / "no-pairs-file", now) is None
     assert test_rows_trained_on(now, None).is_empty()
+
+
+def test_only_a_missing_champion_means_none_a_locked_store_fails_clearly(tmp_path):
+    import sqlite3
+
+    uri = f"sqlite:///{tmp_path / 'registry.db'}"
+    assert model_registry.champion_version(uri) is None                 # no registered model
+    model_registry.client(uri).create_registered_model(model_registry.MODEL_NAME)
+    assert model_registry.champion_version(uri) is None                 # a model, no alias
+    holder = sqlite3.connect(tmp_path / "registry.db", isolation_level=None)
+    holder.execute("begin exclusive")                                    # another process writing
+    try:
+        with pytest.raises(model_registry.RegistryUnavailableError, match="could not be read .*TEMPORARILY_UNAVAILABLE"):
+            model_registry.champion_version(uri)
+    finally:
+        holder.execute("rollback")
+        holder.close()
+
+
+def test_the_search_filter_refuses_names_that_would_break_out_of_the_quotes():
+    assert model_registry.name_filter("recall_two_tower") == "name = 'recall_two_tower'"
+    for bad in ("x' or name like '%", 'x"', "x\\"):
+        with pytest.raises(ValueError, match="quote or backslash"):
+            model_registry.name_filter(bad)
