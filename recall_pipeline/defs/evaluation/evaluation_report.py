@@ -71,8 +71,13 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     yield dg.MaterializeResult(metadata={
         "warm": markdown_table(warm, rows=20), "cold": markdown_table(cold),
         "report": dg.MetadataValue.path(str(path)), "mlflow_run_id": mlflow_run.info.run_id,
-        "model_version": model_version,
+        "model_version": model_version, **_figures(evaluated, inputs)})
+
+
+def _figures(evaluated, inputs) -> dict:
+    """The counts and headline figures the asset page shows and plots over time."""
+    return {
         "test_rows_excluded": evaluated.excluded_test_rows.height, "test_rows_excluded_why": evaluated.exclusion_note,
         **{row["metric"]: dg.MetadataValue.int(int(row["value"])) for row in evaluation.ingest_rows(inputs.quarantined)},
-        **{name: dg.MetadataValue.float(value) for name, value in evaluation.headline(report.rows).items()},
-    })
+        **{name: dg.MetadataValue.float(value) for name, value in evaluation.headline(evaluated.report.rows).items()},
+    }

@@ -3,6 +3,7 @@
 from datetime import datetime, timezone
 
 import dagster as dg
+import polars as pl
 
 from recall_pipeline.core.ingest.bursts import REASON as BURST_REASON, BurstSettings, burst_summary
 from recall_pipeline.core.ingest.interactions import clean_interactions, nothing_clean_message
@@ -37,8 +38,8 @@ def cleaned_interactions(context: dg.AssetExecutionContext, config: BurstConfig,
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     clean, quarantine = clean_interactions(raw, known, data_source.cleaning_rules(), now,
                                            BurstSettings(**config.model_dump()))
-    warehouse.replace_table("clean.interactions", clean)
-    warehouse.replace_table("quarantine.interactions", quarantine)
+    # one transaction: a reader never sees raw != clean + quarantined
+    warehouse.replace_tables({"clean.interactions": clean, "quarantine.interactions": quarantine})
     if clean.is_empty():  # the quarantine table is written: the user can look at every row
         raise dg.Failure(description=nothing_clean_message(quarantine))
     reasons = quarantine.group_by("reason").len().sort("len", descending=True)
@@ -52,7 +53,11 @@ def cleaned_interactions(context: dg.AssetExecutionContext, config: BurstConfig,
         passed=counts["raw.interactions"] == counts["clean.interactions"] + counts["quarantine.interactions"],
         metadata=counts,
     )
-    yield dg.MaterializeResult(metadata={
+    yield dg.MaterializeResult(metadata=_metadata(clean, quarantine, reasons, bursts))
+
+
+def _metadata(clean: pl.DataFrame, quarantine: pl.DataFrame, reasons: pl.DataFrame, bursts: pl.DataFrame) -> dict:
+    return {
         "dagster/row_count": clean.height,
         "quarantined": quarantine.height,
         "quarantine_reasons": markdown_table(reasons, rows=20),
@@ -63,4 +68,4 @@ def cleaned_interactions(context: dg.AssetExecutionContext, config: BurstConfig,
         "preview": markdown_table(clean.sort("timestamp", descending=True)),
         "first_timestamp": str(clean["timestamp"].min()),
         "last_timestamp": str(clean["timestamp"].max()),
-    })
+    }

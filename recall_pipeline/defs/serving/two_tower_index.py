@@ -57,7 +57,7 @@ def two_tower_index(context: dg.AssetExecutionContext, config: TwoTowerIndexConf
         yield dg.AssetCheckResult(check_name=MANIFEST_CHECK, passed=False,
                                   metadata={"items": len(ids), "problem": str(exc)})
         raise
-    manifest, cleanup = published.built, published.cleanup
+    manifest = published.built
     yield dg.AssetCheckResult(check_name=MANIFEST_CHECK, passed=True,
                               metadata={"items": len(ids), "problem": "none"})
     context.log.info(f"{manifest.index_type} index of {manifest.count} item-tower vectors of {key} "
@@ -65,12 +65,19 @@ def two_tower_index(context: dg.AssetExecutionContext, config: TwoTowerIndexConf
     yield dg.MaterializeResult(metadata={
         "model_version": key, "ntotal": manifest.count, "dims": manifest.dims,
         "index_type": manifest.index_type, "build_seconds": round(manifest.build_seconds, 3),
+        **_publication(published)})
+
+
+def _publication(published) -> dict:
+    """Where the version was published, what it replaced and what was cleaned up."""
+    cleanup = published.cleanup
+    return {
         "path": dg.MetadataValue.path(str(published.folder)),
         "previous": dg.MetadataValue.path(str(published.previous)) if published.previous else "none",
         "removed_half_built": _listed(cleanup.half_built, "none (no killed publish left anything)"),
         "removed_superseded": _listed(cleanup.superseded, "none"),
         "removed_flat_layout": _listed(cleanup.flat_layout, "none (already in the versioned layout)"),
-    })
+    }
 
 
 def _listed(paths: tuple[str, ...], empty: str) -> str:
