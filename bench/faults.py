@@ -9,7 +9,8 @@ STEP_START, read from the Dagster event log); then the next run, its recovery li
 published copy in between (its bytes and the run it serves, `recall.published_runs`).
 4: junk over the LM index file (indexes/items/items.faiss), `recall-pipeline recall --items`,
 then the next run and `recall --items` again. 5: an exclusive sqlite lock on the MLflow store
-held from before a run starts until it ends, then the next run.
+held from before a run starts (5a) or from recall_model's first refit epoch (5b) until the run
+ends, then the next run.
 6-8 call the library: a planted feedback burst through `clean_interactions`, a half-written
 inbox file through the sensor's `settled_files`, and 20 bad input files of our own through the
 loaders (`load_interaction_file`, `load_item_file`) and the cleaning.
@@ -191,22 +192,34 @@ def corrupt_index(home: HomeLayout, logs: Path) -> Row:
                time.perf_counter() - started)
 
 
-def locked_mlflow(home: HomeLayout, logs: Path) -> Row:
+def locked_mlflow(home: HomeLayout, logs: Path, name: str, when: str | None) -> Row:
+    """An exclusive lock on the MLflow store, taken before the run starts (``when`` None) or once
+    its output matches ``when``, held until the run ends; then the next run."""
     started = time.perf_counter()
     before = published(home)
     lock = sqlite3.connect(home.mlflow_db, timeout=0, isolation_level=None)
-    lock.execute("begin exclusive")
     try:
-        failed = Process(home, logs / "mlflow-locked.log", *RUN)
+        if when is None:
+            lock.execute("begin exclusive")
+        failed = Process(home, logs / f"{name}-locked.log", *RUN)
+        if when is not None:
+            failed.wait_for(when, 300)
+            lock.execute("begin exclusive")
+        locked_at = time.perf_counter()
         code = failed.wait()
+        waited = time.perf_counter() - locked_at
         between = published(home)
     finally:
-        lock.execute("rollback")
+        if lock.in_transaction:
+            lock.execute("rollback")
         lock.close()
     last = [line for line in failed.last_lines(12) if line.startswith(("failed step:", "error:"))]
-    nxt = run_ok(home, logs / "mlflow-next.log", *RUN)
-    return Row("5. locked MLflow store", "`begin exclusive` held on mlflow/mlflow.db during a run",
-               f"exit {code}: " + " / ".join(f"`` {line[:300]} ``" for line in last),
+    nxt = run_ok(home, logs / f"{name}-next.log", *RUN)
+    done = ("`begin exclusive` on mlflow/mlflow.db " +
+            ("from before the run starts" if when is None else "from recall_model's first refit epoch") +
+            " until the run ends")
+    return Row(name, done, f"exit {code} {waited:.0f} s after the lock: " +
+               " / ".join(f"`` {line[:300]} ``" for line in last),
                f"lock released: {outcome(nxt)}",
                f"{'yes' if between == before else 'NO'} (serves {between[1][:8]})",
                time.perf_counter() - started)
@@ -230,7 +243,9 @@ def process_faults(root: Path) -> list[Row]:
         print(row, file=sys.stderr)
     rows.append(corrupt_index(home, logs))
     print(rows[-1], file=sys.stderr)
-    rows.append(locked_mlflow(home, logs))
+    rows.append(locked_mlflow(home, logs, "5a. locked MLflow store", None))
+    print(rows[-1], file=sys.stderr)
+    rows.append(locked_mlflow(home, logs, "5b. MLflow store locked mid-run", r"recall_model - refit epoch 1:"))
     print(rows[-1], file=sys.stderr)
     return rows
 
