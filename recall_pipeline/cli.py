@@ -151,7 +151,7 @@ def recall_items(items: str, k: int, model_version: str) -> int:
     layout = home_layout()
     _prepare_environment(layout)
     from recall_pipeline.core.serving import adhoc
-    from recall_pipeline.core.serving.index import read_index
+    from recall_pipeline.core.serving.index import IndexMismatchError, read_index
 
     try:
         with duckdb.connect(str(layout.warehouse), read_only=True) as con:
@@ -178,7 +178,11 @@ def recall_items(items: str, k: int, model_version: str) -> int:
     except (LookupError, EncoderMismatchError) as exc:
         print(exc, file=sys.stderr)
         return 1
-    lm_index, _ = read_index(layout.item_index, catalogue["model"][0], ids, vectors)
+    try:
+        lm_index, _ = read_index(layout.item_index, catalogue["model"][0], ids, vectors)
+    except IndexMismatchError as exc:
+        print(f"{exc}\n(or run `make run`, which rebuilds it)", file=sys.stderr)
+        return 1
     from recall_pipeline.core.features.rating_matrix import read_rating_matrix
 
     with duckdb.connect(str(layout.warehouse), read_only=True) as con:

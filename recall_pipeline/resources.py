@@ -227,9 +227,17 @@ class MlflowTracking(dg.ConfigurableResource):
         """An active MLflow run in the experiment (created with our artifact root if missing)."""
         import mlflow
 
-        mlflow.set_tracking_uri(self.tracking_uri)
-        experiment = mlflow.get_experiment_by_name(self.experiment)
-        experiment_id = (experiment.experiment_id if experiment else mlflow.create_experiment(
-            self.experiment, artifact_location=Path(self.artifact_root).resolve().as_uri()))
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
-            yield mlflow, run
+        from recall_pipeline.core.training import model_registry
+
+        try:
+            mlflow.set_tracking_uri(self.tracking_uri)
+            experiment = mlflow.get_experiment_by_name(self.experiment)
+            experiment_id = (experiment.experiment_id if experiment else mlflow.create_experiment(
+                self.experiment, artifact_location=Path(self.artifact_root).resolve().as_uri()))
+            with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+                yield mlflow, run
+        except Exception as exc:  # a locked or unreachable store: say which, and what to do
+            if model_registry.store_unavailable(exc) and not isinstance(exc, model_registry.RegistryUnavailableError):
+                raise model_registry.RegistryUnavailableError(
+                    model_registry.unavailable_message(self.tracking_uri, exc)) from exc
+            raise

@@ -128,6 +128,27 @@ class RegistryUnavailableError(RuntimeError):
     """The registry could not be read (locked, unreachable, broken): the champion is unknown."""
 
 
+def store_unavailable(exc: BaseException) -> bool:
+    """Whether an error (or one it was raised from) says the MLflow store itself is locked,
+    unreachable or broken, rather than something about the request."""
+    while exc is not None:
+        code = getattr(exc, "error_code", "")
+        text = str(exc).lower()
+        if code == "TEMPORARILY_UNAVAILABLE" or any(sign in text for sign in (
+                "database is locked", "unable to open database", "file is not a database",
+                "could not connect", "connection refused")):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def unavailable_message(tracking_uri: str, exc: BaseException) -> str:
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return (f"the MLflow store {tracking_uri} is locked, unreachable or broken ({type(exc).__name__}: "
+            f"{first_line}); nothing was registered or promoted. Close whatever holds it (another "
+            "process writing the sqlite file), or fix RECALL_PIPELINE_MLFLOW_URI, and run again.")
+
+
 def champion_version(tracking_uri: str, name: str = MODEL_NAME) -> str | None:
     """The champion's version number; None only when the registry says there is none (no
     registered model or no alias). Any other failure (a locked or unreachable store) raises:
@@ -136,14 +157,14 @@ def champion_version(tracking_uri: str, name: str = MODEL_NAME) -> str | None:
 
     try:
         return str(client(tracking_uri).get_model_version_by_alias(name, CHAMPION).version)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") and "not found" in str(exc):
+    except Exception as exc:
+        if (isinstance(exc, MlflowException) and "not found" in str(exc)
+                and exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")):
             return None
-        first_line = str(exc).strip().splitlines()[0][:300]
-        raise RegistryUnavailableError(
-            f"the MLflow registry at {tracking_uri} could not be read ({exc.error_code}: {first_line}); the "
-            "champion is unknown, so no version is judged or promoted. Unlock or fix the store "
-            "(RECALL_PIPELINE_MLFLOW_URI) and materialize recall_model again.") from exc
+        if isinstance(exc, MlflowException) or store_unavailable(exc):
+            raise RegistryUnavailableError(
+                unavailable_message(tracking_uri, exc) + " (the champion is unknown: no version was judged)") from exc
+        raise
 
 
 def resolve(tracking_uri: str, version: str, name: str = MODEL_NAME) -> str:

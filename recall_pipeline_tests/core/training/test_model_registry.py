@@ -140,7 +140,7 @@ def test_only_a_missing_champion_means_none_a_locked_store_fails_clearly(tmp_pat
     holder = sqlite3.connect(tmp_path / "registry.db", isolation_level=None)
     holder.execute("begin exclusive")                                    # another process writing
     try:
-        with pytest.raises(model_registry.RegistryUnavailableError, match="could not be read .*TEMPORARILY_UNAVAILABLE"):
+        with pytest.raises(model_registry.RegistryUnavailableError, match="registry.db is locked, unreachable or broken .*database is locked"):
             model_registry.champion_version(uri)
     finally:
         holder.execute("rollback")
@@ -152,3 +152,22 @@ def test_the_search_filter_refuses_names_that_would_break_out_of_the_quotes():
     for bad in ("x' or name like '%", 'x"', "x\\"):
         with pytest.raises(ValueError, match="quote or backslash"):
             model_registry.name_filter(bad)
+
+
+def test_a_store_locked_during_a_run_fails_with_the_store_named(tmp_path):
+    import sqlite3
+
+    from recall_pipeline.resources import MlflowTracking
+
+    tracking = MlflowTracking(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=str(tmp_path / "a"))
+    with tracking.start_run("creates the store", {}) as (tracker, _):
+        tracker.log_metric("x", 1.0)
+    holder = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
+    holder.execute("begin exclusive")
+    try:
+        with pytest.raises(model_registry.RegistryUnavailableError, match="mlflow.db is locked, unreachable or broken"):
+            with tracking.start_run("blocked", {}) as (tracker, _):
+                tracker.log_metric("x", 2.0)
+    finally:
+        holder.execute("rollback")
+        holder.close()
