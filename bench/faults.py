@@ -192,6 +192,19 @@ def corrupt_index(home: HomeLayout, logs: Path) -> Row:
                time.perf_counter() - started)
 
 
+def take_lock(lock: sqlite3.Connection, seconds: float = 60.0) -> None:
+    """``begin exclusive``, retried while the run itself holds a write lock for a moment."""
+    deadline = time.perf_counter() + seconds
+    while True:
+        try:
+            lock.execute("begin exclusive")
+            return
+        except sqlite3.OperationalError:
+            if time.perf_counter() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def locked_mlflow(home: HomeLayout, logs: Path, name: str, when: str | None) -> Row:
     """An exclusive lock on the MLflow store, taken before the run starts (``when`` None) or once
     its output matches ``when``, held until the run ends; then the next run."""
@@ -204,7 +217,7 @@ def locked_mlflow(home: HomeLayout, logs: Path, name: str, when: str | None) -> 
         failed = Process(home, logs / f"{name}-locked.log", *RUN)
         if when is not None:
             failed.wait_for(when, 300)
-            lock.execute("begin exclusive")
+            take_lock(lock)
         locked_at = time.perf_counter()
         code = failed.wait()
         waited = time.perf_counter() - locked_at

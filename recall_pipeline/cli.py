@@ -181,7 +181,7 @@ def recall_items(items: str, k: int, model_version: str) -> int:
     try:
         lm_index, _ = read_index(layout.item_index, catalogue["model"][0], ids, vectors)
     except IndexMismatchError as exc:
-        print(f"{exc}\n(or run `make run`, which rebuilds it)", file=sys.stderr)
+        print(f"{exc} (or run `make run`, which rebuilds it)", file=sys.stderr)
         return 1
     from recall_pipeline.core.features.rating_matrix import read_rating_matrix
 
