@@ -142,7 +142,8 @@ def training_inputs(warehouse: Warehouse, home: PipelineHome):
     rm = rating_matrix(warehouse)
     ids, vectors, encoder = item_vectors(warehouse)
     require_same_ids(rm.item_ids, ids, "the item embeddings against the rating matrix's items")
-    split = warehouse.query("select user_id, item_id, rating, timestamp, part, val_part, is_relevant "
-                            "from features.interactions_split")
-    return TrainingInputs(split, rm, ids, vectors, encoder)
+    # the training part only: training, early stopping and the champion rule never see a test row
+    train = warehouse.query("select user_id, item_id, rating, timestamp, part, val_part, is_relevant "
+                            "from features.interactions_split where part = 'train'")
+    return TrainingInputs(train, rm, ids, vectors, encoder)
 
