@@ -57,3 +57,13 @@ def test_workspace_loads_with_dagster_tooling():
                          cwd=root, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Validation successful" in out.stdout + out.stderr
+
+
+def test_cli_training_budget_is_valid_run_config(tmp_path):
+    """``recall-pipeline run --max-train-seconds`` configures recall_model through the job's schema."""
+    from recall_pipeline.cli import run_config
+
+    job = build_definitions(HomeLayout(tmp_path)).resolve_job_def("recall_job")
+    resolved = dg.validate_run_config(job, run_config(600.0))
+    assert resolved["ops"]["recall_model"]["config"]["max_train_seconds"] == 600.0
+    assert dg.validate_run_config(job, run_config(None))["ops"]["recall_model"]["config"]["max_train_seconds"] == 0.0
