@@ -77,11 +77,12 @@ def sqlalchemy_url(database: str) -> str:
     return f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
 
 
-def instance_env(database: str) -> dict[str, str]:
-    """The variables docker/dagster.yaml reads, pointed at ``database`` on the local server."""
+def instance_env(database: str, dagster_home: Path) -> dict[str, str]:
+    """The variables docker/dagster.yaml reads: ``database`` on the local server, and the step logs
+    in ``dagster_home``."""
     return {"DAGSTER_POSTGRES_HOST": PG_HOST, "DAGSTER_POSTGRES_PORT": str(PG_PORT),
             "DAGSTER_POSTGRES_USER": PG_USER, "DAGSTER_POSTGRES_PASSWORD": "unused-trust-auth",
-            "DAGSTER_POSTGRES_DB": database}
+            "DAGSTER_POSTGRES_DB": database, "DAGSTER_COMPUTE_LOGS_DIR": str(dagster_home / "compute_logs")}
 
 
 def write_docker_instance(dagster_home: Path, **overrides: dict) -> dict:

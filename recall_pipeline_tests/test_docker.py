@@ -54,7 +54,8 @@ def test_compose_layout():
 def test_every_setting_the_instance_reads_is_set():
     instance = yaml.safe_load((DOCKER / "dagster.yaml").read_text())
     env = SERVICES["code"]["environment"]
-    assert env_references(instance["storage"]) <= set(env)
+    assert env_references(instance) <= set(env)
+    assert env["DAGSTER_COMPUTE_LOGS_DIR"].startswith("/data/")  # on the shared volume
     assert env["DAGSTER_POSTGRES_HOST"] == "postgres" and env["DAGSTER_POSTGRES_PORT"] == "5432"
     assert env["DAGSTER_POSTGRES_DB"] == SERVICES["postgres"]["environment"]["POSTGRES_DB"]
     # SQLAlchemy 2.1 reads a plain "postgresql" URL as psycopg 3; dagster-postgres installs psycopg2

@@ -101,7 +101,8 @@ def compose_env(service: str, local: dict[str, str]) -> dict[str, str]:
     env.update(local)
     unmapped = {key: value for key, value in env.items() if CONTAINER_ONLY.search(value)}
     assert not unmapped, f"compose.yaml's {service} settings with no local value in this test: {unmapped}"
-    return {**os.environ, **env}
+    # the image has its commands on PATH; dagster-celery starts `celery` by name
+    return {**os.environ, **env, "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
 
 
 def wait_for_http(url: str, process: Process, timeout: float) -> None:
@@ -152,6 +153,7 @@ class Layout:
     production: HomeLayout
     embedded: HomeLayout
     daemon_log: str
+    worker_log: str
     seconds: dict[str, float]
 
 
@@ -197,7 +199,7 @@ def layout(tmp_path_factory) -> Layout:
             "MLFLOW_BACKEND_STORE_URI": sqlalchemy_url(mlflow_db),
             "MLFLOW_ARTIFACTS_DESTINATION": str(production.mlflow_artifacts)}), root / "mlflow.log"))
         env = compose_env("code", {
-            "DAGSTER_HOME": str(production.dagster_home), **instance_env(dagster_db),
+            "DAGSTER_HOME": str(production.dagster_home), **instance_env(dagster_db, production.dagster_home),
             HOME_ENV: str(production.root), "RECALL_PIPELINE_MLFLOW_URI": mlflow_url,
             "RECALL_PIPELINE_EXECUTOR": EXECUTOR,
             "RECALL_PIPELINE_CELERY_BROKER": f"redis://127.0.0.1:6379/{REDIS_DB}",
@@ -207,6 +209,7 @@ def layout(tmp_path_factory) -> Layout:
         workspace = yaml.safe_load((DOCKER / "workspace.yaml").read_text())
         workspace["load_from"][0]["grpc_server"].update(host="127.0.0.1", port=code_port)
         (root / "workspace.yaml").write_text(yaml.safe_dump(workspace))
+        worker = None
         if EXECUTOR == "celery":
             worker = start(server(compose_command("worker", y=str(DOCKER / "celery.yaml")), env, root / "worker.log"))
             worker.wait_for(r"\bready\.", timeout=180)
@@ -218,7 +221,7 @@ def layout(tmp_path_factory) -> Layout:
         submit(env, root / "workspace.yaml", run_id)
         submitted = time.monotonic()
         with pytest.MonkeyPatch.context() as patch:  # the instance file reads these
-            for key, value in instance_env(dagster_db).items():
+            for key, value in instance_env(dagster_db, production.dagster_home).items():
                 patch.setenv(key, value)
             with dg.DagsterInstance.from_config(str(production.dagster_home)) as instance:
                 run = wait_for_run(instance, run_id, daemon, started + RUN_TIMEOUT)
@@ -232,7 +235,8 @@ def layout(tmp_path_factory) -> Layout:
         seconds = {"production run (submitted to success)": production_seconds,
                    "whole fixture": time.monotonic() - started}
         print(", ".join(f"{name}: {value:.1f} s" for name, value in seconds.items()))
-        yield Layout(dagster_db, mlflow_db, mlflow_url, run_id, production, embedded, daemon.output(), seconds)
+        yield Layout(dagster_db, mlflow_db, mlflow_url, run_id, production, embedded, daemon.output(),
+                     worker.output() if worker else "", seconds)
 
 
 def test_the_run_is_queued_then_launched_by_the_daemon(layout):
@@ -247,6 +251,14 @@ def test_the_run_is_queued_then_launched_by_the_daemon(layout):
     assert LAUNCHER_HOST_TAG in tags  # launched by docker/dagster.yaml's RecoveringRunLauncher
     heartbeats = {name for (name,) in query(layout.dagster_db, "select daemon_type from daemon_heartbeats")}
     assert {"QUEUED_RUN_COORDINATOR", "SCHEDULER", "SENSOR", "MONITORING"} <= heartbeats
+
+
+@pytest.mark.skipif(EXECUTOR != "celery", reason=f"steps run by the {EXECUTOR} executor (EXECUTOR)")
+def test_the_steps_ran_on_the_celery_worker(layout):
+    steps = [name for (name,) in query(layout.dagster_db, "select distinct step_key from event_logs "
+                                                          "where run_id = %s and step_key is not null", (layout.run_id,))]
+    tasks = re.findall(r"Task execute_plan\[[-\w]+\] succeeded", layout.worker_log)
+    assert len(tasks) == len(steps) == 13
 
 
 def test_dagster_storage_is_on_postgresql(layout):
@@ -264,6 +276,8 @@ def test_dagster_storage_is_on_postgresql(layout):
     assert ("warehouse", 1) in query(layout.dagster_db, 'select concurrency_key, "limit" from concurrency_limits')
     # nothing fell back to the SQLite storage of a plain DAGSTER_HOME
     assert list(layout.production.dagster_home.rglob("*.db")) == []
+    # the steps' stdout and stderr are in the shared compute log folder
+    assert list((layout.production.dagster_home / "compute_logs" / layout.run_id).rglob("*.complete"))
 
 
 def test_mlflow_registry_and_champion_are_on_postgresql(layout):

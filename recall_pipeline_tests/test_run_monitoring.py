@@ -27,7 +27,7 @@ def postgres_home(tmp_path, monkeypatch):
         home = HomeLayout(tmp_path / "home").create()
         write_docker_instance(home.dagster_home, run_monitoring={
             "poll_interval_seconds": POLL_SECONDS, "free_slots_after_run_end_seconds": 1})
-        env = {HOME_ENV: str(home.root), "DAGSTER_HOME": str(home.dagster_home), **instance_env(database)}
+        env = {HOME_ENV: str(home.root), "DAGSTER_HOME": str(home.dagster_home), **instance_env(database, home.dagster_home)}
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         yield home, {**os.environ, **env}
