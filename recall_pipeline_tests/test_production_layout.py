@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 import uuid
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +57,7 @@ COMPOSE = yaml.safe_load((DOCKER / "compose.yaml").read_text())
 # what only exists inside compose's network and containers
 CONTAINER_ONLY = re.compile(r"://([^/@\s]*@)?(" + "|".join(COMPOSE["services"]) + r")([:/]|$)|^/data\b|^/opt/")
 # production-only settings that the embedded default must not see
-PRODUCTION_ONLY = re.compile(r"^(DAGSTER_POSTGRES_|RECALL_PIPELINE_(MLFLOW_URI|EXECUTOR|CELERY_))")
+PRODUCTION_ONLY = re.compile(r"^(DAGSTER_POSTGRES_|DAGSTER_COMPUTE_LOGS_DIR|RECALL_PIPELINE_(MLFLOW_URI|EXECUTOR|CELERY_))")
 
 EMBEDDED_RUN = """
 import json, sys
@@ -157,86 +156,107 @@ class Layout:
     seconds: dict[str, float]
 
 
-def submit(env: dict[str, str], workspace: Path, run_id: str) -> None:
+class Services:
+    """The processes the test starts, each logging to ``<root>/<name>.log``; stopped together."""
+
+    def __init__(self, root: Path):
+        self.root, self.running = root, {}
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> Process:
+        self.running[name] = server(args, env, self.root / f"{name}.log")
+        return self.running[name]
+
+    def stop(self) -> None:
+        for process in self.running.values():  # all at once, then wait for each
+            process.popen.terminate()
+        for process in reversed(self.running.values()):
+            process.shutdown()
+
+
+def embedded_env(home: HomeLayout, source: Path) -> dict[str, str]:
+    """The embedded default: its own home, the same source, nothing of the production settings."""
+    env = {key: value for key, value in os.environ.items() if not PRODUCTION_ONLY.match(key)}
+    return {**env, HOME_ENV: str(home.root), "DAGSTER_HOME": str(home.dagster_home), SOURCE_ENV: str(source)}
+
+
+def production_env(home: HomeLayout, dagster_db: str, mlflow_url: str, source: Path) -> dict[str, str]:
+    """compose.yaml's environment of the Dagster services, made local."""
+    env = compose_env("code", {
+        "DAGSTER_HOME": str(home.dagster_home), **instance_env(dagster_db, home.dagster_home),
+        HOME_ENV: str(home.root), "RECALL_PIPELINE_MLFLOW_URI": mlflow_url,
+        "RECALL_PIPELINE_EXECUTOR": EXECUTOR,
+        "RECALL_PIPELINE_CELERY_BROKER": f"redis://127.0.0.1:6379/{REDIS_DB}",
+        "RECALL_PIPELINE_CELERY_BACKEND": f"redis://127.0.0.1:6379/{REDIS_DB + 1}"})
+    return {**env, SOURCE_ENV: str(source)}
+
+
+def local_workspace(root: Path, code_port: int) -> Path:
+    """docker/workspace.yaml, pointed at the local code server."""
+    workspace = yaml.safe_load((DOCKER / "workspace.yaml").read_text())
+    workspace["load_from"][0]["grpc_server"].update(host="127.0.0.1", port=code_port)
+    (root / "workspace.yaml").write_text(yaml.safe_dump(workspace))
+    return root / "workspace.yaml"
+
+
+def launch(env: dict[str, str], workspace: Path, run_id: str) -> subprocess.Popen:
     """``dagster job launch``: the run is created and submitted to the instance's run coordinator."""
-    launched = subprocess.run(
+    return subprocess.Popen(
         [str(BIN / "dagster"), "job", "launch", "-w", str(workspace), "-l", LOCATION, "-j", "recall_job",
          "--config-json", json.dumps(RUN_CONFIG), "--run-id", run_id],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory) -> Layout:
     root = tmp_path_factory.mktemp("production-layout")
-    spec = synthetic.spec_for(**SOURCE)
-    source = synthetic.write_source(synthetic.generate(spec), root / "source", "parquet")
+    source = synthetic.write_source(synthetic.generate(synthetic.spec_for(**SOURCE)), root / "source", "parquet")
     embedded, production = HomeLayout(root / "embedded").create(), HomeLayout(root / "production").create()
-    started = time.monotonic()
-    with ExitStack() as stack:
-        dagster_db = stack.enter_context(fresh_database("recall_dagster"))
-        mlflow_db = stack.enter_context(fresh_database("recall_mlflow"))
-        running: list[Process] = []
-        stack.callback(lambda: [process.shutdown() for process in reversed(running)])
-        stack.callback(lambda: [process.popen.terminate() for process in running])  # all stop at once
-
-        def start(process: Process) -> Process:
-            running.append(process)
-            return process
-
-        # the embedded default, beside the production run: its own home, nothing configured
-        embedded_env = {key: value for key, value in os.environ.items() if not PRODUCTION_ONLY.match(key)}
-        embedded_env.update({HOME_ENV: str(embedded.root), "DAGSTER_HOME": str(embedded.dagster_home),
-                             SOURCE_ENV: str(source)})
-        embedded_run = start(Process([sys.executable, "-c", EMBEDDED_RUN, json.dumps(RUN_CONFIG)], embedded_env,
-                                     root / "embedded.log"))
-
-        write_docker_instance(production.dagster_home)
-        mlflow_port, code_port = free_port(), free_port()
-        mlflow_url = f"http://127.0.0.1:{mlflow_port}"
-        mlflow = start(server(compose_command("mlflow"), compose_env("mlflow", {
-            "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(mlflow_port), "MLFLOW_WORKERS": "1",
-            "MLFLOW_BACKEND_STORE_URI": sqlalchemy_url(mlflow_db),
-            "MLFLOW_ARTIFACTS_DESTINATION": str(production.mlflow_artifacts)}), root / "mlflow.log"))
-        env = compose_env("code", {
-            "DAGSTER_HOME": str(production.dagster_home), **instance_env(dagster_db, production.dagster_home),
-            HOME_ENV: str(production.root), "RECALL_PIPELINE_MLFLOW_URI": mlflow_url,
-            "RECALL_PIPELINE_EXECUTOR": EXECUTOR,
-            "RECALL_PIPELINE_CELERY_BROKER": f"redis://127.0.0.1:6379/{REDIS_DB}",
-            "RECALL_PIPELINE_CELERY_BACKEND": f"redis://127.0.0.1:6379/{REDIS_DB + 1}"})
-        env[SOURCE_ENV] = str(source)
-        code = start(server(compose_command("code", h="127.0.0.1", p=str(code_port)), env, root / "code.log"))
-        workspace = yaml.safe_load((DOCKER / "workspace.yaml").read_text())
-        workspace["load_from"][0]["grpc_server"].update(host="127.0.0.1", port=code_port)
-        (root / "workspace.yaml").write_text(yaml.safe_dump(workspace))
-        worker = None
-        if EXECUTOR == "celery":
-            worker = start(server(compose_command("worker", y=str(DOCKER / "celery.yaml")), env, root / "worker.log"))
-            worker.wait_for(r"\bready\.", timeout=180)
-        code.wait_for(r"Started Dagster code", timeout=180)
-        daemon = start(server(compose_command("daemon", w=str(root / "workspace.yaml")), env, root / "daemon.log"))
-        wait_for_http(f"{mlflow_url}/health", mlflow, timeout=180)
-
-        run_id = str(uuid.uuid4())
-        submit(env, root / "workspace.yaml", run_id)
-        submitted = time.monotonic()
-        with pytest.MonkeyPatch.context() as patch:  # the instance file reads these
-            for key, value in instance_env(dagster_db, production.dagster_home).items():
-                patch.setenv(key, value)
-            with dg.DagsterInstance.from_config(str(production.dagster_home)) as instance:
-                run = wait_for_run(instance, run_id, daemon, started + RUN_TIMEOUT)
-                failures = failure_messages(instance, run_id)
-        production_seconds = time.monotonic() - submitted
-        assert run.status == dg.DagsterRunStatus.SUCCESS, (
-            f"production run {run_id}: {run.status.value}\n" + "\n".join(failures)
-            + f"\ncode server:\n{code.output()[-4000:]}\ndaemon:\n{daemon.output()[-3000:]}")
-        embedded_run.wait(timeout=max(1.0, RUN_TIMEOUT - (time.monotonic() - started)))
-        assert embedded_run.popen.returncode == 0, embedded_run.output()[-4000:]
-        seconds = {"production run (submitted to success)": production_seconds,
-                   "whole fixture": time.monotonic() - started}
-        print(", ".join(f"{name}: {value:.1f} s" for name, value in seconds.items()))
-        yield Layout(dagster_db, mlflow_db, mlflow_url, run_id, production, embedded, daemon.output(),
-                     worker.output() if worker else "", seconds)
+    write_docker_instance(production.dagster_home)
+    started, services = time.monotonic(), Services(root)
+    with fresh_database("recall_dagster") as dagster_db, fresh_database("recall_mlflow") as mlflow_db:
+        try:
+            embedded_run = services.start("embedded", [sys.executable, "-c", EMBEDDED_RUN, json.dumps(RUN_CONFIG)],
+                                          embedded_env(embedded, source))
+            mlflow_port, code_port = free_port(), free_port()
+            mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+            mlflow = services.start("mlflow", compose_command("mlflow"), compose_env("mlflow", {
+                "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(mlflow_port), "MLFLOW_WORKERS": "1",
+                "MLFLOW_BACKEND_STORE_URI": sqlalchemy_url(mlflow_db),
+                "MLFLOW_ARTIFACTS_DESTINATION": str(production.mlflow_artifacts)}))
+            env = production_env(production, dagster_db, mlflow_url, source)
+            code = services.start("code", compose_command("code", h="127.0.0.1", p=str(code_port)), env)
+            workspace = local_workspace(root, code_port)
+            if EXECUTOR == "celery":
+                services.start("worker", compose_command("worker", y=str(DOCKER / "celery.yaml")), env).wait_for(
+                    r"\bready\.", timeout=180)
+            code.wait_for(r"Started Dagster code", timeout=180)
+            daemon = services.start("daemon", compose_command("daemon", w=str(workspace)), env)
+            run_id = str(uuid.uuid4())
+            launcher = launch(env, workspace, run_id)  # while the tracking server finishes starting
+            wait_for_http(f"{mlflow_url}/health", mlflow, timeout=180)
+            output, _ = launcher.communicate(timeout=300)
+            assert launcher.returncode == 0, output[-4000:]
+            submitted = time.monotonic()
+            with pytest.MonkeyPatch.context() as patch:  # the instance file reads these
+                for key, value in instance_env(dagster_db, production.dagster_home).items():
+                    patch.setenv(key, value)
+                with dg.DagsterInstance.from_config(str(production.dagster_home)) as instance:
+                    run = wait_for_run(instance, run_id, daemon, started + RUN_TIMEOUT)
+                    failures = failure_messages(instance, run_id)
+            production_seconds = time.monotonic() - submitted
+            assert run.status == dg.DagsterRunStatus.SUCCESS, (
+                f"production run {run_id}: {run.status.value}\n" + "\n".join(failures)
+                + f"\ncode server:\n{code.output()[-4000:]}\ndaemon:\n{daemon.output()[-3000:]}")
+            embedded_run.wait(timeout=max(1.0, RUN_TIMEOUT - (time.monotonic() - started)))
+            assert embedded_run.popen.returncode == 0, embedded_run.output()[-4000:]
+            seconds = {"production run (submitted to success)": production_seconds,
+                       "both runs": time.monotonic() - started}
+            print(", ".join(f"{name}: {value:.1f} s" for name, value in seconds.items()))
+            worker = services.running.get("worker")
+            yield Layout(dagster_db, mlflow_db, mlflow_url, run_id, production, embedded, daemon.output(),
+                         worker.output() if worker else "", seconds)
+        finally:
+            services.stop()
 
 
 def test_the_run_is_queued_then_launched_by_the_daemon(layout):
