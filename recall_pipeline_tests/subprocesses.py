@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -13,6 +14,11 @@ from recall_pipeline.settings import HOME_ENV, HomeLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# Background processes of non-interactive shells ignore SIGINT, and dagster maps SIGTERM to the
+# SIGINT handler: a server started through this restores SIGINT's default first, so that SIGTERM
+# stops it.
+EXEC_WITH_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                    "os.execvp(sys.argv[1], sys.argv[1:])")
 # A run of a one-step job whose step sits in the "warehouse" pool: it holds the pool's only slot
 # until it is killed, and its process is tagged as the run's owner, as `recall-pipeline run` does.
 HOLDER = """
@@ -75,6 +81,28 @@ class Process:
         if self.popen.poll() is None:
             self.popen.kill()
             self.popen.wait()
+
+    def shutdown(self, timeout: float = 60) -> None:
+        """SIGTERM, then SIGKILL if it is still there after ``timeout``; then SIGKILL to whatever
+        it started in its session (a daemon's code servers, a code server's run workers)."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def server(args: list[str], env: dict[str, str], log: Path) -> Process:
+    """A long-lived Dagster or MLflow command (``args[0]`` from this environment's bin folder when
+    a bare name) that :meth:`Process.shutdown` stops."""
+    program = args[0] if os.sep in args[0] else str(BIN / args[0])
+    return Process([sys.executable, "-c", EXEC_WITH_SIGINT, program, *args[1:]], env, log)
 
 
 def cli(home: HomeLayout, log: Path, *args: str, **env: str) -> Process:
