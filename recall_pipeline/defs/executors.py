@@ -6,7 +6,8 @@
   more than it gains, and it needs no service (``make run``).
 - ``multiprocess``: a subprocess per step on this machine.
 - ``celery``: each step is a task on a Celery queue, run by ``dagster-celery`` workers (started
-  with ``celery -A dagster_celery.app worker``, see the README), here or on other machines. The
+  with ``celery -A recall_pipeline.celery_worker worker``, see the README), here or on other
+  machines. The
   broker is ``$RECALL_PIPELINE_CELERY_BROKER`` (default Redis on 127.0.0.1:6379, db 0), results
   go to ``$RECALL_PIPELINE_CELERY_BACKEND`` (default: the broker's URL), the queue is
   ``$RECALL_PIPELINE_CELERY_QUEUE`` (default ``dagster``; workers must listen on it).
@@ -37,7 +38,9 @@ def celery_settings(env: Mapping[str, str] = os.environ) -> dict:
     """The celery executor's config: broker, result backend and the queue its tasks go to."""
     broker = env.get(BROKER_ENV) or DEFAULT_BROKER
     return {"broker": broker, "backend": env.get(BACKEND_ENV) or broker,
-            "config_source": {"task_default_queue": env.get(QUEUE_ENV) or DEFAULT_QUEUE}}
+            "config_source": {"task_default_queue": env.get(QUEUE_ENV) or DEFAULT_QUEUE,
+                              # a worker process holds one task at a time (see celery_worker)
+                              "task_acks_late": True, "worker_prefetch_multiplier": 1}}
 
 
 def executor_from_env(env: Mapping[str, str] = os.environ) -> dg.ExecutorDefinition:

@@ -49,7 +49,10 @@ class RecallConfig(dg.Config):
 ASSET = "recall_candidates"
 
 
-@dg.op(ins={"after": dg.In(dg.Nothing)}, out=dg.DynamicOut(ShardTask), pool="warehouse")
+UPSTREAM = ("faiss_index", "two_tower_index", "user_profiles", "rating_matrix")
+
+
+@dg.op(ins={name: dg.In(dg.Nothing) for name in UPSTREAM}, out=dg.DynamicOut(ShardTask), pool="warehouse")
 def plan_recall_candidates(context: dg.OpExecutionContext, config: RecallConfig, warehouse: Warehouse,
                            home: PipelineHome):
     """Export the shards' inputs (checked indexes included) and the users to compute, by shard."""
@@ -96,8 +99,7 @@ def merge_recall_candidates(context: dg.OpExecutionContext, shards: list[dict], 
 
 
 @dg.graph_asset(
-    ins={name: dg.AssetIn(dagster_type=dg.Nothing)
-         for name in ("faiss_index", "two_tower_index", "user_profiles", "rating_matrix")},
+    ins={name: dg.AssetIn(dagster_type=dg.Nothing) for name in UPSTREAM},
     group_name="serving",
     kinds={"duckdb", "faiss"},
     config=dg.ConfigMapping(config_fn=lambda c: {"plan_recall_candidates": {"config": c}},
@@ -120,5 +122,6 @@ def merge_recall_candidates(context: dg.OpExecutionContext, shards: list[dict], 
                 "pass the run is published and the view recall.latest shows it.",
 )
 def recall_candidates(faiss_index, two_tower_index, user_profiles, rating_matrix):
-    plan = plan_recall_candidates([faiss_index, two_tower_index, user_profiles, rating_matrix])
+    plan = plan_recall_candidates(faiss_index=faiss_index, two_tower_index=two_tower_index,
+                                  user_profiles=user_profiles, rating_matrix=rating_matrix)
     return merge_recall_candidates(plan.map(recall_shard).collect())
