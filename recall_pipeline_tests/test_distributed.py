@@ -118,7 +118,7 @@ def celery_env(homes, tmp_path_factory):
            "RECALL_PIPELINE_CELERY_BROKER": "redis://127.0.0.1:6379/0",
            "RECALL_PIPELINE_CELERY_QUEUE": f"recall-test-{uuid.uuid4().hex[:12]}",
            SHARDS_ENV: str(SHARDS), "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     logs = [folder / f"worker{i}.log" for i in (1, 2)]
     workers = [start_worker(f"recall-w{i}", env, log) for i, log in zip((1, 2), logs)]
     try:
