@@ -47,8 +47,6 @@ class RecallConfig(dg.Config):
 
 
 ASSET = "recall_candidates"
-
-
 UPSTREAM = ("faiss_index", "two_tower_index", "user_profiles", "rating_matrix")
 
 
