@@ -63,7 +63,10 @@ def reused_rows(wanted: pl.DataFrame, previous: pl.DataFrame | None) -> pl.DataF
 
 
 def encode_texts(todo: pl.DataFrame, encoder, progress: bool = False) -> tuple[pl.DataFrame, float]:
-    """(item_id, text_hash, model, embedding) of the texts in ``todo``, and the encoding seconds."""
+    """(item_id, text_hash, model, embedding) of the texts in ``todo``, and the encoding seconds;
+    nothing to encode loads no model (an unchanged catalogue's shards cost next to nothing)."""
+    if todo.is_empty():
+        return todo.select(KEY).with_columns(embedding=pl.lit(None)), 0.0
     start = time.perf_counter()
     vectors = encoder.encode(todo["item_text"].to_list(), progress=progress)
     seconds = time.perf_counter() - start
