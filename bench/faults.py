@@ -246,7 +246,7 @@ def process_faults(root: Path) -> list[Row]:
     print(f"first run (6 users): {outcome(first)}", file=sys.stderr)
     rows = [
         sigkill_fault(home, logs, "1. SIGKILL in encoding", "while item_embeddings encodes (progress bar at 0%)",
-                      lambda p: p.wait_for(r"encoding:\s+\d+%", 300), "item_embeddings"),
+                      lambda p: p.wait_for(r"encoding:\s+\d+%", 300), "item_embeddings.encode_item_shard[shard_0]"),
         sigkill_fault(home, logs, "2. SIGKILL in training", "in recall_model's first validation epoch",
                       lambda p: p.wait_for(r"recall_model - validation epoch 1:", 300), "recall_model"),
         sigkill_fault(home, logs, "3. SIGKILL in publishing", "at published_warehouse's STEP_START",

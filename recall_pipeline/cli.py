@@ -86,7 +86,7 @@ def run(source: str | None, sample_users: int | None, max_train_seconds: float |
     print(f"\nrun {guarded.run_id}: {status} in {elapsed:.1f}s")
     for step in sorted(steps, key=lambda s: s.start_time or 0):
         if step.start_time and step.end_time:
-            print(f"  {step.step_key:<28} {step.end_time - step.start_time:7.1f}s  {step.status.value}")
+            print(f"  {step.step_key:<44} {step.end_time - step.start_time:7.1f}s  {step.status.value}")
     if failure:
         sys.stdout.flush()  # the failure lines must come last, after the step table
         for line in failure:

@@ -13,6 +13,7 @@ import dagster as dg
 import yaml
 
 from recall_pipeline.defs.evaluation.evaluation_report import evaluation_report
+from recall_pipeline.defs.executors import executor_from_env
 from recall_pipeline.defs.features.item_embeddings import item_embeddings
 from recall_pipeline.defs.features.rating_matrix import rating_matrix
 from recall_pipeline.defs.features.user_profiles import user_profiles
@@ -83,11 +84,18 @@ def build_definitions(home: HomeLayout | None = None,
         schedules=[nightly_refresh],
         sensors=[feedback_inbox_sensor],
         resources=build_resources(home or home_layout(), data_source),
-        # On 2 cores a subprocess per step costs more than the parallelism gains.
-        executor=dg.in_process_executor,
+        # $RECALL_PIPELINE_EXECUTOR, default in_process: on 2 cores a subprocess per step costs
+        # more than the parallelism gains (defs/executors.py)
+        executor=executor_from_env(),
     )
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     return build_definitions()
+
+
+def recall_job_definition() -> dg.JobDefinition:
+    """``recall_job`` of the environment's definitions, for ``dg.reconstructable``: executors
+    that run steps in other processes (multiprocess, celery) rebuild the job from this function."""
+    return build_definitions().resolve_job_def("recall_job")

@@ -17,6 +17,11 @@ HOME_ENV = "RECALL_PIPELINE_HOME"
 SOURCE_ENV = "RECALL_PIPELINE_SOURCE"
 DEFAULT_HOME = ".recall"
 
+# Where the sharded steps exchange files (an fsspec URL; default the home's shards/ folder) and
+# how many shards they make (default 1: on one machine the single shard is the fastest).
+SHARDS_URL_ENV = "RECALL_PIPELINE_SHARDS_URL"
+SHARDS_ENV = "RECALL_PIPELINE_SHARDS"
+
 SLOT_WAIT_ENV = "RECALL_PIPELINE_SLOT_WAIT_SECONDS"
 DEFAULT_SLOT_WAIT_SECONDS = 1800.0
 
@@ -130,6 +135,16 @@ class HomeLayout:
         return self.root / "inbox"
 
     @property
+    def shards(self) -> Path:
+        """The default shard location: the sharded steps' input and output files, one folder
+        per asset and run (``$RECALL_PIPELINE_SHARDS_URL`` moves it, e.g. to object storage)."""
+        return self.root / "shards"
+
+    def shards_url(self) -> str:
+        """``$RECALL_PIPELINE_SHARDS_URL`` if set, else :attr:`shards`."""
+        return os.environ.get(SHARDS_URL_ENV) or str(self.shards)
+
+    @property
     def dagster_home(self) -> Path:
         return self.root / "dagster"
 
@@ -147,6 +162,16 @@ class HomeLayout:
 def home_layout() -> HomeLayout:
     """The home folder: ``$RECALL_PIPELINE_HOME``, default ``./.recall``, as an absolute path."""
     return HomeLayout(Path(os.environ.get(HOME_ENV, DEFAULT_HOME)).expanduser().resolve())
+
+
+def default_shards() -> int:
+    """How many shards the sharded steps make unless their config says: ``$RECALL_PIPELINE_SHARDS``, default 1."""
+    value = os.environ.get(SHARDS_ENV, "").strip()
+    if not value:
+        return 1
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{SHARDS_ENV} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def slot_wait_seconds() -> float:

@@ -45,19 +45,23 @@ def two_tower_route(model, index, train: pl.DataFrame, rm: RatingMatrix) -> Mode
     return ModelRoute(index, rows, two_tower.user_vectors(model, history, ratings))
 
 
-def recall(inputs: RecallInputs, settings: RouteSettings, k: int) -> MergedLists:
-    """Every route's lists, merged with the popularity discount and re-ranked to ``k``."""
+def recall(inputs: RecallInputs, settings: RouteSettings, k: int, rows: np.ndarray | None = None) -> MergedLists:
+    """Every route's lists, merged with the popularity discount and re-ranked to ``k``, for the
+    rating-matrix ``rows`` (default every user; a shard passes its own)."""
     profiles = inputs.profiles
     lists = route_lists(inputs.lm_index, inputs.item_ids, inputs.rm, profiles["user_id"].to_numpy(),
                         np.ascontiguousarray(profiles["embedding"].to_numpy(), dtype=np.float32),
-                        inputs.interest_owners, inputs.interests, settings, inputs.model_route)
+                        inputs.interest_owners, inputs.interests, settings, inputs.model_route, rows)
     return merge_routes(lists, inputs.item_vectors, k, settings,
                         train_counts=np.diff(inputs.rm.matrix.tocsc().indptr))
 
 
-def candidates_table(inputs: RecallInputs, merged: MergedLists, run_id: str) -> pl.DataFrame:
-    """The rows of ``recall.candidates`` for this run."""
-    return candidates_frame(inputs.rm, merged).select(
+def candidates_table(inputs: RecallInputs, merged: MergedLists, run_id: str,
+                     rows: np.ndarray | None = None) -> pl.DataFrame:
+    """The rows of ``recall.candidates`` for this run (``rows``: the users ``merged`` holds, as
+    :func:`recall` was given them)."""
+    user_ids = None if rows is None else inputs.rm.user_ids[rows]
+    return candidates_frame(inputs.rm, merged, user_ids).select(
         pl.lit(run_id).alias("run_id"),
         pl.lit(inputs.model_version).alias("model_version"),
         pl.all(),

@@ -107,13 +107,14 @@ def publish_copy(warehouse: Path, target: Path, tables: dict[str, str] = PUBLISH
     return counts
 
 
-def candidates_frame(rm, merged) -> pl.DataFrame:
+def candidates_frame(rm, merged, user_ids: np.ndarray | None = None) -> pl.DataFrame:
     """One row per (user, rank): item id, fused score, the primary route, and every route's
-    rank of the item (``rank_<route>``, null where the route did not propose it)."""
+    rank of the item (``rank_<route>``, null where the route did not propose it). The rows of
+    ``merged`` are ``rm``'s users, or ``user_ids`` when it holds a subset (a shard)."""
     valid = merged.items >= 0
     user_rows, ranks = np.nonzero(valid)
     columns = {
-        "user_id": rm.user_ids[user_rows],
+        "user_id": (rm.user_ids if user_ids is None else np.asarray(user_ids))[user_rows],
         "rank": (ranks + 1).astype(np.int32),
         "item_id": rm.item_ids[merged.items[valid]],
         "score": merged.scores[valid],

@@ -51,12 +51,18 @@ class RouteSettings:
 
 
 def interest_route(index, rm: RatingMatrix, owners: np.ndarray, vectors: np.ndarray, depth: int,
-                   seed: int = 0) -> np.ndarray:
-    """Per user (rows of ``rm``), the top ``depth`` items by their best interest's score.
+                   seed: int = 0, rows: np.ndarray | None = None) -> np.ndarray:
+    """Per user, the top ``depth`` items by their best interest's score; one list per
+    rating-matrix row of ``rows`` (default every user), in that order.
 
-    ``owners`` are the rating-matrix rows the interest ``vectors`` belong to (several per user).
+    ``owners`` are the rating-matrix rows the interest ``vectors`` belong to (several per user);
+    interests of users outside ``rows`` are ignored.
     """
-    lists = np.full((len(rm.user_ids), depth), -1, dtype=np.int64)
+    rows = np.arange(len(rm.user_ids)) if rows is None else np.asarray(rows)
+    slot = row_slots(len(rm.user_ids), rows)
+    mine = slot[owners] >= 0 if len(owners) else np.zeros(0, dtype=bool)
+    owners, vectors = owners[mine], vectors[mine]
+    lists = np.full((len(rows), depth), -1, dtype=np.int64)
     if not len(owners):
         return lists
     items, scores = search_top_k(index, vectors, rm.matrix, owners, depth, seed=seed)
@@ -69,16 +75,15 @@ def interest_route(index, rm: RatingMatrix, owners: np.ndarray, vectors: np.ndar
             .sort(["row", "score", "tie"], descending=[False, True, False])
             .group_by("row", maintain_order=True).head(depth)
             .with_columns(position=pl.int_range(pl.len()).over("row")))
-    lists[best["row"].to_numpy(), best["position"].to_numpy()] = best["item"].to_numpy()
+    lists[slot[best["row"].to_numpy()], best["position"].to_numpy()] = best["item"].to_numpy()
     return lists
 
 
-def dense_route(scorer: baselines.Scorer, rm: RatingMatrix, rows: np.ndarray, depth: int,
-                seed: int = 0) -> np.ndarray:
-    """Top ``depth`` of a dense scorer for the given rows (others -1), training items excluded."""
-    lists = np.full((len(rm.user_ids), depth), -1, dtype=np.int64)
-    lists[rows], _ = top_k_scored(scorer, rows, depth, len(rm.item_ids), rm.matrix, seed)
-    return lists
+def row_slots(n_users: int, rows: np.ndarray) -> np.ndarray:
+    """For every rating-matrix row, its position in ``rows`` (-1: not among them)."""
+    slot = np.full(n_users, -1, dtype=np.int64)
+    slot[rows] = np.arange(len(rows))
+    return slot
 
 
 @dataclass(frozen=True)
@@ -93,28 +98,41 @@ class ModelRoute:
 def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_user_ids: np.ndarray,
                 profiles: np.ndarray, interest_user_ids: np.ndarray, interests: np.ndarray,
                 settings: RouteSettings = RouteSettings(),
-                model: ModelRoute | None = None) -> dict[str, np.ndarray]:
-    """Every route's lists, all users x depth, rows as ``rm.user_ids`` (a route without input,
-    e.g. ``two_tower`` with no ``model``, has empty lists: -1)."""
+                model: ModelRoute | None = None, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every route's lists, one row per rating-matrix row of ``rows`` (default every user, in
+    ``rm.user_ids`` order) x depth (a route without input, e.g. ``two_tower`` with no ``model``,
+    has empty lists: -1).
+
+    ``rows`` lets a shard compute only its users: the models fitted on the whole matrix (EASE,
+    popularity) are still fitted on all of it, and every route ranks each user on their own, so a
+    user's lists do not depend on which other users are computed with them."""
     require_same_ids(rm.item_ids, index_item_ids, "the FAISS index's items against the rating matrix's")
     n_users, depth = len(rm.user_ids), settings.depth
-    history = np.flatnonzero(np.diff(rm.matrix.indptr) > 0)
-    out = {name: np.full((n_users, depth), -1, dtype=np.int64) for name in ROUTES}
-    rows = positions(rm.user_ids, profile_user_ids, "profile users among the rating matrix's users")
-    if len(rows):
-        out["lm_profile"][rows], _ = search_top_k(index, profiles, rm.matrix, rows, depth, seed=settings.seed)
+    rows = np.arange(n_users) if rows is None else np.asarray(rows, dtype=np.int64)
+    slot = row_slots(n_users, rows)
+    out = {name: np.full((len(rows), depth), -1, dtype=np.int64) for name in ROUTES}
+    profile_rows = positions(rm.user_ids, profile_user_ids, "profile users among the rating matrix's users")
+    mine = slot[profile_rows] >= 0
+    if mine.any():
+        out["lm_profile"][slot[profile_rows[mine]]], _ = search_top_k(
+            index, profiles[mine], rm.matrix, profile_rows[mine], depth, seed=settings.seed)
     if model is not None and len(model.rows):
-        out["two_tower"][model.rows], _ = search_top_k(model.index, model.user_vectors, rm.matrix, model.rows,
-                                                       depth, seed=settings.seed)
+        mine = slot[model.rows] >= 0
+        if mine.any():
+            out["two_tower"][slot[model.rows[mine]]], _ = search_top_k(
+                model.index, model.user_vectors[mine], rm.matrix, model.rows[mine], depth, seed=settings.seed)
     owners = positions(rm.user_ids, interest_user_ids, "interest users among the rating matrix's users")
-    out["lm_interest"] = interest_route(index, rm, owners, interests, depth, settings.seed)
+    out["lm_interest"] = interest_route(index, rm, owners, interests, depth, settings.seed, rows)
+    has_history = np.diff(rm.matrix.indptr) > 0
+    history = rows[has_history[rows]]
     if len(history):
-        out["ease"] = dense_route(baselines.ease(rm.matrix, settings.ease_lambda, settings.ease_max_items),
-                                  rm, history, depth, settings.seed)
-    newcomers = np.setdiff1d(np.arange(n_users), history)
+        ease = baselines.ease(rm.matrix, settings.ease_lambda, settings.ease_max_items)
+        out["ease"][slot[history]], _ = top_k_scored(ease, history, depth, len(rm.item_ids), rm.matrix,
+                                                     settings.seed)
+    newcomers = rows[~has_history[rows]]
     if len(newcomers):
         top, _ = top_k_dense(baselines.popularity_scores(rm.matrix)[None, :], depth, seed=settings.seed)
-        out["popularity"][newcomers] = top[0]
+        out["popularity"][slot[newcomers]] = top[0]
     return out
 
 

@@ -1,12 +1,19 @@
-"""``recall_candidates``: multi-route recall lists per user in DuckDB, appended per run."""
+"""``recall_candidates``: multi-route recall lists per user in DuckDB, appended per run.
+
+Three steps: ``plan`` (reads the warehouse and both published indexes, checks them, and exports
+what the shards read to the shard location, with the users to compute and their shard),
+``recall`` (one per shard, on any worker: no warehouse), ``merge`` (the single writer: the
+shards' rows into ``recall.candidates``, the checks, publishing).
+"""
 
 import dagster as dg
 
-from recall_pipeline.core.serving import recall_candidates as candidates
-from recall_pipeline.core.serving import recall_tables
+from recall_pipeline.core.serving import recall_shards, recall_tables
+from recall_pipeline.core.shards import ShardStore, ShardTask
 from recall_pipeline.core.serving.routes import ROUTES, RouteSettings
 from recall_pipeline.defs import tables
 from recall_pipeline.defs.metadata import markdown_table
+from recall_pipeline.defs.sharding import open_store, shard_count, shard_tasks
 from recall_pipeline.resources import PipelineHome, Warehouse
 
 COVERAGE_CHECK = "every_user_has_candidates"
@@ -29,6 +36,7 @@ class RecallConfig(dg.Config):
     mmr_lambda: float = RouteSettings.mmr_lambda
     ease_lambda: float = RouteSettings.ease_lambda
     ease_max_items: int = RouteSettings.ease_max_items
+    shards: int = 0  # shards by a hash of the user id (0: $RECALL_PIPELINE_SHARDS, default 1)
 
     def settings(self) -> RouteSettings:
         weights = {name: getattr(self, f"weight_{name}") for name in ROUTES}
@@ -38,15 +46,66 @@ class RecallConfig(dg.Config):
                              mmr_pool=max(2 * self.k, self.depth))
 
 
-@dg.asset(
+ASSET = "recall_candidates"
+UPSTREAM = ("faiss_index", "two_tower_index", "user_profiles", "rating_matrix")
+
+
+@dg.op(ins={name: dg.In(dg.Nothing) for name in UPSTREAM}, out=dg.DynamicOut(ShardTask), pool="warehouse")
+def plan_recall_candidates(context: dg.OpExecutionContext, config: RecallConfig, warehouse: Warehouse,
+                           home: PipelineHome):
+    """Export the shards' inputs (checked indexes included) and the users to compute, by shard."""
+    inputs = tables.recall_inputs(warehouse, home)
+    rows = recall_shards.all_user_rows(inputs)  # which users this run computes: every one
+    store, n_shards, run_id = open_store(context, home, ASSET), shard_count(config.shards), context.run.run_id
+    per_shard = recall_shards.export_inputs(store, run_id, inputs, rows, n_shards)
+    context.log.info(f"{len(rows)} users to recall in {n_shards} shard(s): {per_shard.rows()}")
+    yield from shard_tasks(store, run_id, n_shards, settings=config.settings(), k=config.k)
+
+
+@dg.op
+def recall_shard(context: dg.OpExecutionContext, task: ShardTask) -> dict:
+    """One shard's users: every route, fused and re-ranked, into ``candidates-<shard>``."""
+    users = recall_shards.compute_shard(task.store, task.run_id, task.shard, task.params["settings"],
+                                        task.params["k"])
+    context.log.info(f"shard {task.shard}: recalled for {users} users")
+    return {"shard": task.shard, "url": task.url, "users": users, "k": task.params["k"]}
+
+
+@dg.op(out={"result": dg.Out(), "coverage": dg.Out(), "no_train": dg.Out()}, pool="warehouse")
+def merge_recall_candidates(context: dg.OpExecutionContext, shards: list[dict], warehouse: Warehouse):
+    """The shards' rows into ``recall.candidates`` (one transaction: a retried run replaces its
+    own rows), the checks, and publishing once they pass; then the shard files are removed."""
+    store, run_id, k = ShardStore(shards[0]["url"], ASSET), context.run.run_id, shards[0]["k"]
+    frame = recall_shards.merged_candidates(store, run_id, {s["shard"]: s["users"] for s in shards})
+    warehouse.replace_rows("recall.candidates", frame, "run_id = ?", [run_id])
+    with warehouse.connect() as con:  # only checked lists become what users query
+        short, leaked, published = recall_tables.check_and_publish(con, run_id, k)
+    index_type = recall_shards.exported_meta(store, run_id)["lm_index_type"]
+    store.remove(run_id)
+    yield dg.AssetCheckResult(check_name=COVERAGE_CHECK, passed=short == 0, metadata={"users_short": short})
+    yield dg.AssetCheckResult(check_name=NO_TRAIN_CHECK, passed=leaked == 0,
+                              metadata={"training_items_recalled": leaked})
+    shares, users = frame.group_by("route").len().sort("route"), frame["user_id"].n_unique()
+    context.log.info(f"{frame.height} candidates for {users} users from {len(shards)} shard(s); routes {shares.rows()}")
+    yield dg.Output(None, "result", metadata={
+        "dagster/row_count": frame.height, "users": users, "published": published, "k": k,
+        "shards": len(shards), "index_type": index_type,
+        "distinct_items": frame["item_id"].n_unique(), "route_shares": markdown_table(shares),
+        "preview": markdown_table(frame.select("user_id", "rank", "item_id", "score", "route",
+                                               *[f"rank_{n}" for n in ROUTES])),
+    })
+
+
+@dg.graph_asset(
+    ins={name: dg.AssetIn(dagster_type=dg.Nothing) for name in UPSTREAM},
     group_name="serving",
-    deps=["faiss_index", "two_tower_index", "user_profiles", "rating_matrix"],
     kinds={"duckdb", "faiss"},
-    pool="warehouse",
+    config=dg.ConfigMapping(config_fn=lambda c: {"plan_recall_candidates": {"config": c}},
+                            config_schema=RecallConfig.to_config_schema()),
     check_specs=[
-        dg.AssetCheckSpec(COVERAGE_CHECK, asset="recall_candidates", blocking=True,
+        dg.AssetCheckSpec(COVERAGE_CHECK, asset=ASSET, blocking=True,
                           description="every user gets min(K, items not in their training) candidates"),
-        dg.AssetCheckSpec(NO_TRAIN_CHECK, asset="recall_candidates", blocking=True,
+        dg.AssetCheckSpec(NO_TRAIN_CHECK, asset=ASSET, blocking=True,
                           description="no user is recalled an item of their own training history"),
     ],
     description="Top-K recall candidates per user (default 100) from five routes: the two-tower "
@@ -54,32 +113,13 @@ class RecallConfig(dg.Config):
                 "item-tower outputs, the LM history profile in the FAISS index of LM embeddings, the LM interest vectors, EASE item-to-item CF, and "
                 "popularity for users without history; merged by weighted reciprocal-rank fusion "
                 "with a popularity discount (fused score x (1 + training count)^-discount) and "
-                "re-ranked by MMR. Appended to DuckDB recall.candidates per run with each "
+                "re-ranked by MMR. Computed in shards by a hash of the user id (config shards; each "
+                "shard a step any executor can run elsewhere) and merged by one writer. "
+                "Appended to DuckDB recall.candidates per run with each "
                 "route's rank of the item (rank_<route>, null: not proposed); once its checks "
                 "pass the run is published and the view recall.latest shows it.",
 )
-def recall_candidates(context: dg.AssetExecutionContext, config: RecallConfig,
-                      warehouse: Warehouse, home: PipelineHome):
-    run_id, inputs = context.run.run_id, tables.recall_inputs(warehouse, home)
-    merged = candidates.recall(inputs, config.settings(), config.k)
-    frame = candidates.candidates_table(inputs, merged, run_id)
-    # one transaction: a retried run replaces its own rows
-    warehouse.replace_rows("recall.candidates", frame, "run_id = ?", [run_id])
-    with warehouse.connect() as con:  # only checked lists become what users query
-        short, leaked, published = recall_tables.check_and_publish(con, run_id, config.k)
-    yield dg.AssetCheckResult(check_name=COVERAGE_CHECK, passed=short == 0, metadata={"users_short": short})
-    yield dg.AssetCheckResult(check_name=NO_TRAIN_CHECK, passed=leaked == 0,
-                              metadata={"training_items_recalled": leaked})
-    shares = frame.group_by("route").len().sort("route")
-    context.log.info(f"{frame.height} candidates for {len(inputs.rm.user_ids)} users; routes {shares.rows()}")
-    yield dg.MaterializeResult(metadata={
-        "dagster/row_count": frame.height,
-        "users": len(inputs.rm.user_ids),
-        "published": published,
-        "k": config.k,
-        "index_type": inputs.lm_index_type,
-        "distinct_items": frame["item_id"].n_unique(),
-        "route_shares": markdown_table(shares),
-        "preview": markdown_table(frame.select("user_id", "rank", "item_id", "score", "route",
-                                               *[f"rank_{n}" for n in ROUTES])),
-    })
+def recall_candidates(faiss_index, two_tower_index, user_profiles, rating_matrix):
+    plan = plan_recall_candidates(faiss_index=faiss_index, two_tower_index=two_tower_index,
+                                  user_profiles=user_profiles, rating_matrix=rating_matrix)
+    return merge_recall_candidates(plan.map(recall_shard).collect())

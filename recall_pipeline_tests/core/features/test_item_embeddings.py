@@ -50,3 +50,17 @@ def test_a_different_model_reencodes_everything(encoder):
     other = first.table.with_columns(pl.lit("another-model@0").alias("model"))
     again = refresh_item_embeddings(ITEMS, encoder, other)
     assert (again.encoded, again.reused) == (3, 0)
+
+
+def test_an_unchanged_catalogue_calls_no_encoder(encoder):
+    first = refresh_item_embeddings(ITEMS, encoder, None)
+
+    class Refusing:
+        identity = encoder.identity
+
+        def encode(self, texts, progress=False):
+            raise AssertionError(f"asked to encode {texts}")
+
+    again = refresh_item_embeddings(ITEMS, Refusing(), first.table)
+    assert (again.encoded, again.reused) == (0, 3)
+    assert again.table.equals(first.table)

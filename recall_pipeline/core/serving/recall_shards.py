@@ -1,0 +1,121 @@
+"""``recall_candidates`` in shards: what the plan step exports, what one shard computes.
+
+The plan step (the only one that reads the warehouse) writes everything a shard needs into the
+run's shard folder: the catalogue and its LM vectors, the rating matrix, the profiles and
+interests, the serving model's user vectors, both FAISS indexes (serialized, after their
+manifests were checked against what they serve), and the users to compute with their shard. A
+shard reads only that folder, so it runs on any worker that sees the shard location, needs no
+warehouse lock and no torch, and writes its users' candidate rows as one Parquet file. Users are
+ranked one by one and the models fitted on the whole matrix (EASE, popularity) are fitted on
+all of it in every shard, so the rows a shard writes are the rows a single-process run writes
+for those users.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from recall_pipeline.core.features.rating_matrix import RatingMatrix
+from recall_pipeline.core.ids import positions, require_same_ids
+from recall_pipeline.core.serving.recall_candidates import RecallInputs, candidates_table, recall
+from recall_pipeline.core.serving.routes import ModelRoute, RouteSettings
+from recall_pipeline.core.shards import ShardStore, shard_of
+
+SHARD_USERS = "shard_users"
+
+
+def all_user_rows(inputs: RecallInputs) -> np.ndarray:
+    """The rating-matrix rows to compute: every user (a full refresh)."""
+    return np.arange(len(inputs.rm.user_ids))
+
+
+def export_inputs(store: ShardStore, run_id: str, inputs: RecallInputs, rows: np.ndarray,
+                  n_shards: int) -> pl.DataFrame:
+    """Write the shards' inputs and the users to compute (``rows`` of the rating matrix), each
+    with its shard; returns the users per shard (shard, users)."""
+    import faiss
+
+    rm = inputs.rm
+    require_same_ids(rm.item_ids, inputs.item_ids, "the item embeddings against the rating matrix's items")
+    vectors = pl.Series("embedding", inputs.item_vectors)
+    store.write(run_id, "items", pl.DataFrame({"item_id": rm.item_ids}).with_columns(vectors))
+    store.write(run_id, "users", pl.DataFrame({"user_id": rm.user_ids}))
+    coo = rm.matrix.tocoo()
+    store.write(run_id, "matrix", pl.DataFrame({"row": coo.row.astype(np.int64), "col": coo.col.astype(np.int64),
+                                                "rating": coo.data}))
+    store.write(run_id, "profiles", inputs.profiles.select("user_id", "embedding"))
+    store.write(run_id, "interests", pl.DataFrame({"user_id": inputs.interest_owners})
+                .with_columns(pl.Series("embedding", inputs.interests)))
+    route = inputs.model_route
+    store.write(run_id, "two_tower_users", pl.DataFrame({"row": np.asarray(route.rows, dtype=np.int64)})
+                .with_columns(pl.Series("vector", np.asarray(route.user_vectors, dtype=np.float32))))
+    store.write_bytes(run_id, "lm.faiss", faiss.serialize_index(inputs.lm_index).tobytes())
+    store.write_bytes(run_id, "two_tower.faiss", faiss.serialize_index(route.index).tobytes())
+    store.write_bytes(run_id, "meta.json", json.dumps({
+        "encoder": inputs.encoder, "lm_index_type": inputs.lm_index_type, "model_key": inputs.model_key}).encode())
+    users = pl.DataFrame({"user_id": rm.user_ids[rows]})
+    users = users.with_columns(shard=pl.Series(shard_of(users["user_id"].to_list(), n_shards)))
+    store.write(run_id, SHARD_USERS, users)
+    return users.group_by("shard").len("users").sort("shard")
+
+
+def _matrix(frame: pl.DataFrame, column: str) -> np.ndarray:
+    if frame.is_empty():
+        return np.zeros((0, 1), dtype=np.float32)
+    return np.ascontiguousarray(frame[column].to_numpy(), dtype=np.float32)
+
+
+def load_inputs(store: ShardStore, run_id: str) -> RecallInputs:
+    """The :class:`RecallInputs` the plan step exported (indexes deserialized)."""
+    import faiss
+
+    items, users = store.read(run_id, "items"), store.read(run_id, "users")
+    entries = store.read(run_id, "matrix")
+    matrix = sp.csr_matrix((entries["rating"].to_numpy(), (entries["row"].to_numpy(), entries["col"].to_numpy())),
+                           shape=(users.height, items.height))
+    matrix.sort_indices()
+    rm = RatingMatrix(matrix, users["user_id"].to_numpy(), items["item_id"].to_numpy())
+    interests, model_users = store.read(run_id, "interests"), store.read(run_id, "two_tower_users")
+    meta = exported_meta(store, run_id)
+
+    def index(name: str):
+        return faiss.deserialize_index(np.frombuffer(store.read_bytes(run_id, name), dtype=np.uint8))
+
+    return RecallInputs(
+        item_ids=rm.item_ids, item_vectors=_matrix(items, "embedding"), encoder=meta["encoder"],
+        lm_index=index("lm.faiss"), lm_index_type=meta["lm_index_type"], rm=rm,
+        profiles=store.read(run_id, "profiles"), interest_owners=interests["user_id"].to_numpy(),
+        interests=_matrix(interests, "embedding"), model_key=meta["model_key"],
+        model_route=ModelRoute(index("two_tower.faiss"), model_users["row"].to_numpy(),
+                               _matrix(model_users, "vector")))
+
+
+def exported_meta(store: ShardStore, run_id: str) -> dict:
+    """The encoder key, LM index type and serving model key the plan step exported."""
+    return json.loads(store.read_bytes(run_id, "meta.json"))
+
+
+def compute_shard(store: ShardStore, run_id: str, shard: int, settings: RouteSettings, k: int) -> int:
+    """Compute the candidate rows of one shard's users and write them as ``candidates-<shard>``
+    (nothing for a shard without users); returns the number of users."""
+    users = store.read(run_id, SHARD_USERS).filter(pl.col("shard") == shard)
+    if users.is_empty():
+        return 0
+    inputs = load_inputs(store, run_id)
+    rows = np.sort(positions(inputs.rm.user_ids, users["user_id"].to_numpy(), "shard users"))
+    frame = candidates_table(inputs, recall(inputs, settings, k, rows), run_id, rows)
+    store.write(run_id, f"candidates-{shard}", frame)
+    return len(rows)
+
+
+def merged_candidates(store: ShardStore, run_id: str, users_per_shard: dict[int, int]) -> pl.DataFrame:
+    """Every shard's rows, in (user, rank) order: the rows of ``recall.candidates`` for the run
+    (``users_per_shard``: what each shard reported; a shard without users wrote no file)."""
+    parts = [store.read(run_id, f"candidates-{shard}") for shard, n in sorted(users_per_shard.items()) if n]
+    if not parts:
+        raise RuntimeError(f"no shard of run {run_id} computed any user")
+    return pl.concat(parts).sort("user_id", "rank")
