@@ -44,7 +44,7 @@ pytestmark = requires_postgres
 
 # The one switch for the steps' executor (recall_pipeline.defs.executors): "celery" runs them on
 # the worker service's command through Redis on 127.0.0.1 (databases REDIS_DB and REDIS_DB + 1).
-EXECUTOR = "in_process"
+EXECUTOR = "celery"
 REDIS_DB = 7
 # A small generated source (the same files for both runs) and a short training: the fixed costs
 # (starting the servers, loading the language model) dominate either way.
