@@ -166,6 +166,19 @@ def multi_interests(train: pl.DataFrame, item_ids: np.ndarray, item_vectors: np.
     })
 
 
+def profile_tables(train: pl.DataFrame, items: pl.DataFrame, item_ids: np.ndarray, item_vectors: np.ndarray,
+                   model: str, encode, settings: ProfileSettings = ProfileSettings()) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(``features.user_profiles``, ``features.user_interests``) rows of the users in ``train``:
+    history vector, interest text and its encoding (``encode``: texts -> vectors), interests."""
+    history = build_user_profiles(train, item_ids, item_vectors, settings)
+    texts = interest_texts(train, items, settings)
+    interest_vectors = encode(texts["profile_text"].to_list())
+    profiles = pl.DataFrame({"user_id": history.user_ids, "history_size": history.history_sizes,
+                             "model": model, "embedding": history.vectors}).join(
+        texts.with_columns(pl.Series("interest_embedding", interest_vectors)), on="user_id", how="left")
+    return profiles, multi_interests(train, item_ids, item_vectors, settings)
+
+
 def profile_scorer(user_vectors: np.ndarray, item_vectors: np.ndarray):
     """The history vectors as a dense scorer (the ``lm_profile`` route, for evaluation): inner
     products of user profiles and item embeddings (``user_vectors`` aligned with the rating

@@ -75,6 +75,7 @@ PUBLISHED_TABLES = {
     "recall.latest": "select * from src.recall.latest",
     "recall.candidates": "select * from src.recall.candidates",
     "recall.published_runs": "select * from src.recall.published_runs",
+    "recall.refreshes": "select * from src.recall.refreshes",
     "eval.metrics": "select * from src.eval.metrics",
     "eval.cold_rankings": "select * from src.eval.cold_rankings",
     "catalog.items": "select item_id, title, year, genres, description, item_text from src.clean.items",

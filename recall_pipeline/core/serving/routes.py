@@ -93,9 +93,14 @@ class ModelRoute:
 def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_user_ids: np.ndarray,
                 profiles: np.ndarray, interest_user_ids: np.ndarray, interests: np.ndarray,
                 settings: RouteSettings = RouteSettings(),
-                model: ModelRoute | None = None) -> dict[str, np.ndarray]:
+                model: ModelRoute | None = None, ease: baselines.Scorer | None = None,
+                popularity: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Every route's lists, all users x depth, rows as ``rm.user_ids`` (a route without input,
-    e.g. ``two_tower`` with no ``model``, has empty lists: -1)."""
+    e.g. ``two_tower`` with no ``model``, has empty lists: -1).
+
+    ``ease``: a scorer over the rows of ``rm`` from an EASE model fitted elsewhere (default: fit
+    on ``rm``); ``popularity``: item scores of the popularity route (default: ``rm``'s training
+    counts). Both let ``rm`` be a few users' rows of a larger matrix."""
     require_same_ids(rm.item_ids, index_item_ids, "the FAISS index's items against the rating matrix's")
     n_users, depth = len(rm.user_ids), settings.depth
     history = np.flatnonzero(np.diff(rm.matrix.indptr) > 0)
@@ -109,11 +114,12 @@ def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_use
     owners = positions(rm.user_ids, interest_user_ids, "interest users among the rating matrix's users")
     out["lm_interest"] = interest_route(index, rm, owners, interests, depth, settings.seed)
     if len(history):
-        out["ease"] = dense_route(baselines.ease(rm.matrix, settings.ease_lambda, settings.ease_max_items),
-                                  rm, history, depth, settings.seed)
+        scorer = ease or baselines.ease(rm.matrix, settings.ease_lambda, settings.ease_max_items)
+        out["ease"] = dense_route(scorer, rm, history, depth, settings.seed)
     newcomers = np.setdiff1d(np.arange(n_users), history)
     if len(newcomers):
-        top, _ = top_k_dense(baselines.popularity_scores(rm.matrix)[None, :], depth, seed=settings.seed)
+        scores = baselines.popularity_scores(rm.matrix) if popularity is None else popularity
+        top, _ = top_k_dense(np.asarray(scores, dtype=np.float64)[None, :], depth, seed=settings.seed)
         out["popularity"][newcomers] = top[0]
     return out
 

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from recall_pipeline.core.serving import recall_candidates as candidates
-from recall_pipeline.core.serving import recall_tables
+from recall_pipeline.core.serving import incremental, recall_tables
 from recall_pipeline.core.serving.routes import ROUTES, RouteSettings
 from recall_pipeline.defs import tables
 from recall_pipeline.defs.metadata import markdown_table
@@ -29,6 +29,7 @@ class RecallConfig(dg.Config):
     mmr_lambda: float = RouteSettings.mmr_lambda
     ease_lambda: float = RouteSettings.ease_lambda
     ease_max_items: int = RouteSettings.ease_max_items
+    recompute: str = incremental.ALL  # "changed": only users whose history changed (feedback refresh)
 
     def settings(self) -> RouteSettings:
         weights = {name: getattr(self, f"weight_{name}") for name in ROUTES}
@@ -60,21 +61,29 @@ class RecallConfig(dg.Config):
 )
 def recall_candidates(context: dg.AssetExecutionContext, config: RecallConfig,
                       warehouse: Warehouse, home: PipelineHome):
-    run_id, inputs = context.run.run_id, tables.recall_inputs(warehouse, home)
-    merged = candidates.recall(inputs, config.settings(), config.k)
+    run_id, settings, model_version = context.run.run_id, config.settings(), tables.serving_model_version(warehouse, home)
+    with warehouse.connect() as con:  # which users to compute (a feedback refresh: whose history changed)
+        plan = incremental.plan_run(con, run_id, config.recompute, home.layout.ease_model, model_version,
+                                    settings, config.k)
+    context.log.info(plan.reason)
+    inputs = tables.recall_inputs(warehouse, home, plan.users)
+    merged = candidates.recall(inputs, settings, config.k,
+                               candidates.ease_scorer(inputs, settings, plan.ease, home.layout.ease_model, run_id))
     frame = candidates.candidates_table(inputs, merged, run_id)
-    # one transaction: a retried run replaces its own rows
-    warehouse.replace_rows("recall.candidates", frame, "run_id = ?", [run_id])
-    with warehouse.connect() as con:  # only checked lists become what users query
+    with warehouse.connect() as con:  # one transaction; only checked lists become what users query
+        stored = incremental.store_run(con, run_id, frame, plan)
         short, leaked, published = recall_tables.check_and_publish(con, run_id, config.k)
     yield dg.AssetCheckResult(check_name=COVERAGE_CHECK, passed=short == 0, metadata={"users_short": short})
     yield dg.AssetCheckResult(check_name=NO_TRAIN_CHECK, passed=leaked == 0,
                               metadata={"training_items_recalled": leaked})
     shares = frame.group_by("route").len().sort("route")
-    context.log.info(f"{frame.height} candidates for {len(inputs.rm.user_ids)} users; routes {shares.rows()}")
+    context.log.info(f"{frame.height} candidates computed for {stored.recomputed_users} users, "
+                     f"{stored.copied_users} users' lists copied from {plan.previous_run}; routes {shares.rows()}")
     yield dg.MaterializeResult(metadata={
-        "dagster/row_count": frame.height,
-        "users": len(inputs.rm.user_ids),
+        "dagster/row_count": stored.rows,
+        "users": stored.recomputed_users + stored.copied_users,
+        "users_recomputed": stored.recomputed_users, "users_copied": stored.copied_users,
+        "copied_from": plan.previous_run or "none", "recompute_reason": plan.reason,
         "published": published,
         "k": config.k,
         "index_type": inputs.lm_index_type,
