@@ -55,6 +55,4 @@ def feedback_run_config(files: list[str]) -> dict:
     """Run config of a feedback refresh for the given inbox files."""
     threshold = int(os.environ.get(RETRAIN_ENV, DEFAULT_RETRAIN_MIN_NEW_INTERACTIONS))
     return {"ops": {"feedback_events": {"config": {"files": files}},
-                    "recall_model": {"config": {"retrain_min_new_interactions": threshold}},
-                    "user_profiles": {"config": {"recompute": "changed"}},
-                    "recall_candidates": {"config": {"recompute": "changed"}}}}
+                    "recall_model": {"config": {"retrain_min_new_interactions": threshold}}}}

@@ -13,14 +13,15 @@ import duckdb
 import numpy as np
 import polars as pl
 
-ALL, CHANGED = "all", "changed"
+ALL, CHANGED, AUTO = "all", "changed", "auto"
 
 
-def recompute_mode(value: str) -> bool:
-    """True for ``changed`` (recompute only the users whose history changed), False for ``all``."""
-    if value not in (ALL, CHANGED):
-        raise ValueError(f"recompute must be {ALL!r} or {CHANGED!r}, not {value!r}")
-    return value == CHANGED
+def recompute_mode(value: str, feedback_refresh: bool) -> bool:
+    """Whether to recompute only the users whose history changed: ``changed``; ``all``: every
+    user; ``auto`` (the default): ``changed`` in a feedback refresh, ``all`` otherwise."""
+    if value not in (ALL, CHANGED, AUTO):
+        raise ValueError(f"recompute must be {ALL!r}, {CHANGED!r} or {AUTO!r}, not {value!r}")
+    return value == CHANGED or (value == AUTO and feedback_refresh)
 
 
 # Per user of the rating matrix: a hash of their training rows and how many there are.

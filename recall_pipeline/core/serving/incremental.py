@@ -36,7 +36,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from recall_pipeline.core.features.changed_users import ALL, CHANGED, HISTORY_DIGESTS, recompute_mode
+from recall_pipeline.core.features.changed_users import ALL, CHANGED, HISTORY_DIGESTS
 from recall_pipeline.core.serving.ease_store import StoredEase, reusable_ease
 
 def settings_key(settings, k: int) -> str:
@@ -72,12 +72,12 @@ def latest_published_run(con: duckdb.DuckDBPyConnection) -> str | None:
     return rows[0][0] if rows else None
 
 
-def plan_run(con: duckdb.DuckDBPyConnection, run_id: str, recompute: str, ease_path: Path,
+def plan_run(con: duckdb.DuckDBPyConnection, run_id: str, changed_only: bool, ease_path: Path,
              model_version: str, settings, k: int) -> RecallPlan:
-    """The plan of a recall run. ``all`` (full refresh): every user, EASE fitted and stored.
-    ``changed`` (feedback refresh): with the stored EASE model when it fits the catalogue and
-    settings, the users :func:`plan_recall` finds."""
-    if not recompute_mode(recompute):
+    """The plan of a recall run. Full refresh: every user, EASE fitted and stored. With
+    ``changed_only`` (a feedback refresh): with the stored EASE model when it fits the catalogue
+    and settings, the users :func:`plan_recall` finds."""
+    if not changed_only:
         return RecallPlan(None, None, recall_basis(model_version, run_id, settings, k),
                           "full refresh: every user is recomputed and EASE fitted")
     item_ids = con.sql("select item_id from features.item_index order by item_index").pl()["item_id"].to_numpy()

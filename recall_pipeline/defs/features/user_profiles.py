@@ -8,6 +8,7 @@ import polars as pl
 from recall_pipeline.core.features import changed_users
 from recall_pipeline.core.features.user_profiles import ProfileSettings, profile_tables
 from recall_pipeline.defs.config import config_from
+from recall_pipeline.defs.jobs import FEEDBACK_JOB
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.defs.tables import item_vectors
 from recall_pipeline.resources import DataSource, TextEncoderResource, Warehouse
@@ -15,9 +16,10 @@ from recall_pipeline.resources import DataSource, TextEncoderResource, Warehouse
 
 # rating_max comes from the data source, which knows the rating scale
 ProfileConfig = config_from(ProfileSettings, "ProfileConfig", "How history is weighted and summarised "
-                            "(see recall_pipeline.core.features.user_profiles); recompute: 'all' users, or "
-                            "'changed' (a feedback refresh): only those whose training history changed.",
-                            exclude=("rating_max",), recompute=(str, changed_users.ALL))
+                            "(see recall_pipeline.core.features.user_profiles); recompute: 'all' users, "
+                            "'changed': only those whose training history changed, 'auto': changed in "
+                            "feedback_refresh_job, else all.",
+                            exclude=("rating_max",), recompute=(str, changed_users.AUTO))
 
 
 @dg.asset(
@@ -39,7 +41,8 @@ def user_profiles(context: dg.AssetExecutionContext, config: ProfileConfig, data
     settings = ProfileSettings(rating_max=data_source.rating_max, **config.model_dump(exclude={"recompute"}))
     with warehouse.connect() as con:
         digests = changed_users.history_digests(con)
-        users = changed_users.profiles_to_recompute(con) if changed_users.recompute_mode(config.recompute) else None
+        changed_only = changed_users.recompute_mode(config.recompute, context.job_name == FEEDBACK_JOB)
+        users = changed_users.profiles_to_recompute(con) if changed_only else None
     train = warehouse.query("select user_id, item_id, rating, timestamp "
                             "from features.interactions_split where part = 'train'")
     train = train if users is None else train.filter(pl.col("user_id").is_in(users))
@@ -52,7 +55,8 @@ def user_profiles(context: dg.AssetExecutionContext, config: ProfileConfig, data
     else:  # one transaction: the changed users' rows, and none of users who lost their history
         with warehouse.connect() as con:
             changed_users.replace_profiles_of(con, users, profiles, interests)
-    total, without = warehouse.scalar("select count(*) from features.user_profiles"), int((digests["train_rows"] == 0).sum())
+    total = warehouse.scalar("select count(*) from features.user_profiles")
+    without = int((digests["train_rows"] == 0).sum())
     context.log.info(f"{profiles.height} profiles built ({'every user' if users is None else 'history changed'}), "
                      f"{total} in all; {without} users without training history")
     return dg.MaterializeResult(metadata={

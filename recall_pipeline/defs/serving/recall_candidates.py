@@ -3,9 +3,11 @@
 import dagster as dg
 
 from recall_pipeline.core.serving import recall_candidates as candidates
+from recall_pipeline.core.features import changed_users
 from recall_pipeline.core.serving import incremental, recall_tables
 from recall_pipeline.core.serving.routes import ROUTES, RouteSettings
 from recall_pipeline.defs import tables
+from recall_pipeline.defs.jobs import FEEDBACK_JOB
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.resources import PipelineHome, Warehouse
 
@@ -29,7 +31,8 @@ class RecallConfig(dg.Config):
     mmr_lambda: float = RouteSettings.mmr_lambda
     ease_lambda: float = RouteSettings.ease_lambda
     ease_max_items: int = RouteSettings.ease_max_items
-    recompute: str = incremental.ALL  # "changed": only users whose history changed (feedback refresh)
+    # "auto": in feedback_refresh_job only the users whose history changed ("changed"), else "all"
+    recompute: str = changed_users.AUTO
 
     def settings(self) -> RouteSettings:
         weights = {name: getattr(self, f"weight_{name}") for name in ROUTES}
@@ -62,8 +65,9 @@ class RecallConfig(dg.Config):
 def recall_candidates(context: dg.AssetExecutionContext, config: RecallConfig,
                       warehouse: Warehouse, home: PipelineHome):
     run_id, settings, model_version = context.run.run_id, config.settings(), tables.serving_model_version(warehouse, home)
+    changed_only = changed_users.recompute_mode(config.recompute, context.job_name == FEEDBACK_JOB)
     with warehouse.connect() as con:  # which users to compute (a feedback refresh: whose history changed)
-        plan = incremental.plan_run(con, run_id, config.recompute, home.layout.ease_model, model_version,
+        plan = incremental.plan_run(con, run_id, changed_only, home.layout.ease_model, model_version,
                                     settings, config.k)
     context.log.info(plan.reason)
     inputs = tables.recall_inputs(warehouse, home, plan.users)
