@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=3)
     parser.add_argument("--rows-per-user", type=int, default=1)
     parser.add_argument("--evaluation", choices=["defer", "run"], default="defer")
-    parser.add_argument("--recompute", choices=["changed", "all"], default="changed")
+    parser.add_argument("--recompute", choices=["changed", "all"], help="default: the job's own (auto)")
     parser.add_argument("--work", type=Path, help="where to copy the home (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the copy")
     args = parser.parse_args()
@@ -83,13 +83,17 @@ def main() -> None:
     from recall_pipeline.settings import HomeLayout
 
     layout = HomeLayout(root)
-    job = build_definitions(layout, data_source_from_env(), args.evaluation).resolve_job_def("feedback_refresh_job")
+    try:
+        definitions = build_definitions(layout, data_source_from_env(), args.evaluation)
+    except TypeError:  # code from before the feedback refresh was incremental: it always evaluates
+        definitions, args.evaluation = build_definitions(layout, data_source_from_env()), "run (always)"
+    job = definitions.resolve_job_def("feedback_refresh_job")
     load_seconds = time.perf_counter() - loading
     lines = feedback_rows(layout.warehouse, args.users, args.rows_per_user)
     path = layout.inbox / "bench_feedback.csv"
     path.write_text("user_id,item_id,rating,timestamp\n" + "\n".join(lines) + "\n")
     config = feedback_run_config([str(path)])
-    for step in ("recall_candidates", "user_profiles"):
+    for step in ("recall_candidates", "user_profiles") if args.recompute else ():
         config["ops"][step] = {"config": {"recompute": args.recompute}}
     published_before = layout.published.stat().st_mtime
     with dg.DagsterInstance.get() as instance:
@@ -107,16 +111,18 @@ def main() -> None:
 
     print(f"# bench/feedback_refresh.py, {datetime.now():%Y-%m-%d %H:%M}, {platform.node()} ({os.cpu_count()} cores, "
           f"shared with other jobs); home {args.home} (copied in {copy_seconds:.0f} s)")
-    print(f"# feedback: {len(lines)} rows, {args.users} users x {args.rows_per_user}; evaluation {args.evaluation}, "
-          f"recompute {args.recompute}; run {'succeeded' if result.success else 'FAILED'}")
+    print(f"# code: {Path(__import__('recall_pipeline').__file__).parent}; feedback: {len(lines)} rows, {args.users} "
+          f"users x {args.rows_per_user}; evaluation {args.evaluation}, recompute {args.recompute or 'auto'}; run "
+          f"{'succeeded' if result.success else 'FAILED'}")
     print(f"definitions loaded in {load_seconds:.1f} s (once per run worker)")
     print(f"run start -> published.duckdb replaced: {published - stats.start_time:.1f} s "
           f"(published {'updated' if published > published_before else 'NOT updated'})")
     print(f"run start -> run end: {stats.end_time - stats.start_time:.1f} s; execute_in_process call: "
           f"{returned - called:.1f} s")
-    print(f"recall_candidates: {recall_meta['users_recomputed']} users recomputed, {recall_meta['users_copied']} "
-          f"copied ({recall_meta['recompute_reason']})")
-    print(f"user_profiles: {profile_meta['profiles_built']} profiles built, {profile_meta['dagster/row_count']} in all")
+    print(f"recall_candidates: {recall_meta.get('users_recomputed', recall_meta.get('users'))} users recomputed, "
+          f"{recall_meta.get('users_copied', 0)} copied ({recall_meta.get('recompute_reason', 'every user')})")
+    print(f"user_profiles: {profile_meta.get('profiles_built', profile_meta['dagster/row_count'])} profiles built, "
+          f"{profile_meta['dagster/row_count']} in all")
     print("steps of the feedback refresh:")
     for key, seconds, status in steps:
         print(f"  {key:<28} {seconds:7.1f} s  {status}")

@@ -50,17 +50,21 @@ def refreshed(tmp_path_factory):
         rows += [f"{NEW_USER},{item},4,2016-01-0{n + 1}T10:00:00" for n, item in enumerate(new_items)]
         path = home.inbox / "feedback.csv"
         path.write_text("user_id,item_id,rating,timestamp\n" + "\n".join(rows) + "\n")
+        texts_before = dict(sql(home.warehouse, "select user_id, profile_text from features.user_profiles"))
         deferred = build_definitions(home, source, feedback_evaluation="defer").resolve_job_def(
             "feedback_refresh_job").execute_in_process(instance=instance, run_config=feedback_run_config([str(path)]))
         assert deferred.success
         published_after_deferred = {u: r for u, r in lists(home.published, deferred.run_id).items()}
+        texts_after = dict(sql(home.warehouse, "select user_id, profile_text from features.user_profiles"))
         again = home.inbox / "more.csv"
         again.write_text(f"user_id,item_id,rating,timestamp\n{user},{new_items[0]},1,1990-02-01T10:00:00\n")
+        config = feedback_run_config([str(again)])  # and this time the interest texts are encoded
+        config["ops"]["user_profiles"] = {"config": {"interest_text_when_changed": "encode"}}
         evaluated = build_definitions(home, source, feedback_evaluation="run").resolve_job_def(
-            "feedback_refresh_job").execute_in_process(instance=instance, run_config=feedback_run_config([str(again)]))
+            "feedback_refresh_job").execute_in_process(instance=instance, run_config=config)
         assert evaluated.success
     return dict(home=home, full=full, deferred=deferred, evaluated=evaluated, user=user, new_items=new_items,
-                published_after_deferred=published_after_deferred)
+                published_after_deferred=published_after_deferred, texts_before=texts_before, texts_after=texts_after)
 
 
 def test_only_the_touched_users_are_recomputed_and_the_others_copied(refreshed):
@@ -89,9 +93,16 @@ def test_only_the_touched_users_are_recomputed_and_the_others_copied(refreshed):
 
 
 def test_the_profiles_of_the_touched_users_only_are_rebuilt(refreshed):
-    deferred = refreshed["deferred"]
+    deferred, evaluated, user = refreshed["deferred"], refreshed["evaluated"], refreshed["user"]
     metadata = {k: v.value for k, v in deferred.asset_materializations_for_node("user_profiles")[0].metadata.items()}
     assert metadata["profiles_built"] == 2 and metadata["dagster/row_count"] == SAMPLE_USERS + 1
+    # by default the rebuilt profiles keep their interest text (the LM is not loaded) until the
+    # next full refresh; a new user has none yet
+    assert metadata["interest_text"].startswith("kept")
+    before, after = refreshed["texts_before"], refreshed["texts_after"]
+    assert after == {**before, NEW_USER: None} and after[user] is not None
+    encoded = {k: v.value for k, v in evaluated.asset_materializations_for_node("user_profiles")[0].metadata.items()}
+    assert encoded["interest_text"] == "encoded" and encoded["profiles_built"] == 1
 
 
 def test_the_published_copy_shows_the_new_lists_and_the_last_evaluation(refreshed):

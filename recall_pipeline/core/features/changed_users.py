@@ -58,6 +58,16 @@ def profiles_to_recompute(con: duckdb.DuckDBPyConnection) -> np.ndarray | None:
         order by now.user_id""").pl()["user_id"].to_numpy()
 
 
+def stored_interest_texts(con: duckdb.DuckDBPyConnection, users: np.ndarray) -> pl.DataFrame:
+    """user_id, profile_text, interest_embedding of the stored profiles of ``users``."""
+    con.register("wanted_users", pl.DataFrame({"user_id": users}).to_arrow())
+    try:
+        return con.sql("select user_id, profile_text, interest_embedding from features.user_profiles "
+                       "where user_id in (select user_id from wanted_users)").pl()
+    finally:
+        con.unregister("wanted_users")
+
+
 def replace_profiles_of(con: duckdb.DuckDBPyConnection, users: np.ndarray, profiles: pl.DataFrame,
                         interests: pl.DataFrame) -> int:
     """In one transaction: drop the profiles and interests of ``users`` and of everyone who no

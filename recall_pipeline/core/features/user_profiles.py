@@ -167,15 +167,22 @@ def multi_interests(train: pl.DataFrame, item_ids: np.ndarray, item_vectors: np.
 
 
 def profile_tables(train: pl.DataFrame, items: pl.DataFrame, item_ids: np.ndarray, item_vectors: np.ndarray,
-                   model: str, encode, settings: ProfileSettings = ProfileSettings()) -> tuple[pl.DataFrame, pl.DataFrame]:
+                   model: str, encode, settings: ProfileSettings = ProfileSettings(),
+                   previous_texts: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(``features.user_profiles``, ``features.user_interests``) rows of the users in ``train``:
-    history vector, interest text and its encoding (``encode``: texts -> vectors), interests."""
+    history vector, interest text and its encoding (``encode``: texts -> vectors), interests.
+
+    With ``encode`` None the LM is not loaded (importing it costs about 10 s on a busy 2-core
+    machine, most of a small feedback refresh): each user keeps the interest text and encoding
+    of ``previous_texts`` (user_id, profile_text, interest_embedding; none for a new user)."""
     history = build_user_profiles(train, item_ids, item_vectors, settings)
-    texts = interest_texts(train, items, settings)
-    interest_vectors = encode(texts["profile_text"].to_list())
+    if encode is None:
+        texts = pl.DataFrame({"user_id": history.user_ids}).join(previous_texts, on="user_id", how="left")
+    else:
+        texts = interest_texts(train, items, settings)
+        texts = texts.with_columns(pl.Series("interest_embedding", encode(texts["profile_text"].to_list())))
     profiles = pl.DataFrame({"user_id": history.user_ids, "history_size": history.history_sizes,
-                             "model": model, "embedding": history.vectors}).join(
-        texts.with_columns(pl.Series("interest_embedding", interest_vectors)), on="user_id", how="left")
+                             "model": model, "embedding": history.vectors}).join(texts, on="user_id", how="left")
     return profiles, multi_interests(train, item_ids, item_vectors, settings)
 
 

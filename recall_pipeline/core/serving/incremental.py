@@ -19,9 +19,9 @@ change are those of
 
 Everything else is unchanged and is copied in SQL. If the basis changed since the published
 run (another two-tower version serves, another EASE model, other route settings or K), every
-user is recomputed. What this does not see: profile settings changed by config between runs
-(run the full refresh after changing them) and, with a popularity discount (off by default),
-the shift of every item's count (a full refresh recomputes it).
+user is recomputed, and so with a popularity discount (off by default), since every item's
+count moves. What this does not see: profile settings changed by config between runs (run the
+full refresh after changing them).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import polars as pl
 
 from recall_pipeline.core.features.changed_users import ALL, CHANGED, HISTORY_DIGESTS
 from recall_pipeline.core.serving.ease_store import StoredEase, reusable_ease
+
 
 def settings_key(settings, k: int) -> str:
     """A short checksum of the route settings and the list length."""
@@ -86,6 +87,9 @@ def plan_run(con: duckdb.DuckDBPyConnection, run_id: str, changed_only: bool, ea
         return RecallPlan(None, None, recall_basis(model_version, run_id, settings, k),
                           f"every user is recomputed and EASE fitted: {why}")
     plan = plan_recall(con, recall_basis(model_version, ease.fit_run, settings, k))
+    if settings.popularity_discount:  # every list's fused scores follow every item's count
+        plan = dataclasses.replace(plan, users=None, previous_run=None,
+                                   reason="a popularity discount is set: every user is recomputed")
     return dataclasses.replace(plan, ease=ease, reason=f"{plan.reason}; EASE: {why}")
 
 

@@ -18,8 +18,11 @@ from recall_pipeline.resources import DataSource, TextEncoderResource, Warehouse
 ProfileConfig = config_from(ProfileSettings, "ProfileConfig", "How history is weighted and summarised "
                             "(see recall_pipeline.core.features.user_profiles); recompute: 'all' users, "
                             "'changed': only those whose training history changed, 'auto': changed in "
-                            "feedback_refresh_job, else all.",
-                            exclude=("rating_max",), recompute=(str, changed_users.AUTO))
+                            "feedback_refresh_job, else all; interest_text_when_changed: 'reuse' (the "
+                            "rebuilt profiles keep their interest text and its encoding until the next "
+                            "full refresh: the LM is not loaded) or 'encode'.",
+                            exclude=("rating_max",), recompute=(str, changed_users.AUTO),
+                            interest_text_when_changed=(str, "reuse"))
 
 
 @dg.asset(
@@ -38,17 +41,21 @@ ProfileConfig = config_from(ProfileSettings, "ProfileConfig", "How history is we
 )
 def user_profiles(context: dg.AssetExecutionContext, config: ProfileConfig, data_source: DataSource,
                   encoder: TextEncoderResource, warehouse: Warehouse) -> dg.MaterializeResult:
-    settings = ProfileSettings(rating_max=data_source.rating_max, **config.model_dump(exclude={"recompute"}))
+    settings = ProfileSettings(rating_max=data_source.rating_max,
+                               **config.model_dump(exclude={"recompute", "interest_text_when_changed"}))
     with warehouse.connect() as con:
         digests = changed_users.history_digests(con)
         changed_only = changed_users.recompute_mode(config.recompute, context.job_name == FEEDBACK_JOB)
         users = changed_users.profiles_to_recompute(con) if changed_only else None
+        reuse = users is not None and config.interest_text_when_changed == "reuse"
+        previous = changed_users.stored_interest_texts(con, users) if reuse else None
     train = warehouse.query("select user_id, item_id, rating, timestamp "
                             "from features.interactions_split where part = 'train'")
     train = train if users is None else train.filter(pl.col("user_id").is_in(users))
     items = warehouse.query("select item_id, title, year, genres from clean.items")
     ids, vectors, model = item_vectors(warehouse)
-    profiles, interests = profile_tables(train, items, ids, vectors, model, encoder.get().encode, settings)
+    profiles, interests = profile_tables(train, items, ids, vectors, model, None if reuse else encoder.get().encode,
+                                         settings, previous)
     profiles = profiles.join(digests.select("user_id", "history_hash"), on="user_id", how="left")
     if users is None:
         warehouse.replace_tables({"features.user_profiles": profiles, "features.user_interests": interests})
@@ -61,6 +68,7 @@ def user_profiles(context: dg.AssetExecutionContext, config: ProfileConfig, data
                      f"{total} in all; {without} users without training history")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": total, "profiles_built": profiles.height, "users_without_history": without,
+        "interest_text": "kept from the previous profile until the next full refresh" if reuse else "encoded",
         "median_history": float(np.median(profiles["history_size"])) if profiles.height else 0.0,
         "interests_per_user": markdown_table(interests.group_by("user_id").len()["len"].value_counts().sort("len")),
         "model": model,
