@@ -176,14 +176,15 @@ def profile_tables(train: pl.DataFrame, items: pl.DataFrame, item_ids: np.ndarra
     machine, most of a small feedback refresh): each user keeps the interest text and encoding
     of ``previous_texts`` (user_id, profile_text, interest_embedding; none for a new user)."""
     history = build_user_profiles(train, item_ids, item_vectors, settings)
+    user_ids = pl.Series("user_id", history.user_ids, dtype=train.schema["user_id"])  # typed when empty too
     if encode is None:
-        texts = pl.DataFrame({"user_id": history.user_ids}).join(previous_texts, on="user_id", how="left")
+        texts = pl.DataFrame(user_ids).join(previous_texts, on="user_id", how="left")
     else:
         texts = interest_texts(train, items, settings)
         texts = texts.with_columns(pl.Series("interest_embedding", encode(texts["profile_text"].to_list())))
-    profiles = pl.DataFrame({"user_id": history.user_ids, "history_size": history.history_sizes,
-                             "model": model, "embedding": history.vectors}).join(texts, on="user_id", how="left")
-    return profiles, multi_interests(train, item_ids, item_vectors, settings)
+    profiles = pl.DataFrame({"user_id": user_ids, "history_size": history.history_sizes,
+                             "model": model, "embedding": history.vectors}).cast({"user_id": user_ids.dtype})
+    return profiles.join(texts, on="user_id", how="left"), multi_interests(train, item_ids, item_vectors, settings)
 
 
 def profile_scorer(user_vectors: np.ndarray, item_vectors: np.ndarray):

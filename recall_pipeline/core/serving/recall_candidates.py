@@ -14,7 +14,9 @@ from recall_pipeline.core.evaluation.baselines import Scorer, fit_ease
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
 from recall_pipeline.core.serving.ease_store import StoredEase, save_ease
 from recall_pipeline.core.serving.recall_tables import candidates_frame
-from recall_pipeline.core.serving.routes import MergedLists, ModelRoute, RouteSettings, merge_routes, route_lists
+from recall_pipeline.core.serving.routes import (
+    ROUTES, MergedLists, ModelRoute, RouteSettings, merge_routes, route_lists,
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,10 @@ def recall(inputs: RecallInputs, settings: RouteSettings, k: int, ease: Scorer |
     """Every route's lists for the users of ``inputs.rm``, merged with the popularity discount
     and re-ranked to ``k``; ``ease``: a scorer over ``inputs.rm``'s rows from a fitted EASE
     model (default: EASE fitted on ``inputs.rm``)."""
+    if not len(inputs.rm.user_ids):  # a feedback refresh whose feedback changed no history
+        none = np.zeros((0, k), dtype=np.int64)
+        return MergedLists(none, np.zeros((0, k), np.float32), {name: none for name in ROUTES},
+                           np.zeros((0, k), dtype=object))
     profiles = inputs.profiles
     lists = route_lists(inputs.lm_index, inputs.item_ids, inputs.rm, profiles["user_id"].to_numpy(),
                         np.ascontiguousarray(profiles["embedding"].to_numpy(), dtype=np.float32),
