@@ -84,3 +84,14 @@ def test_profiles_are_rebuilt_for_changed_histories_and_dropped_for_lost_ones():
     assert replace_profiles_of(con, np.array([1]), new, pl.DataFrame({"user_id": [1], "interest": [0]})) == 1
     assert con.execute("select user_id, history_size from features.user_profiles").fetchall() == [(1, 2)]
     assert con.execute("select user_id from features.user_interests").fetchall() == [(1,)]
+
+
+def test_a_refresh_that_changed_no_history_copies_every_user():
+    con = warehouse([(1, 0, 4.0, "2020-01-01"), (2, 1, 3.0, "2020-01-02")], [1, 2])
+    incremental.store_run(con, "full", frame("full", [1, 2], 5), incremental.RecallPlan(None, None, "b", "full"))
+    check_and_publish(con, "full", K)
+    plan = incremental.plan_recall(con, "b")  # e.g. every feedback row was quarantined
+    assert plan.users.tolist() == []
+    stored = incremental.store_run(con, "feedback", frame("feedback", [], 7), plan)
+    assert (stored.recomputed_users, stored.copied_users, stored.rows) == (0, 2, 4)
+    assert check_and_publish(con, "feedback", K) == (0, 0, True)
