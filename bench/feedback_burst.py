@@ -110,7 +110,8 @@ def main() -> None:
         parts = split_interactions(clean)
         rm = build_rating_matrix(parts, ids)
         train = parts.filter(pl.col("part") == "train")
-        merged = recall(dataclasses.replace(inputs, rm=rm, model_route=two_tower_route(model, model_index, train, rm)),
+        merged = recall(dataclasses.replace(inputs, rm=rm, model_route=two_tower_route(model, model_index, train, rm),
+                                           item_counts=rm.item_counts()),
                         RouteSettings(), max(KS))
         return rm, merged.items, quarantine.height
 

@@ -76,11 +76,13 @@ def build_resources(home: HomeLayout, data_source: DataSource | None = None) -> 
     }
 
 
-def build_definitions(home: HomeLayout | None = None,
-                      data_source: DataSource | None = None) -> dg.Definitions:
+def build_definitions(home: HomeLayout | None = None, data_source: DataSource | None = None,
+                      feedback_evaluation: str | None = None) -> dg.Definitions:
+    """``feedback_evaluation``: ``defer`` or ``run`` (default ``$RECALL_PIPELINE_FEEDBACK_EVALUATION``,
+    else ``defer``): whether the feedback refresh evaluates before publishing."""
     return dg.Definitions(
         assets=ASSETS,
-        jobs=[recall_job, feedback_refresh_job],
+        jobs=[recall_job, feedback_refresh_job(feedback_evaluation)],
         schedules=[nightly_refresh],
         sensors=[feedback_inbox_sensor],
         resources=build_resources(home or home_layout(), data_source),

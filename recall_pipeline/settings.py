@@ -123,6 +123,12 @@ class HomeLayout:
         return self.models / "two_tower" / dagster_run_id
 
     @property
+    def ease_model(self) -> Path:
+        """The EASE model the last full refresh solved (``recall_candidates``), which feedback
+        refreshes reuse for the users whose history changed (``core.serving.ease_store``)."""
+        return self.models / "ease" / "ease.npz"
+
+    @property
     def reports(self) -> Path:
         return self.root / "reports"
 

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from recall_pipeline.definitions import build_definitions, defs
 from recall_pipeline.settings import HomeLayout
@@ -41,10 +42,16 @@ def test_jobs_schedule_and_sensor(tmp_path):
     feedback_job = definitions.resolve_job_def("feedback_refresh_job")
     selected = {key.to_user_string() for key in feedback_job.asset_layer.selected_asset_keys}
     # new feedback refreshes what depends on interactions, and reuses embeddings and the LM index
-    # (the recall model retrains only past its threshold of new data)
+    # (the recall model retrains only past its threshold of new data); the evaluation is deferred
+    # to the nightly full refresh unless configured to run
     assert selected == {"feedback_events", "cleaned_interactions", "rating_matrix", "user_profiles",
-                        "recall_model", "two_tower_index", "recall_candidates", "evaluation_report",
-                        "published_warehouse"}
+                        "recall_model", "two_tower_index", "recall_candidates", "published_warehouse"}
+    evaluating = build_definitions(HomeLayout(tmp_path), feedback_evaluation="run").resolve_job_def(
+        "feedback_refresh_job")
+    assert {key.to_user_string() for key in evaluating.asset_layer.selected_asset_keys} == selected | {
+        "evaluation_report"}
+    with pytest.raises(ValueError, match="RECALL_PIPELINE_FEEDBACK_EVALUATION"):
+        build_definitions(HomeLayout(tmp_path), feedback_evaluation="sometimes")
     schedule = definitions.resolve_schedule_def("nightly_refresh")
     assert (schedule.cron_schedule, schedule.execution_timezone, schedule.job_name) == ("0 2 * * *", "UTC", "recall_job")
     assert definitions.resolve_sensor_def("feedback_inbox_sensor").job_name == "feedback_refresh_job"

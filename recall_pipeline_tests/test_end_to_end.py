@@ -409,7 +409,8 @@ def test_feedback_refresh_while_users_query_the_published_copy(pipeline, tmp_pat
 
     stop, out = tmp_path / "stop", tmp_path / "reader.json"
     reader = subprocess.Popen([sys.executable, "-c", READER, str(home.published), str(stop), str(out)])
-    job = build_definitions(home, DataSource(sample_users=SAMPLE_USERS)).resolve_job_def("feedback_refresh_job")
+    job = build_definitions(home, DataSource(sample_users=SAMPLE_USERS), feedback_evaluation="run").resolve_job_def(
+        "feedback_refresh_job")
     config = feedback_run_config([str(feedback_file)])
     try:
         with dg.instance_for_test() as instance:

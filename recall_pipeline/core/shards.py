@@ -90,8 +90,12 @@ class ShardStore:
             return source.read()
 
     def exists(self, run_id: str, name: str) -> bool:
+        return self.has_file(run_id, f"{name}.parquet")
+
+    def has_file(self, run_id: str, file_name: str) -> bool:
+        """Whether the run's folder holds ``file_name`` (a frame's is ``<name>.parquet``)."""
         fs, _ = self._fs()
-        return fs.exists(f"{self.folder(run_id)}/{name}.parquet")
+        return fs.exists(f"{self.folder(run_id)}/{file_name}")
 
     def remove(self, run_id: str) -> None:
         """Remove the run's folder (nothing if it is not there)."""

@@ -9,21 +9,46 @@ import dagster as dg
 RETRAIN_ENV = "RECALL_PIPELINE_RETRAIN_MIN_NEW_INTERACTIONS"
 DEFAULT_RETRAIN_MIN_NEW_INTERACTIONS = 1000
 
+# A feedback refresh publishes the new lists without re-evaluating ("defer", the default: the
+# nightly full refresh evaluates, and the published copy keeps the last evaluation's figures)
+# or evaluates them first ("run": re-tunes every baseline, 20 s or more on the bundled data).
+FEEDBACK_EVALUATION_ENV = "RECALL_PIPELINE_FEEDBACK_EVALUATION"
+EVALUATION_CHOICES = ("defer", "run")
+FEEDBACK_JOB = "feedback_refresh_job"
+
 recall_job = dg.define_asset_job(
     "recall_job",
     selection=dg.AssetSelection.all(),
     description="Full refresh: ingest (and any waiting feedback), clean, split, encode, profile, "
-                "index, recall, evaluate, publish.",
+                "index, recall (every user), evaluate, publish.",
 )
 
-feedback_refresh_job = dg.define_asset_job(
-    "feedback_refresh_job",
-    selection=dg.AssetSelection.assets("feedback_events").downstream(),
-    description="Append new feedback and refresh only what depends on it: cleaning, split, "
-                "profiles, recall lists, evaluation and the published copy (item embeddings and "
-                "the LM index are reused; the recall model is retrained only past the configured "
-                "threshold of new training interactions).",
-)
+
+def feedback_evaluation(value: str | None = None) -> str:
+    """``value``, else ``$RECALL_PIPELINE_FEEDBACK_EVALUATION``, else ``defer``; checked."""
+    value = value or os.environ.get(FEEDBACK_EVALUATION_ENV) or "defer"
+    if value not in EVALUATION_CHOICES:
+        raise ValueError(f"{FEEDBACK_EVALUATION_ENV} must be one of {EVALUATION_CHOICES}, not {value!r}")
+    return value
+
+
+def feedback_refresh_job(evaluation: str | None = None):
+    """The feedback refresh: what depends on new feedback, with or without the evaluation."""
+    evaluation = feedback_evaluation(evaluation)
+    selection = dg.AssetSelection.assets("feedback_events").downstream()
+    if evaluation == "defer":
+        selection = selection - dg.AssetSelection.assets("evaluation_report")
+    return dg.define_asset_job(
+        FEEDBACK_JOB,
+        selection=selection,
+        tags={"evaluation": evaluation},
+        description="Append new feedback and refresh only what depends on it: cleaning, split, the "
+                    "profiles and recall lists of the users whose history changed (everyone else's "
+                    "are copied from the published run), and the published copy; item embeddings, "
+                    "the LM index and the last full refresh's EASE model are reused, the recall "
+                    "model is retrained only past the configured threshold of new training "
+                    f"interactions; evaluation: {evaluation} ({FEEDBACK_EVALUATION_ENV}).",
+    )
 
 
 def feedback_run_config(files: list[str]) -> dict:

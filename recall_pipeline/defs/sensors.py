@@ -5,7 +5,7 @@ import json
 import dagster as dg
 
 from recall_pipeline.core.ingest import feedback
-from recall_pipeline.defs.jobs import feedback_refresh_job, feedback_run_config
+from recall_pipeline.defs.jobs import FEEDBACK_JOB, feedback_run_config
 from recall_pipeline.resources import PipelineHome
 
 CURSOR_MEMORY = 1000  # hashes of the most recently requested files kept in the cursor
@@ -20,7 +20,7 @@ def read_cursor(cursor: str | None) -> tuple[dict[str, str], dict[str, list[int]
 
 
 @dg.sensor(
-    job=feedback_refresh_job,
+    job_name=FEEDBACK_JOB,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Watches <home>/inbox: each new feedback file requests a feedback refresh keyed "

@@ -118,20 +118,34 @@ def quarantine_counts(warehouse: Warehouse) -> pl.DataFrame | None:
     return warehouse.query("select reason, count(*) as rows from quarantine.interactions group by reason")
 
 
-def recall_inputs(warehouse: Warehouse, home: PipelineHome) -> RecallInputs:
+def recall_inputs(warehouse: Warehouse, home: PipelineHome, users: np.ndarray | None = None) -> RecallInputs:
     """What ``recall_candidates`` reads: the catalogue, both indexes (each checked against what
-    it serves), the rating matrix, the profiles and the serving model's user vectors."""
+    it serves), the rating matrix, the profiles and the serving model's user vectors; of the
+    given ``users`` only (None: every user), with the item counts of the whole matrix."""
     ids, vectors, encoder = item_vectors(warehouse)
     lm_index, lm_manifest = read_index(home.layout.item_index, encoder, ids, vectors)
     rm = rating_matrix(warehouse)
+    counts = rm.item_counts()
     model, model_index, manifest = two_tower_index(serving_folder(home), ids, vectors, encoder)
     owners, interests = interest_vectors(warehouse)
+    profiles = warehouse.query("select user_id, embedding from features.user_profiles order by user_id")
+    train = training_rows(warehouse)
+    if users is not None:
+        rm, keep = rm.restricted_to(users), np.isin(owners, users)
+        owners, interests = owners[keep], interests[keep]
+        profiles, train = (frame.filter(pl.col("user_id").is_in(rm.user_ids)) for frame in (profiles, train))
     return RecallInputs(
         item_ids=ids, item_vectors=vectors, encoder=encoder, lm_index=lm_index,
-        lm_index_type=lm_manifest.index_type, rm=rm,
-        profiles=warehouse.query("select user_id, embedding from features.user_profiles order by user_id"),
+        lm_index_type=lm_manifest.index_type, rm=rm, profiles=profiles,
         interest_owners=owners, interests=interests, model_key=manifest.model,
-        model_route=two_tower_route(model, model_index, training_rows(warehouse), rm))
+        model_route=two_tower_route(model, model_index, train, rm), item_counts=counts)
+
+
+def serving_model_version(warehouse: Warehouse, home: PipelineHome) -> str:
+    """The version key recall's rows will carry (``RecallInputs.model_version``), read from the
+    serving index's manifest and the embeddings' model without loading either."""
+    encoders = warehouse.query("select distinct model from features.item_embeddings")["model"].to_list()
+    return f"{read_manifest(serving_folder(home)).model}+{'|'.join(sorted(encoders))}"
 
 
 def training_inputs(warehouse: Warehouse, home: PipelineHome):

@@ -59,6 +59,52 @@ def ease(train: sp.csr_matrix, lam: float, max_items: int | None = None,
     Above both, the model is solved over the ``max_items`` most-interacted items (the others
     score -inf: this route does not propose them), so memory is bounded by ``max_items``^2.
     """
+    return fit_ease(train, lam, max_items, max_dense_cells)[0]
+
+
+@dataclass(frozen=True)
+class EaseModel:
+    """A fitted EASE model in the form its solve produced, able to score any binary history
+    over the same items: what a feedback refresh reuses (the model of the last full refresh)
+    for the users whose history changed, instead of solving again.
+
+    Gram solve: ``weights`` is B (items x items). Capped solve: ``weights`` is B over the item
+    positions ``columns``. Woodbury solve: B is never formed; ``fit`` (the binary training
+    matrix X), ``kinv_x`` (K^-1 X, users x items) and ``diag_p`` (diag of P) give, for a
+    history h, h P = (h - (h X') K^-1 X) / lam and scores h - h P / diag(P).
+    """
+
+    lam: float
+    n_items: int
+    weights: np.ndarray | None = None
+    columns: np.ndarray | None = None
+    fit: sp.csr_matrix | None = None
+    kinv_x: np.ndarray | None = None
+    diag_p: np.ndarray | None = None
+
+    def scores(self, histories: sp.csr_matrix) -> np.ndarray:
+        """Dense scores (rows of ``histories`` x items); ratings are binarised."""
+        x = binary(sp.csr_matrix(histories))
+        if self.kinv_x is not None:
+            dense = x.toarray()
+            xp = (dense - np.asarray((x @ self.fit.T) @ self.kinv_x)) / self.lam
+            return dense - xp / self.diag_p
+        if self.columns is None:
+            return np.asarray(x @ self.weights)
+        out = np.full((x.shape[0], self.n_items), -np.inf)
+        out[:, self.columns] = x[:, self.columns] @ self.weights
+        return out
+
+    def scorer(self, train: sp.csr_matrix) -> Scorer:
+        """A scorer over the rows of ``train`` (any matrix over the same items)."""
+        if train.shape[1] != self.n_items:
+            raise ValueError(f"the EASE model covers {self.n_items} items, the matrix {train.shape[1]}")
+        return lambda rows: self.scores(train[rows])
+
+
+def fit_ease(train: sp.csr_matrix, lam: float, max_items: int | None = None,
+             max_dense_cells: int | None = None) -> tuple[Scorer, EaseModel]:
+    """:func:`ease`'s scorer over the rows of ``train`` and the fitted model behind it."""
     max_items = EASE_MAX_ITEMS if max_items is None else max_items
     max_dense_cells = EASE_MAX_DENSE_CELLS if max_dense_cells is None else max_dense_cells
     x = binary(train)
@@ -67,7 +113,7 @@ def ease(train: sp.csr_matrix, lam: float, max_items: int | None = None,
         return _ease_woodbury(x, lam)
     if n_items <= max_items:
         b = _ease_weights(x, lam)
-        return lambda rows: np.asarray(x[rows] @ b)
+        return (lambda rows: np.asarray(x[rows] @ b)), EaseModel(lam, n_items, weights=b)
     counts = np.diff(x.tocsc().indptr)
     keep = np.sort(np.argsort(-counts, kind="stable")[:max_items])
     kept = x[:, keep].tocsr()
@@ -78,7 +124,7 @@ def ease(train: sp.csr_matrix, lam: float, max_items: int | None = None,
         out[:, keep] = kept[rows] @ b
         return out
 
-    return scores
+    return scores, EaseModel(lam, n_items, weights=b, columns=keep)
 
 
 def _ease_weights(x: sp.csr_matrix, lam: float) -> np.ndarray:
@@ -94,7 +140,7 @@ def _ease_weights(x: sp.csr_matrix, lam: float) -> np.ndarray:
     return b
 
 
-def _ease_woodbury(x: sp.csr_matrix, lam: float) -> Scorer:
+def _ease_woodbury(x: sp.csr_matrix, lam: float) -> tuple[Scorer, EaseModel]:
     """EASE through P = (I - X' K^-1 X) / lam with K = lam I + X X' (users x users)."""
     n_users = x.shape[0]
     dense = x.toarray()
@@ -104,7 +150,8 @@ def _ease_woodbury(x: sp.csr_matrix, lam: float) -> Scorer:
     xp_all = (dense - (dense @ dense.T) @ k_inv_x) / lam      # X P, users x items
 
     # x_u B = x_u - (x_u P) / diag(P); B's diagonal, 1 - P_jj / P_jj, is zero by construction
-    return lambda rows: dense[rows] - xp_all[rows] / diag_p
+    return ((lambda rows: dense[rows] - xp_all[rows] / diag_p),
+            EaseModel(lam, x.shape[1], fit=x, kinv_x=k_inv_x, diag_p=diag_p))
 
 
 def item_knn(train: sp.csr_matrix, neighbours: int | float, max_dense_bytes: int | None = None) -> Scorer:

@@ -32,6 +32,16 @@ class RatingMatrix:
     def item_index(self) -> pl.DataFrame:
         return pl.DataFrame({"item_id": self.item_ids, "item_index": np.arange(len(self.item_ids))})
 
+    def item_counts(self) -> np.ndarray:
+        """Training interactions per item (stored entries: a 0 rating counts)."""
+        return np.diff(self.matrix.tocsc().indptr)
+
+    def restricted_to(self, user_ids: np.ndarray) -> "RatingMatrix":
+        """The rows of these users (sorted, all present), over the same items."""
+        user_ids = np.sort(np.asarray(user_ids))
+        rows = positions(self.user_ids, user_ids, "users to recompute among the rating matrix's users")
+        return RatingMatrix(self.matrix[rows], user_ids, self.item_ids)
+
 
 def build_rating_matrix(split: pl.DataFrame, item_ids: np.ndarray) -> RatingMatrix:
     """The training ratings of ``split`` over all its users and the catalogue ``item_ids``."""

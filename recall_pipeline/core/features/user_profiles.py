@@ -166,6 +166,27 @@ def multi_interests(train: pl.DataFrame, item_ids: np.ndarray, item_vectors: np.
     })
 
 
+def profile_tables(train: pl.DataFrame, items: pl.DataFrame, item_ids: np.ndarray, item_vectors: np.ndarray,
+                   model: str, encode, settings: ProfileSettings = ProfileSettings(),
+                   previous_texts: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(``features.user_profiles``, ``features.user_interests``) rows of the users in ``train``:
+    history vector, interest text and its encoding (``encode``: texts -> vectors), interests.
+
+    With ``encode`` None the LM is not loaded (importing it costs about 10 s on a busy 2-core
+    machine, most of a small feedback refresh): each user keeps the interest text and encoding
+    of ``previous_texts`` (user_id, profile_text, interest_embedding; none for a new user)."""
+    history = build_user_profiles(train, item_ids, item_vectors, settings)
+    user_ids = pl.Series("user_id", history.user_ids, dtype=train.schema["user_id"])  # typed when empty too
+    if encode is None:
+        texts = pl.DataFrame(user_ids).join(previous_texts, on="user_id", how="left")
+    else:
+        texts = interest_texts(train, items, settings)
+        texts = texts.with_columns(pl.Series("interest_embedding", encode(texts["profile_text"].to_list())))
+    profiles = pl.DataFrame({"user_id": user_ids, "history_size": history.history_sizes,
+                             "model": model, "embedding": history.vectors}).cast({"user_id": user_ids.dtype})
+    return profiles.join(texts, on="user_id", how="left"), multi_interests(train, item_ids, item_vectors, settings)
+
+
 def profile_scorer(user_vectors: np.ndarray, item_vectors: np.ndarray):
     """The history vectors as a dense scorer (the ``lm_profile`` route, for evaluation): inner
     products of user profiles and item embeddings (``user_vectors`` aligned with the rating

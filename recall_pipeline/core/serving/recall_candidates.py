@@ -5,13 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from recall_pipeline.core.evaluation.baselines import EaseModel, Scorer, fit_ease
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
+from recall_pipeline.core.serving.ease_store import StoredEase, save_ease
 from recall_pipeline.core.serving.recall_tables import candidates_frame
-from recall_pipeline.core.serving.routes import MergedLists, ModelRoute, RouteSettings, merge_routes, route_lists
+from recall_pipeline.core.serving.routes import (
+    ROUTES, MergedLists, ModelRoute, RouteSettings, merge_routes, route_lists,
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,10 @@ class RecallInputs:
     interests: np.ndarray
     model_route: ModelRoute
     model_key: str
+    item_counts: np.ndarray         # training interactions per item over *all* users
+
+    # ``rm``, ``profiles``, interests and ``model_route`` may cover only some users (the users a
+    # feedback refresh recomputes); ``item_counts`` always comes from the whole matrix.
 
     @property
     def model_version(self) -> str:
@@ -45,15 +54,34 @@ def two_tower_route(model, index, train: pl.DataFrame, rm: RatingMatrix) -> Mode
     return ModelRoute(index, rows, two_tower.user_vectors(model, history, ratings))
 
 
-def recall(inputs: RecallInputs, settings: RouteSettings, k: int, rows: np.ndarray | None = None) -> MergedLists:
+def recall(inputs: RecallInputs, settings: RouteSettings, k: int, rows: np.ndarray | None = None,
+           ease: Scorer | None = None) -> MergedLists:
     """Every route's lists, merged with the popularity discount and re-ranked to ``k``, for the
-    rating-matrix ``rows`` (default every user; a shard passes its own)."""
+    rating-matrix ``rows`` of ``inputs.rm`` (default every user; a shard passes its own);
+    ``ease``: a scorer over ``inputs.rm``'s rows from a fitted EASE model (default: EASE fitted
+    on ``inputs.rm``, which must then be the whole matrix)."""
+    if not (len(inputs.rm.user_ids) if rows is None else len(rows)):  # e.g. feedback that changed no history
+        none = np.zeros((0, k), dtype=np.int64)
+        return MergedLists(none, np.zeros((0, k), np.float32), {name: none for name in ROUTES},
+                           np.zeros((0, k), dtype=object))
     profiles = inputs.profiles
     lists = route_lists(inputs.lm_index, inputs.item_ids, inputs.rm, profiles["user_id"].to_numpy(),
                         np.ascontiguousarray(profiles["embedding"].to_numpy(), dtype=np.float32),
-                        inputs.interest_owners, inputs.interests, settings, inputs.model_route, rows)
-    return merge_routes(lists, inputs.item_vectors, k, settings,
-                        train_counts=np.diff(inputs.rm.matrix.tocsc().indptr))
+                        inputs.interest_owners, inputs.interests, settings, inputs.model_route, rows,
+                        ease=ease, popularity=inputs.item_counts)
+    return merge_routes(lists, inputs.item_vectors, k, settings, train_counts=inputs.item_counts)
+
+
+def ease_model(inputs: RecallInputs, settings: RouteSettings, stored: StoredEase | None, path: Path,
+               run_id: str) -> EaseModel:
+    """The EASE model a run scores with: the stored one (a feedback refresh reuses the last full
+    refresh's), or, with none, EASE fitted on ``inputs.rm`` (which must then be the whole
+    matrix) and stored at ``path`` for the feedback refreshes that follow."""
+    if stored is not None:
+        return stored.model
+    _, model = fit_ease(inputs.rm.matrix, settings.ease_lambda, settings.ease_max_items)
+    save_ease(model, path, inputs.item_ids, run_id, settings.ease_max_items)
+    return model
 
 
 def candidates_table(inputs: RecallInputs, merged: MergedLists, run_id: str,

@@ -6,14 +6,17 @@ interests, the serving model's user vectors, both FAISS indexes (serialized, aft
 manifests were checked against what they serve), and the users to compute with their shard. A
 shard reads only that folder, so it runs on any worker that sees the shard location, needs no
 warehouse lock and no torch, and writes its users' candidate rows as one Parquet file. Users are
-ranked one by one and the models fitted on the whole matrix (EASE, popularity) are fitted on
-all of it in every shard, so the rows a shard writes are the rows a single-process run writes
-for those users.
+ranked one by one with the models of the whole matrix (EASE fitted on all of it in every shard
+of a full refresh; the stored EASE model in a feedback refresh, whose exported matrix holds
+only the users to recompute; popularity from the whole matrix's item counts), so the rows a
+shard writes are the rows a single-process run writes for those users.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -21,11 +24,15 @@ import scipy.sparse as sp
 
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
 from recall_pipeline.core.ids import positions, require_same_ids
+from recall_pipeline.core.evaluation.baselines import EaseModel
+from recall_pipeline.core.serving.ease_store import load_ease, save_ease
+from recall_pipeline.core.serving.incremental import RecallPlan
 from recall_pipeline.core.serving.recall_candidates import RecallInputs, candidates_table, recall
 from recall_pipeline.core.serving.routes import ModelRoute, RouteSettings
 from recall_pipeline.core.shards import ShardStore, shard_of
 
 SHARD_USERS = "shard_users"
+EASE_FILE = "ease.npz"
 
 
 def all_user_rows(inputs: RecallInputs) -> np.ndarray:
@@ -34,10 +41,18 @@ def all_user_rows(inputs: RecallInputs) -> np.ndarray:
 
 
 def export_inputs(store: ShardStore, run_id: str, inputs: RecallInputs, rows: np.ndarray,
-                  n_shards: int) -> pl.DataFrame:
-    """Write the shards' inputs and the users to compute (``rows`` of the rating matrix), each
-    with its shard; returns the users per shard (shard, users)."""
+                  n_shards: int, ease: EaseModel | None = None) -> pl.DataFrame:
+    """Write the shards' inputs, the EASE model they score with (None: each shard fits EASE on
+    the exported matrix, which must then be the whole one) and the users to compute (``rows``
+    of the rating matrix), each with its shard; returns the users per shard."""
     import faiss
+
+    if ease is not None:
+        with tempfile.TemporaryDirectory() as folder:  # the stored model's own file format
+            path = Path(folder) / EASE_FILE
+            save_ease(ease, path, inputs.item_ids, run_id, 0)
+            store.write_bytes(run_id, EASE_FILE, path.read_bytes())
+    store.write(run_id, "item_counts", pl.DataFrame({"count": np.asarray(inputs.item_counts, dtype=np.int64)}))
 
     rm = inputs.rm
     require_same_ids(rm.item_ids, inputs.item_ids, "the item embeddings against the rating matrix's items")
@@ -91,7 +106,18 @@ def load_inputs(store: ShardStore, run_id: str) -> RecallInputs:
         profiles=store.read(run_id, "profiles"), interest_owners=interests["user_id"].to_numpy(),
         interests=_matrix(interests, "embedding"), model_key=meta["model_key"],
         model_route=ModelRoute(index("two_tower.faiss"), model_users["row"].to_numpy(),
-                               _matrix(model_users, "vector")))
+                               _matrix(model_users, "vector")),
+        item_counts=store.read(run_id, "item_counts")["count"].to_numpy())
+
+
+def exported_ease(store: ShardStore, run_id: str) -> EaseModel | None:
+    """The EASE model the plan step exported (None: the shards fit their own)."""
+    if not store.has_file(run_id, EASE_FILE):
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / EASE_FILE
+        path.write_bytes(store.read_bytes(run_id, EASE_FILE))
+        return load_ease(path).model
 
 
 def exported_meta(store: ShardStore, run_id: str) -> dict:
@@ -101,21 +127,35 @@ def exported_meta(store: ShardStore, run_id: str) -> dict:
 
 def compute_shard(store: ShardStore, run_id: str, shard: int, settings: RouteSettings, k: int) -> int:
     """Compute the candidate rows of one shard's users and write them as ``candidates-<shard>``
-    (nothing for a shard without users); returns the number of users."""
+    (no rows for a shard without users); returns the number of users."""
     users = store.read(run_id, SHARD_USERS).filter(pl.col("shard") == shard)
-    if users.is_empty():
-        return 0
     inputs = load_inputs(store, run_id)
     rows = np.sort(positions(inputs.rm.user_ids, users["user_id"].to_numpy(), "shard users"))
-    frame = candidates_table(inputs, recall(inputs, settings, k, rows), run_id, rows)
+    model = exported_ease(store, run_id) if len(rows) else None
+    ease = model.scorer(inputs.rm.matrix) if model is not None else None
+    frame = candidates_table(inputs, recall(inputs, settings, k, rows, ease), run_id, rows)
     store.write(run_id, f"candidates-{shard}", frame)
     return len(rows)
 
 
 def merged_candidates(store: ShardStore, run_id: str, users_per_shard: dict[int, int]) -> pl.DataFrame:
-    """Every shard's rows, in (user, rank) order: the rows of ``recall.candidates`` for the run
-    (``users_per_shard``: what each shard reported; a shard without users wrote no file)."""
-    parts = [store.read(run_id, f"candidates-{shard}") for shard, n in sorted(users_per_shard.items()) if n]
-    if not parts:
-        raise RuntimeError(f"no shard of run {run_id} computed any user")
-    return pl.concat(parts).sort("user_id", "rank")
+    """Every shard's rows, in (user, rank) order: the rows of ``recall.candidates`` this run
+    computed (``users_per_shard``: what each shard reported; none in a feedback refresh whose
+    feedback changed no history)."""
+    parts = [store.read(run_id, f"candidates-{shard}") for shard in sorted(users_per_shard)]
+    computed = [part for part in parts if part.height] or parts[:1]  # empty parts may lack types
+    return pl.concat(computed).sort("user_id", "rank")
+
+
+def export_plan(store: ShardStore, run_id: str, plan: RecallPlan) -> None:
+    """What the merge step needs of the run's plan: whose rows to copy from which run."""
+    store.write_bytes(run_id, "plan.json", json.dumps({
+        "users": None if plan.users is None else [u.item() if hasattr(u, "item") else u for u in plan.users],
+        "previous_run": plan.previous_run, "basis": plan.basis, "reason": plan.reason}).encode())
+
+
+def exported_plan(store: ShardStore, run_id: str) -> RecallPlan:
+    """The plan :func:`export_plan` wrote (without the EASE model: the shards have it)."""
+    plan = json.loads(store.read_bytes(run_id, "plan.json"))
+    users = None if plan["users"] is None else np.asarray(plan["users"])
+    return RecallPlan(users, plan["previous_run"], plan["basis"], plan["reason"])

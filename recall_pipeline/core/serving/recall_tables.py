@@ -75,11 +75,14 @@ PUBLISHED_TABLES = {
     "recall.latest": "select * from src.recall.latest",
     "recall.candidates": "select * from src.recall.candidates",
     "recall.published_runs": "select * from src.recall.published_runs",
+    "recall.refreshes": "select * from src.recall.refreshes",
     "eval.metrics": "select * from src.eval.metrics",
     "eval.cold_rankings": "select * from src.eval.cold_rankings",
     "catalog.items": "select item_id, title, year, genres, description, item_text from src.clean.items",
     "catalog.user_profiles": "select user_id, history_size, profile_text from src.features.user_profiles",
 }
+# Published only when present: a home whose recall lists were written before the table existed.
+OPTIONAL_TABLES = {"recall.refreshes"}
 
 
 def sql_literal(text: str) -> str:
@@ -98,7 +101,11 @@ def publish_copy(warehouse: Path, target: Path, tables: dict[str, str] = PUBLISH
     counts = {}
     with duckdb.connect(str(tmp)) as con:
         con.execute(f"attach {sql_literal(str(warehouse))} as src (read_only)")  # ATTACH binds no parameters
+        present = {f"{s}.{t}" for s, t in con.execute(
+            "select schema_name, table_name from duckdb_tables() where database_name = 'src'").fetchall()}
         for table, query in tables.items():
+            if table in OPTIONAL_TABLES and table not in present:
+                continue
             con.execute(f"create schema if not exists {table.split('.')[0]}")
             con.execute(f"create table {table} as {query}")
             counts[table] = con.execute(f"select count(*) from {table}").fetchall()[0][0]

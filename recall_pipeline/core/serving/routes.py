@@ -98,14 +98,20 @@ class ModelRoute:
 def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_user_ids: np.ndarray,
                 profiles: np.ndarray, interest_user_ids: np.ndarray, interests: np.ndarray,
                 settings: RouteSettings = RouteSettings(),
-                model: ModelRoute | None = None, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                model: ModelRoute | None = None, rows: np.ndarray | None = None,
+                ease: baselines.Scorer | None = None,
+                popularity: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Every route's lists, one row per rating-matrix row of ``rows`` (default every user, in
     ``rm.user_ids`` order) x depth (a route without input, e.g. ``two_tower`` with no ``model``,
     has empty lists: -1).
 
     ``rows`` lets a shard compute only its users: the models fitted on the whole matrix (EASE,
     popularity) are still fitted on all of it, and every route ranks each user on their own, so a
-    user's lists do not depend on which other users are computed with them."""
+    user's lists do not depend on which other users are computed with them.
+
+    ``ease``: a scorer over the rows of ``rm`` from an EASE model fitted elsewhere (default: fit
+    on ``rm``); ``popularity``: item scores of the popularity route (default: ``rm``'s training
+    counts). Both let ``rm`` be a few users' rows of a larger matrix (a feedback refresh)."""
     require_same_ids(rm.item_ids, index_item_ids, "the FAISS index's items against the rating matrix's")
     n_users, depth = len(rm.user_ids), settings.depth
     rows = np.arange(n_users) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -126,12 +132,13 @@ def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_use
     has_history = np.diff(rm.matrix.indptr) > 0
     history = rows[has_history[rows]]
     if len(history):
-        ease = baselines.ease(rm.matrix, settings.ease_lambda, settings.ease_max_items)
-        out["ease"][slot[history]], _ = top_k_scored(ease, history, depth, len(rm.item_ids), rm.matrix,
+        scorer = ease or baselines.ease(rm.matrix, settings.ease_lambda, settings.ease_max_items)
+        out["ease"][slot[history]], _ = top_k_scored(scorer, history, depth, len(rm.item_ids), rm.matrix,
                                                      settings.seed)
     newcomers = rows[~has_history[rows]]
     if len(newcomers):
-        top, _ = top_k_dense(baselines.popularity_scores(rm.matrix)[None, :], depth, seed=settings.seed)
+        scores = baselines.popularity_scores(rm.matrix) if popularity is None else popularity
+        top, _ = top_k_dense(np.asarray(scores, dtype=np.float64)[None, :], depth, seed=settings.seed)
         out["popularity"][slot[newcomers]] = top[0]
     return out
 

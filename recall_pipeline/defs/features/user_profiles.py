@@ -5,10 +5,10 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from recall_pipeline.core.features.user_profiles import (
-    ProfileSettings, build_user_profiles, interest_texts, multi_interests,
-)
+from recall_pipeline.core.features import changed_users
+from recall_pipeline.core.features.user_profiles import ProfileSettings, profile_tables
 from recall_pipeline.defs.config import config_from
+from recall_pipeline.defs.jobs import FEEDBACK_JOB
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.defs.tables import item_vectors
 from recall_pipeline.resources import DataSource, TextEncoderResource, Warehouse
@@ -16,7 +16,13 @@ from recall_pipeline.resources import DataSource, TextEncoderResource, Warehouse
 
 # rating_max comes from the data source, which knows the rating scale
 ProfileConfig = config_from(ProfileSettings, "ProfileConfig", "How history is weighted and summarised "
-                            "(see recall_pipeline.core.features.user_profiles).", exclude=("rating_max",))
+                            "(see recall_pipeline.core.features.user_profiles); recompute: 'all' users, "
+                            "'changed': only those whose training history changed, 'auto': changed in "
+                            "feedback_refresh_job, else all; interest_text_when_changed: 'reuse' (the "
+                            "rebuilt profiles keep their interest text and its encoding until the next "
+                            "full refresh: the LM is not loaded) or 'encode'.",
+                            exclude=("rating_max",), recompute=(str, changed_users.AUTO),
+                            interest_text_when_changed=(str, "reuse"))
 
 
 @dg.asset(
@@ -27,35 +33,44 @@ ProfileConfig = config_from(ProfileSettings, "ProfileConfig", "How history is we
     description="Per user with training history (DuckDB features.user_profiles): the rating- and "
                 "recency-weighted mean of their training items' embeddings with disliked items "
                 "weighted down (embedding); a readable interest text (profile_text: most liked "
-                "genres, recently liked titles) and its LM encoding (interest_embedding). Up to 4 "
-                "interest centroids per user with weights in features.user_interests. Users "
-                "without training history get no profile (served by the popularity fallback).",
+                "genres, recently liked titles) and its LM encoding (interest_embedding); the hash "
+                "of the training history it was built from (history_hash). Up to 4 interest "
+                "centroids per user with weights in features.user_interests. Users without training "
+                "history get no profile (served by the popularity fallback). A feedback refresh "
+                "rebuilds only the profiles whose history changed.",
 )
 def user_profiles(context: dg.AssetExecutionContext, config: ProfileConfig, data_source: DataSource,
                   encoder: TextEncoderResource, warehouse: Warehouse) -> dg.MaterializeResult:
-    settings = ProfileSettings(rating_max=data_source.rating_max, **config.model_dump())
+    settings = ProfileSettings(rating_max=data_source.rating_max,
+                               **config.model_dump(exclude={"recompute", "interest_text_when_changed"}))
+    with warehouse.connect() as con:
+        digests = changed_users.history_digests(con)
+        changed_only = changed_users.recompute_mode(config.recompute, context.job_name == FEEDBACK_JOB)
+        users = changed_users.profiles_to_recompute(con) if changed_only else None
+        reuse = users is not None and config.interest_text_when_changed == "reuse"
+        previous = changed_users.stored_interest_texts(con, users) if reuse else None
     train = warehouse.query("select user_id, item_id, rating, timestamp "
                             "from features.interactions_split where part = 'train'")
+    train = train if users is None else train.filter(pl.col("user_id").is_in(users))
     items = warehouse.query("select item_id, title, year, genres from clean.items")
-    all_users = warehouse.scalar("select count(*) from features.user_index")
     ids, vectors, model = item_vectors(warehouse)
-    history = build_user_profiles(train, ids, vectors, settings)
-    texts = interest_texts(train, items, settings)
-    interest_vectors = encoder.get().encode(texts["profile_text"].to_list())
-    interests = multi_interests(train, ids, vectors, settings)
-    profiles = pl.DataFrame({"user_id": history.user_ids, "history_size": history.history_sizes,
-                             "model": model, "embedding": history.vectors}).join(
-        texts.with_columns(pl.Series("interest_embedding", interest_vectors)), on="user_id", how="left")
-    warehouse.replace_table("features.user_profiles", profiles)
-    warehouse.replace_table("features.user_interests", interests)
-    without = all_users - len(history.user_ids)
-    per_user = interests.group_by("user_id").len()["len"]
-    context.log.info(f"{len(history.user_ids)} profiles; {without} users without training history")
+    profiles, interests = profile_tables(train, items, ids, vectors, model, None if reuse else encoder.get().encode,
+                                         settings, previous)
+    profiles = profiles.join(digests.select("user_id", "history_hash"), on="user_id", how="left")
+    if users is None:
+        warehouse.replace_tables({"features.user_profiles": profiles, "features.user_interests": interests})
+    else:  # one transaction: the changed users' rows, and none of users who lost their history
+        with warehouse.connect() as con:
+            changed_users.replace_profiles_of(con, users, profiles, interests)
+    total = warehouse.scalar("select count(*) from features.user_profiles")
+    without = int((digests["train_rows"] == 0).sum())
+    context.log.info(f"{profiles.height} profiles built ({'every user' if users is None else 'history changed'}), "
+                     f"{total} in all; {without} users without training history")
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(history.user_ids),
-        "users_without_history": without,
-        "median_history": float(np.median(history.history_sizes)) if len(history.user_ids) else 0.0,
-        "interests_per_user": markdown_table(per_user.value_counts().sort(per_user.name)),
+        "dagster/row_count": total, "profiles_built": profiles.height, "users_without_history": without,
+        "interest_text": "kept from the previous profile until the next full refresh" if reuse else "encoded",
+        "median_history": float(np.median(profiles["history_size"])) if profiles.height else 0.0,
+        "interests_per_user": markdown_table(interests.group_by("user_id").len()["len"].value_counts().sort("len")),
         "model": model,
         "preview": markdown_table(profiles.select("user_id", "history_size", "profile_text")),
     })

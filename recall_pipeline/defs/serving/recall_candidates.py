@@ -8,10 +8,13 @@ shards' rows into ``recall.candidates``, the checks, publishing).
 
 import dagster as dg
 
-from recall_pipeline.core.serving import recall_shards, recall_tables
+from recall_pipeline.core.features import changed_users
+from recall_pipeline.core.serving import incremental, recall_shards, recall_tables
+from recall_pipeline.core.serving import recall_candidates as candidates
 from recall_pipeline.core.shards import ShardStore, ShardTask
 from recall_pipeline.core.serving.routes import ROUTES, RouteSettings
 from recall_pipeline.defs import tables
+from recall_pipeline.defs.jobs import FEEDBACK_JOB
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.defs.sharding import open_store, shard_count, shard_tasks
 from recall_pipeline.resources import PipelineHome, Warehouse
@@ -37,6 +40,8 @@ class RecallConfig(dg.Config):
     ease_lambda: float = RouteSettings.ease_lambda
     ease_max_items: int = RouteSettings.ease_max_items
     shards: int = 0  # shards by a hash of the user id (0: $RECALL_PIPELINE_SHARDS, default 1)
+    # "auto": in feedback_refresh_job only the users whose history changed ("changed"), else "all"
+    recompute: str = changed_users.AUTO
 
     def settings(self) -> RouteSettings:
         weights = {name: getattr(self, f"weight_{name}") for name in ROUTES}
@@ -53,13 +58,23 @@ UPSTREAM = ("faiss_index", "two_tower_index", "user_profiles", "rating_matrix")
 @dg.op(ins={name: dg.In(dg.Nothing) for name in UPSTREAM}, out=dg.DynamicOut(ShardTask), pool="warehouse")
 def plan_recall_candidates(context: dg.OpExecutionContext, config: RecallConfig, warehouse: Warehouse,
                            home: PipelineHome):
-    """Export the shards' inputs (checked indexes included) and the users to compute, by shard."""
-    inputs = tables.recall_inputs(warehouse, home)
-    rows = recall_shards.all_user_rows(inputs)  # which users this run computes: every one
-    store, n_shards, run_id = open_store(context, home, ASSET), shard_count(config.shards), context.run.run_id
-    per_shard = recall_shards.export_inputs(store, run_id, inputs, rows, n_shards)
+    """Which users to compute (a feedback refresh: those whose history changed), the EASE model
+    (fitted and stored, or reused), and the shards' inputs (checked indexes included), by shard."""
+    run_id, settings = context.run.run_id, config.settings()
+    changed_only = changed_users.recompute_mode(config.recompute, context.job_name == FEEDBACK_JOB)
+    with warehouse.connect() as con:
+        plan = incremental.plan_run(con, run_id, changed_only, home.layout.ease_model,
+                                    tables.serving_model_version(warehouse, home), settings, config.k)
+    context.log.info(plan.reason)
+    inputs = tables.recall_inputs(warehouse, home, plan.users)
+    # a full refresh fits and stores EASE for the feedback refreshes; its shards fit their own on
+    # the whole matrix (the in-run scorer's arithmetic); a feedback refresh's score with the stored one
+    candidates.ease_model(inputs, settings, plan.ease, home.layout.ease_model, run_id)
+    store, n_shards, rows = open_store(context, home, ASSET), shard_count(config.shards), recall_shards.all_user_rows(inputs)
+    per_shard = recall_shards.export_inputs(store, run_id, inputs, rows, n_shards, plan.ease and plan.ease.model)
+    recall_shards.export_plan(store, run_id, plan)
     context.log.info(f"{len(rows)} users to recall in {n_shards} shard(s): {per_shard.rows()}")
-    yield from shard_tasks(store, run_id, n_shards, settings=config.settings(), k=config.k)
+    yield from shard_tasks(store, run_id, n_shards, settings=settings, k=config.k)
 
 
 @dg.op
@@ -77,19 +92,22 @@ def merge_recall_candidates(context: dg.OpExecutionContext, shards: list[dict], 
     own rows), the checks, and publishing once they pass; then the shard files are removed."""
     store, run_id, k = ShardStore(shards[0]["url"], ASSET), context.run.run_id, shards[0]["k"]
     frame = recall_shards.merged_candidates(store, run_id, {s["shard"]: s["users"] for s in shards})
-    warehouse.replace_rows("recall.candidates", frame, "run_id = ?", [run_id])
-    with warehouse.connect() as con:  # only checked lists become what users query
+    plan, index_type = recall_shards.exported_plan(store, run_id), recall_shards.exported_meta(store, run_id)["lm_index_type"]
+    with warehouse.connect() as con:  # one transaction; only checked lists become what users query
+        stored = incremental.store_run(con, run_id, frame, plan)
         short, leaked, published = recall_tables.check_and_publish(con, run_id, k)
-    index_type = recall_shards.exported_meta(store, run_id)["lm_index_type"]
     store.remove(run_id)
     yield dg.AssetCheckResult(check_name=COVERAGE_CHECK, passed=short == 0, metadata={"users_short": short})
     yield dg.AssetCheckResult(check_name=NO_TRAIN_CHECK, passed=leaked == 0,
                               metadata={"training_items_recalled": leaked})
-    shares, users = frame.group_by("route").len().sort("route"), frame["user_id"].n_unique()
-    context.log.info(f"{frame.height} candidates for {users} users from {len(shards)} shard(s); routes {shares.rows()}")
+    shares = frame.group_by("route").len().sort("route")
+    context.log.info(f"{frame.height} candidates computed for {stored.recomputed_users} users in {len(shards)} "
+                     f"shard(s), {stored.copied_users} users' lists copied from {plan.previous_run}; routes {shares.rows()}")
     yield dg.Output(None, "result", metadata={
-        "dagster/row_count": frame.height, "users": users, "published": published, "k": k,
-        "shards": len(shards), "index_type": index_type,
+        "dagster/row_count": stored.rows, "users": stored.recomputed_users + stored.copied_users,
+        "users_recomputed": stored.recomputed_users, "users_copied": stored.copied_users,
+        "copied_from": plan.previous_run or "none", "recompute_reason": plan.reason,
+        "published": published, "k": k, "shards": len(shards), "index_type": index_type,
         "distinct_items": frame["item_id"].n_unique(), "route_shares": markdown_table(shares),
         "preview": markdown_table(frame.select("user_id", "rank", "item_id", "score", "route",
                                                *[f"rank_{n}" for n in ROUTES])),

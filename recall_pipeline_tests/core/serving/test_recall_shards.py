@@ -38,7 +38,7 @@ def world(n_users: int = 60, n_items: int = 300, dims: int = 16, seed: int = 0) 
         interests=rng.normal(size=(len(owners), dims)).astype(np.float32),
         model_route=ModelRoute(build_exact_index(model_vectors), with_history,
                                rng.normal(size=(len(with_history), 8)).astype(np.float32)),
-        model_key="recall_two_tower/v1")
+        model_key="recall_two_tower/v1", item_counts=rm.item_counts())
 
 
 def test_three_shards_write_exactly_the_rows_of_one_pass(tmp_path):
@@ -71,7 +71,24 @@ def test_a_shard_reads_back_what_the_plan_exported(tmp_path):
     assert np.array_equal(back.model_route.user_vectors, inputs.model_route.user_vectors)
     assert back.lm_index.ntotal == inputs.lm_index.ntotal == 50
     assert store.read("r", recall_shards.SHARD_USERS)["user_id"].sort().to_list() == inputs.rm.user_ids[[0, 3, 5]].tolist()
-    # 3 users in 8 shards: a shard without users writes nothing and says so
+    assert np.array_equal(back.item_counts, inputs.item_counts)
+    # 3 users in 8 shards: a shard without users writes no rows and says so
     empty = sorted(set(range(8)) - set(per_shard["shard"]))[0]
     assert recall_shards.compute_shard(store, "r", empty, RouteSettings(depth=10), 5) == 0
-    assert not store.exists("r", f"candidates-{empty}")
+    assert store.read("r", f"candidates-{empty}").is_empty()
+
+
+def test_shards_score_with_the_exported_ease_model(tmp_path):
+    """A feedback refresh exports the stored EASE model: every shard scores with it, not a refit."""
+    from recall_pipeline.core.evaluation.baselines import fit_ease
+
+    inputs, settings, k = world(seed=3), RouteSettings(depth=30), 15
+    _, model = fit_ease(inputs.rm.matrix, 50.0)  # another lambda than the settings': a refit would differ
+    whole = candidates_table(inputs, recall(inputs, settings, k, ease=model.scorer(inputs.rm.matrix)), "run-2")
+    refit = candidates_table(inputs, recall(inputs, settings, k), "run-2")
+    store = ShardStore(str(tmp_path), "recall_candidates")
+    recall_shards.export_inputs(store, "run-2", inputs, recall_shards.all_user_rows(inputs), 2, model)
+    users = {shard: recall_shards.compute_shard(store, "run-2", shard, settings, k) for shard in range(2)}
+    merged = recall_shards.merged_candidates(store, "run-2", users)
+    assert merged.drop("created_at").equals(whole.drop("created_at"))
+    assert not merged.drop("created_at").equals(refit.drop("created_at"))

@@ -1,0 +1,90 @@
+"""The EASE model of the last full refresh, kept in the home folder for feedback refreshes.
+
+A full refresh solves EASE over the whole training matrix (seconds to minutes, memory bounded by
+the solve) inside ``recall_candidates``. A feedback refresh changes a few users' histories; it
+scores those users with the stored model instead of solving again, as it does with the two-tower
+champion and the LM index. The model is one ``.npz`` file (no pickle), written under a temporary
+name and renamed into place, so a reader gets the previous model or the new one, never half.
+It records what it was fitted on (the catalogue's item ids, the regularisation, the item cap and
+the run that fitted it): a model that does not match the current catalogue or settings is not
+used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from recall_pipeline.core.evaluation.baselines import EaseModel
+
+ARRAYS = ("weights", "columns", "kinv_x", "diag_p")
+
+
+def ids_sha256(ids: np.ndarray) -> str:
+    """A checksum of a sorted id list (ints or text)."""
+    return hashlib.sha256("\n".join(map(str, np.asarray(ids).tolist())).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredEase:
+    """The stored model and what it was fitted on."""
+
+    model: EaseModel
+    fit_run: str          # the Dagster run that solved it (part of every recall run's basis)
+    items_sha256: str
+    max_items: int
+
+    def matches(self, item_ids: np.ndarray, lam: float, max_items: int) -> str | None:
+        """Why this model cannot serve the current catalogue and settings (None: it can)."""
+        if self.items_sha256 != ids_sha256(item_ids):
+            return "the catalogue changed since the stored EASE model was fitted"
+        if (self.model.lam, self.max_items) != (float(lam), int(max_items)):
+            return (f"the EASE settings changed (stored lambda {self.model.lam}, max items {self.max_items}; "
+                    f"now {lam}, {max_items})")
+        return None
+
+
+def save_ease(model: EaseModel, path: Path, item_ids: np.ndarray, fit_run: str, max_items: int) -> None:
+    """Write the model beside ``path`` and rename it onto ``path`` (atomic on one file system)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"lam": float(model.lam), "n_items": int(model.n_items), "fit_run": fit_run,
+            "items_sha256": ids_sha256(item_ids), "max_items": int(max_items)}
+    arrays = {name: getattr(model, name) for name in ARRAYS if getattr(model, name) is not None}
+    if model.fit is not None:
+        fit = model.fit.tocsr()
+        arrays.update(fit_indptr=fit.indptr, fit_indices=fit.indices, fit_shape=np.array(fit.shape))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as handle:  # a file handle: savez would append .npz to a bare name
+        np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
+    os.replace(tmp, path)
+
+
+def reusable_ease(path: Path, item_ids: np.ndarray, lam: float, max_items: int) -> tuple[StoredEase | None, str]:
+    """(the stored model if it fits the current catalogue and settings, else None; why)."""
+    stored = load_ease(path)
+    if stored is None:
+        return None, "no stored EASE model yet (a full refresh stores one)"
+    why = stored.matches(item_ids, lam, max_items)
+    return (None, why) if why else (stored, f"the EASE model fitted by run {stored.fit_run}")
+
+
+def load_ease(path: Path) -> StoredEase | None:
+    """The stored model, or None when no full refresh has stored one yet."""
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as stored:
+        meta = json.loads(str(stored["meta"]))
+        arrays = {name: stored[name] for name in ARRAYS if name in stored}
+        fit = None
+        if "fit_indptr" in stored:
+            indices = stored["fit_indices"]
+            fit = sp.csr_matrix((np.ones(len(indices)), indices, stored["fit_indptr"]),
+                                shape=tuple(stored["fit_shape"]))
+    model = EaseModel(meta["lam"], meta["n_items"], fit=fit, **arrays)
+    return StoredEase(model, meta["fit_run"], meta["items_sha256"], meta["max_items"])

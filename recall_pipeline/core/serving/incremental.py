@@ -1,0 +1,190 @@
+"""A feedback refresh recomputes the recall lists of the users whose history changed, and
+copies everybody else's lists from the published run.
+
+A user's lists depend on (a) their own training history (every route reads it and excludes
+it), (b) the models: the serving two-tower version, the LM index and item embeddings, the
+EASE model, and (c) the route settings, and (d) for users *without* history only, the
+popularity of items over the whole training matrix. A feedback refresh keeps (b) and (c) as
+of the last full refresh (the two-tower champion unless the retraining threshold fires, the
+stored EASE model of :mod:`core.serving.ease_store`, the LM index), so the lists that can
+change are those of
+
+- users whose training history changed: new feedback rows, their split moving (the last
+  fifth is held out, so a new row can move an older one out of training), rows quarantined or
+  released by the burst guard, and users who are new altogether. They are found by comparing a
+  hash of each user's training rows (item, rating, timestamp) with the hash recorded for the
+  published run (``recall.run_users``), so whatever changed a history is caught, not only the
+  users named in the feedback file;
+- users without training history: their popularity list follows every training row.
+
+Everything else is unchanged and is copied in SQL. If the basis changed since the published
+run (another two-tower version serves, another EASE model, other route settings or K), every
+user is recomputed, and so with a popularity discount (off by default), since every item's
+count moves. What this does not see: profile settings changed by config between runs (run the
+full refresh after changing them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from recall_pipeline.core.features.changed_users import ALL, CHANGED, HISTORY_DIGESTS
+from recall_pipeline.core.serving.ease_store import StoredEase, reusable_ease
+
+
+def settings_key(settings, k: int) -> str:
+    """A short checksum of the route settings and the list length."""
+    return hashlib.sha256(f"{settings!r}|k={k}".encode()).hexdigest()[:16]
+
+
+def recall_basis(model_version: str, ease_fit_run: str, settings, k: int) -> str:
+    """What every user's lists are computed with, apart from their own history."""
+    return f"{model_version}|ease:{ease_fit_run}|settings:{settings_key(settings, k)}"
+
+
+@dataclass(frozen=True)
+class RecallPlan:
+    """Which users a recall run computes; the others' rows come from ``previous_run``."""
+
+    users: np.ndarray | None      # sorted user ids to recompute; None: every user
+    previous_run: str | None      # the published run whose other users' rows are copied
+    basis: str
+    reason: str
+    ease: StoredEase | None = None  # the stored EASE model to score with (None: fit and store one)
+
+    @property
+    def everyone(self) -> bool:
+        return self.users is None
+
+
+def latest_published_run(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The run ``recall.latest`` shows (None before the first publication)."""
+    if not _has_table(con, "recall.published_runs"):
+        return None
+    rows = con.execute("select run_id from recall.published_runs order by published_at desc limit 1").fetchall()
+    return rows[0][0] if rows else None
+
+
+def plan_run(con: duckdb.DuckDBPyConnection, run_id: str, changed_only: bool, ease_path: Path,
+             model_version: str, settings, k: int) -> RecallPlan:
+    """The plan of a recall run. Full refresh: every user, EASE fitted and stored. With
+    ``changed_only`` (a feedback refresh): with the stored EASE model when it fits the catalogue
+    and settings, the users :func:`plan_recall` finds."""
+    if not changed_only:
+        return RecallPlan(None, None, recall_basis(model_version, run_id, settings, k),
+                          "full refresh: every user is recomputed and EASE fitted")
+    item_ids = con.sql("select item_id from features.item_index order by item_index").pl()["item_id"].to_numpy()
+    ease, why = reusable_ease(ease_path, item_ids, settings.ease_lambda, settings.ease_max_items)
+    if ease is None:
+        return RecallPlan(None, None, recall_basis(model_version, run_id, settings, k),
+                          f"every user is recomputed and EASE fitted: {why}")
+    plan = plan_recall(con, recall_basis(model_version, ease.fit_run, settings, k))
+    if settings.popularity_discount:  # every list's fused scores follow every item's count
+        plan = dataclasses.replace(plan, users=None, previous_run=None,
+                                   reason="a popularity discount is set: every user is recomputed")
+    return dataclasses.replace(plan, ease=ease, reason=f"{plan.reason}; EASE: {why}")
+
+
+def plan_recall(con: duckdb.DuckDBPyConnection, basis: str) -> RecallPlan:
+    """The users whose training history changed since the published run and users without
+    history, if the published run was computed on the same basis; else every user."""
+    previous = latest_published_run(con)
+    if previous is None:
+        return RecallPlan(None, None, basis, "no published run yet: every user is computed")
+    rows = (con.execute("select basis from recall.refreshes where run_id = ?", [previous]).fetchall()
+            if _has_table(con, "recall.refreshes") else [])
+    row = rows[0] if rows else None
+    if row is None:
+        return RecallPlan(None, None, basis, f"the published run {previous} has no recorded basis: every user")
+    if row[0] != basis:
+        return RecallPlan(None, None, basis, f"the basis changed since the published run {previous} "
+                                             f"({row[0]} -> {basis}): every user is recomputed")
+    users = con.sql(f"""
+        with now as ({HISTORY_DIGESTS}),
+             before as (select user_id, history_hash from recall.run_users where run_id = ?)
+        select now.user_id from now left join before using (user_id)
+        where before.user_id is null or before.history_hash <> now.history_hash or now.train_rows = 0
+        order by now.user_id""", params=[previous]).pl()["user_id"].to_numpy()
+    return RecallPlan(users, previous, basis, f"{len(users)} users whose training history changed since "
+                                              f"{previous} or who have none (popularity lists)")
+
+
+def carry_forward_untouched(con: duckdb.DuckDBPyConnection, run_id: str, previous_run: str,
+                            recomputed_users: np.ndarray) -> int:
+    """Copy into ``run_id`` the rows of ``previous_run`` of every current user not recomputed
+    (call inside the transaction that stores the run's own rows). Returns the users copied."""
+    con.register("recomputed_users", pl.DataFrame({"user_id": recomputed_users}).to_arrow())
+    try:
+        con.execute("""
+            insert into recall.candidates by name
+            select * replace (?::varchar as run_id) from recall.candidates c
+            where c.run_id = ? and c.user_id in (select user_id from features.user_index)
+              and c.user_id not in (select user_id from recomputed_users)""", [run_id, previous_run])
+        return con.execute("""
+            select count(distinct user_id) from recall.candidates
+            where run_id = ? and user_id not in (select user_id from recomputed_users)""", [run_id]).fetchall()[0][0]
+    finally:
+        con.unregister("recomputed_users")
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    recomputed_users: int
+    copied_users: int
+    rows: int
+
+
+def store_run(con: duckdb.DuckDBPyConnection, run_id: str, frame: pl.DataFrame, plan: RecallPlan) -> StoredRun:
+    """In one transaction: the run's computed rows (replacing a retried run's), the copied rows
+    of every other user, each user's history hash and the run's record (``recall.refreshes``)."""
+    computed = frame["user_id"].unique()
+    con.execute("begin transaction")
+    try:
+        for table in ("recall.candidates", "recall.run_users", "recall.refreshes"):
+            if _has_table(con, table):
+                con.execute(f"delete from {table} where run_id = ?", [run_id])
+        _insert(con, "recall.candidates", frame)
+        copied = 0 if plan.everyone else carry_forward_untouched(con, run_id, plan.previous_run,
+                                                                 plan.users)
+        con.register("computed_users", pl.DataFrame({"user_id": computed}).to_arrow())
+        _insert(con, "recall.run_users", con.sql(f"""
+            select ?::varchar as run_id, d.user_id, d.history_hash,
+                   d.user_id in (select user_id from computed_users) as recomputed
+            from ({HISTORY_DIGESTS}) d""", params=[run_id]).pl())
+        con.unregister("computed_users")
+        rows = con.execute("select count(*) from recall.candidates where run_id = ?", [run_id]).fetchall()[0][0]
+        _insert(con, "recall.refreshes", pl.DataFrame({
+            "run_id": [run_id], "mode": [ALL if plan.everyone else CHANGED], "basis": [plan.basis],
+            "previous_run": [plan.previous_run], "recomputed_users": [len(computed)],
+            "copied_users": [copied], "rows": [rows], "reason": [plan.reason],
+            "created_at": [datetime.now(timezone.utc).replace(tzinfo=None)]},
+            schema_overrides={"previous_run": pl.String}))
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    return StoredRun(len(computed), copied, rows)
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """Insert by column name, creating the table on first use."""
+    con.execute(f"create schema if not exists {table.split('.')[0]}")
+    con.register("incoming", frame.to_arrow())
+    con.execute(f"create table if not exists {table} as select * from incoming limit 0")
+    con.execute(f"insert into {table} by name select * from incoming")
+    con.unregister("incoming")
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    schema, name = table.split(".")
+    return bool(con.execute("select count(*) from information_schema.tables where table_schema = ? "
+                            "and table_name = ?", [schema, name]).fetchall()[0][0])
+

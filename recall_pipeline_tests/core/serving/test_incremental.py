@@ -1,0 +1,97 @@
+"""Which users a feedback refresh recomputes, and the copy of everyone else's rows, on a small
+warehouse built by hand (the SQL the recall step runs, without the models)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from recall_pipeline.core.features.changed_users import profiles_to_recompute, replace_profiles_of
+from recall_pipeline.core.serving import incremental
+from recall_pipeline.core.serving.recall_tables import check_and_publish
+
+K = 2
+
+
+def warehouse(train: list[tuple[int, int, float, str]], users: list[int]) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("create schema features")
+    split = pl.DataFrame(train, schema=["user_id", "item_id", "rating", "timestamp"], orient="row").with_columns(
+        pl.col("timestamp").str.to_datetime(), part=pl.lit("train"))
+    con.register("split", split.to_arrow())
+    con.execute("create table features.interactions_split as select * from split")
+    con.execute("create table features.user_index as select unnest(?::bigint[]) as user_id", [users])
+    con.execute("create table features.item_index as select range as item_id, range as item_index from range(10)")
+    return con
+
+
+def frame(run_id: str, users: list[int], first_item: int) -> pl.DataFrame:
+    """K rows per user, items not in anyone's training history here."""
+    return pl.DataFrame({"run_id": run_id, "user_id": np.repeat(users, K), "rank": np.tile(np.arange(1, K + 1), len(users)),
+                         "item_id": np.tile(np.arange(first_item, first_item + K), len(users)), "score": 1.0,
+                         "created_at": datetime(2026, 1, 1)}).with_columns(pl.col("rank").cast(pl.Int32))
+
+
+def test_a_feedback_refresh_recomputes_the_changed_users_and_copies_the_others():
+    rows = [(1, 0, 4.0, "2020-01-01"), (2, 0, 5.0, "2020-01-01"), (2, 1, 3.0, "2020-01-02"), (3, 1, 2.0, "2020-01-03")]
+    con = warehouse(rows, [1, 2, 3, 4])  # user 4 has no training history
+    full = incremental.RecallPlan(None, None, "basis-1", "full")
+    stored = incremental.store_run(con, "full", frame("full", [1, 2, 3, 4], 5), full)
+    assert (stored.recomputed_users, stored.copied_users, stored.rows) == (4, 0, 8)
+    check_and_publish(con, "full", K)
+    assert incremental.latest_published_run(con) == "full"
+
+    # feedback: user 2 rates item 3, user 5 is new; user 1's and 3's histories are unchanged
+    con.execute("insert into features.interactions_split values (2, 3, 5.0, '2020-02-01', 'train'), "
+                "(5, 2, 4.0, '2020-02-01', 'train')")
+    con.execute("insert into features.user_index values (5)")
+    plan = incremental.plan_recall(con, "basis-1")
+    assert plan.previous_run == "full" and plan.users.tolist() == [2, 4, 5]  # 4: no history (popularity)
+    stored = incremental.store_run(con, "feedback", frame("feedback", [2, 4, 5], 7), plan)
+    assert (stored.recomputed_users, stored.copied_users, stored.rows) == (3, 2, 10)
+    lists = dict(con.execute("select user_id, list(item_id order by rank) from recall.candidates "
+                             "where run_id = 'feedback' group by user_id").fetchall())
+    assert lists == {1: [5, 6], 2: [7, 8], 3: [5, 6], 4: [7, 8], 5: [7, 8]}
+    assert check_and_publish(con, "feedback", K) == (0, 0, True)
+    recomputed = con.execute("select user_id from recall.run_users where run_id = 'feedback' and recomputed "
+                             "order by user_id").fetchall()
+    assert recomputed == [(2,), (4,), (5,)]
+
+    # a retried run replaces its own rows; nothing changed since: only the user without history
+    again = incremental.plan_recall(con, "basis-1")
+    assert again.previous_run == "feedback" and again.users.tolist() == [4]
+    # another basis (another two-tower version serves): every user
+    assert incremental.plan_recall(con, "basis-2").users is None
+
+
+def test_profiles_are_rebuilt_for_changed_histories_and_dropped_for_lost_ones():
+    con = warehouse([(1, 0, 4.0, "2020-01-01"), (2, 1, 3.0, "2020-01-02")], [1, 2])
+    assert profiles_to_recompute(con) is None  # no profiles stored yet: every user
+    digests = con.sql(f"select user_id, history_hash from ({incremental.HISTORY_DIGESTS})").pl()
+    profiles = digests.with_columns(history_size=pl.lit(1))
+    con.register("p", profiles.to_arrow())
+    con.execute("create table features.user_profiles as select * from p")
+    con.execute("create table features.user_interests as select user_id, 0 as interest from p")
+    assert profiles_to_recompute(con).tolist() == []
+    con.execute("update features.interactions_split set rating = 1.0 where user_id = 1")
+    con.execute("delete from features.interactions_split where user_id = 2")  # user 2 lost their history
+    assert profiles_to_recompute(con).tolist() == [1]
+    new = con.sql(f"select user_id, history_hash, 2 as history_size from ({incremental.HISTORY_DIGESTS}) "
+                  "where user_id = 1").pl()
+    assert replace_profiles_of(con, np.array([1]), new, pl.DataFrame({"user_id": [1], "interest": [0]})) == 1
+    assert con.execute("select user_id, history_size from features.user_profiles").fetchall() == [(1, 2)]
+    assert con.execute("select user_id from features.user_interests").fetchall() == [(1,)]
+
+
+def test_a_refresh_that_changed_no_history_copies_every_user():
+    con = warehouse([(1, 0, 4.0, "2020-01-01"), (2, 1, 3.0, "2020-01-02")], [1, 2])
+    incremental.store_run(con, "full", frame("full", [1, 2], 5), incremental.RecallPlan(None, None, "b", "full"))
+    check_and_publish(con, "full", K)
+    plan = incremental.plan_recall(con, "b")  # e.g. every feedback row was quarantined
+    assert plan.users.tolist() == []
+    stored = incremental.store_run(con, "feedback", frame("feedback", [], 7), plan)
+    assert (stored.recomputed_users, stored.copied_users, stored.rows) == (0, 2, 4)
+    assert check_and_publish(con, "feedback", K) == (0, 0, True)
