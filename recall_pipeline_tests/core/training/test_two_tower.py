@@ -225,3 +225,25 @@ def test_validation_samples_users_beyond_the_cap_and_the_time_budget_stops_early
     result = two_tower.train_two_tower(planted["lm"], planted["fit"], planted["fit"], holdout,
                                        SMALL, budget)
     assert len(result.history) == 1  # stopped after the first epoch: the budget was spent
+
+
+def test_a_spent_budget_stops_an_epoch_after_its_current_batch(planted):
+    """On a large catalogue one epoch can outlast the whole budget: the deadline cuts it short."""
+    import time
+
+    from recall_pipeline.core.training.two_tower.trainer import train_epoch
+    from recall_pipeline.core.training.two_tower.towers import TwoTower
+
+    seq = planted["fit"]
+    batches = -(-len(seq.target_examples()) // FAST.batch_size)
+    assert batches > 2  # a whole epoch would take several optimizer steps
+
+    def steps_taken(deadline):
+        model = TwoTower(planted["lm"], SMALL)
+        model.item_tower.has_id[np.unique(seq.items)] = True
+        optimizer = torch.optim.AdamW(model.parameters(), lr=FAST.learning_rate)
+        train_epoch(model, seq, optimizer, None, torch.Generator().manual_seed(0), FAST, deadline)
+        return int(optimizer.state[model.item_tower.project.weight]["step"])
+
+    assert steps_taken(time.perf_counter()) == 1          # already past: one batch, then stop
+    assert steps_taken(None) == batches                   # no budget: the whole pass

@@ -40,8 +40,10 @@ class TrainingResult:
 
 
 def train_epoch(model: TwoTower, seq: Sequences, optimizer: torch.optim.Optimizer, logq: torch.Tensor | None,
-                generator: torch.Generator, training: TrainingSettings) -> float:
-    """One pass over every target example in a seeded random order; the mean batch loss."""
+                generator: torch.Generator, training: TrainingSettings, deadline: float | None = None) -> float:
+    """One pass over every target example in a seeded random order; the mean batch loss. Past
+    ``deadline`` (a ``time.perf_counter()`` value) the pass stops after the current batch: on a
+    large catalogue one epoch can outlast the whole time budget."""
     model.train()
     examples = seq.target_examples()
     order = examples[torch.randperm(len(examples), generator=generator).numpy()]
@@ -55,6 +57,8 @@ def train_epoch(model: TwoTower, seq: Sequences, optimizer: torch.optim.Optimize
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
     return float(np.mean(losses)) if losses else float("nan")
 
 
@@ -76,14 +80,18 @@ def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, ho
     def validate(model: TwoTower) -> float:
         return validation_recall(dense_scorer(model, fit, holdout.shape[0]), fit_seen, holdout, seed=training.seed)
 
+    # a budget: early stopping's phase ends at half of it (mid-epoch if need be), the refit at all of it
+    budget, started = training.max_train_seconds, time.perf_counter()
+    half_way, end = (started + budget / 2, started + budget) if budget > 0 else (None, None)
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        tuned = _fit(lm_vectors, fit, architecture, training, None, validate, log, "validation", lm_top)
+        tuned = _fit(lm_vectors, fit, architecture, training, None, validate, log, "validation", lm_top,
+                     half_way if training.refit else end)
         tuned.validation_model = tuned.model
         if not training.refit:
             return tuned
-        final = _fit(lm_vectors, train, architecture, training, tuned.best_epoch, None, log, "refit", lm_top)
+        final = _fit(lm_vectors, train, architecture, training, tuned.best_epoch, None, log, "refit", lm_top, end)
     finally:
         torch.use_deterministic_algorithms(previous)
     final.history = tuned.history + final.history
@@ -95,8 +103,9 @@ def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, ho
 
 def _fit(lm_vectors: np.ndarray, seq: Sequences, architecture: Architecture, training: TrainingSettings,
          epochs: int | None, validate: Callable[[TwoTower], float] | None, log: Callable[[dict], None],
-         phase: str, lm_top=None) -> TrainingResult:
-    """Train from a seeded start; with ``validate``, stop early and keep the best epoch."""
+         phase: str, lm_top=None, deadline: float | None = None) -> TrainingResult:
+    """Train from a seeded start; with ``validate``, stop early and keep the best epoch; stop at
+    ``deadline`` (a ``time.perf_counter()`` value) in any case."""
     generator = _seeded(training.seed)
     model = TwoTower(lm_vectors, architecture, lm_top.fresh() if lm_top is not None else None)
     model.item_tower.has_id[np.unique(seq.items)] = True
@@ -104,7 +113,7 @@ def _fit(lm_vectors: np.ndarray, seq: Sequences, architecture: Architecture, tra
     logq = torch.as_tensor(log_q(seq, len(lm_vectors))) if training.logq else None
     result, best_state, stale, started = TrainingResult(model), None, 0, time.perf_counter()
     for epoch in range(1, (epochs or training.max_epochs) + 1):
-        loss = train_epoch(model, seq, optimizer, logq, generator, training)
+        loss = train_epoch(model, seq, optimizer, logq, generator, training, deadline)
         model.refresh_lm()
         entry = {"phase": phase, "epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started}
         if validate is not None:
@@ -116,7 +125,10 @@ def _fit(lm_vectors: np.ndarray, seq: Sequences, architecture: Architecture, tra
                 stale += 1
         result.history.append(entry)
         log(entry)
-        if validate is not None and (stale >= training.patience or _over_budget(started, training)):
+        if validate is not None and stale >= training.patience:
+            break
+        if deadline is not None and time.perf_counter() >= deadline:
+            entry["stopped_by_budget"] = True
             break
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -137,11 +149,6 @@ def sample_users(relevant: sp.csr_matrix, max_users: int, seed: int) -> sp.csr_m
     sampled = (sp.diags(keep) @ relevant).tocsr()
     sampled.eliminate_zeros()
     return sampled
-
-
-def _over_budget(started: float, training: TrainingSettings) -> bool:
-    """Early stopping's phase has used half the time budget (the refit needs the rest)."""
-    return training.max_train_seconds > 0 and time.perf_counter() - started >= training.max_train_seconds / 2
 
 
 def _seeded(seed: int) -> torch.Generator:
