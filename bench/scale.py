@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("raw_interactions_and_items", "feedback_events", "cleaned_item_text", "cleaned_interactions",
-          "rating_matrix", "item_embeddings", "user_profiles", "recall_model", "faiss_index",
+          "rating_matrix", "item_embeddings", "user_profiles", "recall_model", "text_cf_model", "faiss_index",
           "two_tower_index", "recall_candidates", "evaluation_report", "published_warehouse")
 # a stage's asset keys where they differ from its name (a multi-asset)
 STAGE_KEYS = {"raw_interactions_and_items": ("raw_interactions", "raw_items")}

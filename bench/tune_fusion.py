@@ -1,5 +1,6 @@
 """Tune the fusion weights of the routes, the popularity discount and the MMR lambda on the
-validation cut.
+validation cut; then the text_cf route's weight at the chosen settings (``--text-cf-only``: that
+last part alone, at the current defaults).
 
 Everything is rebuilt from the *fit* part of the training split (docs/EVALUATION.md, Split 4):
 the rating matrix, the user profiles and interests, EASE, and the two-tower model (its
@@ -7,7 +8,7 @@ validation phase: trained on the fit part, early-stopped on the held-out part, n
 lists are scored by Recall@50 on the held-out training interactions, never on the test split. Reads a home folder that a full run
 has filled (for the split, the item embeddings and the item metadata).
 
-    .venv/bin/python bench/tune_fusion.py [--home .recall]
+    .venv/bin/python bench/tune_fusion.py [--home .recall] [--text-cf-only]
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ from recall_pipeline.core.evaluation.metrics import (  # noqa: E402
     catalogue_coverage, head_items, hit_matrix, long_tail_share, recall_at_k, relevant_counts,
 )
 from recall_pipeline.core.features.user_profiles import build_user_profiles, interest_texts, multi_interests  # noqa: E402
-from recall_pipeline.core.serving.routes import ModelRoute, RouteSettings, merge_routes, route_lists  # noqa: E402
-from recall_pipeline.core.training import two_tower  # noqa: E402
+from recall_pipeline.core.serving.routes import (  # noqa: E402
+    ModelRoute, RouteSettings, TextCFRoute, merge_routes, route_lists, text_cf_route,
+)
+from recall_pipeline.core.training import text_cf, two_tower  # noqa: E402
 
 TWO_TOWER_WEIGHTS = (0.5, 1.0, 1.5, 2.0)
+TEXT_CF_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
 LM_WEIGHTS = (0.0, 0.3)
 MMR_LAMBDAS = (1.0, 0.7)
 POPULARITY_DISCOUNTS = (0.0, 0.05, 0.075, 0.1, 0.15, 0.2)
@@ -52,7 +56,10 @@ COVERAGE_TARGET = 2.0
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--home", default=".recall")
-    home = Path(parser.parse_args().home)
+    parser.add_argument("--text-cf-only", action="store_true",
+                        help="only the text_cf weight, at the current defaults (skips the grid above)")
+    args = parser.parse_args()
+    home = Path(args.home)
     with duckdb.connect(str(HomeLayout(home).warehouse), read_only=True) as con:
         split = con.sql("select * from features.interactions_split").pl()
         emb = con.sql("select item_id, embedding from features.item_embeddings order by item_id").pl()
@@ -87,6 +94,12 @@ def main() -> None:
           f"{split.filter(pl.col('val_part') == 'holdout').height} interactions")
     counts = np.diff(rm.matrix.tocsc().indptr)
     head = head_items(counts, ids)
+    if args.text_cf_only:
+        defaults = RouteSettings()
+        w = defaults.weights
+        text_cf_weight(split, rm, ids, vectors, lists, rows, relevant, counts, head,
+                       (None, w["two_tower"], w["lm_profile"], defaults.popularity_discount, defaults.mmr_lambda))
+        return
     print(f"{'two-tower':>9} {'lm weight':>9} {'pop disc':>8} {'mmr lambda':>10} {'recall@50':>10} "
           f"{'coverage@50':>12} {'long tail@50':>12}")
     results = []
@@ -120,6 +133,39 @@ def main() -> None:
     print(f"chosen: two-tower weight {chosen[1]}, lm weight {chosen[2]}, popularity discount {chosen[3]}, "
           f"mmr lambda {chosen[4]} (Recall@50 {chosen[0]:.4f}, coverage@50 {chosen[5]:.4f}, "
           f"long tail@50 {chosen[6]:.4f})")
+    text_cf_weight(split, rm, ids, vectors, lists, rows, relevant, counts, head, chosen)
+
+
+def text_cf_weight(split, rm, ids, vectors, lists, rows, relevant, counts, head, chosen) -> None:
+    """The text_cf route's weight at the chosen settings: it proposes only items without training
+    interactions, never relevant on validation, so its weight trades validation Recall@50 for
+    the exposure of cold items; the largest weight of TEXT_CF_WEIGHTS that keeps Recall@50 within
+    TOLERANCE of the lists without the route. TextCF is tuned on pseudo-cold items of the fit
+    part (rule 4) and fitted on the fit part, as the pipeline does on training."""
+    fit_split = split.filter(pl.col("val_part") == "fit").with_columns(part=pl.lit("train"))
+    features = text_cf.item_features(vectors)
+    fit_matrix, judge = text_cf.pseudo_cold_judge(fit_split, ids, features)
+    tuned = text_cf.tune(fit_matrix, features, judge)
+    model = text_cf.fit_for_serving(rm.matrix, ids, features, tuned.lam, tuned.alpha, "validation")
+    print(f"TextCF on the fit part: lambda {tuned.lam}, alpha {tuned.alpha}, pseudo-cold Recall@20 {tuned.recall:.4f}; "
+          f"{len(model.untrained_ids)} items without fit interactions")
+    lists = dict(lists, text_cf=text_cf_route(TextCFRoute(model, features), rm, np.arange(len(rm.user_ids)), 200))
+    base_weights = {"two_tower": chosen[1], "ease": 1.0, "lm_profile": chosen[2], "lm_interest": chosen[2],
+                    "popularity": 1.0}
+    results = []
+    for weight in TEXT_CF_WEIGHTS:
+        settings = RouteSettings(weights={**base_weights, "text_cf": weight}, mmr_lambda=chosen[4],
+                                 popularity_discount=chosen[3])
+        final = merge_routes(lists, vectors, 100, settings, counts).items[rows]
+        recall = float(recall_at_k(hit_matrix(final, relevant), relevant_counts(relevant), 50).mean())
+        untrained = np.isin(ids[np.where(final >= 0, final, 0)], model.untrained_ids) & (final >= 0)
+        results.append((weight, recall))
+        print(f"text_cf weight {weight:>4}: Recall@50 {recall:.4f}, coverage@50 {catalogue_coverage(final, 50, len(ids)):.4f}, "
+              f"long tail@50 {float(long_tail_share(final, 50, head).mean()):.4f}, untrained items per list: "
+              f"{untrained[:, :50].sum(axis=1).mean():.2f} in the top 50, {untrained.sum(axis=1).mean():.2f} in 100", flush=True)
+    without = results[0][1]
+    weight = max(w for w, recall in results if recall >= without - TOLERANCE)
+    print(f"chosen text_cf weight: {weight}")
 
 
 if __name__ == "__main__":

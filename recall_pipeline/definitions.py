@@ -29,6 +29,7 @@ from recall_pipeline.defs.serving.published_warehouse import published_warehouse
 from recall_pipeline.defs.serving.recall_candidates import recall_candidates
 from recall_pipeline.defs.serving.two_tower_index import two_tower_index
 from recall_pipeline.defs.training.recall_model import recall_model
+from recall_pipeline.defs.training.text_cf_model import text_cf_model
 from recall_pipeline.resources import (
     DataSource, MlflowTracking, PipelineHome, TextEncoderResource, Warehouse,
 )
@@ -40,8 +41,8 @@ OWNER = os.environ.get("RECALL_PIPELINE_OWNER", "team:recall")
 ASSETS = dg.map_asset_specs(
     lambda spec: spec.replace_attributes(owners=[OWNER]),
     [raw_interactions_and_items, feedback_events, cleaned_item_text, cleaned_interactions,
-     rating_matrix, item_embeddings, user_profiles, recall_model, faiss_index, two_tower_index,
-     recall_candidates,
+     rating_matrix, item_embeddings, user_profiles, recall_model, text_cf_model, faiss_index,
+     two_tower_index, recall_candidates,
      evaluation_report, published_warehouse],
 )
 

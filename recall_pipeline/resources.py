@@ -18,6 +18,7 @@ from pydantic import PrivateAttr
 
 from recall_pipeline.core.ingest import sources
 from recall_pipeline.core.ingest.interactions import CleaningRules
+from recall_pipeline.core.warehouse_sql import insert_by_name
 from recall_pipeline.defs.config import config_from
 from recall_pipeline.settings import HomeLayout
 
@@ -68,7 +69,7 @@ class Warehouse(dg.ConfigurableResource):
         with self.connect() as con:
             con.execute("begin transaction")
             for table, frame in frames.items():
-                _insert(con, table, frame)
+                insert_by_name(con, table, frame)
             con.execute("commit")
 
     def replace_rows(self, table: str, frame: pl.DataFrame, where: str, params: list | None = None) -> None:
@@ -81,7 +82,7 @@ class Warehouse(dg.ConfigurableResource):
         with self.connect() as con:
             con.execute("begin transaction")
             for table, frame in frames.items():
-                _insert(con, table, frame, where, params)
+                insert_by_name(con, table, frame, where, params)
             con.execute("commit")
 
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
@@ -101,23 +102,6 @@ class Warehouse(dg.ConfigurableResource):
         """Row count of each table, read in one connection."""
         with self.connect() as con:
             return {t: int(con.execute(f"select count(*) from {t}").fetchall()[0][0]) for t in tables}
-
-
-def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame,
-            where: str | None = None, params: list | None = None) -> None:
-    """Insert by column name, creating the table if missing and adding columns the frame has and
-    the table lacks (so older rows are never dropped); first delete rows matching ``where``."""
-    con.execute(f"create schema if not exists {table.split('.')[0]}")
-    con.register("incoming", frame.to_arrow())
-    con.execute(f"create table if not exists {table} as select * from incoming limit 0")
-    existing = {row[0] for row in con.execute(f"describe {table}").fetchall()}
-    for name, dtype in con.execute("select column_name, column_type from (describe incoming)").fetchall():
-        if name not in existing:
-            con.execute(f'alter table {table} add column "{name}" {dtype}')
-    if where:
-        con.execute(f"delete from {table} where {where}", params or [])
-    con.execute(f"insert into {table} by name select * from incoming")
-    con.unregister("incoming")
 
 
 InteractionColumnsConfig = config_from(

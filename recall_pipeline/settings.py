@@ -129,6 +129,12 @@ class HomeLayout:
         return self.models / "ease" / "ease.npz"
 
     @property
+    def text_cf_model(self) -> Path:
+        """The TextCF model (``text_cf_model``) that ranks items nobody has interacted with, read
+        by ``recall_candidates`` (route ``text_cf``) and ``evaluation_report`` (the cold slice)."""
+        return self.models / "text_cf" / "text_cf.npz"
+
+    @property
     def reports(self) -> Path:
         return self.root / "reports"
 

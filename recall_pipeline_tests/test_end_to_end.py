@@ -94,6 +94,12 @@ def test_every_user_has_k_candidates_and_none_from_training(pipeline):
     assert (rises, repeats) == (0, 0)
     [(lowest, highest)] = sql(home, "select min(score), max(score) from recall.latest")
     assert lowest < highest  # the scores are not all equal (which would make the first check vacuous)
+    # the text_cf route proposes only items nobody had interacted with in training, and some of
+    # them reach the published lists
+    [(proposed, warm)] = sql(home, """select count(*), count(*) filter (where item_id in
+        (select item_id from features.interactions_split where part = 'train'))
+        from recall.latest where rank_text_cf is not null""")
+    assert proposed > 0 and warm == 0
 
 
 def test_runs_append_and_latest_view_shows_the_newest(pipeline):
@@ -109,16 +115,20 @@ def test_metrics_are_stored_in_range_with_stable_names(pipeline):
     keys = {(m, s, metric, k) for m, s, metric, k, _ in rows}
     expected_warm = {("recall", 20), ("recall", 50), ("recall", 100), ("ndcg", 10), ("ndcg", 50),
                      ("coverage", 50), ("long_tail", 50), ("novelty", 50), ("diversity", 10)}
-    for model in ("final", "route:two_tower", "route:lm_profile", "route:lm_interest", "route:ease", "MostPopular", "ItemKNN", "EASE"):
+    for model in ("final", "route:two_tower", "route:lm_profile", "route:lm_interest", "route:ease", "route:text_cf",
+                  "MostPopular", "ItemKNN", "EASE"):
         assert {(model, "warm", m, k) for m, k in expected_warm} <= keys
         assert {(model, "cold", "recall", 20), (model, "cold", "ndcg", 20)} <= keys
     assert all(0.0 <= value <= 1.0 for m, s, metric, k, value in rows if metric != "novelty")
     assert all(value > 0 for m, s, metric, k, value in rows if metric == "novelty")
     by_key = {(m, s, metric, k): v for m, s, metric, k, v in rows}
-    for route in ("two_tower", "lm_profile", "lm_interest", "ease"):  # each route alone, on the same split
+    for route in ("two_tower", "lm_profile", "lm_interest", "ease", "text_cf"):  # each route alone, on the same split
         assert (f"route:{route}", "warm", "recall", 50) in by_key
     # the EASE route and the EASE baseline (tuned on validation) are the same model family
     assert by_key[("route:ease", "cold", "recall", 20)] == by_key[("EASE", "cold", "recall", 20)]
+    # final ranks the cold items with the text_cf route's model; that route proposes no warm item
+    assert by_key[("final", "cold", "recall", 20)] == by_key[("route:text_cf", "cold", "recall", 20)]
+    assert by_key[("route:text_cf", "warm", "recall", 50)] == 0.0
     # the same data and model give the same figures in both runs
     before = dict(((m, s, metric, k), v) for m, s, metric, k, v in
                   sql(home, "select model, slice, metric, k, value from eval.metrics where run_id = ?",
@@ -291,7 +301,7 @@ def test_evaluation_report_alone_evaluates_the_published_lists(pipeline):
     rows = sql(home, "select distinct candidates_run_id, model from eval.metrics where run_id = ?", [alone.run_id])
     assert {r[0] for r in rows} == {second.run_id}
     assert {r[1] for r in rows} == {"final", "route:two_tower", "route:lm_profile", "route:lm_interest",
-                                    "route:ease", "data"}  # no baselines; "data": the quarantine counts
+                                    "route:ease", "route:text_cf", "data"}  # no baselines; "data": the quarantine counts
 
 
 def test_two_tower_index_serves_any_version_by_config(pipeline):

@@ -35,7 +35,8 @@ def feedback_evaluation(value: str | None = None) -> str:
 def feedback_refresh_job(evaluation: str | None = None):
     """The feedback refresh: what depends on new feedback, with or without the evaluation."""
     evaluation = feedback_evaluation(evaluation)
-    selection = dg.AssetSelection.assets("feedback_events").downstream()
+    # the TextCF model is refit nightly: a feedback refresh ranks cold items with the stored one
+    selection = dg.AssetSelection.assets("feedback_events").downstream() - dg.AssetSelection.assets("text_cf_model")
     if evaluation == "defer":
         selection = selection - dg.AssetSelection.assets("evaluation_report")
     return dg.define_asset_job(
@@ -45,7 +46,7 @@ def feedback_refresh_job(evaluation: str | None = None):
         description="Append new feedback and refresh only what depends on it: cleaning, split, the "
                     "profiles and recall lists of the users whose history changed (everyone else's "
                     "are copied from the published run), and the published copy; item embeddings, "
-                    "the LM index and the last full refresh's EASE model are reused, the recall "
+                    "the LM index and the last full refresh's EASE and TextCF models are reused, the recall "
                     "model is retrained only past the configured threshold of new training "
                     f"interactions; evaluation: {evaluation} ({FEEDBACK_EVALUATION_ENV}).",
     )

@@ -13,6 +13,7 @@ from recall_pipeline.core.features.rating_matrix import RatingMatrix, read_ratin
 from recall_pipeline.core.ids import require_same_ids
 from recall_pipeline.core.serving.index import read_index, read_manifest
 from recall_pipeline.core.serving.recall_candidates import RecallInputs, two_tower_route
+from recall_pipeline.core.training import text_cf
 from recall_pipeline.core.training.training_pairs import read_training_pairs
 from recall_pipeline.resources import PipelineHome, Warehouse
 
@@ -102,8 +103,10 @@ def evaluation_inputs(warehouse: Warehouse, home: PipelineHome) -> EvaluationInp
     serving = serving_folder(home)  # the model and its training pairs from one published version
     model, _ = two_tower_model(serving, ids, vectors, encoder)
     scorer = two_tower.dense_scorer(model, recall_model.training_sequences(split, rm), len(rm.user_ids))
+    cold_model = text_cf.load(home.layout.text_cf_model, encoder)
     return EvaluationInputs(
         split=split, rm=rm, item_vectors=vectors, genres=items["genres"].to_list(), two_tower=scorer,
+        text_cf=cold_model.scorer(rm.matrix, text_cf.item_features(vectors)) if cold_model else None,
         serving_pairs=read_training_pairs(serving / MODEL_FOLDER, split),
         candidates=warehouse.query("select run_id, user_id, rank, item_id, model_version, route from recall.latest"),
         profiles=warehouse.query("select user_id, embedding from features.user_profiles"),
@@ -138,7 +141,14 @@ def recall_inputs(warehouse: Warehouse, home: PipelineHome, users: np.ndarray | 
         item_ids=ids, item_vectors=vectors, encoder=encoder, lm_index=lm_index,
         lm_index_type=lm_manifest.index_type, rm=rm, profiles=profiles,
         interest_owners=owners, interests=interests, model_key=manifest.model,
-        model_route=two_tower_route(model, model_index, train, rm), item_counts=counts)
+        model_route=two_tower_route(model, model_index, train, rm), item_counts=counts,
+        text_cf=text_cf.load(home.layout.text_cf_model, encoder))
+
+
+def text_cf_fit_run(home: PipelineHome) -> str:
+    """The run that fitted the stored TextCF model ("none" before the first), for a recall run's basis."""
+    model = text_cf.load(home.layout.text_cf_model, text_cf.ANY_ENCODER)
+    return model.fit_run if model else "none"
 
 
 def serving_model_version(warehouse: Warehouse, home: PipelineHome) -> str:

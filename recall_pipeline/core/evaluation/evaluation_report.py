@@ -42,6 +42,7 @@ class EvaluationInputs:
     interest_owners: np.ndarray     # user id of each interest vector
     interests: np.ndarray
     two_tower: baselines.Scorer     # the serving model version as a dense scorer
+    text_cf: baselines.Scorer | None = None  # the stored TextCF model: final's cold scorer when present
     serving_pairs: pl.DataFrame | None = None  # the (user, item) pairs the serving version trained on
     quarantined: pl.DataFrame | None = None  # reason, rows: quarantine.interactions by reason
 
@@ -69,9 +70,13 @@ def route_scorers(inputs: EvaluationInputs) -> dict[str, baselines.Scorer]:
     user_vectors = vectors_by_user(rm, profiles["user_id"].to_numpy(),
                                    profiles["embedding"].to_numpy().reshape(profiles.height, vectors.shape[1]))
     owners = positions(rm.user_ids, inputs.interest_owners, "interest users")
-    return {"two_tower": inputs.two_tower, "lm_profile": profile_scorer(user_vectors, vectors),
-            "lm_interest": interest_scorer(rm, owners, inputs.interests, vectors),
-            "ease": baselines.ease(rm.matrix, RouteSettings.ease_lambda, RouteSettings.ease_max_items)}
+    routes = {"two_tower": inputs.two_tower, "lm_profile": profile_scorer(user_vectors, vectors),
+              "lm_interest": interest_scorer(rm, owners, inputs.interests, vectors),
+              "ease": baselines.ease(rm.matrix, RouteSettings.ease_lambda, RouteSettings.ease_max_items)}
+    if inputs.text_cf is not None:  # as the route serves it: items without training interactions only
+        untrained = rm.item_counts() == 0
+        routes["text_cf"] = lambda rows: np.where(untrained, inputs.text_cf(rows), -np.inf)
+    return routes
 
 
 @dataclass(frozen=True)
@@ -103,14 +108,15 @@ def judged_split(split: pl.DataFrame, serving_pairs: pl.DataFrame | None) -> tup
 
 
 def evaluate_published(inputs: EvaluationInputs, with_baselines: bool) -> Evaluation:
-    """The protocol's figures for the published lists (cold slice: the two-tower model ranking
-    the cold items from their text), every route alone and, if asked, the baselines, on the
+    """The protocol's figures for the published lists (cold slice: the TextCF model, or without
+    one the two-tower model, ranking the cold items from their text), every route alone and, if asked, the baselines, on the
     split less any test row the serving model trained on; then the counts of what cleaning held
     back (:func:`ingest_rows`)."""
     split, moved = judged_split(inputs.split, inputs.serving_pairs)
     data = build_evaluation_data(split, inputs.rm, inputs.genres, inputs.item_vectors)
     report = evaluate(split, data, lists_from_frame(inputs.rm, inputs.candidates),
-                      final_cold=inputs.two_tower, routes=route_scorers(inputs), with_baselines=with_baselines)
+                      final_cold=inputs.text_cf or inputs.two_tower, routes=route_scorers(inputs),
+                      with_baselines=with_baselines)
     report.rows.extend(ingest_rows(inputs.quarantined))
     return Evaluation(report, data, moved)
 

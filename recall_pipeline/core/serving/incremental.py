@@ -18,7 +18,7 @@ change are those of
 - users without training history: their popularity list follows every training row.
 
 Everything else is unchanged and is copied in SQL. If the basis changed since the published
-run (another two-tower version serves, another EASE model, other route settings or K), every
+run (another two-tower version serves, another EASE or TextCF model, other route settings or K), every
 user is recomputed, and so with a popularity discount (off by default), since every item's
 count moves. What this does not see: profile settings changed by config between runs (run the
 full refresh after changing them).
@@ -38,6 +38,7 @@ import polars as pl
 
 from recall_pipeline.core.features.changed_users import ALL, CHANGED, HISTORY_DIGESTS
 from recall_pipeline.core.serving.ease_store import StoredEase, reusable_ease
+from recall_pipeline.core.warehouse_sql import insert_by_name
 
 
 def settings_key(settings, k: int) -> str:
@@ -151,17 +152,17 @@ def store_run(con: duckdb.DuckDBPyConnection, run_id: str, frame: pl.DataFrame, 
         for table in ("recall.candidates", "recall.run_users", "recall.refreshes"):
             if _has_table(con, table):
                 con.execute(f"delete from {table} where run_id = ?", [run_id])
-        _insert(con, "recall.candidates", frame)
+        insert_by_name(con, "recall.candidates", frame)
         copied = 0 if plan.everyone else carry_forward_untouched(con, run_id, plan.previous_run,
                                                                  plan.users)
         con.register("computed_users", pl.DataFrame({"user_id": computed}).to_arrow())
-        _insert(con, "recall.run_users", con.sql(f"""
+        insert_by_name(con, "recall.run_users", con.sql(f"""
             select ?::varchar as run_id, d.user_id, d.history_hash,
                    d.user_id in (select user_id from computed_users) as recomputed
             from ({HISTORY_DIGESTS}) d""", params=[run_id]).pl())
         con.unregister("computed_users")
         rows = con.execute("select count(*) from recall.candidates where run_id = ?", [run_id]).fetchall()[0][0]
-        _insert(con, "recall.refreshes", pl.DataFrame({
+        insert_by_name(con, "recall.refreshes", pl.DataFrame({
             "run_id": [run_id], "mode": [ALL if plan.everyone else CHANGED], "basis": [plan.basis],
             "previous_run": [plan.previous_run], "recomputed_users": [len(computed)],
             "copied_users": [copied], "rows": [rows], "reason": [plan.reason],
@@ -174,17 +175,7 @@ def store_run(con: duckdb.DuckDBPyConnection, run_id: str, frame: pl.DataFrame, 
     return StoredRun(len(computed), copied, rows)
 
 
-def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
-    """Insert by column name, creating the table on first use."""
-    con.execute(f"create schema if not exists {table.split('.')[0]}")
-    con.register("incoming", frame.to_arrow())
-    con.execute(f"create table if not exists {table} as select * from incoming limit 0")
-    con.execute(f"insert into {table} by name select * from incoming")
-    con.unregister("incoming")
-
-
 def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     schema, name = table.split(".")
     return bool(con.execute("select count(*) from information_schema.tables where table_schema = ? "
                             "and table_name = ?", [schema, name]).fetchall()[0][0])
-

@@ -15,8 +15,9 @@ from recall_pipeline.core.features.rating_matrix import RatingMatrix
 from recall_pipeline.core.serving.ease_store import StoredEase, save_ease
 from recall_pipeline.core.serving.recall_tables import candidates_frame
 from recall_pipeline.core.serving.routes import (
-    ROUTES, MergedLists, ModelRoute, RouteSettings, merge_routes, route_lists,
+    ROUTES, MergedLists, ModelRoute, RouteSettings, TextCFRoute, merge_routes, route_lists,
 )
+from recall_pipeline.core.training.text_cf import TextCF, item_features
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class RecallInputs:
     model_route: ModelRoute
     model_key: str
     item_counts: np.ndarray         # training interactions per item over *all* users
+    text_cf: TextCF | None = None   # the cold-item route's model (None: none fitted yet)
 
     # ``rm``, ``profiles``, interests and ``model_route`` may cover only some users (the users a
     # feedback refresh recomputes); ``item_counts`` always comes from the whole matrix.
@@ -68,7 +70,8 @@ def recall(inputs: RecallInputs, settings: RouteSettings, k: int, rows: np.ndarr
     lists = route_lists(inputs.lm_index, inputs.item_ids, inputs.rm, profiles["user_id"].to_numpy(),
                         np.ascontiguousarray(profiles["embedding"].to_numpy(), dtype=np.float32),
                         inputs.interest_owners, inputs.interests, settings, inputs.model_route, rows,
-                        ease=ease, popularity=inputs.item_counts)
+                        ease=ease, popularity=inputs.item_counts,
+                        text_cf=TextCFRoute(inputs.text_cf, item_features(inputs.item_vectors)) if inputs.text_cf else None)
     return merge_routes(lists, inputs.item_vectors, k, settings, train_counts=inputs.item_counts)
 
 

@@ -3,7 +3,7 @@
 The plan step (the only one that reads the warehouse) writes everything a shard needs into the
 run's shard folder: the catalogue and its LM vectors, the rating matrix, the profiles and
 interests, the serving model's user vectors, both FAISS indexes (serialized, after their
-manifests were checked against what they serve), and the users to compute with their shard. A
+manifests were checked against what they serve), the TextCF model, and the users to compute with their shard. A
 shard reads only that folder, so it runs on any worker that sees the shard location, needs no
 warehouse lock and no torch, and writes its users' candidate rows as one Parquet file. Users are
 ranked one by one with the models of the whole matrix (EASE fitted on all of it in every shard
@@ -30,9 +30,11 @@ from recall_pipeline.core.serving.incremental import RecallPlan
 from recall_pipeline.core.serving.recall_candidates import RecallInputs, candidates_table, recall
 from recall_pipeline.core.serving.routes import ModelRoute, RouteSettings
 from recall_pipeline.core.shards import ShardStore, shard_of
+from recall_pipeline.core.training import text_cf
 
 SHARD_USERS = "shard_users"
 EASE_FILE = "ease.npz"
+TEXT_CF_FILE = "text_cf.npz"
 
 
 def all_user_rows(inputs: RecallInputs) -> np.ndarray:
@@ -52,6 +54,11 @@ def export_inputs(store: ShardStore, run_id: str, inputs: RecallInputs, rows: np
             path = Path(folder) / EASE_FILE
             save_ease(ease, path, inputs.item_ids, run_id, 0)
             store.write_bytes(run_id, EASE_FILE, path.read_bytes())
+    if inputs.text_cf is not None:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / TEXT_CF_FILE
+            text_cf.save(inputs.text_cf, path, inputs.encoder)
+            store.write_bytes(run_id, TEXT_CF_FILE, path.read_bytes())
     store.write(run_id, "item_counts", pl.DataFrame({"count": np.asarray(inputs.item_counts, dtype=np.int64)}))
 
     rm = inputs.rm
@@ -107,7 +114,18 @@ def load_inputs(store: ShardStore, run_id: str) -> RecallInputs:
         interests=_matrix(interests, "embedding"), model_key=meta["model_key"],
         model_route=ModelRoute(index("two_tower.faiss"), model_users["row"].to_numpy(),
                                _matrix(model_users, "vector")),
-        item_counts=store.read(run_id, "item_counts")["count"].to_numpy())
+        item_counts=store.read(run_id, "item_counts")["count"].to_numpy(),
+        text_cf=_exported_text_cf(store, run_id, meta["encoder"]))
+
+
+def _exported_text_cf(store: ShardStore, run_id: str, encoder: str):
+    """The TextCF model the plan step exported (None: none was fitted yet)."""
+    if not store.has_file(run_id, TEXT_CF_FILE):
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / TEXT_CF_FILE
+        path.write_bytes(store.read_bytes(run_id, TEXT_CF_FILE))
+        return text_cf.load(path, encoder)
 
 
 def exported_ease(store: ShardStore, run_id: str) -> EaseModel | None:

@@ -8,6 +8,9 @@
    interest: the route that reaches items nobody has rated yet.
 3. ``ease``: item-to-item collaborative filtering (EASE) for users with history.
 4. ``popularity``: the most popular items, for users with no history.
+5. ``text_cf``: items nobody has interacted with yet (cold items), ranked for users with history
+   by the TextCF model (``core.training.text_cf``), which learned from the interactions which
+   directions of the LM text space predict co-interaction: how cold items reach the lists.
 
 Lists are merged by weighted reciprocal-rank fusion and re-ranked by MMR (``core.fusion``).
 Every route excludes the user's training items.
@@ -26,7 +29,14 @@ from recall_pipeline.core.ids import positions, require_same_ids
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
 from recall_pipeline.core.serving.ranking import search_top_k, tie_order, top_k_dense, top_k_scored
 
-ROUTES = ("two_tower", "lm_profile", "lm_interest", "ease", "popularity")
+ROUTES = ("two_tower", "lm_profile", "lm_interest", "ease", "popularity", "text_cf")
+
+
+# The text_cf route proposes only items without training interactions, which the validation cut
+# cannot judge (none of them is ever relevant there): its weight is the largest of 0.1, 0.2, 0.3,
+# 0.5 and 1.0 whose lists keep validation Recall@50 within 0.001 of the lists without the route
+# (bench/tune_text_cf.py, bench/results/tune_text_cf.txt).
+TEXT_CF_WEIGHT = 0.3
 
 
 @dataclass(frozen=True)
@@ -40,7 +50,8 @@ class RouteSettings:
 
     depth: int = 200
     weights: dict[str, float] = field(default_factory=lambda: {
-        "two_tower": 1.5, "ease": 1.0, "lm_profile": 0.3, "lm_interest": 0.3, "popularity": 1.0})
+        "two_tower": 1.5, "ease": 1.0, "lm_profile": 0.3, "lm_interest": 0.3, "popularity": 1.0,
+        "text_cf": TEXT_CF_WEIGHT})
     rrf_c: float = 60.0
     popularity_discount: float = 0.0
     mmr_lambda: float = 1.0
@@ -87,6 +98,30 @@ def row_slots(n_users: int, rows: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class TextCFRoute:
+    """The fitted TextCF model (``core.training.text_cf``) and the catalogue's item features."""
+
+    model: object
+    features: np.ndarray
+
+
+def text_cf_route(route: TextCFRoute, rm: RatingMatrix, rows: np.ndarray, depth: int,
+                  seed: int = 0) -> np.ndarray:
+    """Per user of ``rows``, the top ``depth`` of the items that had no training interaction when
+    the model was fitted (those still in the catalogue, less the user's own training items) by
+    TextCF score: one d-vector per user against those items' features, a block at a time."""
+    candidates = np.flatnonzero(np.isin(rm.item_ids, route.model.untrained_ids))
+    lists = np.full((len(rows), depth), -1, dtype=np.int64)
+    if not len(candidates) or not len(rows):
+        return lists
+    queries = route.model.user_queries(rm.matrix, route.features, rows)
+    features = route.features[candidates].T
+    top, _ = top_k_scored(lambda block: queries[block] @ features, np.arange(len(rows)), depth,
+                          len(candidates), rm.matrix[rows][:, candidates].tocsr(), seed)
+    return np.where(top >= 0, candidates[np.where(top >= 0, top, 0)], -1)
+
+
+@dataclass(frozen=True)
 class ModelRoute:
     """A trained model's index and its user vectors for rating-matrix ``rows``."""
 
@@ -100,7 +135,8 @@ def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_use
                 settings: RouteSettings = RouteSettings(),
                 model: ModelRoute | None = None, rows: np.ndarray | None = None,
                 ease: baselines.Scorer | None = None,
-                popularity: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                popularity: np.ndarray | None = None,
+                text_cf: TextCFRoute | None = None) -> dict[str, np.ndarray]:
     """Every route's lists, one row per rating-matrix row of ``rows`` (default every user, in
     ``rm.user_ids`` order) x depth (a route without input, e.g. ``two_tower`` with no ``model``,
     has empty lists: -1).
@@ -111,7 +147,8 @@ def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_use
 
     ``ease``: a scorer over the rows of ``rm`` from an EASE model fitted elsewhere (default: fit
     on ``rm``); ``popularity``: item scores of the popularity route (default: ``rm``'s training
-    counts). Both let ``rm`` be a few users' rows of a larger matrix (a feedback refresh)."""
+    counts). Both let ``rm`` be a few users' rows of a larger matrix (a feedback refresh).
+    ``text_cf``: the cold-item route's model (None: no lists for that route)."""
     require_same_ids(rm.item_ids, index_item_ids, "the FAISS index's items against the rating matrix's")
     n_users, depth = len(rm.user_ids), settings.depth
     rows = np.arange(n_users) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -135,6 +172,8 @@ def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_use
         scorer = ease or baselines.ease(rm.matrix, settings.ease_lambda, settings.ease_max_items)
         out["ease"][slot[history]], _ = top_k_scored(scorer, history, depth, len(rm.item_ids), rm.matrix,
                                                      settings.seed)
+    if text_cf is not None and len(history):
+        out["text_cf"][slot[history]] = text_cf_route(text_cf, rm, history, depth, settings.seed)
     newcomers = rows[~has_history[rows]]
     if len(newcomers):
         scores = baselines.popularity_scores(rm.matrix) if popularity is None else popularity
@@ -181,18 +220,35 @@ def merge_routes(lists: dict[str, np.ndarray], item_vectors: np.ndarray, k: int,
     return MergedLists(final, np.where(final >= 0, scores, -np.inf).astype(np.float32), ranks, primary)
 
 
+# Interest vectors x items scored per matrix product inside interest_scorer (float32 cells).
+INTEREST_CELLS = 32_000_000
+
+
 def interest_scorer(rm: RatingMatrix, owners: np.ndarray, vectors: np.ndarray, item_vectors: np.ndarray):
-    """The ``lm_interest`` route as a dense scorer: each item's score is its best interest's."""
+    """The ``lm_interest`` route as a dense scorer: each item's score is its best interest's
+    (users without interests score 0). A block's interests are scored in matrix products of
+    at most ``INTEREST_CELLS`` cells, then reduced to each user's maximum, rather than one small
+    product per user (at 100,000 items the per-user loop took minutes)."""
     order = np.argsort(owners, kind="stable")
-    owners, vectors = owners[order], vectors[order]
+    owners, vectors = owners[order], np.ascontiguousarray(vectors[order], dtype=np.float32)
     starts = np.searchsorted(owners, np.arange(len(rm.user_ids)))
     ends = np.searchsorted(owners, np.arange(len(rm.user_ids)), side="right")
+    items_t = np.ascontiguousarray(np.asarray(item_vectors, dtype=np.float32).T)
+    per_product = max(1, INTEREST_CELLS // max(items_t.shape[1], 1))
 
     def scores(rows: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(rows), item_vectors.shape[0]))
-        for i, row in enumerate(rows):
-            if ends[row] > starts[row]:
-                out[i] = (vectors[starts[row]:ends[row]] @ item_vectors.T).max(axis=0)
+        out = np.zeros((len(rows), items_t.shape[1]))
+        have = np.flatnonzero(ends[rows] > starts[rows])
+        counts = (ends - starts)[rows[have]]
+        first = 0
+        while first < len(have):  # users whose interests together fit one product
+            last = first + max(1, int(np.searchsorted(np.cumsum(counts[first:]), per_product, side="right")))
+            picked = rows[have[first:last]]
+            index = np.concatenate([np.arange(starts[r], ends[r]) for r in picked])
+            products = vectors[index] @ items_t
+            offsets = np.concatenate([[0], np.cumsum(counts[first:last])[:-1]])
+            out[have[first:last]] = np.maximum.reduceat(products, offsets, axis=0)
+            first = last
         return out
 
     return scores

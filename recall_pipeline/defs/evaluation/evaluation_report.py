@@ -26,7 +26,8 @@ class EvaluationConfig(dg.Config):
 
 @dg.asset(
     group_name="evaluation",
-    deps=["recall_candidates", "two_tower_index", "rating_matrix", "item_embeddings", "user_profiles", "cleaned_item_text"],
+    deps=["recall_candidates", "two_tower_index", "text_cf_model", "rating_matrix", "item_embeddings", "user_profiles",
+          "cleaned_item_text"],
     kinds={"duckdb", "mlflow"},
     pool="warehouse",
     check_specs=[dg.AssetCheckSpec(RANGE_CHECK, asset="evaluation_report", blocking=True,

@@ -35,6 +35,7 @@ class RecallConfig(dg.Config):
     weight_lm_profile: float = DEFAULT_WEIGHTS["lm_profile"]
     weight_lm_interest: float = DEFAULT_WEIGHTS["lm_interest"]
     weight_popularity: float = DEFAULT_WEIGHTS["popularity"]
+    weight_text_cf: float = DEFAULT_WEIGHTS["text_cf"]
     popularity_discount: float = RouteSettings.popularity_discount
     mmr_lambda: float = RouteSettings.mmr_lambda
     ease_lambda: float = RouteSettings.ease_lambda
@@ -52,7 +53,7 @@ class RecallConfig(dg.Config):
 
 
 ASSET = "recall_candidates"
-UPSTREAM = ("faiss_index", "two_tower_index", "user_profiles", "rating_matrix")
+UPSTREAM = ("faiss_index", "two_tower_index", "user_profiles", "rating_matrix", "text_cf_model")
 
 
 @dg.op(ins={name: dg.In(dg.Nothing) for name in UPSTREAM}, out=dg.DynamicOut(ShardTask), pool="warehouse")
@@ -63,8 +64,8 @@ def plan_recall_candidates(context: dg.OpExecutionContext, config: RecallConfig,
     run_id, settings = context.run.run_id, config.settings()
     changed_only = changed_users.recompute_mode(config.recompute, context.job_name == FEEDBACK_JOB)
     with warehouse.connect() as con:
-        plan = incremental.plan_run(con, run_id, changed_only, home.layout.ease_model,
-                                    tables.serving_model_version(warehouse, home), settings, config.k)
+        models = f"{tables.serving_model_version(warehouse, home)}|text_cf:{tables.text_cf_fit_run(home)}"
+        plan = incremental.plan_run(con, run_id, changed_only, home.layout.ease_model, models, settings, config.k)
     context.log.info(plan.reason)
     inputs = tables.recall_inputs(warehouse, home, plan.users)
     # a full refresh fits and stores EASE for the feedback refreshes; its shards fit their own on
@@ -126,10 +127,10 @@ def merge_recall_candidates(context: dg.OpExecutionContext, shards: list[dict], 
         dg.AssetCheckSpec(NO_TRAIN_CHECK, asset=ASSET, blocking=True,
                           description="no user is recalled an item of their own training history"),
     ],
-    description="Top-K recall candidates per user (default 100) from five routes: the two-tower "
+    description="Top-K recall candidates per user (default 100) from six routes: the two-tower "
                 "model (serving version, default the MLflow champion) in the FAISS index of its "
-                "item-tower outputs, the LM history profile in the FAISS index of LM embeddings, the LM interest vectors, EASE item-to-item CF, and "
-                "popularity for users without history; merged by weighted reciprocal-rank fusion "
+                "item-tower outputs, the LM history profile in the FAISS index of LM embeddings, the LM interest vectors, EASE item-to-item CF, "
+                "popularity for users without history, and TextCF for items nobody has interacted with; merged by weighted reciprocal-rank fusion "
                 "with a popularity discount (fused score x (1 + training count)^-discount) and "
                 "re-ranked by MMR. Computed in shards by a hash of the user id (config shards; each "
                 "shard a step any executor can run elsewhere) and merged by one writer. "
@@ -137,7 +138,8 @@ def merge_recall_candidates(context: dg.OpExecutionContext, shards: list[dict], 
                 "route's rank of the item (rank_<route>, null: not proposed); once its checks "
                 "pass the run is published and the view recall.latest shows it.",
 )
-def recall_candidates(faiss_index, two_tower_index, user_profiles, rating_matrix):
+def recall_candidates(faiss_index, two_tower_index, user_profiles, rating_matrix, text_cf_model):
     plan = plan_recall_candidates(faiss_index=faiss_index, two_tower_index=two_tower_index,
-                                  user_profiles=user_profiles, rating_matrix=rating_matrix)
+                                  user_profiles=user_profiles, rating_matrix=rating_matrix,
+                                  text_cf_model=text_cf_model)
     return merge_recall_candidates(plan.map(recall_shard).collect())

@@ -1,1 +1,1 @@
-"""Training: the two-tower recall model."""
+"""Training: the two-tower recall model and the TextCF cold-item model."""

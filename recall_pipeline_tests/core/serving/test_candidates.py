@@ -5,6 +5,7 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 import pytest
+import scipy.sparse as sp
 
 from recall_pipeline.core.serving.candidates import lists_from_frame, vectors_by_user
 from recall_pipeline.core.serving.fusion import gather, mmr, rank_matrix, reciprocal_rank_fusion
@@ -107,3 +108,47 @@ def test_popularity_discount_lets_a_less_popular_item_overtake():
     assert discounted.items[0].tolist() == [2, 1, 0]
     assert popularity_weights(counts, 0.0).tolist() == [1.0, 1.0, 1.0]
     np.testing.assert_allclose(popularity_weights(np.array([3]), 0.5), [0.5])
+
+
+def test_text_cf_route_proposes_only_items_untrained_at_fit_less_the_users_own():
+    """Items 12 and 13 had no training interaction when TextCF was fitted; user 2 has since
+    interacted with 13 (a feedback refresh's matrix): only 12 is left for them, and the newcomer
+    (user 3, no history) gets no list from this route."""
+    from recall_pipeline.core.serving.routes import TextCFRoute, text_cf_route
+    from recall_pipeline.core.training import text_cf
+
+    rm, vectors, _ = small_world()
+    features = text_cf.item_features(vectors)
+    model = text_cf.fit_for_serving(rm.matrix, rm.item_ids, features, 0.03, 0.5, "fit")
+    assert model.untrained_ids.tolist() == [12, 13]
+    route = TextCFRoute(model, features)
+    both = text_cf_route(route, rm, np.array([0, 1]), depth=3)
+    assert [set(row[:2]) for row in both.tolist()] == [{2, 3}, {2, 3}] and (both[:, 2] == -1).all()
+    later = rm.matrix.tolil()
+    later[1, 3] = 4.0
+    moved = type(rm)(later.tocsr(), rm.user_ids, rm.item_ids)
+    assert text_cf_route(route, moved, np.array([1]), depth=3).tolist() == [[2, -1, -1]]
+    lists = route_lists(build_exact_index(vectors), rm.item_ids, rm, np.array([1, 2]), np.eye(4, dtype=np.float32)[:2],
+                        np.array([]), np.zeros((0, 4), np.float32), RouteSettings(depth=3), text_cf=route)
+    assert lists["text_cf"][2].tolist() == [-1, -1, -1] and set(lists["text_cf"][0][:2]) == {2, 3}
+
+
+@pytest.mark.parametrize("cells", [10**9, 600, 1])
+def test_interest_scorer_is_each_users_best_interest_whatever_the_product_size(monkeypatch, cells):
+    """Batched products (any size, down to one interest at a time) give each item its best
+    interest's score, users without interests 0, rows in the order asked."""
+    from recall_pipeline.core.features.rating_matrix import RatingMatrix
+    from recall_pipeline.core.serving import routes
+
+    rng = np.random.default_rng(0)
+    n_users, n_items = 50, 300
+    rm = RatingMatrix(sp.csr_matrix((n_users, n_items)), np.arange(n_users), np.arange(n_items))
+    owners = rng.integers(0, n_users, 120)
+    owners = owners[owners % 7 != 0]  # users 0, 7, 14, ... have no interest
+    vectors = rng.normal(size=(len(owners), 8)).astype(np.float32)
+    items = rng.normal(size=(n_items, 8)).astype(np.float32)
+    rows = rng.permutation(n_users)[:40]
+    expected = np.array([(vectors[owners == r] @ items.T).max(axis=0) if (owners == r).any() else np.zeros(n_items)
+                         for r in rows])
+    monkeypatch.setattr(routes, "INTEREST_CELLS", cells)
+    np.testing.assert_allclose(routes.interest_scorer(rm, owners, vectors, items)(rows), expected, atol=1e-5)

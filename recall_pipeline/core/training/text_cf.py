@@ -1,0 +1,170 @@
+"""TextCF: a closed-form model that scores items nobody has interacted with from their text.
+
+A cold item has only its LM embedding, and the raw LM similarity between a user's history and
+an item ranks what *reads* alike, not what the same people watch. TextCF learns, from the
+training interactions, which directions of the text space predict co-interaction — the linear
+relative of beeFormer (RecSys'24: train text similarity to reconstruct the interaction matrix,
+an EASE-style loss) on a frozen encoder, solved in closed form instead of by gradient steps.
+
+Items are represented by features ``F`` (items x d): the unit LM embedding and a constant
+(the constant lets the model learn how popular items that read like an item are). A user's
+history in feature space is ``A = D^-alpha X F`` (X the binary training matrix, D the history
+lengths: ``alpha`` evens out heavy users' weight in the fit). The model is the d x d matrix
+``W`` minimising ``||D^-alpha X - A W F'||^2 + lam ||W||^2``; its normal equations
+``C W G + lam W = C`` (C = A'A, G = F'F) are solved exactly through the eigenvectors of C and G.
+A user's scores are ``(x_u F) W F'``: one d-vector per user against the item features, so the
+cost grows with users x d and items x d, never users x items, and the fit holds only d x d
+arrays. ``lam`` (relative to the scale of C and G) and ``alpha`` are chosen on the protocol's
+pseudo-cold validation items (rule 4), never on the test split (:func:`tune`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+CONSTANT = 1.0                  # the constant feature's value (unit LM vectors have norm 1)
+LAMBDA_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)   # relative to mean eigenvalue of C x that of G
+ALPHA_GRID = (0.0, 0.5, 1.0)
+ANY_ENCODER = ""                # :func:`load` without the encoder check (reading its metadata)
+
+
+def item_features(item_vectors: np.ndarray) -> np.ndarray:
+    """``F``: each item's unit LM vector and the constant feature (items x (dim + 1), float64)."""
+    vectors = np.asarray(item_vectors, dtype=np.float64)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+    return np.hstack([unit, np.full((len(unit), 1), CONSTANT)])
+
+
+def history_features(train: sp.csr_matrix, features: np.ndarray, alpha: float = 0.0) -> np.ndarray:
+    """``D^-alpha X F``: each user's (binary) history summed in feature space (users x d)."""
+    x = sp.csr_matrix(train, dtype=np.float64, copy=True)
+    x.data[:] = 1.0
+    lengths = np.maximum(np.diff(x.indptr), 1).astype(np.float64)
+    return np.asarray(x @ features) / lengths[:, None] ** alpha
+
+
+@dataclass(frozen=True)
+class TextCF:
+    """A fitted TextCF model: ``weights`` (d x d) over the features of :func:`item_features`,
+    and the ids of the items that had no training interaction when it was fitted (what the
+    ``text_cf`` route proposes until the next fit, so that lists copied by a feedback refresh
+    and lists recomputed by it draw on the same items)."""
+
+    weights: np.ndarray
+    lam: float
+    alpha: float
+    untrained_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    fit_run: str = ""
+
+    def user_queries(self, train: sp.csr_matrix, features: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Query vectors of the users at ``rows`` (their scores are queries @ features.T)."""
+        return history_features(train[np.asarray(rows)], features, 0.0) @ self.weights
+
+    def scorer(self, train: sp.csr_matrix, features: np.ndarray):
+        """Dense scores for a block of user rows (the evaluation's and the ranking helper's form)."""
+        return lambda rows: self.user_queries(train, features, rows) @ features.T
+
+
+def fit(train: sp.csr_matrix, features: np.ndarray, lam: float, alpha: float = 0.0) -> TextCF:
+    """Solve ``C W G + lam' W = C`` exactly, ``lam' = lam x mean eig(C) x mean eig(G)``.
+
+    With C = U diag(s) U' and G = V diag(g) V', W = U M V' where
+    M_ij = s_i (U'V)_ij / (s_i g_j + lam'): the Sylvester-type equation decouples in those bases.
+    Only items with training interactions carry information; the others have zero rows in X."""
+    history = history_features(train, features, alpha)
+    c = history.T @ history
+    trained = np.diff(sp.csc_matrix(train).indptr) > 0
+    g = features[trained].T @ features[trained]
+    s, u = np.linalg.eigh(c)
+    gs, v = np.linalg.eigh(g)
+    s, gs = np.clip(s, 0.0, None), np.clip(gs, 0.0, None)
+    scale = lam * max(s.mean(), 1e-12) * max(gs.mean(), 1e-12)
+    m = s[:, None] * (u.T @ v) / (s[:, None] * gs[None, :] + scale)
+    return TextCF(u @ m @ v.T, float(lam), float(alpha))
+
+
+def fit_for_serving(train: sp.csr_matrix, item_ids: np.ndarray, features: np.ndarray, lam: float,
+                    alpha: float, fit_run: str) -> TextCF:
+    """:func:`fit` on the whole training matrix, recording the items it has no interaction for
+    (the route's candidates) and the run that fitted it."""
+    return replace(fit(train, features, lam, alpha), untrained_ids=untrained(train, item_ids), fit_run=fit_run)
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """The chosen (lam, alpha), its pseudo-cold Recall@20, and every setting's figure."""
+
+    lam: float
+    alpha: float
+    recall: float
+    grid: dict[tuple[float, float], float]
+
+
+def tune(fit_train: sp.csr_matrix, features: np.ndarray, judge, lambdas=LAMBDA_GRID,
+         alphas=ALPHA_GRID) -> Tuned:
+    """Fit every (lam, alpha) on ``fit_train`` and keep the one ``judge`` (a model -> pseudo-cold
+    Recall@20) scores highest; ties keep the earlier (smaller lam, smaller alpha) setting."""
+    grid = {(lam, alpha): float(judge(fit(fit_train, features, lam, alpha))) for alpha in alphas for lam in lambdas}
+    (lam, alpha), best = max(grid.items(), key=lambda kv: kv[1])
+    return Tuned(lam, alpha, best, grid)
+
+
+def pseudo_cold_judge(train_split: pl.DataFrame, item_ids: np.ndarray, features: np.ndarray):
+    """(the pseudo-cold split's fit matrix, a model -> its pseudo-cold Recall@20): the protocol's
+    rule 4 made from the training part alone (``core.features.split.pseudo_cold_split``), so a
+    choice made with it never reads the test split."""
+    from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts
+    from recall_pipeline.core.evaluation.protocol import COLD_K, build_evaluation_data, cold_ranked
+    from recall_pipeline.core.features.rating_matrix import build_rating_matrix
+    from recall_pipeline.core.features.split import pseudo_cold_split
+
+    pseudo = pseudo_cold_split(train_split.filter(pl.col("part") == "train"))
+    rm = build_rating_matrix(pseudo, item_ids)
+    data = build_evaluation_data(pseudo, rm)
+
+    def judge(model: TextCF) -> float:
+        if not len(data.cold.rows):
+            return 0.0
+        lists, _ = cold_ranked(model.scorer(rm.matrix, features), data)
+        hits = hit_matrix(lists, data.cold.relevant)
+        return float(recall_at_k(hits, relevant_counts(data.cold.relevant), COLD_K).mean())
+
+    return rm.matrix, judge
+
+
+def untrained(train: sp.csr_matrix, item_ids: np.ndarray) -> np.ndarray:
+    """The ids of the items without a training interaction (the cold items)."""
+    return np.asarray(item_ids)[np.diff(sp.csc_matrix(train).indptr) == 0]
+
+
+def save(model: TextCF, path: Path, encoder: str, tuned: Tuned | None = None) -> None:
+    """Write the model as ``.npz`` (no pickle) beside ``path`` and rename it onto ``path``, so a
+    reader sees the previous model or this one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"lam": model.lam, "alpha": model.alpha, "encoder": encoder, "fit_run": model.fit_run,
+            "pseudo_cold_recall@20": tuned.recall if tuned else None}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as handle:
+        np.savez(handle, meta=np.array(json.dumps(meta)), weights=model.weights, untrained_ids=model.untrained_ids)
+    os.replace(tmp, path)
+
+
+def load(path: Path, encoder: str) -> TextCF | None:
+    """The stored model (None: none stored yet); refuses one fitted on another encoder's
+    vectors (its weights act on that encoder's feature space)."""
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as stored:
+        meta, weights, ids = json.loads(str(stored["meta"])), stored["weights"], stored["untrained_ids"]
+    if encoder != ANY_ENCODER and meta["encoder"] != encoder:
+        raise ValueError(f"{path}: fitted on item vectors of {meta['encoder']}, the catalogue's are "
+                         f"{encoder}; re-materialize text_cf_model")
+    return TextCF(weights, meta["lam"], meta["alpha"], ids, meta["fit_run"])
