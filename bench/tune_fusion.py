@@ -39,7 +39,8 @@ from recall_pipeline.core.serving.routes import (  # noqa: E402
 from recall_pipeline.core.training import text_cf, two_tower  # noqa: E402
 
 TWO_TOWER_WEIGHTS = (0.5, 1.0, 1.5, 2.0)
-TEXT_CF_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
+TEXT_CF_WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+TEXT_CF_TAILS = (5, 10, 20)
 LM_WEIGHTS = (0.0, 0.3)
 MMR_LAMBDAS = (1.0, 0.7)
 POPULARITY_DISCOUNTS = (0.0, 0.05, 0.075, 0.1, 0.15, 0.2)
@@ -166,6 +167,22 @@ def text_cf_weight(split, rm, ids, vectors, lists, rows, relevant, counts, head,
     without = results[0][1]
     weight = max(w for w, recall in results if recall >= without - TOLERANCE)
     print(f"chosen text_cf weight: {weight}")
+    settings = RouteSettings(weights={**base_weights, "text_cf": 0.0}, mmr_lambda=chosen[4],
+                             popularity_discount=chosen[3])
+    fused = merge_routes(lists, vectors, 100, settings, counts).items[rows]
+    proposals = lists["text_cf"][rows]
+    for tail in (0, *TEXT_CF_TAILS):  # the last `tail` places go to text_cf's best items not listed yet
+        final = fused.copy()
+        if tail:
+            for user in range(len(final)):
+                head = final[user, :100 - tail]
+                extra = [item for item in proposals[user] if item >= 0 and item not in set(head)][:tail]
+                final[user, 100 - tail:100 - tail + len(extra)] = extra
+        hits, n_rel = hit_matrix(final, relevant), relevant_counts(relevant)
+        untrained = np.isin(ids[np.where(final >= 0, final, 0)], model.untrained_ids) & (final >= 0)
+        print(f"text_cf tail of {tail:>2}: Recall@50 {float(recall_at_k(hits, n_rel, 50).mean()):.4f}, Recall@100 "
+              f"{float(recall_at_k(hits, n_rel, 100).mean()):.4f}, coverage@100 {catalogue_coverage(final, 100, len(ids)):.4f}, "
+              f"untrained items per list {untrained.sum(axis=1).mean():.2f}", flush=True)
 
 
 if __name__ == "__main__":

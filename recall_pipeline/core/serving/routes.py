@@ -32,11 +32,14 @@ from recall_pipeline.core.serving.ranking import search_top_k, tie_order, top_k_
 ROUTES = ("two_tower", "lm_profile", "lm_interest", "ease", "popularity", "text_cf")
 
 
-# The text_cf route proposes only items without training interactions, which the validation cut
-# cannot judge (none of them is ever relevant there): its weight is the largest of 0.1, 0.2, 0.3,
-# 0.5 and 1.0 whose lists keep validation Recall@50 within 0.001 of the lists without the route
-# (bench/tune_text_cf.py, bench/results/tune_text_cf.txt).
-TEXT_CF_WEIGHT = 0.3
+# The text_cf route's weight in the fused lists: the largest of 0 to 1 whose lists keep validation
+# Recall@50 within 0.001 of the lists without the route (bench/tune_fusion.py --text-cf-only,
+# bench/results/tune_fusion_text_cf.txt). On the bundled data every weight above 0 cost recall
+# (0.02: -0.0015, 0.3: -0.0074), and so did reserving the lists' last places for it, so by default
+# the route adds nothing to the lists: TextCF ranks the cold slice, the two-tower and LM routes
+# already bring 2.7 items without training interactions into each top 50, and a team that wants
+# more exposure for new items sets weight_text_cf (the trade is in that file).
+TEXT_CF_WEIGHT = 0.0
 
 
 @dataclass(frozen=True)
