@@ -110,7 +110,7 @@ def main() -> None:
     profile_meta = {k: v.value for k, v in result.asset_materializations_for_node("user_profiles")[0].metadata.items()}
 
     print(f"# bench/feedback_refresh.py, {datetime.now():%Y-%m-%d %H:%M}, {platform.node()} ({os.cpu_count()} cores, "
-          f"shared with other jobs); home {args.home} (copied in {copy_seconds:.0f} s)")
+          f"load average {os.getloadavg()[0]:.1f} at the end); home {args.home} (copied in {copy_seconds:.0f} s)")
     print(f"# code: {Path(__import__('recall_pipeline').__file__).parent}; feedback: {len(lines)} rows, {args.users} "
           f"users x {args.rows_per_user}; evaluation {args.evaluation}, recompute {args.recompute or 'auto'}; run "
           f"{'succeeded' if result.success else 'FAILED'}")

@@ -122,18 +122,24 @@ def pseudo_cold_judge(train_split: pl.DataFrame, item_ids: np.ndarray, features:
     rule 4 made from the training part alone (``core.features.split.pseudo_cold_split``), so a
     choice made with it never reads the test split."""
     from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts
-    from recall_pipeline.core.evaluation.protocol import COLD_K, build_evaluation_data, cold_ranked
+    from recall_pipeline.core.evaluation.protocol import COLD_K, build_evaluation_data
     from recall_pipeline.core.features.rating_matrix import build_rating_matrix
     from recall_pipeline.core.features.split import pseudo_cold_split
+    from recall_pipeline.core.serving.ranking import top_k_scored
 
     pseudo = pseudo_cold_split(train_split.filter(pl.col("part") == "train"))
     rm = build_rating_matrix(pseudo, item_ids)
     data = build_evaluation_data(pseudo, rm)
+    cold_features = np.ascontiguousarray(features[data.cold_columns].T)
 
     def judge(model: TextCF) -> float:
+        """The protocol's cold ranking (``protocol.cold_ranked``: the pseudo-cold items alone,
+        same seeded ties), scoring only those items' columns."""
         if not len(data.cold.rows):
             return 0.0
-        lists, _ = cold_ranked(model.scorer(rm.matrix, features), data)
+        queries = model.user_queries(rm.matrix, features, data.cold.rows)
+        lists, _ = top_k_scored(lambda block: queries[block] @ cold_features, np.arange(len(data.cold.rows)),
+                                COLD_K, len(data.cold_columns))
         hits = hit_matrix(lists, data.cold.relevant)
         return float(recall_at_k(hits, relevant_counts(data.cold.relevant), COLD_K).mean())
 

@@ -77,3 +77,31 @@ def test_stored_model_round_trips_and_refuses_another_encoder(tmp_path):
     assert text_cf.load(tmp_path / "missing.npz", "encoder-a") is None
     with pytest.raises(ValueError, match="encoder-a"):
         text_cf.load(path, "encoder-b")
+
+
+def test_pseudo_cold_judge_is_the_protocols_cold_ranking_of_training_rows(bundled_split):
+    """The judge scores only the pseudo-cold columns, and gives what the protocol's own cold
+    ranking (``protocol.cold_ranked`` over every item) gives; it never reads the test parts:
+    corrupting them changes nothing."""
+    import polars as pl
+
+    from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts
+    from recall_pipeline.core.evaluation.protocol import COLD_K, build_evaluation_data, cold_ranked
+    from recall_pipeline.core.features.rating_matrix import build_rating_matrix
+    from recall_pipeline.core.features.split import pseudo_cold_split
+
+    items, split = bundled_split
+    ids = np.sort(items["item_id"].to_numpy())
+    vectors = np.random.default_rng(0).normal(size=(len(ids), 16))
+    features = text_cf.item_features(vectors)
+    fit_matrix, judge = text_cf.pseudo_cold_judge(split, ids, features)
+    model = text_cf.fit(fit_matrix, features, 0.03, 0.5)
+    pseudo = pseudo_cold_split(split.filter(pl.col("part") == "train"))
+    data = build_evaluation_data(pseudo, build_rating_matrix(pseudo, ids))
+    lists, _ = cold_ranked(model.scorer(fit_matrix, features), data)
+    expected = recall_at_k(hit_matrix(lists, data.cold.relevant), relevant_counts(data.cold.relevant), COLD_K).mean()
+    assert judge(model) == pytest.approx(expected, abs=1e-12) and expected > 0
+    corrupted = split.with_columns(item_id=pl.when(pl.col("part") != "train").then(pl.col("item_id").shuffle(seed=1))
+                                   .otherwise(pl.col("item_id")))
+    _, judge_corrupted = text_cf.pseudo_cold_judge(corrupted, ids, features)
+    assert judge_corrupted(model) == judge(model)
