@@ -11,8 +11,8 @@ from recall_pipeline.definitions import build_definitions, defs
 from recall_pipeline.settings import HomeLayout
 
 ASSETS = {"raw_interactions", "raw_items", "feedback_events", "cleaned_item_text", "cleaned_interactions",
-          "rating_matrix", "item_embeddings", "user_profiles", "recall_model", "faiss_index", "two_tower_index",
-          "recall_candidates", "evaluation_report", "published_warehouse"}
+          "rating_matrix", "item_embeddings", "user_profiles", "recall_model", "text_cf_model", "faiss_index",
+          "two_tower_index", "recall_candidates", "evaluation_report", "published_warehouse"}
 
 
 def test_graph_has_every_asset_group_and_check(tmp_path):
@@ -41,8 +41,8 @@ def test_jobs_schedule_and_sensor(tmp_path):
     definitions = build_definitions(HomeLayout(tmp_path))
     feedback_job = definitions.resolve_job_def("feedback_refresh_job")
     selected = {key.to_user_string() for key in feedback_job.asset_layer.selected_asset_keys}
-    # new feedback refreshes what depends on interactions, and reuses embeddings and the LM index
-    # (the recall model retrains only past its threshold of new data); the evaluation is deferred
+    # new feedback refreshes what depends on interactions, and reuses embeddings, the LM index and
+    # the TextCF model (the recall model retrains only past its threshold of new data); the evaluation is deferred
     # to the nightly full refresh unless configured to run
     assert selected == {"feedback_events", "cleaned_interactions", "rating_matrix", "user_profiles",
                         "recall_model", "two_tower_index", "recall_candidates", "published_warehouse"}

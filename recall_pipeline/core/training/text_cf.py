@@ -36,11 +36,12 @@ ANY_ENCODER = ""                # :func:`load` without the encoder check (readin
 
 
 def item_features(item_vectors: np.ndarray) -> np.ndarray:
-    """``F``: each item's unit LM vector and the constant feature (items x (dim + 1), float64)."""
-    vectors = np.asarray(item_vectors, dtype=np.float64)
+    """``F``: each item's unit LM vector and the constant feature (items x (dim + 1), float32:
+    1.5 GB at 1M items; the fit's d x d products are taken in float64)."""
+    vectors = np.asarray(item_vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     unit = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
-    return np.hstack([unit, np.full((len(unit), 1), CONSTANT)])
+    return np.hstack([unit, np.full((len(unit), 1), CONSTANT, dtype=np.float32)])
 
 
 def history_features(train: sp.csr_matrix, features: np.ndarray, alpha: float = 0.0) -> np.ndarray:
@@ -65,8 +66,10 @@ class TextCF:
     fit_run: str = ""
 
     def user_queries(self, train: sp.csr_matrix, features: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Query vectors of the users at ``rows`` (their scores are queries @ features.T)."""
-        return history_features(train[np.asarray(rows)], features, 0.0) @ self.weights
+        """Query vectors of the users at ``rows`` (their scores are queries @ features.T), in the
+        features' dtype, so that scoring does not copy the item features to another type."""
+        queries = history_features(train[np.asarray(rows)], features, 0.0) @ self.weights
+        return queries.astype(features.dtype, copy=False)
 
     def scorer(self, train: sp.csr_matrix, features: np.ndarray):
         """Dense scores for a block of user rows (the evaluation's and the ranking helper's form)."""
@@ -81,8 +84,8 @@ def fit(train: sp.csr_matrix, features: np.ndarray, lam: float, alpha: float = 0
     Only items with training interactions carry information; the others have zero rows in X."""
     history = history_features(train, features, alpha)
     c = history.T @ history
-    trained = np.diff(sp.csc_matrix(train).indptr) > 0
-    g = features[trained].T @ features[trained]
+    trained = np.asarray(features[np.diff(sp.csc_matrix(train).indptr) > 0], dtype=np.float64)
+    g = trained.T @ trained
     s, u = np.linalg.eigh(c)
     gs, v = np.linalg.eigh(g)
     s, gs = np.clip(s, 0.0, None), np.clip(gs, 0.0, None)

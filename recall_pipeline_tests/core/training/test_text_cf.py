@@ -30,8 +30,8 @@ def test_solve_satisfies_its_normal_equations():
     features = text_cf.item_features(rng.normal(size=(25, 6)))
     model = text_cf.fit(train, features, lam=0.1, alpha=0.5)
     a = text_cf.history_features(train, features, 0.5)
-    c, trained = a.T @ a, np.diff(train.tocsc().indptr) > 0
-    g = features[trained].T @ features[trained]
+    c, trained = a.T @ a, features[np.diff(train.tocsc().indptr) > 0].astype(np.float64)
+    g = trained.T @ trained
     scale = 0.1 * np.linalg.eigvalsh(c).clip(0).mean() * np.linalg.eigvalsh(g).clip(0).mean()
     np.testing.assert_allclose(c @ model.weights @ g + scale * model.weights, c, atol=1e-8 * np.abs(c).max())
 
