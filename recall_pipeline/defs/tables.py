@@ -103,10 +103,9 @@ def evaluation_inputs(warehouse: Warehouse, home: PipelineHome) -> EvaluationInp
     serving = serving_folder(home)  # the model and its training pairs from one published version
     model, _ = two_tower_model(serving, ids, vectors, encoder)
     scorer = two_tower.dense_scorer(model, recall_model.training_sequences(split, rm), len(rm.user_ids))
-    cold_model = text_cf.load(home.layout.text_cf_model, encoder)
     return EvaluationInputs(
         split=split, rm=rm, item_vectors=vectors, genres=items["genres"].to_list(), two_tower=scorer,
-        text_cf=cold_model.scorer(rm.matrix, text_cf.item_features(vectors)) if cold_model else None,
+        text_cf=text_cf.load(home.layout.text_cf_model, encoder),
         serving_pairs=read_training_pairs(serving / MODEL_FOLDER, split),
         candidates=warehouse.query("select run_id, user_id, rank, item_id, model_version, route from recall.latest"),
         profiles=warehouse.query("select user_id, embedding from features.user_profiles"),

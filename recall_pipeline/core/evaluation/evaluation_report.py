@@ -17,6 +17,7 @@ from recall_pipeline.core.features.user_profiles import profile_scorer
 from recall_pipeline.core.ids import positions
 from recall_pipeline.core.serving.candidates import lists_from_frame, vectors_by_user
 from recall_pipeline.core.serving.routes import RouteSettings, interest_scorer
+from recall_pipeline.core.training.text_cf import TextCF, item_features
 from recall_pipeline.core.training.training_pairs import test_rows_trained_on, without
 
 # What cleaning held back, stored beside the figures as rows of model "data", slice "ingest", k 0.
@@ -42,7 +43,7 @@ class EvaluationInputs:
     interest_owners: np.ndarray     # user id of each interest vector
     interests: np.ndarray
     two_tower: baselines.Scorer     # the serving model version as a dense scorer
-    text_cf: baselines.Scorer | None = None  # the stored TextCF model: final's cold scorer when present
+    text_cf: TextCF | None = None   # the stored TextCF model: final's cold scorer when present
     serving_pairs: pl.DataFrame | None = None  # the (user, item) pairs the serving version trained on
     quarantined: pl.DataFrame | None = None  # reason, rows: quarantine.interactions by reason
 
@@ -73,10 +74,18 @@ def route_scorers(inputs: EvaluationInputs) -> dict[str, baselines.Scorer]:
     routes = {"two_tower": inputs.two_tower, "lm_profile": profile_scorer(user_vectors, vectors),
               "lm_interest": interest_scorer(rm, owners, inputs.interests, vectors),
               "ease": baselines.ease(rm.matrix, RouteSettings.ease_lambda, RouteSettings.ease_max_items)}
-    if inputs.text_cf is not None:  # as the route serves it: items without training interactions only
-        untrained = rm.item_counts() == 0
-        routes["text_cf"] = lambda rows: np.where(untrained, inputs.text_cf(rows), -np.inf)
+    if inputs.text_cf is not None:  # as the route serves it: only the items untrained when it was fitted
+        proposed = np.isin(rm.item_ids, inputs.text_cf.untrained_ids)
+        scorer = text_cf_scorer(inputs)
+        routes["text_cf"] = lambda rows: np.where(proposed, scorer(rows), -np.inf)
     return routes
+
+
+def text_cf_scorer(inputs: EvaluationInputs) -> baselines.Scorer | None:
+    """The stored TextCF model as a dense scorer over every item (None: no model stored)."""
+    if inputs.text_cf is None:
+        return None
+    return inputs.text_cf.scorer(inputs.rm.matrix, item_features(inputs.item_vectors))
 
 
 @dataclass(frozen=True)
@@ -115,7 +124,7 @@ def evaluate_published(inputs: EvaluationInputs, with_baselines: bool) -> Evalua
     split, moved = judged_split(inputs.split, inputs.serving_pairs)
     data = build_evaluation_data(split, inputs.rm, inputs.genres, inputs.item_vectors)
     report = evaluate(split, data, lists_from_frame(inputs.rm, inputs.candidates),
-                      final_cold=inputs.text_cf or inputs.two_tower, routes=route_scorers(inputs),
+                      final_cold=text_cf_scorer(inputs) or inputs.two_tower, routes=route_scorers(inputs),
                       with_baselines=with_baselines)
     report.rows.extend(ingest_rows(inputs.quarantined))
     return Evaluation(report, data, moved)
