@@ -162,8 +162,14 @@ def save(model: TextCF, path: Path, encoder: str, tuned: Tuned | None = None) ->
             "pseudo_cold_recall@20": tuned.recall if tuned else None}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("wb") as handle:
-        np.savez(handle, meta=np.array(json.dumps(meta)), weights=model.weights, untrained_ids=model.untrained_ids)
+        np.savez(handle, meta=np.array(json.dumps(meta)), weights=model.weights, untrained_ids=_storable(model.untrained_ids))
     os.replace(tmp, path)
+
+
+def _storable(ids: np.ndarray) -> np.ndarray:
+    """Text ids (an object array) as fixed-width unicode: ``.npz`` without pickle cannot hold objects."""
+    ids = np.asarray(ids)
+    return ids.astype(str) if ids.dtype == object else ids
 
 
 def load(path: Path, encoder: str) -> TextCF | None:

@@ -105,3 +105,13 @@ def test_pseudo_cold_judge_is_the_protocols_cold_ranking_of_training_rows(bundle
                                    .otherwise(pl.col("item_id")))
     _, judge_corrupted = text_cf.pseudo_cold_judge(corrupted, ids, features)
     assert judge_corrupted(model) == judge(model)
+
+
+def test_text_item_ids_are_stored_without_pickle(tmp_path):
+    """Text ids (object arrays in the pipeline) round-trip and still match the catalogue's."""
+    train, vectors = _two_tastes()
+    ids = np.array([f"item-{i}" for i in range(18)], dtype=object)
+    model = text_cf.fit_for_serving(train, ids, text_cf.item_features(vectors), 0.03, 0.5, "run-1")
+    text_cf.save(model, tmp_path / "m.npz", "enc")
+    loaded = text_cf.load(tmp_path / "m.npz", "enc")
+    assert np.isin(ids, loaded.untrained_ids).tolist() == [False] * 16 + [True, True]
