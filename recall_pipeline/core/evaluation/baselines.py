@@ -82,9 +82,12 @@ class EaseModel:
     kinv_x: np.ndarray | None = None
     diag_p: np.ndarray | None = None
 
-    def scores(self, histories: sp.csr_matrix) -> np.ndarray:
-        """Dense scores (rows of ``histories`` x items); ratings are binarised."""
-        x = binary(sp.csr_matrix(histories))
+    def scores(self, histories: sp.csr_matrix, binarize: bool = True) -> np.ndarray:
+        """Dense scores (rows of ``histories`` x items); ratings are binarised unless
+        ``binarize`` is False: then the histories' values weigh each interaction (e.g. by
+        recency), every solve's formula being linear in the history."""
+        x = sp.csr_matrix(histories)
+        x = binary(x) if binarize else x.astype(np.float64)
         if self.kinv_x is not None:
             dense = x.toarray()
             xp = (dense - np.asarray((x @ self.fit.T) @ self.kinv_x)) / self.lam
@@ -95,11 +98,12 @@ class EaseModel:
         out[:, self.columns] = x[:, self.columns] @ self.weights
         return out
 
-    def scorer(self, train: sp.csr_matrix) -> Scorer:
-        """A scorer over the rows of ``train`` (any matrix over the same items)."""
+    def scorer(self, train: sp.csr_matrix, binarize: bool = True) -> Scorer:
+        """A scorer over the rows of ``train`` (any matrix over the same items; ``binarize`` as
+        in :meth:`scores`)."""
         if train.shape[1] != self.n_items:
             raise ValueError(f"the EASE model covers {self.n_items} items, the matrix {train.shape[1]}")
-        return lambda rows: self.scores(train[rows])
+        return lambda rows: self.scores(train[rows], binarize)
 
 
 def fit_ease(train: sp.csr_matrix, lam: float, max_items: int | None = None,

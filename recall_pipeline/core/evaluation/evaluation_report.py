@@ -16,7 +16,7 @@ from recall_pipeline.core.features.rating_matrix import RatingMatrix
 from recall_pipeline.core.features.user_profiles import profile_scorer
 from recall_pipeline.core.ids import positions
 from recall_pipeline.core.serving.candidates import lists_from_frame, vectors_by_user
-from recall_pipeline.core.serving.routes import RouteSettings, interest_scorer
+from recall_pipeline.core.serving.routes import RouteSettings, ease_route_scorer, interest_scorer
 from recall_pipeline.core.training.text_cf import TextCF, item_features
 from recall_pipeline.core.training.training_pairs import test_rows_trained_on, without
 
@@ -73,7 +73,7 @@ def route_scorers(inputs: EvaluationInputs) -> dict[str, baselines.Scorer]:
     owners = positions(rm.user_ids, inputs.interest_owners, "interest users")
     routes = {"two_tower": inputs.two_tower, "lm_profile": profile_scorer(user_vectors, vectors),
               "lm_interest": interest_scorer(rm, owners, inputs.interests, vectors),
-              "ease": baselines.ease(rm.matrix, RouteSettings.ease_lambda, RouteSettings.ease_max_items)}
+              "ease": ease_route_scorer(rm, RouteSettings())}
     if inputs.text_cf is not None:  # as the route serves it: only the items untrained when it was fitted
         proposed = np.isin(rm.item_ids, inputs.text_cf.untrained_ids)
         scorer = text_cf_scorer(inputs)

@@ -39,6 +39,11 @@ class StoredEase:
     fit_run: str          # the Dagster run that solved it (part of every recall run's basis)
     items_sha256: str
     max_items: int
+    # training interactions per item over all users when it was fitted: the popularity route's
+    # and the popularity discount's counts in the feedback refreshes that reuse the model, so that
+    # the lists of users they copy and of users they recompute rest on the same counts (None: a
+    # model stored before the counts were kept)
+    item_counts: np.ndarray | None = None
 
     def matches(self, item_ids: np.ndarray, lam: float, max_items: int) -> str | None:
         """Why this model cannot serve the current catalogue and settings (None: it can)."""
@@ -50,12 +55,16 @@ class StoredEase:
         return None
 
 
-def save_ease(model: EaseModel, path: Path, item_ids: np.ndarray, fit_run: str, max_items: int) -> None:
-    """Write the model beside ``path`` and rename it onto ``path`` (atomic on one file system)."""
+def save_ease(model: EaseModel, path: Path, item_ids: np.ndarray, fit_run: str, max_items: int,
+              item_counts: np.ndarray | None = None) -> None:
+    """Write the model (and the item counts of its fit, see :class:`StoredEase`) beside ``path``
+    and rename it onto ``path`` (atomic on one file system)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"lam": float(model.lam), "n_items": int(model.n_items), "fit_run": fit_run,
             "items_sha256": ids_sha256(item_ids), "max_items": int(max_items)}
     arrays = {name: getattr(model, name) for name in ARRAYS if getattr(model, name) is not None}
+    if item_counts is not None:
+        arrays["item_counts"] = np.asarray(item_counts, dtype=np.int64)
     if model.fit is not None:
         fit = model.fit.tocsr()
         arrays.update(fit_indptr=fit.indptr, fit_indices=fit.indices, fit_shape=np.array(fit.shape))
@@ -86,5 +95,6 @@ def load_ease(path: Path) -> StoredEase | None:
             indices = stored["fit_indices"]
             fit = sp.csr_matrix((np.ones(len(indices)), indices, stored["fit_indptr"]),
                                 shape=tuple(stored["fit_shape"]))
+        counts = stored["item_counts"] if "item_counts" in stored else None
     model = EaseModel(meta["lam"], meta["n_items"], fit=fit, **arrays)
-    return StoredEase(model, meta["fit_run"], meta["items_sha256"], meta["max_items"])
+    return StoredEase(model, meta["fit_run"], meta["items_sha256"], meta["max_items"], counts)

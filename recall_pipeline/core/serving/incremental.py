@@ -19,8 +19,10 @@ change are those of
 
 Everything else is unchanged and is copied in SQL. If the basis changed since the published
 run (another two-tower version serves, another EASE or TextCF model, other route settings or K), every
-user is recomputed, and so with a popularity discount (off by default), since every item's
-count moves. What this does not see: profile settings changed by config between runs (run the
+user is recomputed. The popularity route and the popularity discount use the item counts stored
+with the EASE model (those of the full refresh that fitted it), so that a discount does not make
+every list stale at each feedback; a model stored without counts recomputes every user when a
+discount is set. What this does not see: profile settings changed by config between runs (run the
 full refresh after changing them).
 """
 
@@ -88,7 +90,7 @@ def plan_run(con: duckdb.DuckDBPyConnection, run_id: str, changed_only: bool, ea
         return RecallPlan(None, None, recall_basis(model_version, run_id, settings, k),
                           f"every user is recomputed and EASE fitted: {why}")
     plan = plan_recall(con, recall_basis(model_version, ease.fit_run, settings, k))
-    if settings.popularity_discount:  # every list's fused scores follow every item's count
+    if settings.popularity_discount and ease.item_counts is None:  # the fused scores follow every count
         plan = dataclasses.replace(plan, users=None, previous_run=None,
                                    reason="a popularity discount is set: every user is recomputed")
     return dataclasses.replace(plan, ease=ease, reason=f"{plan.reason}; EASE: {why}")

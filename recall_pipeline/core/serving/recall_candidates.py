@@ -3,6 +3,7 @@ rating matrix, fused and re-ranked, as the rows of ``recall.candidates``."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recall_pipeline.core.evaluation.baselines import EaseModel, Scorer, fit_ease
+from recall_pipeline.core.evaluation.baselines import EaseModel, fit_ease
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
 from recall_pipeline.core.serving.ease_store import StoredEase, save_ease
 from recall_pipeline.core.serving.recall_tables import candidates_frame
@@ -57,11 +58,11 @@ def two_tower_route(model, index, train: pl.DataFrame, rm: RatingMatrix) -> Mode
 
 
 def recall(inputs: RecallInputs, settings: RouteSettings, k: int, rows: np.ndarray | None = None,
-           ease: Scorer | None = None) -> MergedLists:
+           ease: EaseModel | None = None) -> MergedLists:
     """Every route's lists, merged with the popularity discount and re-ranked to ``k``, for the
     rating-matrix ``rows`` of ``inputs.rm`` (default every user; a shard passes its own);
-    ``ease``: a scorer over ``inputs.rm``'s rows from a fitted EASE model (default: EASE fitted
-    on ``inputs.rm``, which must then be the whole matrix)."""
+    ``ease``: a fitted EASE model (default: EASE fitted on ``inputs.rm``, which must then be
+    the whole matrix)."""
     if not (len(inputs.rm.user_ids) if rows is None else len(rows)):  # e.g. feedback that changed no history
         none = np.zeros((0, k), dtype=np.int64)
         return MergedLists(none, np.zeros((0, k), np.float32), {name: none for name in ROUTES},
@@ -83,8 +84,19 @@ def ease_model(inputs: RecallInputs, settings: RouteSettings, stored: StoredEase
     if stored is not None:
         return stored.model
     _, model = fit_ease(inputs.rm.matrix, settings.ease_lambda, settings.ease_max_items)
-    save_ease(model, path, inputs.item_ids, run_id, settings.ease_max_items)
+    save_ease(model, path, inputs.item_ids, run_id, settings.ease_max_items, inputs.item_counts)
     return model
+
+
+def with_stored_counts(inputs: RecallInputs, stored: StoredEase | None) -> RecallInputs:
+    """``inputs`` with the item counts stored beside a reused EASE model (a feedback refresh
+    ranks popularity and discounts with the counts of the full refresh whose lists it copies)."""
+    if stored is None or stored.item_counts is None:
+        return inputs
+    if len(stored.item_counts) != len(inputs.item_ids):
+        raise ValueError(f"the stored item counts cover {len(stored.item_counts)} items, the catalogue "
+                         f"{len(inputs.item_ids)}")
+    return dataclasses.replace(inputs, item_counts=stored.item_counts)
 
 
 def candidates_table(inputs: RecallInputs, merged: MergedLists, run_id: str,

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import scipy.sparse as sp
 
-from recall_pipeline.core.features.rating_matrix import RatingMatrix
+from recall_pipeline.core.features.rating_matrix import matrix_entries, matrix_from_entries
 from recall_pipeline.core.ids import positions, require_same_ids
 from recall_pipeline.core.evaluation.baselines import EaseModel
 from recall_pipeline.core.serving.ease_store import load_ease, save_ease
@@ -66,9 +65,7 @@ def export_inputs(store: ShardStore, run_id: str, inputs: RecallInputs, rows: np
     vectors = pl.Series("embedding", inputs.item_vectors)
     store.write(run_id, "items", pl.DataFrame({"item_id": rm.item_ids}).with_columns(vectors))
     store.write(run_id, "users", pl.DataFrame({"user_id": rm.user_ids}))
-    coo = rm.matrix.tocoo()
-    store.write(run_id, "matrix", pl.DataFrame({"row": coo.row.astype(np.int64), "col": coo.col.astype(np.int64),
-                                                "rating": coo.data}))
+    store.write(run_id, "matrix", matrix_entries(rm))
     store.write(run_id, "profiles", inputs.profiles.select("user_id", "embedding"))
     store.write(run_id, "interests", pl.DataFrame({"user_id": inputs.interest_owners})
                 .with_columns(pl.Series("embedding", inputs.interests)))
@@ -96,11 +93,7 @@ def load_inputs(store: ShardStore, run_id: str) -> RecallInputs:
     import faiss
 
     items, users = store.read(run_id, "items"), store.read(run_id, "users")
-    entries = store.read(run_id, "matrix")
-    matrix = sp.csr_matrix((entries["rating"].to_numpy(), (entries["row"].to_numpy(), entries["col"].to_numpy())),
-                           shape=(users.height, items.height))
-    matrix.sort_indices()
-    rm = RatingMatrix(matrix, users["user_id"].to_numpy(), items["item_id"].to_numpy())
+    rm = matrix_from_entries(store.read(run_id, "matrix"), users["user_id"].to_numpy(), items["item_id"].to_numpy())
     interests, model_users = store.read(run_id, "interests"), store.read(run_id, "two_tower_users")
     meta = exported_meta(store, run_id)
 
@@ -149,8 +142,7 @@ def compute_shard(store: ShardStore, run_id: str, shard: int, settings: RouteSet
     users = store.read(run_id, SHARD_USERS).filter(pl.col("shard") == shard)
     inputs = load_inputs(store, run_id)
     rows = np.sort(positions(inputs.rm.user_ids, users["user_id"].to_numpy(), "shard users"))
-    model = exported_ease(store, run_id) if len(rows) else None
-    ease = model.scorer(inputs.rm.matrix) if model is not None else None
+    ease = exported_ease(store, run_id) if len(rows) else None
     frame = candidates_table(inputs, recall(inputs, settings, k, rows, ease), run_id, rows)
     store.write(run_id, f"candidates-{shard}", frame)
     return len(rows)

@@ -33,34 +33,40 @@ ROUTES = ("two_tower", "lm_profile", "lm_interest", "ease", "popularity", "text_
 
 
 # The text_cf route's weight in the fused lists: the largest of 0 to 1 whose lists keep validation
-# Recall@50 within 0.001 of the lists without the route (bench/tune_fusion.py --text-cf-only,
-# bench/results/tune_fusion_text_cf.txt). On the bundled data every weight above 0 cost recall
-# (0.02: -0.0015, 0.3: -0.0074), and so did reserving the lists' last places for it, so by default
-# the route adds nothing to the lists: TextCF ranks the cold slice, the two-tower and LM routes
-# already bring 2.7 items without training interactions into each top 50, and a team that wants
-# more exposure for new items sets weight_text_cf (the trade is in that file).
-TEXT_CF_WEIGHT = 0.0
+# Recall@50 within 0.001 of the lists without the route (bench/tune_fusion.py,
+# bench/results/tune_fusion.txt). On the bundled data 0.02 does (-0.0009); above it every weight
+# costs recall (0.1: -0.0034, 0.3: -0.0129), and so does reserving the lists' last places for it.
+# TextCF ranks the cold slice; in the lists, the two-tower route already brings about 3 items
+# without training interactions into each top 50, and a team that wants more exposure for new
+# items raises weight_text_cf (the trade is in that file).
+TEXT_CF_WEIGHT = 0.02
 
 
 @dataclass(frozen=True)
 class RouteSettings:
     """Route depth, fusion weights, popularity discount and diversity, chosen on the fit/held-out
     validation cut (``bench/tune_fusion.py``): the highest validation Recall@50 among the settings
-    whose lists keep long-tail share@50 >= 0.10 and coverage@50 >= 2x EASE's (differences under
-    0.001 count as equal; then the highest coverage). The popularity discount and MMR stay
-    available for more exposure or diversity; the grid and its figures are in
+    whose lists keep long-tail share@50 >= 0.10 and coverage@50 >= 2.7x EASE's (differences under
+    0.001 count as equal; then the highest coverage): two-tower 1.0, EASE 1.0, the LM routes 0,
+    popularity discount 0.1, MMR lambda 0.7. The grid and its figures are in
     ``bench/results/tune_fusion.txt``."""
 
     depth: int = 200
     weights: dict[str, float] = field(default_factory=lambda: {
-        "two_tower": 1.5, "ease": 1.0, "lm_profile": 0.3, "lm_interest": 0.3, "popularity": 1.0,
+        "two_tower": 1.0, "ease": 1.0, "lm_profile": 0.0, "lm_interest": 0.0, "popularity": 1.0,
         "text_cf": TEXT_CF_WEIGHT})
     rrf_c: float = 60.0
-    popularity_discount: float = 0.0
-    mmr_lambda: float = 1.0
+    popularity_discount: float = 0.1
+    mmr_lambda: float = 0.7
     mmr_pool: int = 200
     ease_lambda: float = 200.0
     ease_max_items: int = baselines.EASE_MAX_ITEMS  # above it, EASE over the most-interacted items
+    # The EASE route weighs a user's history by recency (RatingMatrix.recency_weighted): the
+    # latest interaction 1, older ones decaying with the place from the end towards the floor.
+    # Chosen on the validation cut (bench/tune_fusion.py): the EASE route's validation Recall@50
+    # 0.3082 unweighted, 0.3323 at tau 5 / floor 0.1. tau 0: unweighted, as the EASE baseline.
+    ease_recency_tau: float = 5.0
+    ease_recency_floor: float = 0.1
     seed: int = 0
 
 
@@ -137,7 +143,7 @@ def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_use
                 profiles: np.ndarray, interest_user_ids: np.ndarray, interests: np.ndarray,
                 settings: RouteSettings = RouteSettings(),
                 model: ModelRoute | None = None, rows: np.ndarray | None = None,
-                ease: baselines.Scorer | None = None,
+                ease: baselines.EaseModel | None = None,
                 popularity: np.ndarray | None = None,
                 text_cf: TextCFRoute | None = None) -> dict[str, np.ndarray]:
     """Every route's lists, one row per rating-matrix row of ``rows`` (default every user, in
@@ -148,8 +154,8 @@ def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_use
     popularity) are still fitted on all of it, and every route ranks each user on their own, so a
     user's lists do not depend on which other users are computed with them.
 
-    ``ease``: a scorer over the rows of ``rm`` from an EASE model fitted elsewhere (default: fit
-    on ``rm``); ``popularity``: item scores of the popularity route (default: ``rm``'s training
+    ``ease``: an EASE model fitted elsewhere (default: fit on ``rm``), scoring each user's
+    recency-weighted history (:func:`ease_route_scorer`); ``popularity``: item scores of the popularity route (default: ``rm``'s training
     counts). Both let ``rm`` be a few users' rows of a larger matrix (a feedback refresh).
     ``text_cf``: the cold-item route's model (None: no lists for that route)."""
     require_same_ids(rm.item_ids, index_item_ids, "the FAISS index's items against the rating matrix's")
@@ -172,7 +178,7 @@ def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_use
     has_history = np.diff(rm.matrix.indptr) > 0
     history = rows[has_history[rows]]
     if len(history):
-        scorer = ease or baselines.ease(rm.matrix, settings.ease_lambda, settings.ease_max_items)
+        scorer = ease_route_scorer(rm, settings, ease)
         out["ease"][slot[history]], _ = top_k_scored(scorer, history, depth, len(rm.item_ids), rm.matrix,
                                                      settings.seed)
     if text_cf is not None and len(history):
@@ -183,6 +189,16 @@ def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_use
         top, _ = top_k_dense(np.asarray(scores, dtype=np.float64)[None, :], depth, seed=settings.seed)
         out["popularity"][slot[newcomers]] = top[0]
     return out
+
+
+def ease_route_scorer(rm: RatingMatrix, settings: RouteSettings,
+                      model: baselines.EaseModel | None = None) -> baselines.Scorer:
+    """The EASE route as a scorer over ``rm``'s rows: ``model`` (default: EASE fitted on ``rm``)
+    applied to each user's history weighted by recency (``settings.ease_recency_*``)."""
+    if model is None:
+        model = baselines.fit_ease(rm.matrix, settings.ease_lambda, settings.ease_max_items)[1]
+    weighted = rm.recency_weighted(settings.ease_recency_tau, settings.ease_recency_floor)
+    return model.scorer(weighted, binarize=False)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,8 @@ class RecallConfig(dg.Config):
     mmr_lambda: float = RouteSettings.mmr_lambda
     ease_lambda: float = RouteSettings.ease_lambda
     ease_max_items: int = RouteSettings.ease_max_items
+    ease_recency_tau: float = RouteSettings.ease_recency_tau  # 0: the history unweighted
+    ease_recency_floor: float = RouteSettings.ease_recency_floor
     shards: int = 0  # shards by a hash of the user id (0: $RECALL_PIPELINE_SHARDS, default 1)
     # "auto": in feedback_refresh_job only the users whose history changed ("changed"), else "all"
     recompute: str = changed_users.AUTO
@@ -49,6 +51,7 @@ class RecallConfig(dg.Config):
         return RouteSettings(depth=self.depth, weights=weights, mmr_lambda=self.mmr_lambda,
                              popularity_discount=self.popularity_discount,
                              ease_lambda=self.ease_lambda, ease_max_items=self.ease_max_items,
+                             ease_recency_tau=self.ease_recency_tau, ease_recency_floor=self.ease_recency_floor,
                              mmr_pool=max(2 * self.k, self.depth))
 
 
@@ -67,7 +70,7 @@ def plan_recall_candidates(context: dg.OpExecutionContext, config: RecallConfig,
         models = f"{tables.serving_model_version(warehouse, home)}|text_cf:{tables.text_cf_fit_run(home)}"
         plan = incremental.plan_run(con, run_id, changed_only, home.layout.ease_model, models, settings, config.k)
     context.log.info(plan.reason)
-    inputs = tables.recall_inputs(warehouse, home, plan.users)
+    inputs = candidates.with_stored_counts(tables.recall_inputs(warehouse, home, plan.users), plan.ease)
     # a full refresh fits and stores EASE for the feedback refreshes; its shards fit their own on
     # the whole matrix (the in-run scorer's arithmetic); a feedback refresh's score with the stored one
     candidates.ease_model(inputs, settings, plan.ease, home.layout.ease_model, run_id)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recall_pipeline.core.evaluation.baselines import ease, item_knn, most_popular, tune, validation_recall
+from recall_pipeline.core.evaluation.baselines import ease, fit_ease, item_knn, most_popular, tune, validation_recall
 
 
 def reference_ease(x: np.ndarray, lam: float) -> np.ndarray:
@@ -18,6 +18,28 @@ def test_ease_equals_the_closed_form(shape):
     x = (np.random.default_rng(1).random(shape) < 0.3).astype(float)
     scores = ease(sp.csr_matrix(x * 4.5), 7.0)(np.arange(shape[0]))  # ratings are binarised
     assert np.allclose(scores, reference_ease(x, 7.0), atol=1e-9)
+
+
+@pytest.mark.parametrize("shape,max_items", [((40, 15), 1000), ((15, 40), 1000), ((40, 15), 10)],
+                         ids=["gram", "woodbury", "capped"])
+def test_weighted_histories_score_as_the_closed_form_of_the_weighted_row(shape, max_items):
+    """The EASE route scores recency-weighted histories h B: every solve must give the closed
+    form for a non-binary h (the capped solve: over its kept items), not h binarised."""
+    rng = np.random.default_rng(2)
+    x = (rng.random(shape) < 0.3).astype(float)
+    weights = x * rng.uniform(0.2, 1.0, shape)
+    _, model = fit_ease(sp.csr_matrix(x), 7.0, max_items=max_items)
+    scores = model.scores(sp.csr_matrix(weights), binarize=False)
+    kept = np.sort(np.argsort(-x.sum(axis=0), kind="stable")[:max_items])
+    assert np.allclose(scores[:, kept], weights[:, kept] @ ease_b(x[:, kept], 7.0), atol=1e-9)
+    assert np.isneginf(np.delete(scores, kept, axis=1)).all()
+    assert not np.allclose(scores[:, kept], model.scores(sp.csr_matrix(weights))[:, kept])  # binarised differs
+
+
+def ease_b(x: np.ndarray, lam: float) -> np.ndarray:
+    """B = I - P / diag(P), P = (X'X + lam I)^-1."""
+    p = np.linalg.inv(x.T @ x + lam * np.eye(x.shape[1]))
+    return np.eye(x.shape[1]) - p / np.diag(p)
 
 
 def test_item_knn_keeps_the_top_neighbours():

@@ -4,10 +4,13 @@ from datetime import datetime
 
 import numpy as np
 import polars as pl
+import pytest
 
 import duckdb
 
-from recall_pipeline.core.features.rating_matrix import build_rating_matrix, matrix_tables, read_rating_matrix
+from recall_pipeline.core.features.rating_matrix import (
+    RatingMatrix, build_rating_matrix, matrix_tables, read_rating_matrix,
+)
 
 
 def split_frame(rows):
@@ -59,3 +62,33 @@ def test_implicit_feedback_counts_one(tmp_path):
     rm = build_rating_matrix(split, np.array([7, 8]))
     assert rm.matrix.toarray().tolist() == [[1.0, 0.0]]
     assert rm.item_index().rows() == [(7, 0), (8, 1)]
+
+
+def test_recency_places_count_from_the_latest_and_survive_storage(tmp_path):
+    split = split_frame([
+        (1, 7, 4.0, datetime(2020, 1, 3), "train"),
+        (1, 8, 4.0, datetime(2020, 1, 1), "train"),
+        (1, 9, 4.0, datetime(2020, 1, 2), "train"),
+        (1, 8, 2.0, datetime(2020, 1, 5), "train"),    # re-rated: its place is that of the latest event
+        (1, 6, 4.0, datetime(2020, 1, 9), "warm_test"),  # not training: no place
+        (2, 6, 0.0, datetime(2020, 1, 1), "train"),    # same time: the larger item id counts as later
+        (2, 9, 3.0, datetime(2020, 1, 1), "train"),
+    ])
+    rm = build_rating_matrix(split, np.array([6, 7, 8, 9]))
+    assert rm.recency.toarray().tolist() == [[0, 2, 1, 3], [2, 0, 0, 1]]
+    loaded = stored_and_read(rm, tmp_path)
+    assert np.array_equal(loaded.recency.toarray(), rm.recency.toarray())
+    assert rm.restricted_to(np.array([2])).recency.toarray().tolist() == [[2, 0, 0, 1]]
+    weighted = rm.recency_weighted(tau=1.0, floor=0.5).toarray()
+    assert weighted[0].tolist() == pytest.approx([0, 0.5 + 0.5 * np.exp(-1), 1.0, 0.5 + 0.5 * np.exp(-2)])
+    assert weighted[1].tolist() == pytest.approx([0.5 + 0.5 * np.exp(-1), 0, 0, 1.0])  # a 0 rating still counts
+    assert rm.recency_weighted(tau=0.0, floor=0.5).toarray().tolist() == [[0, 1, 1, 1], [1, 0, 0, 1]]
+
+
+def test_a_matrix_stored_without_recency_reads_as_unweighted(tmp_path):
+    rm = build_rating_matrix(split_frame([(1, 7, 4.0, datetime(2020, 1, 1), "train"),
+                                          (1, 8, 4.0, datetime(2020, 1, 2), "train")]), np.array([7, 8]))
+    old = RatingMatrix(rm.matrix, rm.user_ids, rm.item_ids)  # as a warehouse written before the column
+    loaded = stored_and_read(old, tmp_path)
+    assert loaded.recency is None
+    assert loaded.recency_weighted(tau=5.0, floor=0.2).toarray().tolist() == [[1.0, 1.0]]

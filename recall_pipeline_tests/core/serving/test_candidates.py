@@ -13,7 +13,7 @@ from recall_pipeline.core.ids import CatalogueMismatchError
 from recall_pipeline.core.serving.index import build_exact_index
 from recall_pipeline.core.features.rating_matrix import build_rating_matrix
 from recall_pipeline.core.serving.recall_tables import candidates_frame
-from recall_pipeline.core.serving.routes import RouteSettings, merge_routes, route_lists
+from recall_pipeline.core.serving.routes import RouteSettings, ease_route_scorer, merge_routes, route_lists
 
 T = datetime(2020, 1, 1)
 
@@ -152,3 +152,23 @@ def test_interest_scorer_is_each_users_best_interest_whatever_the_product_size(m
                          for r in rows])
     monkeypatch.setattr(routes, "INTEREST_CELLS", cells)
     np.testing.assert_allclose(routes.interest_scorer(rm, owners, vectors, items)(rows), expected, atol=1e-5)
+
+
+def test_the_ease_route_favours_what_goes_with_the_latest_interaction():
+    """Items 10 and 11 go with 12 and 13 respectively, equally often; a user who saw 10 long ago
+    and 11 last is offered 13 before 12 by the recency-weighted route, a tie without recency."""
+    rows = [(u, item, 4.0, datetime(2020, 1, 1 + n), "train")
+            for u in range(1, 9) for n, item in enumerate((10, 12) if u <= 4 else (11, 13))]
+    rows += [(99, 10, 4.0, datetime(2020, 1, 1), "train"), (99, 11, 4.0, datetime(2020, 3, 1), "train")]
+    rows += [(98, 11, 4.0, datetime(2020, 1, 1), "train"), (98, 10, 4.0, datetime(2020, 3, 1), "train")]
+    rm = build_rating_matrix(pl.DataFrame(rows, schema=["user_id", "item_id", "rating", "timestamp", "part"],
+                                          orient="row"), np.array([10, 11, 12, 13]))
+    me, other = np.searchsorted(rm.user_ids, [99, 98])
+    scores = ease_route_scorer(rm, RouteSettings(ease_lambda=1.0))(np.array([me, other]))
+    assert scores[0, 3] > scores[0, 2] and scores[1, 2] > scores[1, 3]
+    flat = ease_route_scorer(rm, RouteSettings(ease_lambda=1.0, ease_recency_tau=0.0))(np.array([me, other]))
+    assert flat[0, 3] == pytest.approx(flat[0, 2]) and flat[1, 2] == pytest.approx(flat[1, 3])
+    lists = route_lists(build_exact_index(np.eye(4, dtype=np.float32)), rm.item_ids, rm, rm.user_ids,
+                        np.ones((len(rm.user_ids), 4), np.float32), np.array([]), np.zeros((0, 4), np.float32),
+                        RouteSettings(depth=2, ease_lambda=1.0))
+    assert lists["ease"][me].tolist() == [3, 2] and lists["ease"][other].tolist() == [2, 3]

@@ -50,3 +50,13 @@ def test_a_stored_model_is_refused_for_another_catalogue_or_settings(tmp_path):
     assert "catalogue changed" in reusable_ease(tmp_path / "ease.npz", ids[:-1], 5.0, 100)[1]
     assert "settings changed" in reusable_ease(tmp_path / "ease.npz", ids, 6.0, 100)[1]
     assert load_ease(tmp_path / "ease.npz").model.n_items == 6
+
+
+def test_the_item_counts_of_the_fit_are_kept_with_the_model(tmp_path):
+    x = sp.csr_matrix((np.random.default_rng(0).random((10, 6)) < 0.5).astype(float))
+    _, model = fit_ease(x, 5.0)
+    ids = np.arange(6)
+    save_ease(model, tmp_path / "ease.npz", ids, "run-1", 100, item_counts=np.diff(x.tocsc().indptr))
+    assert load_ease(tmp_path / "ease.npz").item_counts.tolist() == np.diff(x.tocsc().indptr).tolist()
+    save_ease(model, tmp_path / "old.npz", ids, "run-1", 100)  # as stored before the counts were kept
+    assert load_ease(tmp_path / "old.npz").item_counts is None

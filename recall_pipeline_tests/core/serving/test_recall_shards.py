@@ -84,7 +84,7 @@ def test_shards_score_with_the_exported_ease_model(tmp_path):
 
     inputs, settings, k = world(seed=3), RouteSettings(depth=30), 15
     _, model = fit_ease(inputs.rm.matrix, 50.0)  # another lambda than the settings': a refit would differ
-    whole = candidates_table(inputs, recall(inputs, settings, k, ease=model.scorer(inputs.rm.matrix)), "run-2")
+    whole = candidates_table(inputs, recall(inputs, settings, k, ease=model), "run-2")
     refit = candidates_table(inputs, recall(inputs, settings, k), "run-2")
     store = ShardStore(str(tmp_path), "recall_candidates")
     recall_shards.export_inputs(store, "run-2", inputs, recall_shards.all_user_rows(inputs), 2, model)
