@@ -81,7 +81,7 @@ def main() -> None:
     _, holdout = validation_matrices(split, rm)
     rows = np.flatnonzero(relevant_counts(holdout))
     relevant = holdout[rows]
-    recency = ease_recency(rm, holdout)
+    recency, ease_model = ease_recency(rm, holdout)
 
     profiles = build_user_profiles(fit_rows, ids, vectors)
     interests = multi_interests(fit_rows, ids, vectors)
@@ -131,7 +131,7 @@ def main() -> None:
     ease_settings = RouteSettings(weights={"two_tower": 0.0, "ease": 1.0, "lm_profile": 0.0, "lm_interest": 0.0,
                                            "popularity": 1.0}, popularity_discount=0.0, mmr_lambda=1.0)
     # the exposure goal's reference is EASE as the baseline ranks: the history unweighted
-    plain = baselines.ease(rm.matrix, RouteSettings.ease_lambda, RouteSettings.ease_max_items)
+    plain = ease_route_scorer(rm, RouteSettings(ease_recency_tau=0.0), ease_model)
     plain_lists, _ = top_k_scored(plain, rows, RouteSettings.depth, len(ids), rm.matrix)
     ease_lists = dict(lists, ease=np.full_like(lists["ease"], -1))
     ease_lists["ease"][rows] = plain_lists
@@ -149,9 +149,10 @@ def main() -> None:
     text_cf_weight(split, rm, ids, vectors, lists, rows, relevant, counts, head, chosen)
 
 
-def ease_recency(rm, holdout) -> dict[str, float]:
+def ease_recency(rm, holdout) -> tuple[dict[str, float], baselines.EaseModel]:
     """The EASE route's recency weighting (RouteSettings.ease_recency_tau/floor) with the best
-    validation Recall@50 of the EASE route alone (the first of equals; tau 0 first)."""
+    validation Recall@50 of the EASE route alone (the first of equals; tau 0 first), and the
+    EASE model fitted on the fit part that every setting scored with."""
     model = baselines.fit_ease(rm.matrix, RouteSettings.ease_lambda, RouteSettings.ease_max_items)[1]
     grid = [(0.0, 0.0)] + [(tau, floor) for tau in RECENCY_TAUS if tau for floor in RECENCY_FLOORS]
     results = []
@@ -163,7 +164,7 @@ def ease_recency(rm, holdout) -> dict[str, float]:
     recall, _, tau, floor = max(results)
     print(f"chosen recency: tau {tau}, floor {floor} (EASE route Recall@50 {recall:.4f}, unweighted "
           f"{results[0][0]:.4f})")
-    return {"ease_recency_tau": tau, "ease_recency_floor": floor}
+    return {"ease_recency_tau": tau, "ease_recency_floor": floor}, model
 
 
 def text_cf_weight(split, rm, ids, vectors, lists, rows, relevant, counts, head, chosen) -> None:

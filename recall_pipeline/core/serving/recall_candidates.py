@@ -41,7 +41,8 @@ class RecallInputs:
     text_cf: TextCF | None = None   # the cold-item route's model (None: none fitted yet)
 
     # ``rm``, ``profiles``, interests and ``model_route`` may cover only some users (the users a
-    # feedback refresh recomputes); ``item_counts`` always comes from the whole matrix.
+    # feedback refresh recomputes); ``item_counts`` always covers the whole matrix (in a feedback
+    # refresh, the counts stored with the reused EASE model: :func:`with_stored_counts`).
 
     @property
     def model_version(self) -> str:
