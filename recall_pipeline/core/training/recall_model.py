@@ -153,7 +153,8 @@ def training_part(split: pl.DataFrame) -> pl.DataFrame:
 
 def register_and_judge(result: two_tower.TrainingResult, split: pl.DataFrame, rm: RatingMatrix,
                        item_ids: np.ndarray, lm_vectors: np.ndarray, encoder: str, folder: Path,
-                       tracking_uri: str, mlflow_run_id: str, tags: dict[str, str]) -> Outcome:
+                       tracking_uri: str, mlflow_run_id: str, tags: dict[str, str],
+                       training: two_tower.TrainingSettings = two_tower.TrainingSettings()) -> Outcome:
     """Save and register the trained model, judge it against the champion on training data
     alone (:func:`judge`) and move the alias if the new version is at least as good."""
     train = training_part(split)  # nothing below sees a test row
@@ -166,14 +167,15 @@ def register_and_judge(result: two_tower.TrainingResult, split: pl.DataFrame, rm
     version = model_registry.register_version(tracking_uri, mlflow_run_id, folder, {
         **tags, model_registry.VALIDATION_CUT: snapshot[model_registry.VALIDATION_CUT],
         model_registry.VALIDATION_METRIC: repr(float(result.best_validation_recall))})
-    judgement = judge(result, train, rm, item_ids, lm_vectors, encoder, tracking_uri, champion)
+    judgement = judge(result, train, rm, item_ids, lm_vectors, encoder, tracking_uri, champion, training)
     promotion = model_registry.apply_champion_rule(tracking_uri, version, judgement)
     return Outcome(promotion, model_registry.champion_version(tracking_uri) or version,
                    result.best_epoch, result.best_validation_recall, snapshot[model_registry.VALIDATION_CUT])
 
 
 def judge(result: two_tower.TrainingResult, train: pl.DataFrame, rm: RatingMatrix, item_ids: np.ndarray,
-          lm_vectors: np.ndarray, encoder: str, tracking_uri: str, champion: str | None) -> Judgement:
+          lm_vectors: np.ndarray, encoder: str, tracking_uri: str, champion: str | None,
+          training: two_tower.TrainingSettings = two_tower.TrainingSettings()) -> Judgement:
     """The candidate (``result``) against the champion version, on training data alone.
 
     ``train`` is the split's training part with its validation cut; test rows, if any are
@@ -184,7 +186,8 @@ def judge(result: two_tower.TrainingResult, train: pl.DataFrame, rm: RatingMatri
     compared. Otherwise new feedback changed the cut: the candidate's early-stopping model
     (trained on the current fit part only) and the champion are both scored on the current
     holdout less every (user, item) pair the champion trained on, each user's history being
-    the current fit part, so that neither is scored on anything it trained on."""
+    the current fit part, so that neither is scored on anything it trained on; on a large
+    catalogue both on the same seeded sample of those users (``training``'s validation caps)."""
     train = training_part(train)
     own = Judgement(model_registry.FIRST_VERSION, float(result.best_validation_recall))
     if champion is None:
@@ -205,6 +208,7 @@ def judge(result: two_tower.TrainingResult, train: pl.DataFrame, rm: RatingMatri
         return Judgement(model_registry.OTHER_ENCODER, own.candidate_value)
     judged = holdout_less_pairs(train, pairs)
     fit_matrix, holdout = validation_matrices(judged, rm)
+    holdout = two_tower.validation_sample(holdout, training)
     users, interactions = _counts(holdout)
     if not users:
         return Judgement(model_registry.FRESH_HOLDOUT, None, None, 0, 0)
@@ -259,7 +263,7 @@ def train_and_register(inputs: TrainingInputs, settings: ModelSettings, folder: 
     outcome = register_and_judge(
         result, inputs.split, inputs.rm, inputs.item_ids, inputs.lm_vectors, inputs.encoder, folder, tracking_uri,
         mlflow_run_id, tags={"dagster_run_id": dagster_run_id, "encoder": inputs.encoder,
-                             **{k: str(v) for k, v in snapshot.items()}})
+                             **{k: str(v) for k, v in snapshot.items()}}, training=settings.training)
     judgement = outcome.promotion.judgement
     tracker.log_metrics({"best_epoch": result.best_epoch, "best_validation_recall_at_50": result.best_validation_recall,
                          "train_seconds": result.seconds,

@@ -87,9 +87,9 @@ def corrupt_test_parts(split: pl.DataFrame, seed: int = 0) -> pl.DataFrame:
     return pl.concat([test, train])  # another row order too
 
 
-def judge(world, result, split, champion, encoder=ENCODER) -> model_registry.Judgement:
+def judge(world, result, split, champion, encoder=ENCODER, training=SETTINGS.training) -> model_registry.Judgement:
     return recall_model.judge(result, split, rm_of(world, split), world["item_ids"], world["lm"], encoder,
-                              world["uri"], champion)
+                              world["uri"], champion, training)
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +136,16 @@ def test_a_moved_cut_is_judged_on_the_holdout_less_the_champions_pairs(world, hi
     assert 0.0 <= j.candidate_value <= 1.0 and 0.0 <= j.champion_value <= 1.0
     # the test parts play no part here either
     assert judge(world, history["grown"], corrupt_test_parts(world["after"], 7), champion) == j
+
+
+def test_a_moved_cut_on_a_large_catalogue_judges_a_sample_of_the_users(world, history):
+    """Each judged user ranks the whole catalogue: the validation caps bound the judgement too."""
+    champion = history["v2"].promotion.version
+    whole = judge(world, history["grown"], world["after"], champion)
+    capped = replace(SETTINGS.training, max_validation_cells=5 * len(world["item_ids"]))
+    sampled = judge(world, history["grown"], world["after"], champion, training=capped)
+    assert sampled.judged_on == FRESH_HOLDOUT and whole.users > 5 == sampled.users
+    assert 0 < sampled.interactions < whole.interactions
 
 
 def test_the_candidates_validation_model_is_what_a_moved_cut_judges(world, history):

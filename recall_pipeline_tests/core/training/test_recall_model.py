@@ -23,4 +23,6 @@ def test_mlflow_parameters_keep_the_names_and_values_of_runs_before_the_split():
         "weight_decay": "1e-05", "max_epochs": "30", "patience": "3", "refit": "False", "rating_max": "5.0",
         "seed": "0", "lm_finetune_layers": "0", "lm_learning_rate": "2e-05",
         # added with the scale settings (runs before them trained with neither limit)
-        "max_validation_users": "20000", "max_train_seconds": "0.0"}
+        "max_validation_users": "20000", "max_train_seconds": "0.0",
+        # added when validation was also capped in users x items (1M items: 2,000 users)
+        "max_validation_cells": "2000000000"}

@@ -212,7 +212,7 @@ def test_lm_finetune_mode_trains_the_top_layer_and_serves_from_its_embeddings(tm
 
 
 def test_validation_samples_users_beyond_the_cap_and_the_time_budget_stops_early(planted):
-    from recall_pipeline.core.training.two_tower.trainer import sample_users
+    from recall_pipeline.core.training.two_tower.trainer import sample_users, validation_sample
 
     holdout = planted["holdout"]
     with_relevant = np.flatnonzero(np.diff(holdout.indptr))
@@ -221,6 +221,13 @@ def test_validation_samples_users_beyond_the_cap_and_the_time_budget_stops_early
     assert len(kept) == 5 and set(kept) <= set(with_relevant)
     assert (sampled[kept] != holdout[kept]).nnz == 0          # the kept users keep all their items
     assert sample_users(holdout, len(with_relevant), seed=0) is holdout
+    # the cap in cells: users x the whole catalogue each validation ranks; never below one user
+    items = holdout.shape[1]
+    by_cells = validation_sample(holdout, replace(FAST, max_validation_cells=5 * items + items - 1))
+    assert (by_cells != sampled).nnz == 0
+    assert np.diff(validation_sample(holdout, replace(FAST, max_validation_cells=1)).indptr).astype(bool).sum() == 1
+    assert validation_sample(holdout, replace(FAST, max_validation_users=5)) is not holdout
+    assert validation_sample(holdout, FAST) is holdout     # the defaults keep a small catalogue whole
     budget = replace(FAST, max_epochs=50, patience=50, max_train_seconds=1e-9, refit=False)
     result = two_tower.train_two_tower(planted["lm"], planted["fit"], planted["fit"], holdout,
                                        SMALL, budget)

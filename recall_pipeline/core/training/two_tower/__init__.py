@@ -28,6 +28,7 @@ _MODULE_OF = {
     "TwoTower": "towers",
     "log_q": "losses", "in_batch_loss": "losses",
     "TrainingResult": "trainer", "train_epoch": "trainer", "train_two_tower": "trainer",
+    "validation_sample": "trainer",
     "item_vectors": "serving", "user_vectors": "serving", "dense_scorer": "serving",
     "WEIGHTS_FILE": "persistence", "CONFIG_FILE": "persistence", "ITEM_IDS_FILE": "persistence",
     "EncoderMismatchError": "persistence", "save_model": "persistence", "load_model": "persistence",
@@ -61,4 +62,6 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from recall_pipeline.core.training.two_tower.towers import (
         RATING_BUCKETS, ItemTower, UserTower, TwoTower, rating_buckets,
     )
-    from recall_pipeline.core.training.two_tower.trainer import TrainingResult, train_epoch, train_two_tower
+    from recall_pipeline.core.training.two_tower.trainer import (
+        TrainingResult, train_epoch, train_two_tower, validation_sample,
+    )

@@ -75,7 +75,7 @@ def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, ho
     if lm_top is not None and not training.lm_finetune_layers:
         raise ValueError("the LM's top layers were given but lm_finetune_layers is 0")
     fit_seen = fit.seen(holdout.shape)
-    holdout = sample_users(holdout, training.max_validation_users, training.seed)
+    holdout = validation_sample(holdout, training)
 
     def validate(model: TwoTower) -> float:
         return validation_recall(dense_scorer(model, fit, holdout.shape[0]), fit_seen, holdout, seed=training.seed)
@@ -136,6 +136,13 @@ def _fit(lm_vectors: np.ndarray, seq: Sequences, architecture: Architecture, tra
         result.best_epoch = epochs or training.max_epochs
     result.seconds = time.perf_counter() - started
     return result
+
+
+def validation_sample(holdout: sp.csr_matrix, training: TrainingSettings) -> sp.csr_matrix:
+    """The held-out users one validation scores: at most ``max_validation_users`` of them and
+    at most ``max_validation_cells`` users x items (each ranks the whole catalogue), at least one."""
+    by_cells = training.max_validation_cells // max(holdout.shape[1], 1)
+    return sample_users(holdout, max(1, min(training.max_validation_users, by_cells)), training.seed)
 
 
 def sample_users(relevant: sp.csr_matrix, max_users: int, seed: int) -> sp.csr_matrix:
