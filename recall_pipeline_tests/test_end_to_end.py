@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 
 from recall_pipeline.cli import main as cli_main
+from recall_pipeline.core.evaluation.evaluation_report import UNBOUNDED
 from recall_pipeline.definitions import build_definitions
 from recall_pipeline.defs.jobs import DEFAULT_RETRAIN_MIN_NEW_INTERACTIONS, feedback_run_config
 from recall_pipeline.resources import DataSource
@@ -120,7 +121,16 @@ def test_metrics_are_stored_in_range_with_stable_names(pipeline):
                   "MostPopular", "ItemKNN", "EASE"):
         assert {(model, "warm", m, k) for m, k in expected_warm} <= keys
         assert {(model, "cold", "recall", 20), (model, "cold", "ndcg", 20)} <= keys
-    assert all(0.0 <= value <= 1.0 for m, s, metric, k, value in rows if metric != "novelty")
+    assert all(0.0 <= value <= 1.0 for m, s, metric, k, value in rows if metric not in UNBOUNDED)
+    # how many users each slice's figures rest on: the whole slices here (no sample at this size)
+    users = {metric: value for m, s, metric, k, value in rows if (m, s) == ("data", "users")}
+    warm_users = sql(home, "select count(distinct user_id) from features.interactions_split "
+                           "where part = 'warm_test' and is_relevant")[0][0]
+    cold_users = sql(home, "select count(distinct user_id) from features.interactions_split "
+                           "where part = 'cold_test' and is_relevant")[0][0]
+    assert users["warm_scored"] == users["warm_in_slice"] == warm_users > 0
+    assert users["cold_scored"] == users["cold_in_slice"] == cold_users > 0
+    assert users["sparse_scored"] == users["sparse_in_slice"] <= warm_users
     assert all(value > 0 for m, s, metric, k, value in rows if metric == "novelty")
     by_key = {(m, s, metric, k): v for m, s, metric, k, v in rows}
     for route in ("two_tower", "lm_profile", "lm_interest", "ease", "text_cf"):  # each route alone, on the same split

@@ -11,7 +11,9 @@ import numpy as np
 import polars as pl
 
 from recall_pipeline.core.evaluation import baselines
-from recall_pipeline.core.evaluation.protocol import EvaluationData, Report, build_evaluation_data, evaluate
+from recall_pipeline.core.evaluation.protocol import (
+    MAX_EVALUATION_CELLS, EvaluationData, Report, build_evaluation_data, evaluate,
+)
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
 from recall_pipeline.core.features.user_profiles import profile_scorer
 from recall_pipeline.core.ids import positions
@@ -23,9 +25,11 @@ from recall_pipeline.core.training.training_pairs import test_rows_trained_on, w
 # What cleaning held back, stored beside the figures as rows of model "data", slice "ingest", k 0.
 INGEST_MODEL, INGEST_SLICE = "data", "ingest"
 INGEST_COUNTS = ("quarantined_rows", "suspected_burst_rows")
-# Novelty is in bits (-log2 of a share), not a share, and the ingest rows are counts: the only
-# figures not bounded by 1.
-UNBOUNDED = ("novelty", *INGEST_COUNTS)
+# Users scored per slice (EvaluationData.sample_rows), counts too.
+USER_COUNTS = tuple(f"{name}_{what}" for name in ("warm", "sparse", "cold") for what in ("scored", "in_slice"))
+# Novelty is in bits (-log2 of a share), not a share, and the ingest and user rows are counts:
+# the only figures not bounded by 1.
+UNBOUNDED = ("novelty", *INGEST_COUNTS, *USER_COUNTS)
 HEADLINE = {("warm", "recall", 50), ("warm", "ndcg", 10), ("warm", "coverage", 50),
             ("cold", "recall", 20), ("sparse", "recall", 50)}
 
@@ -116,16 +120,20 @@ def judged_split(split: pl.DataFrame, serving_pairs: pl.DataFrame | None) -> tup
     return without(split, moved), moved
 
 
-def evaluate_published(inputs: EvaluationInputs, with_baselines: bool) -> Evaluation:
+def evaluate_published(inputs: EvaluationInputs, with_baselines: bool,
+                       max_cells: int | None = MAX_EVALUATION_CELLS) -> Evaluation:
     """The protocol's figures for the published lists (cold slice: the TextCF model, or without
     one the two-tower model, ranking the cold items from their text), every route alone and, if asked, the baselines, on the
-    split less any test row the serving model trained on; then the counts of what cleaning held
-    back (:func:`ingest_rows`)."""
+    split less any test row the serving model trained on, each slice on a seeded sample of its
+    users above ``max_cells`` (``protocol.sampled_slice``); then how many users each slice's
+    figures rest on (``EvaluationData.sample_rows``) and the counts of what cleaning held back
+    (:func:`ingest_rows`)."""
     split, moved = judged_split(inputs.split, inputs.serving_pairs)
-    data = build_evaluation_data(split, inputs.rm, inputs.genres, inputs.item_vectors)
+    data = build_evaluation_data(split, inputs.rm, inputs.genres, inputs.item_vectors, max_cells)
     report = evaluate(split, data, lists_from_frame(inputs.rm, inputs.candidates),
                       final_cold=text_cf_scorer(inputs) or inputs.two_tower, routes=route_scorers(inputs),
                       with_baselines=with_baselines)
+    report.rows.extend(data.sample_rows())
     report.rows.extend(ingest_rows(inputs.quarantined))
     return Evaluation(report, data, moved)
 

@@ -31,6 +31,11 @@ BEYOND_K = 50
 DIVERSITY_K = 10
 COLD_K = 20
 SPARSE_MAX_TRAIN = 30
+# Each scored user ranks the whole catalogue (warm, sparse) or every cold item (cold): above this
+# many users x items cells a slice is scored on a seeded sample of its users, so that evaluating
+# grows with users x K like the rest of the graph, not with users x items. The bundled data
+# (653 x 9,066) and M (about 20,000 x 100,000) are scored whole; at 1M items about 2,000 users.
+MAX_EVALUATION_CELLS = 2_000_000_000
 EASE_GRID = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
 KNN_GRID = (20, 50, 100, 200, 400)
 
@@ -57,10 +62,39 @@ class EvaluationData:
     head: np.ndarray
     genres: sp.csr_matrix | None     # items x genres; None: embedding diversity instead
     item_vectors: np.ndarray | None
+    # users of each slice before any sample (:data:`MAX_EVALUATION_CELLS`): warm, sparse, cold
+    slice_users: dict[str, int] = field(default_factory=dict)
 
     @property
     def sparse(self) -> Slice:
         return Slice("sparse", self.warm.rows[self.sparse_mask], self.warm.relevant[self.sparse_mask])
+
+    def scored_users(self) -> dict[str, int]:
+        """Users each slice's figures are computed on (fewer than ``slice_users`` if sampled)."""
+        return {"warm": len(self.warm.rows), "sparse": int(self.sparse_mask.sum()), "cold": len(self.cold.rows)}
+
+    def sample_rows(self) -> list[dict]:
+        """How many users each slice's figures were computed on, and how many the slice has
+        (equal unless the slice was sampled), as metric rows of model "data", slice "users", k 0:
+        ``<slice>_scored`` and ``<slice>_in_slice``."""
+        scored = self.scored_users()
+        return [{"model": "data", "slice": USERS_SLICE, "metric": f"{name}_{what}", "k": 0, "value": float(value)}
+                for name in scored
+                for what, value in (("scored", scored[name]), ("in_slice", self.slice_users.get(name, scored[name])))]
+
+
+USERS_SLICE = "users"  # EvaluationData.sample_rows: users scored per slice (counts, not shares)
+
+
+def sampled_slice(slice_: Slice, items_per_user: int, max_cells: int | None, seed: int = 0) -> Slice:
+    """``slice_`` itself when its users x ``items_per_user`` are within ``max_cells`` (None: no
+    cap); otherwise a seeded sample of ``max_cells // items_per_user`` of its users (at least
+    one), in row order, with their relevant items."""
+    if max_cells is None or len(slice_.rows) * items_per_user <= max_cells:
+        return slice_
+    keep = np.sort(np.random.default_rng(seed).choice(
+        len(slice_.rows), max(1, max_cells // max(items_per_user, 1)), replace=False))
+    return Slice(slice_.name, slice_.rows[keep], slice_.relevant[keep])
 
 
 def _relevance(split: pl.DataFrame, part: str, rm: RatingMatrix, column: str = "part") -> sp.csr_matrix:
@@ -92,9 +126,14 @@ def genre_matrix(genres: list[list[str]]) -> sp.csr_matrix | None:
 
 
 def build_evaluation_data(split: pl.DataFrame, rm: RatingMatrix, genres: list[list[str]] | None = None,
-                          item_vectors: np.ndarray | None = None) -> EvaluationData:
-    """``genres`` and ``item_vectors`` are aligned with ``rm.item_ids``."""
-    warm = warm_slice(split, rm)
+                          item_vectors: np.ndarray | None = None, max_cells: int | None = None,
+                          seed: int = 0) -> EvaluationData:
+    """``genres`` and ``item_vectors`` are aligned with ``rm.item_ids``. ``max_cells`` (None: no
+    cap; the asset passes :data:`MAX_EVALUATION_CELLS`) bounds each slice's users x items ranked:
+    above it the warm slice (and the sparse users within it) and the cold slice are seeded
+    samples of their users (:func:`sampled_slice`); ``slice_users`` keeps the whole slices' sizes."""
+    whole = warm_slice(split, rm)
+    warm = sampled_slice(whole, len(rm.item_ids), max_cells, seed)
     # "at most 30 training interactions": rows of the split, repeats of an item included
     per_user = split.filter(pl.col("part") == "train").group_by("user_id").len()
     train_rows = np.zeros(len(rm.user_ids), dtype=np.int64)
@@ -103,17 +142,20 @@ def build_evaluation_data(split: pl.DataFrame, rm: RatingMatrix, genres: list[li
     cold_columns = positions(rm.item_ids, cold_items, "cold items")
     cold_relevant = _relevance(split, "cold_test", rm)[:, cold_columns].tocsr()
     cold_rows = np.flatnonzero(relevant_counts(cold_relevant))
+    cold_whole = Slice("cold", cold_rows, cold_relevant[cold_rows])
     counts = baselines.popularity_scores(rm.matrix)
     return EvaluationData(
         rm=rm,
         warm=warm,
         sparse_mask=train_rows[warm.rows] <= SPARSE_MAX_TRAIN,
-        cold=Slice("cold", cold_rows, cold_relevant[cold_rows]),
+        cold=sampled_slice(cold_whole, len(cold_columns), max_cells, seed),
         cold_columns=cold_columns,
         train_counts=counts,
         head=head_items(counts, rm.item_ids),
         genres=genre_matrix(genres) if genres is not None else None,
         item_vectors=item_vectors,
+        slice_users={"warm": len(whole.rows), "sparse": int((train_rows[whole.rows] <= SPARSE_MAX_TRAIN).sum()),
+                     "cold": len(cold_rows)},
     )
 
 

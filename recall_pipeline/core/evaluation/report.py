@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recall_pipeline.core.evaluation.protocol import Report
+from recall_pipeline.core.evaluation.protocol import USERS_SLICE, Report
 
 INGEST_SLICE = "ingest"  # core.evaluation.evaluation_report's rows of what cleaning held back
 
@@ -121,10 +121,14 @@ def _ingest_html(rows: list[dict]) -> str:
 def render_html(report: Report, images: dict[str, bytes], run_id: str, model_version: str,
                 exclusion_note: str = "") -> str:
     sections = []
+    users = {r["metric"]: int(r["value"]) for r in report.rows if r["slice"] == USERS_SLICE}
     for slice_name in SLICE_ORDER:
         table = metrics_table(report.rows, slice_name)
         if not table.is_empty():
-            sections.append(f"<h2>{slice_name} slice</h2>{_table_html(table)}")
+            scored, total = users.get(f"{slice_name}_scored"), users.get(f"{slice_name}_in_slice")
+            sample = (f"<p>A seeded sample of {scored:,} of the slice's {total:,} users "
+                      f"(max_evaluation_cells).</p>" if scored is not None and scored < total else "")
+            sections.append(f"<h2>{slice_name} slice</h2>{sample}{_table_html(table)}")
     sections.append(_ingest_html(report.rows))
     tuning = "".join(
         f"<li>{html.escape(name)}: {html.escape(t['parameter'])} = {t['value']:g} "

@@ -123,16 +123,17 @@ def tune(fit_train: sp.csr_matrix, features: np.ndarray, judge, lambdas=LAMBDA_G
 def pseudo_cold_judge(train_split: pl.DataFrame, item_ids: np.ndarray, features: np.ndarray):
     """(the pseudo-cold split's fit matrix, a model -> its pseudo-cold Recall@20): the protocol's
     rule 4 made from the training part alone (``core.features.split.pseudo_cold_split``), so a
-    choice made with it never reads the test split."""
+    choice made with it never reads the test split. Above ``protocol.MAX_EVALUATION_CELLS``
+    pseudo-cold users x items, on a seeded sample of those users, as the evaluation does."""
     from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts
-    from recall_pipeline.core.evaluation.protocol import COLD_K, build_evaluation_data
+    from recall_pipeline.core.evaluation.protocol import COLD_K, MAX_EVALUATION_CELLS, build_evaluation_data
     from recall_pipeline.core.features.rating_matrix import build_rating_matrix
     from recall_pipeline.core.features.split import pseudo_cold_split
     from recall_pipeline.core.serving.ranking import top_k_scored
 
     pseudo = pseudo_cold_split(train_split.filter(pl.col("part") == "train"))
     rm = build_rating_matrix(pseudo, item_ids)
-    data = build_evaluation_data(pseudo, rm)
+    data = build_evaluation_data(pseudo, rm, max_cells=MAX_EVALUATION_CELLS)
     cold_features = np.ascontiguousarray(features[data.cold_columns].T)
 
     def judge(model: TextCF) -> float:

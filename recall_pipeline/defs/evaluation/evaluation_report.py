@@ -14,14 +14,19 @@ RANGE_CHECK = "metrics_within_unit_interval"
 
 
 class EvaluationConfig(dg.Config):
-    """Whether to compute the CF baselines (EASE, ItemKNN tuned on validation) in this run.
+    """Whether to compute the CF baselines (EASE, ItemKNN tuned on validation) in this run, and
+    how many users x items each slice may rank.
 
-    They hold dense users x items scores: above ``baselines_max_cells`` they are skipped (with a
-    warning) rather than exhaust memory on a large catalogue.
+    The baselines hold dense users x items scores: above ``baselines_max_cells`` they are skipped
+    (with a warning) rather than exhaust memory on a large catalogue. Every scored user ranks the
+    whole catalogue (or every cold item): above ``max_evaluation_cells`` a slice is scored on a
+    seeded sample of its users (stored as slice "users" rows of eval.metrics), so evaluating
+    grows with users x K, not users x items.
     """
 
     baselines: bool = True
     baselines_max_cells: int = 50_000_000
+    max_evaluation_cells: int = evaluation.MAX_EVALUATION_CELLS
 
 
 @dg.asset(
@@ -48,8 +53,12 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     with_baselines = evaluation.baselines_fit(inputs.rm.matrix.shape, config.baselines, config.baselines_max_cells)
     if config.baselines and not with_baselines:
         context.log.warning(f"baselines skipped: {inputs.rm.matrix.shape} is above baselines_max_cells")
-    evaluated = evaluation.evaluate_published(inputs, with_baselines)
+    evaluated = evaluation.evaluate_published(inputs, with_baselines, config.max_evaluation_cells)
     report, data = evaluated.report, evaluated.data
+    for name, scored in data.scored_users().items():
+        if scored < (total := data.slice_users[name]):
+            context.log.warning(f"{name} slice scored on a seeded sample of {scored:,} of its {total:,} users "
+                                f"(max_evaluation_cells {config.max_evaluation_cells:,})")
     if not evaluated.excluded_test_rows.is_empty():
         context.log.warning(f"test rows excluded: {evaluated.exclusion_note}")
     warehouse.replace_rows_in({"eval.metrics": evaluation.metrics_frame(evaluated, run_id, inputs.candidates),
@@ -80,5 +89,6 @@ def _figures(evaluated, inputs) -> dict:
     return {
         "test_rows_excluded": evaluated.excluded_test_rows.height, "test_rows_excluded_why": evaluated.exclusion_note,
         **{row["metric"]: dg.MetadataValue.int(int(row["value"])) for row in evaluation.ingest_rows(inputs.quarantined)},
+        **{f"users_{row['metric']}": dg.MetadataValue.int(int(row["value"])) for row in evaluated.data.sample_rows()},
         **{name: dg.MetadataValue.float(value) for name, value in evaluation.headline(evaluated.report.rows).items()},
     }

@@ -130,3 +130,35 @@ def test_perfect_lists_score_one(bundled):
     assert f[("perfect", "warm", "recall", 20)] == pytest.approx(1.0)
     assert f[("perfect", "warm", "ndcg", 10)] == pytest.approx(1.0)
     assert f[("perfect", "sparse", "recall", 50)] == pytest.approx(1.0)
+
+
+def test_slices_above_the_cell_cap_are_seeded_samples_of_their_users(bundled_split):
+    """At scale each slice is scored on a seeded sample of its users (users x items ranked
+    bounded); the bundled data stays whole under the default cap, and the rows say which."""
+    from recall_pipeline.core.evaluation.protocol import MAX_EVALUATION_CELLS, USERS_SLICE
+
+    items, split = bundled_split
+    rm = build_rating_matrix(split, items["item_id"].to_numpy())
+    whole = build_evaluation_data(split, rm)
+    assert build_evaluation_data(split, rm, max_cells=MAX_EVALUATION_CELLS).warm.rows.tolist() == whole.warm.rows.tolist()
+    n_items, n_cold = len(rm.item_ids), len(whole.cold_columns)
+    capped = build_evaluation_data(split, rm, max_cells=50 * n_items + n_items - 1, seed=3)
+    assert len(capped.warm.rows) == 50 and set(capped.warm.rows) < set(whole.warm.rows)
+    assert np.all(np.diff(capped.warm.rows) > 0)                      # still in row order
+    position = np.searchsorted(whole.warm.rows, capped.warm.rows)
+    assert (capped.warm.relevant != whole.warm.relevant[position]).nnz == 0   # each keeps its items
+    assert capped.sparse_mask.tolist() == whole.sparse_mask[position].tolist()
+    assert len(capped.cold.rows) == (50 * n_items + n_items - 1) // n_cold < len(whole.cold.rows)
+    assert set(capped.cold.rows) <= set(whole.cold.rows)
+    counts = {r["metric"]: r["value"] for r in capped.sample_rows()}
+    assert {r["slice"] for r in capped.sample_rows()} == {USERS_SLICE}
+    assert counts == {"warm_scored": 50, "warm_in_slice": 653, "sparse_scored": capped.sparse_mask.sum(),
+                      "sparse_in_slice": 195, "cold_scored": len(capped.cold.rows), "cold_in_slice": 601}
+    assert {r["metric"]: r["value"] for r in whole.sample_rows()} == {
+        "warm_scored": 653, "warm_in_slice": 653, "sparse_scored": 195, "sparse_in_slice": 195,
+        "cold_scored": 601, "cold_in_slice": 601}
+    # seeded: the same sample again; another seed, another sample
+    again = build_evaluation_data(split, rm, max_cells=50 * n_items, seed=3)
+    assert again.warm.rows.tolist() == capped.warm.rows.tolist()
+    assert build_evaluation_data(split, rm, max_cells=50 * n_items, seed=4).warm.rows.tolist() != again.warm.rows.tolist()
+    assert len(build_evaluation_data(split, rm, max_cells=1).warm.rows) == 1   # never an empty slice
