@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts  # noqa: E402
-from recall_pipeline.core.evaluation.protocol import COLD_K, build_evaluation_data, validation_matrices  # noqa: E402
+from recall_pipeline.core.evaluation.protocol import COLD_K, build_evaluation_data  # noqa: E402
 from recall_pipeline.core.features.encode import TextEncoder  # noqa: E402
 from recall_pipeline.core.features.rating_matrix import build_rating_matrix  # noqa: E402
 from recall_pipeline.core.features.split import pseudo_cold_split, split_interactions  # noqa: E402
@@ -45,6 +45,7 @@ from recall_pipeline.core.serving.fusion import reciprocal_rank_fusion  # noqa: 
 from recall_pipeline.core.serving.ranking import top_k_scored  # noqa: E402
 from recall_pipeline.core.serving.routes import RouteSettings, ease_route_scorer  # noqa: E402
 from recall_pipeline.core.training import text_cf  # noqa: E402
+from tune_fusion import validation_cut  # noqa: E402  (bench/, beside this script)
 
 WINDOWS_DAYS = (7, 30, 90, 365)
 FUSION_WEIGHTS = (0.1, 0.3, 0.5, 1.0)
@@ -68,12 +69,7 @@ def bundled(cache: Path | None):
 
 
 def time_popularity(split: pl.DataFrame, ids: np.ndarray) -> None:
-    as_train = split.with_columns(part=pl.when(pl.col("val_part") == "fit").then(pl.lit("train"))
-                                  .otherwise(pl.lit("other")))
-    rm = build_rating_matrix(as_train, ids)
-    _, holdout = validation_matrices(split, rm)
-    rows = np.flatnonzero(relevant_counts(holdout))
-    relevant = holdout[rows]
+    rm, _, rows, relevant = validation_cut(split, ids)
     sparse = np.diff(rm.matrix.indptr)[rows] <= 30
     fit = split.filter(pl.col("val_part") == "fit")
     days = fit["timestamp"].dt.epoch("s").to_numpy().astype(np.float64) / 86400.0

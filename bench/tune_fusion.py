@@ -75,12 +75,7 @@ def main() -> None:
     vectors = np.ascontiguousarray(emb["embedding"].to_numpy(), dtype=np.float32)
     fit_rows = split.filter(pl.col("val_part") == "fit").select("user_id", "item_id", "rating", "timestamp")
     # the fit part as "train": routes see only it; the held-out part is what they must find
-    as_train = split.with_columns(part=pl.when(pl.col("val_part") == "fit").then(pl.lit("train"))
-                                  .otherwise(pl.lit("other")))
-    rm = build_rating_matrix(as_train, ids)
-    _, holdout = validation_matrices(split, rm)
-    rows = np.flatnonzero(relevant_counts(holdout))
-    relevant = holdout[rows]
+    rm, holdout, rows, relevant = validation_cut(split, ids)
     recency, ease_model = ease_recency(rm, holdout)
 
     profiles = build_user_profiles(fit_rows, ids, vectors)
@@ -147,6 +142,17 @@ def main() -> None:
           f"mmr lambda {chosen[4]} (Recall@50 {chosen[0]:.4f}, coverage@50 {chosen[5]:.4f}, "
           f"long tail@50 {chosen[6]:.4f})")
     text_cf_weight(split, rm, ids, vectors, lists, rows, relevant, counts, head, chosen)
+
+
+def validation_cut(split: pl.DataFrame, ids: np.ndarray):
+    """(rating matrix of the fit part as training, held-out relevance, the rows of users with a
+    relevant held-out item, their relevance): what every validation figure here is scored on."""
+    as_train = split.with_columns(part=pl.when(pl.col("val_part") == "fit").then(pl.lit("train"))
+                                  .otherwise(pl.lit("other")))
+    rm = build_rating_matrix(as_train, ids)
+    _, holdout = validation_matrices(split, rm)
+    rows = np.flatnonzero(relevant_counts(holdout))
+    return rm, holdout, rows, holdout[rows]
 
 
 def ease_recency(rm, holdout) -> tuple[dict[str, float], baselines.EaseModel]:

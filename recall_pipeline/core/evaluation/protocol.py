@@ -73,6 +73,11 @@ class EvaluationData:
         """Users each slice's figures are computed on (fewer than ``slice_users`` if sampled)."""
         return {"warm": len(self.warm.rows), "sparse": int(self.sparse_mask.sum()), "cold": len(self.cold.rows)}
 
+    def sample_notes(self) -> list[str]:
+        """One line per slice scored on a sample of its users (none at the bundled size)."""
+        return [f"{name} slice scored on a seeded sample of {scored:,} of its {self.slice_users[name]:,} users"
+                for name, scored in self.scored_users().items() if scored < self.slice_users.get(name, scored)]
+
     def sample_rows(self) -> list[dict]:
         """How many users each slice's figures were computed on, and how many the slice has
         (equal unless the slice was sampled), as metric rows of model "data", slice "users", k 0:

@@ -55,10 +55,8 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
         context.log.warning(f"baselines skipped: {inputs.rm.matrix.shape} is above baselines_max_cells")
     evaluated = evaluation.evaluate_published(inputs, with_baselines, config.max_evaluation_cells)
     report, data = evaluated.report, evaluated.data
-    for name, scored in data.scored_users().items():
-        if scored < (total := data.slice_users[name]):
-            context.log.warning(f"{name} slice scored on a seeded sample of {scored:,} of its {total:,} users "
-                                f"(max_evaluation_cells {config.max_evaluation_cells:,})")
+    for note in data.sample_notes():
+        context.log.warning(f"{note} (max_evaluation_cells {config.max_evaluation_cells:,})")
     if not evaluated.excluded_test_rows.is_empty():
         context.log.warning(f"test rows excluded: {evaluated.exclusion_note}")
     warehouse.replace_rows_in({"eval.metrics": evaluation.metrics_frame(evaluated, run_id, inputs.candidates),

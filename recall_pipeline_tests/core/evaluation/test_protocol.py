@@ -157,6 +157,10 @@ def test_slices_above_the_cell_cap_are_seeded_samples_of_their_users(bundled_spl
     assert {r["metric"]: r["value"] for r in whole.sample_rows()} == {
         "warm_scored": 653, "warm_in_slice": 653, "sparse_scored": 195, "sparse_in_slice": 195,
         "cold_scored": 601, "cold_in_slice": 601}
+    assert capped.sample_notes() == ["warm slice scored on a seeded sample of 50 of its 653 users",
+                                     f"sparse slice scored on a seeded sample of {capped.sparse_mask.sum()} of its 195 users",
+                                     f"cold slice scored on a seeded sample of {len(capped.cold.rows)} of its 601 users"]
+    assert whole.sample_notes() == []
     # seeded: the same sample again; another seed, another sample
     again = build_evaluation_data(split, rm, max_cells=50 * n_items, seed=3)
     assert again.warm.rows.tolist() == capped.warm.rows.tolist()
