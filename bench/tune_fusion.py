@@ -186,7 +186,7 @@ def text_cf_weight(split, rm, ids, vectors, lists, rows, relevant, counts, head,
     model = text_cf.fit_for_serving(rm.matrix, ids, features, tuned.lam, tuned.alpha, "validation")
     print(f"TextCF on the fit part: lambda {tuned.lam}, alpha {tuned.alpha}, pseudo-cold Recall@20 {tuned.recall:.4f}; "
           f"{len(model.untrained_ids)} items without fit interactions")
-    lists = dict(lists, text_cf=text_cf_route(TextCFRoute(model, features), rm, np.arange(len(rm.user_ids)), 200))
+    lists = dict(lists, text_cf=text_cf_route(TextCFRoute.build(model, features, rm.item_ids), rm, np.arange(len(rm.user_ids)), 200))
     base_weights = {"two_tower": chosen[1], "ease": 1.0, "lm_profile": chosen[2], "lm_interest": chosen[2],
                     "popularity": 1.0}
     results = []

@@ -30,8 +30,8 @@ def seen(matrix: sp.csr_matrix) -> sp.csr_matrix:
 def is_excluded(exclude: sp.csr_matrix, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
     """Boolean array shaped like ``items``: True where ``exclude`` stores ``[rows[i], items[i, j]]``."""
     safe = np.where(items < 0, 0, items)
-    flat_rows = np.repeat(rows, items.shape[1])
-    hit = np.asarray(seen(exclude)[flat_rows, safe.ravel()]).reshape(items.shape) != 0
+    flat_rows = np.repeat(np.arange(len(rows)), items.shape[1])  # the batch's own rows, not the whole matrix
+    hit = np.asarray(seen(exclude[np.asarray(rows)])[flat_rows, safe.ravel()]).reshape(items.shape) != 0
     return hit & (items >= 0)
 
 
@@ -62,19 +62,23 @@ def first_k_allowed(items: np.ndarray, scores: np.ndarray, excluded: np.ndarray,
 
 
 def top_k_dense(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None,
-                rows: np.ndarray | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                rows: np.ndarray | None = None, seed: int = 0,
+                ties: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` columns per row of a dense score matrix, ties by a seeded random order.
 
     Only the entries above each row's k-th score, and the entries equal to it with the best tie
     ranks, can make the list: both are found by partial sorts, in time linear in the row, and
-    only those candidates are sorted by (score, tie rank). The result is the full sort's."""
+    only those candidates are sorted by (score, tie rank). The result is the full sort's.
+    ``ties``: the columns' tie ranks (default ``tie_order(columns, seed)``); a ranking over some
+    of the catalogue's items passes the catalogue's ranks of those items, so that it orders
+    them as the ranking over the whole catalogue would."""
     scores = np.array(scores, dtype=np.float64, copy=True)
     if exclude is not None:
         rows = np.arange(len(scores)) if rows is None else rows
         sub = exclude[rows].tocoo()  # stored entries, explicit zeros included
         scores[sub.row, sub.col] = -np.inf
     n_items = scores.shape[1]
-    ties = tie_order(n_items, seed)
+    ties = tie_order(n_items, seed) if ties is None else np.asarray(ties)
     if 0 < k < n_items and len(scores):
         candidates, values, keys = _candidates(scores, k, ties)
     else:
@@ -93,16 +97,16 @@ def _candidates(scores: np.ndarray, k: int, ties: np.ndarray) -> tuple[np.ndarra
     """(columns, their scores, their tie keys), 2k per row, holding every entry above the row's
     k-th score and the k entries equal to it with the best tie ranks; filler entries score
     -inf and tie last."""
-    n_items = scores.shape[1]
+    last = int(ties.max(initial=-1)) + 1  # ties after every real tie rank
     first = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     kth = np.take_along_axis(scores, first[:, k - 1:k], axis=1).min(axis=1, keepdims=True)
     above = np.take_along_axis(scores, first, axis=1) > kth
-    tied = np.argpartition(np.where(scores == kth, ties[None, :], n_items), k - 1, axis=1)[:, :k]
+    tied = np.argpartition(np.where(scores == kth, ties[None, :], last), k - 1, axis=1)[:, :k]
     at_cut = np.take_along_axis(scores, tied, axis=1) == kth
     candidates = np.concatenate([first, tied], axis=1)
     real = np.concatenate([above, at_cut], axis=1)
     values = np.where(real, np.take_along_axis(scores, candidates, axis=1), -np.inf)
-    keys = np.where(real, ties[candidates], n_items)
+    keys = np.where(real, ties[candidates], last)
     return candidates, values, keys
 
 
@@ -120,11 +124,13 @@ def block_rows(n_items: int, budget_bytes: int = DEFAULT_SCORE_BUDGET_BYTES) -> 
 
 def top_k_scored(scorer: Callable[[np.ndarray], np.ndarray], rows: np.ndarray, k: int, n_items: int,
                  exclude: sp.csr_matrix | None = None, seed: int = 0,
-                 budget_bytes: int = DEFAULT_SCORE_BUDGET_BYTES) -> tuple[np.ndarray, np.ndarray]:
+                 budget_bytes: int = DEFAULT_SCORE_BUDGET_BYTES,
+                 ties: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` items of ``scorer`` (user rows -> their dense scores over ``n_items`` items)
     for ``rows``, a block of users at a time: memory stays within ``budget_bytes`` however
     many users and items there are, and no users x items array is ever built.
-    ``exclude``: a matrix whose stored entries in the users' rows are left out (training items)."""
+    ``exclude``: a matrix whose stored entries in the users' rows are left out (training items);
+    ``ties``: as in :func:`top_k_dense`."""
     rows = np.asarray(rows)
     step = block_rows(n_items, budget_bytes)
     items = np.full((len(rows), k), -1, dtype=np.int64)
@@ -132,7 +138,7 @@ def top_k_scored(scorer: Callable[[np.ndarray], np.ndarray], rows: np.ndarray, k
     for start in range(0, len(rows), step):
         block = rows[start:start + step]
         items[start:start + step], scores[start:start + step] = top_k_dense(
-            scorer(block), k, exclude, block if exclude is not None else None, seed)
+            scorer(block), k, exclude, block if exclude is not None else None, seed, ties)
     return items, scores
 
 

@@ -4,6 +4,7 @@ rating matrix, fused and re-ranked, as the rows of ``recall.candidates``."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,23 +59,62 @@ def two_tower_route(model, index, train: pl.DataFrame, rm: RatingMatrix) -> Mode
     return ModelRoute(index, rows, two_tower.user_vectors(model, history, ratings))
 
 
+# Bytes one route-list slot (a user x depth entry of one route, or of one interest vector) costs
+# while a block of users is recalled: the FAISS results and their re-ordering, the interest
+# route's frame and its sort, the fusion's sparse rank matrices and the MMR pool. Measured with
+# bench/recall_blocks.py (the slope over two block sizes): 87 and 98 bytes in two runs, plus about
+# 200 MB per block whatever its size at 100,000 items (bench/results/recall_blocks.txt).
+BYTES_PER_LIST_SLOT = 128
+DEFAULT_BLOCK_BUDGET_BYTES = 512 * 2**20
+
+
+def block_users(inputs: RecallInputs, depth: int, budget_bytes: int = DEFAULT_BLOCK_BUDGET_BYTES) -> int:
+    """How many users one block recalls within ``budget_bytes``: each user has a list per route
+    and one per interest vector, ``depth`` slots each (at least one user)."""
+    interests_per_user = len(inputs.interest_owners) / max(len(inputs.rm.user_ids), 1)
+    per_user = depth * (len(ROUTES) + interests_per_user) * BYTES_PER_LIST_SLOT
+    return max(1, int(budget_bytes // per_user))
+
+
+def recall_blocks(inputs: RecallInputs, settings: RouteSettings, k: int, rows: np.ndarray | None = None,
+                  ease: EaseModel | None = None, budget_bytes: int = DEFAULT_BLOCK_BUDGET_BYTES,
+                  ) -> Iterator[tuple[np.ndarray, MergedLists]]:
+    """:func:`recall` a block of users at a time: (the block's rating-matrix rows, their lists).
+
+    What every block shares is prepared once (EASE fitted on the whole matrix unless given, the
+    TextCF route's item features, the profile vectors); what grows with users (route lists,
+    FAISS results, the interest route's frame, the fusion) exists for one block only, so a shard
+    of any size recalls within the same memory. A user's lists do not depend on the users
+    recalled with them, so the blocks' lists are the one-pass lists."""
+    rows = np.arange(len(inputs.rm.user_ids)) if rows is None else np.asarray(rows, dtype=np.int64)
+    has_history = np.diff(inputs.rm.matrix.indptr) > 0
+    if ease is None and has_history[rows].any():
+        ease = fit_ease(inputs.rm.matrix, settings.ease_lambda, settings.ease_max_items)[1]
+    text_cf = (TextCFRoute.build(inputs.text_cf, item_features(inputs.item_vectors), inputs.item_ids)
+               if inputs.text_cf else None)
+    profile_owners = inputs.profiles["user_id"].to_numpy()
+    profiles = np.ascontiguousarray(inputs.profiles["embedding"].to_numpy(), dtype=np.float32)
+    step = block_users(inputs, settings.depth, budget_bytes)
+    for start in range(0, len(rows), step):
+        block = rows[start:start + step]
+        lists = route_lists(inputs.lm_index, inputs.item_ids, inputs.rm, profile_owners, profiles,
+                            inputs.interest_owners, inputs.interests, settings, inputs.model_route, block,
+                            ease=ease, popularity=inputs.item_counts, text_cf=text_cf)
+        yield block, merge_routes(lists, inputs.item_vectors, k, settings, train_counts=inputs.item_counts)
+
+
 def recall(inputs: RecallInputs, settings: RouteSettings, k: int, rows: np.ndarray | None = None,
-           ease: EaseModel | None = None) -> MergedLists:
+           ease: EaseModel | None = None, budget_bytes: int = DEFAULT_BLOCK_BUDGET_BYTES) -> MergedLists:
     """Every route's lists, merged with the popularity discount and re-ranked to ``k``, for the
     rating-matrix ``rows`` of ``inputs.rm`` (default every user; a shard passes its own);
     ``ease``: a fitted EASE model (default: EASE fitted on ``inputs.rm``, which must then be
-    the whole matrix)."""
-    if not (len(inputs.rm.user_ids) if rows is None else len(rows)):  # e.g. feedback that changed no history
+    the whole matrix). Computed in blocks (:func:`recall_blocks`), returned whole."""
+    blocks = [merged for _, merged in recall_blocks(inputs, settings, k, rows, ease, budget_bytes)]
+    if not blocks:  # e.g. feedback that changed no history
         none = np.zeros((0, k), dtype=np.int64)
         return MergedLists(none, np.zeros((0, k), np.float32), {name: none for name in ROUTES},
                            np.zeros((0, k), dtype=object))
-    profiles = inputs.profiles
-    lists = route_lists(inputs.lm_index, inputs.item_ids, inputs.rm, profiles["user_id"].to_numpy(),
-                        np.ascontiguousarray(profiles["embedding"].to_numpy(), dtype=np.float32),
-                        inputs.interest_owners, inputs.interests, settings, inputs.model_route, rows,
-                        ease=ease, popularity=inputs.item_counts,
-                        text_cf=TextCFRoute(inputs.text_cf, item_features(inputs.item_vectors)) if inputs.text_cf else None)
-    return merge_routes(lists, inputs.item_vectors, k, settings, train_counts=inputs.item_counts)
+    return MergedLists.concat(blocks)
 
 
 def ease_model(inputs: RecallInputs, settings: RouteSettings, stored: StoredEase | None, path: Path,

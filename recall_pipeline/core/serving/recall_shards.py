@@ -5,7 +5,8 @@ run's shard folder: the catalogue and its LM vectors, the rating matrix, the pro
 interests, the serving model's user vectors, both FAISS indexes (serialized, after their
 manifests were checked against what they serve), the TextCF model, and the users to compute with their shard. A
 shard reads only that folder, so it runs on any worker that sees the shard location, needs no
-warehouse lock and no torch, and writes its users' candidate rows as one Parquet file. Users are
+warehouse lock and no torch, and writes its users' candidate rows as Parquet, one file per
+block of users (a shard's memory does not grow with its users). Users are
 ranked one by one with the models of the whole matrix (EASE fitted on all of it in every shard
 of a full refresh; the stored EASE model in a feedback refresh, whose exported matrix holds
 only the users to recompute; popularity from the whole matrix's item counts), so the rows a
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,9 @@ from recall_pipeline.core.ids import positions, require_same_ids
 from recall_pipeline.core.evaluation.baselines import EaseModel
 from recall_pipeline.core.serving.ease_store import load_ease, save_ease
 from recall_pipeline.core.serving.incremental import RecallPlan
-from recall_pipeline.core.serving.recall_candidates import RecallInputs, candidates_table, recall
+from recall_pipeline.core.serving.recall_candidates import (
+    DEFAULT_BLOCK_BUDGET_BYTES, RecallInputs, candidates_table, recall, recall_blocks,
+)
 from recall_pipeline.core.serving.routes import ModelRoute, RouteSettings
 from recall_pipeline.core.shards import ShardStore, shard_of
 from recall_pipeline.core.training import text_cf
@@ -136,23 +140,45 @@ def exported_meta(store: ShardStore, run_id: str) -> dict:
     return json.loads(store.read_bytes(run_id, "meta.json"))
 
 
-def compute_shard(store: ShardStore, run_id: str, shard: int, settings: RouteSettings, k: int) -> int:
-    """Compute the candidate rows of one shard's users and write them as ``candidates-<shard>``
-    (no rows for a shard without users); returns the number of users."""
+@dataclass(frozen=True)
+class ShardOutput:
+    """What a shard wrote: its users' candidate rows in ``parts`` files (one per block of users,
+    at least one)."""
+
+    users: int
+    parts: int
+
+
+def part_name(shard: int, part: int) -> str:
+    """The file of one block of a shard's candidate rows."""
+    return f"candidates-{shard}-{part}"
+
+
+def compute_shard(store: ShardStore, run_id: str, shard: int, settings: RouteSettings, k: int,
+                  budget_bytes: int = DEFAULT_BLOCK_BUDGET_BYTES) -> ShardOutput:
+    """Compute the candidate rows of one shard's users, a block of users at a time
+    (:func:`recall_blocks`, within ``budget_bytes``), each block written as its own part, so
+    that neither the lists nor the rows of the whole shard are ever held at once (a shard
+    without users writes one empty part)."""
     users = store.read(run_id, SHARD_USERS).filter(pl.col("shard") == shard)
     inputs = load_inputs(store, run_id)
     rows = np.sort(positions(inputs.rm.user_ids, users["user_id"].to_numpy(), "shard users"))
     ease = exported_ease(store, run_id) if len(rows) else None
-    frame = candidates_table(inputs, recall(inputs, settings, k, rows, ease), run_id, rows)
-    store.write(run_id, f"candidates-{shard}", frame)
-    return len(rows)
+    parts = 0
+    for block, merged in recall_blocks(inputs, settings, k, rows, ease, budget_bytes):
+        store.write(run_id, part_name(shard, parts), candidates_table(inputs, merged, run_id, block))
+        parts += 1
+    if not parts:
+        store.write(run_id, part_name(shard, 0), candidates_table(inputs, recall(inputs, settings, k, rows), run_id, rows))
+    return ShardOutput(len(rows), max(parts, 1))
 
 
-def merged_candidates(store: ShardStore, run_id: str, users_per_shard: dict[int, int]) -> pl.DataFrame:
+def merged_candidates(store: ShardStore, run_id: str, parts_per_shard: dict[int, int]) -> pl.DataFrame:
     """Every shard's rows, in (user, rank) order: the rows of ``recall.candidates`` this run
-    computed (``users_per_shard``: what each shard reported; none in a feedback refresh whose
+    computed (``parts_per_shard``: what each shard reported; no rows in a feedback refresh whose
     feedback changed no history)."""
-    parts = [store.read(run_id, f"candidates-{shard}") for shard in sorted(users_per_shard)]
+    parts = [store.read(run_id, part_name(shard, part))
+             for shard in sorted(parts_per_shard) for part in range(parts_per_shard[shard])]
     computed = [part for part in parts if part.height] or parts[:1]  # empty parts may lack types
     return pl.concat(computed).sort("user_id", "rank")
 

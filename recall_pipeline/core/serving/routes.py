@@ -108,10 +108,20 @@ def row_slots(n_users: int, rows: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TextCFRoute:
-    """The fitted TextCF model (``core.training.text_cf``) and the catalogue's item features."""
+    """The fitted TextCF model (``core.training.text_cf``), the catalogue's item features, and
+    what every block of users scores against: the catalogue positions of the items that had no
+    training interaction at fit (``candidates``) and their features, transposed."""
 
     model: object
     features: np.ndarray
+    candidates: np.ndarray
+    candidate_features: np.ndarray
+
+    @classmethod
+    def build(cls, model, features: np.ndarray, item_ids: np.ndarray) -> TextCFRoute:
+        """The route over the catalogue ``item_ids`` (the rating matrix's items, in its order)."""
+        candidates = np.flatnonzero(np.isin(item_ids, model.untrained_ids))
+        return cls(model, features, candidates, features[candidates].T)
 
 
 def text_cf_route(route: TextCFRoute, rm: RatingMatrix, rows: np.ndarray, depth: int,
@@ -119,13 +129,12 @@ def text_cf_route(route: TextCFRoute, rm: RatingMatrix, rows: np.ndarray, depth:
     """Per user of ``rows``, the top ``depth`` of the items that had no training interaction when
     the model was fitted (those still in the catalogue, less the user's own training items) by
     TextCF score: one d-vector per user against those items' features, a block at a time."""
-    candidates = np.flatnonzero(np.isin(rm.item_ids, route.model.untrained_ids))
+    candidates = route.candidates
     lists = np.full((len(rows), depth), -1, dtype=np.int64)
     if not len(candidates) or not len(rows):
         return lists
     queries = route.model.user_queries(rm.matrix, route.features, rows)
-    features = route.features[candidates].T
-    top, _ = top_k_scored(lambda block: queries[block] @ features, np.arange(len(rows)), depth,
+    top, _ = top_k_scored(lambda block: queries[block] @ route.candidate_features, np.arange(len(rows)), depth,
                           len(candidates), rm.matrix[rows][:, candidates].tocsr(), seed)
     return np.where(top >= 0, candidates[np.where(top >= 0, top, 0)], -1)
 
@@ -178,9 +187,7 @@ def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_use
     has_history = np.diff(rm.matrix.indptr) > 0
     history = rows[has_history[rows]]
     if len(history):
-        scorer = ease_route_scorer(rm, settings, ease)
-        out["ease"][slot[history]], _ = top_k_scored(scorer, history, depth, len(rm.item_ids), rm.matrix,
-                                                     settings.seed)
+        out["ease"][slot[history]] = ease_route(rm, settings, history, ease)
     if text_cf is not None and len(history):
         out["text_cf"][slot[history]] = text_cf_route(text_cf, rm, history, depth, settings.seed)
     newcomers = rows[~has_history[rows]]
@@ -189,6 +196,28 @@ def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_use
         top, _ = top_k_dense(np.asarray(scores, dtype=np.float64)[None, :], depth, seed=settings.seed)
         out["popularity"][slot[newcomers]] = top[0]
     return out
+
+
+def ease_route(rm: RatingMatrix, settings: RouteSettings, rows: np.ndarray,
+               model: baselines.EaseModel | None = None) -> np.ndarray:
+    """The EASE route's top ``settings.depth`` items for the users at ``rows`` (:func:`ease_route_scorer`).
+
+    A capped model scores only its columns (every other item scores -inf and never makes a
+    list), so only those are ranked, with the catalogue's tie ranks of those items: the lists
+    of the ranking over the whole catalogue, without scoring and sorting a million -inf per
+    user at scale."""
+    if model is None:
+        model = baselines.fit_ease(rm.matrix, settings.ease_lambda, settings.ease_max_items)[1]
+    if model.columns is None:
+        top, _ = top_k_scored(ease_route_scorer(rm, settings, model), rows, settings.depth, len(rm.item_ids),
+                              rm.matrix, settings.seed)
+        return top
+    columns = model.columns
+    weighted = rm.recency_weighted(settings.ease_recency_tau, settings.ease_recency_floor)[rows][:, columns]
+    top, _ = top_k_scored(lambda block: np.asarray(weighted[block] @ model.weights), np.arange(len(rows)),
+                          settings.depth, len(columns), rm.matrix[rows][:, columns].tocsr(), settings.seed,
+                          ties=tie_order(len(rm.item_ids), settings.seed)[columns])
+    return np.where(top >= 0, columns[np.where(top >= 0, top, 0)], -1)
 
 
 def ease_route_scorer(rm: RatingMatrix, settings: RouteSettings,
@@ -209,6 +238,13 @@ class MergedLists:
     scores: np.ndarray
     route_ranks: dict[str, np.ndarray]
     primary_route: np.ndarray  # the route whose weighted vote for the item was largest
+
+    @staticmethod
+    def concat(parts: list[MergedLists]) -> MergedLists:
+        """The lists of several blocks of users, one after the other."""
+        return MergedLists(np.vstack([p.items for p in parts]), np.vstack([p.scores for p in parts]),
+                           {name: np.vstack([p.route_ranks[name] for p in parts]) for name in parts[0].route_ranks},
+                           np.vstack([p.primary_route for p in parts]))
 
 
 def popularity_weights(train_counts: np.ndarray, discount: float) -> np.ndarray:

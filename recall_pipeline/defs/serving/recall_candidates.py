@@ -83,11 +83,11 @@ def plan_recall_candidates(context: dg.OpExecutionContext, config: RecallConfig,
 
 @dg.op
 def recall_shard(context: dg.OpExecutionContext, task: ShardTask) -> dict:
-    """One shard's users: every route, fused and re-ranked, into ``candidates-<shard>``."""
-    users = recall_shards.compute_shard(task.store, task.run_id, task.shard, task.params["settings"],
-                                        task.params["k"])
-    context.log.info(f"shard {task.shard}: recalled for {users} users")
-    return {"shard": task.shard, "url": task.url, "users": users, "k": task.params["k"]}
+    """One shard's users: every route, fused and re-ranked, a block of users at a time, into
+    ``candidates-<shard>-<block>``."""
+    out = recall_shards.compute_shard(task.store, task.run_id, task.shard, task.params["settings"], task.params["k"])
+    context.log.info(f"shard {task.shard}: recalled for {out.users} users in {out.parts} block(s)")
+    return {"shard": task.shard, "url": task.url, "users": out.users, "parts": out.parts, "k": task.params["k"]}
 
 
 @dg.op(out={"result": dg.Out(), "coverage": dg.Out(), "no_train": dg.Out()}, pool="warehouse")
@@ -95,7 +95,7 @@ def merge_recall_candidates(context: dg.OpExecutionContext, shards: list[dict], 
     """The shards' rows into ``recall.candidates`` (one transaction: a retried run replaces its
     own rows), the checks, and publishing once they pass; then the shard files are removed."""
     store, run_id, k = ShardStore(shards[0]["url"], ASSET), context.run.run_id, shards[0]["k"]
-    frame = recall_shards.merged_candidates(store, run_id, {s["shard"]: s["users"] for s in shards})
+    frame = recall_shards.merged_candidates(store, run_id, {s["shard"]: s["parts"] for s in shards})
     plan, index_type = recall_shards.exported_plan(store, run_id), recall_shards.exported_meta(store, run_id)["lm_index_type"]
     with warehouse.connect() as con:  # one transaction; only checked lists become what users query
         stored = incremental.store_run(con, run_id, frame, plan)

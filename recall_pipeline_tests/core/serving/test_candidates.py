@@ -121,7 +121,7 @@ def test_text_cf_route_proposes_only_items_untrained_at_fit_less_the_users_own()
     features = text_cf.item_features(vectors)
     model = text_cf.fit_for_serving(rm.matrix, rm.item_ids, features, 0.03, 0.5, "fit")
     assert model.untrained_ids.tolist() == [12, 13]
-    route = TextCFRoute(model, features)
+    route = TextCFRoute.build(model, features, rm.item_ids)
     both = text_cf_route(route, rm, np.array([0, 1]), depth=3)
     assert [set(row[:2]) for row in both.tolist()] == [{2, 3}, {2, 3}] and (both[:, 2] == -1).all()
     later = rm.matrix.tolil()
@@ -172,3 +172,28 @@ def test_the_ease_route_favours_what_goes_with_the_latest_interaction():
                         np.ones((len(rm.user_ids), 4), np.float32), np.array([]), np.zeros((0, 4), np.float32),
                         RouteSettings(depth=2, ease_lambda=1.0))
     assert lists["ease"][me].tolist() == [3, 2] and lists["ease"][other].tolist() == [2, 3]
+
+
+def test_a_capped_ease_model_ranks_its_columns_as_the_whole_catalogue_ranking_would():
+    """A capped EASE model scores only its columns: the route ranks those alone, and its lists
+    are those of ranking every item (the others at -inf), ties included. Integer weights make
+    many scores equal, so the catalogue's tie order decides much of each list."""
+    from recall_pipeline.core.evaluation.baselines import EaseModel
+    from recall_pipeline.core.features.rating_matrix import RatingMatrix
+    from recall_pipeline.core.serving.ranking import top_k_scored
+    from recall_pipeline.core.serving.routes import ease_route
+
+    rng = np.random.default_rng(4)
+    n_users, n_items = 40, 60
+    matrix = sp.random(n_users, n_items, density=0.15, format="csr", random_state=5, data_rvs=lambda n: np.ones(n))
+    rm = RatingMatrix(matrix, np.arange(n_users), np.arange(n_items))
+    columns = np.sort(rng.choice(n_items, 25, replace=False))
+    model = EaseModel(1.0, n_items, weights=rng.integers(0, 2, (25, 25)).astype(np.float64), columns=columns)
+    rows = np.flatnonzero(np.diff(matrix.indptr) > 0)[::2]
+    for seed in range(3):
+        settings = RouteSettings(depth=24, ease_recency_tau=0.0, seed=seed)  # 25 columns: short lists
+        whole, _ = top_k_scored(ease_route_scorer(rm, settings, model), rows, 24, n_items, rm.matrix, seed)
+        lists = ease_route(rm, settings, rows, model)
+        assert np.array_equal(lists, whole)
+        assert set(lists[lists >= 0]) <= set(columns)
+        assert (lists == -1).any() and (lists >= 0).sum() > 5 * len(rows)  # short lists are padded alike

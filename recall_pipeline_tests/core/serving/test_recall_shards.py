@@ -10,8 +10,10 @@ import polars as pl
 from recall_pipeline.core.features.rating_matrix import build_rating_matrix
 from recall_pipeline.core.serving import recall_shards
 from recall_pipeline.core.serving.index import build_exact_index
-from recall_pipeline.core.serving.recall_candidates import RecallInputs, candidates_table, recall
-from recall_pipeline.core.serving.routes import ModelRoute, RouteSettings
+from recall_pipeline.core.serving.recall_candidates import (
+    BYTES_PER_LIST_SLOT, RecallInputs, block_users, candidates_table, recall,
+)
+from recall_pipeline.core.serving.routes import ROUTES, ModelRoute, RouteSettings
 from recall_pipeline.core.shards import ShardStore
 
 
@@ -48,9 +50,14 @@ def test_three_shards_write_exactly_the_rows_of_one_pass(tmp_path):
     store = ShardStore(str(tmp_path), "recall_candidates")
     per_shard = recall_shards.export_inputs(store, "run-1", inputs, recall_shards.all_user_rows(inputs), 3)
     assert per_shard["users"].sum() == len(inputs.rm.user_ids) and per_shard.height == 3
-    users = {shard: recall_shards.compute_shard(store, "run-1", shard, settings, k) for shard in range(3)}
-    assert sorted(users.values()) == sorted(per_shard["users"].to_list()) and min(users.values()) > 0
-    merged = recall_shards.merged_candidates(store, "run-1", users)
+    # blocks of 7 users or fewer: every shard writes several parts
+    per_user = settings.depth * (len(ROUTES) + len(inputs.interest_owners) / len(inputs.rm.user_ids)) * BYTES_PER_LIST_SLOT
+    budget = int(7.5 * per_user)
+    assert block_users(inputs, settings.depth, budget) == 7
+    out = {shard: recall_shards.compute_shard(store, "run-1", shard, settings, k, budget) for shard in range(3)}
+    assert sorted(o.users for o in out.values()) == sorted(per_shard["users"].to_list()) and min(o.users for o in out.values()) > 0
+    assert all(o.parts == -(-o.users // 7) for o in out.values())
+    merged = recall_shards.merged_candidates(store, "run-1", {shard: o.parts for shard, o in out.items()})
 
     assert merged.drop("created_at").equals(whole.drop("created_at"))
     assert merged["user_id"].n_unique() == len(inputs.rm.user_ids)
@@ -74,8 +81,8 @@ def test_a_shard_reads_back_what_the_plan_exported(tmp_path):
     assert np.array_equal(back.item_counts, inputs.item_counts)
     # 3 users in 8 shards: a shard without users writes no rows and says so
     empty = sorted(set(range(8)) - set(per_shard["shard"]))[0]
-    assert recall_shards.compute_shard(store, "r", empty, RouteSettings(depth=10), 5) == 0
-    assert store.read("r", f"candidates-{empty}").is_empty()
+    assert recall_shards.compute_shard(store, "r", empty, RouteSettings(depth=10), 5) == recall_shards.ShardOutput(0, 1)
+    assert store.read("r", recall_shards.part_name(empty, 0)).is_empty()
 
 
 def test_shards_score_with_the_exported_ease_model(tmp_path):
@@ -88,7 +95,7 @@ def test_shards_score_with_the_exported_ease_model(tmp_path):
     refit = candidates_table(inputs, recall(inputs, settings, k), "run-2")
     store = ShardStore(str(tmp_path), "recall_candidates")
     recall_shards.export_inputs(store, "run-2", inputs, recall_shards.all_user_rows(inputs), 2, model)
-    users = {shard: recall_shards.compute_shard(store, "run-2", shard, settings, k) for shard in range(2)}
-    merged = recall_shards.merged_candidates(store, "run-2", users)
+    out = {shard: recall_shards.compute_shard(store, "run-2", shard, settings, k) for shard in range(2)}
+    merged = recall_shards.merged_candidates(store, "run-2", {shard: o.parts for shard, o in out.items()})
     assert merged.drop("created_at").equals(whole.drop("created_at"))
     assert not merged.drop("created_at").equals(refit.drop("created_at"))
