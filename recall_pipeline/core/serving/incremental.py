@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -145,16 +146,17 @@ class StoredRun:
     rows: int
 
 
-def store_run(con: duckdb.DuckDBPyConnection, run_id: str, frame: pl.DataFrame, plan: RecallPlan) -> StoredRun:
-    """In one transaction: the run's computed rows (replacing a retried run's), the copied rows
+def store_run(con: duckdb.DuckDBPyConnection, run_id: str, parts: Iterable[pl.DataFrame],
+              plan: RecallPlan) -> StoredRun:
+    """In one transaction: the run's computed rows (``parts``, inserted one at a time, so that
+    the rows of every user are never held at once; a retried run's replaced), the copied rows
     of every other user, each user's history hash and the run's record (``recall.refreshes``)."""
-    computed = frame["user_id"].unique()
     con.execute("begin transaction")
     try:
         for table in ("recall.candidates", "recall.run_users", "recall.refreshes"):
             if _has_table(con, table):
                 con.execute(f"delete from {table} where run_id = ?", [run_id])
-        insert_by_name(con, "recall.candidates", frame)
+        computed = _insert_parts(con, parts)
         copied = 0 if plan.everyone else carry_forward_untouched(con, run_id, plan.previous_run,
                                                                  plan.users)
         con.register("computed_users", pl.DataFrame({"user_id": computed}).to_arrow())
@@ -175,6 +177,46 @@ def store_run(con: duckdb.DuckDBPyConnection, run_id: str, frame: pl.DataFrame, 
         con.execute("rollback")
         raise
     return StoredRun(len(computed), copied, rows)
+
+
+def _insert_parts(con: duckdb.DuckDBPyConnection, parts: Iterable[pl.DataFrame]) -> pl.Series:
+    """Insert the non-empty parts into ``recall.candidates`` (only the first part when all are
+    empty: it creates the table with its columns); returns the users they hold."""
+    users, first = [], None
+    for part in parts:
+        first = part if first is None else first
+        if part.height:
+            insert_by_name(con, "recall.candidates", part)
+            users.append(part["user_id"].unique())
+    if users:
+        return pl.concat(users).unique()
+    if first is None:
+        raise ValueError("no candidate parts to store (a shard writes at least one, maybe empty)")
+    insert_by_name(con, "recall.candidates", first)
+    return first["user_id"]
+
+
+@dataclass(frozen=True)
+class ComputedSummary:
+    """What a run computed, read back from the warehouse: its rows for the recomputed users,
+    their count per route, the distinct items among them, and the first rows."""
+
+    rows: int
+    route_shares: pl.DataFrame
+    distinct_items: int
+    preview: pl.DataFrame
+
+
+def computed_summary(con: duckdb.DuckDBPyConnection, run_id: str, columns: list[str]) -> ComputedSummary:
+    """The :class:`ComputedSummary` of ``run_id`` (``columns``: those the preview shows)."""
+    computed = """from recall.candidates where run_id = $run and user_id in
+                  (select user_id from recall.run_users where run_id = $run and recomputed)"""
+    shares = con.sql(f"select route, count(*) as len {computed} group by route order by route",
+                     params={"run": run_id}).pl()
+    [(rows, items)] = con.execute(f"select count(*), count(distinct item_id) {computed}", {"run": run_id}).fetchall()
+    preview = con.sql(f"select {', '.join(columns)} {computed} order by user_id, rank limit 10",
+                      params={"run": run_id}).pl()
+    return ComputedSummary(rows, shares, items, preview)
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:

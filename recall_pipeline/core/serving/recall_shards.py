@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,14 +174,13 @@ def compute_shard(store: ShardStore, run_id: str, shard: int, settings: RouteSet
     return ShardOutput(len(rows), max(parts, 1))
 
 
-def merged_candidates(store: ShardStore, run_id: str, parts_per_shard: dict[int, int]) -> pl.DataFrame:
-    """Every shard's rows, in (user, rank) order: the rows of ``recall.candidates`` this run
-    computed (``parts_per_shard``: what each shard reported; no rows in a feedback refresh whose
-    feedback changed no history)."""
-    parts = [store.read(run_id, part_name(shard, part))
-             for shard in sorted(parts_per_shard) for part in range(parts_per_shard[shard])]
-    computed = [part for part in parts if part.height] or parts[:1]  # empty parts may lack types
-    return pl.concat(computed).sort("user_id", "rank")
+def candidate_parts(store: ShardStore, run_id: str, parts_per_shard: dict[int, int]) -> Iterator[pl.DataFrame]:
+    """Every shard's parts, one at a time (shard by shard, each in (user, rank) order): the rows
+    of ``recall.candidates`` this run computed (``parts_per_shard``: what each shard reported;
+    empty parts in a feedback refresh whose feedback changed no history)."""
+    for shard in sorted(parts_per_shard):
+        for part in range(parts_per_shard[shard]):
+            yield store.read(run_id, part_name(shard, part))
 
 
 def export_plan(store: ShardStore, run_id: str, plan: RecallPlan) -> None:

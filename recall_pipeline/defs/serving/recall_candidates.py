@@ -56,6 +56,7 @@ class RecallConfig(dg.Config):
 
 
 ASSET = "recall_candidates"
+PREVIEW_COLUMNS = ["user_id", "rank", "item_id", "score", "route", *[f"rank_{n}" for n in ROUTES]]
 UPSTREAM = ("faiss_index", "two_tower_index", "user_profiles", "rating_matrix", "text_cf_model")
 
 
@@ -95,26 +96,26 @@ def merge_recall_candidates(context: dg.OpExecutionContext, shards: list[dict], 
     """The shards' rows into ``recall.candidates`` (one transaction: a retried run replaces its
     own rows), the checks, and publishing once they pass; then the shard files are removed."""
     store, run_id, k = ShardStore(shards[0]["url"], ASSET), context.run.run_id, shards[0]["k"]
-    frame = recall_shards.merged_candidates(store, run_id, {s["shard"]: s["parts"] for s in shards})
+    parts = recall_shards.candidate_parts(store, run_id, {s["shard"]: s["parts"] for s in shards})
     plan, index_type = recall_shards.exported_plan(store, run_id), recall_shards.exported_meta(store, run_id)["lm_index_type"]
     with warehouse.connect() as con:  # one transaction; only checked lists become what users query
-        stored = incremental.store_run(con, run_id, frame, plan)
+        stored = incremental.store_run(con, run_id, parts, plan)
+        computed = incremental.computed_summary(con, run_id, PREVIEW_COLUMNS)
         short, leaked, published = recall_tables.check_and_publish(con, run_id, k)
     store.remove(run_id)
     yield dg.AssetCheckResult(check_name=COVERAGE_CHECK, passed=short == 0, metadata={"users_short": short})
     yield dg.AssetCheckResult(check_name=NO_TRAIN_CHECK, passed=leaked == 0,
                               metadata={"training_items_recalled": leaked})
-    shares = frame.group_by("route").len().sort("route")
-    context.log.info(f"{frame.height} candidates computed for {stored.recomputed_users} users in {len(shards)} "
-                     f"shard(s), {stored.copied_users} users' lists copied from {plan.previous_run}; routes {shares.rows()}")
+    context.log.info(f"{computed.rows} candidates computed for {stored.recomputed_users} users in {len(shards)} "
+                     f"shard(s), {stored.copied_users} users' lists copied from {plan.previous_run}; "
+                     f"routes {computed.route_shares.rows()}")
     yield dg.Output(None, "result", metadata={
         "dagster/row_count": stored.rows, "users": stored.recomputed_users + stored.copied_users,
         "users_recomputed": stored.recomputed_users, "users_copied": stored.copied_users,
         "copied_from": plan.previous_run or "none", "recompute_reason": plan.reason,
         "published": published, "k": k, "shards": len(shards), "index_type": index_type,
-        "distinct_items": frame["item_id"].n_unique(), "route_shares": markdown_table(shares),
-        "preview": markdown_table(frame.select("user_id", "rank", "item_id", "score", "route",
-                                               *[f"rank_{n}" for n in ROUTES])),
+        "distinct_items": computed.distinct_items, "route_shares": markdown_table(computed.route_shares),
+        "preview": markdown_table(computed.preview),
     })
 
 

@@ -32,6 +32,7 @@ def frame(run_id: str, users: list[int], first_item: int) -> pl.DataFrame:
     """K rows per user, items not in anyone's training history here."""
     return pl.DataFrame({"run_id": run_id, "user_id": np.repeat(users, K), "rank": np.tile(np.arange(1, K + 1), len(users)),
                          "item_id": np.tile(np.arange(first_item, first_item + K), len(users)), "score": 1.0,
+                         "route": np.where(np.tile(np.arange(K), len(users)) == 0, "ease", "two_tower"),
                          "created_at": datetime(2026, 1, 1)}).with_columns(pl.col("rank").cast(pl.Int32))
 
 
@@ -39,7 +40,7 @@ def test_a_feedback_refresh_recomputes_the_changed_users_and_copies_the_others()
     rows = [(1, 0, 4.0, "2020-01-01"), (2, 0, 5.0, "2020-01-01"), (2, 1, 3.0, "2020-01-02"), (3, 1, 2.0, "2020-01-03")]
     con = warehouse(rows, [1, 2, 3, 4])  # user 4 has no training history
     full = incremental.RecallPlan(None, None, "basis-1", "full")
-    stored = incremental.store_run(con, "full", frame("full", [1, 2, 3, 4], 5), full)
+    stored = incremental.store_run(con, "full", [frame("full", [1, 2, 3, 4], 5)], full)
     assert (stored.recomputed_users, stored.copied_users, stored.rows) == (4, 0, 8)
     check_and_publish(con, "full", K)
     assert incremental.latest_published_run(con) == "full"
@@ -50,8 +51,14 @@ def test_a_feedback_refresh_recomputes_the_changed_users_and_copies_the_others()
     con.execute("insert into features.user_index values (5)")
     plan = incremental.plan_recall(con, "basis-1")
     assert plan.previous_run == "full" and plan.users.tolist() == [2, 4, 5]  # 4: no history (popularity)
-    stored = incremental.store_run(con, "feedback", frame("feedback", [2, 4, 5], 7), plan)
+    # the shards' parts one at a time, an empty one among them
+    parts = [frame("feedback", [2], 7), frame("feedback", [], 7), frame("feedback", [4, 5], 7)]
+    stored = incremental.store_run(con, "feedback", iter(parts), plan)
     assert (stored.recomputed_users, stored.copied_users, stored.rows) == (3, 2, 10)
+    summary = incremental.computed_summary(con, "feedback", ["user_id", "rank", "item_id"])
+    assert (summary.rows, summary.distinct_items) == (6, 2)  # the recomputed users' rows only
+    assert summary.route_shares.rows() == [("ease", 3), ("two_tower", 3)]
+    assert summary.preview.rows() == [(2, 1, 7), (2, 2, 8), (4, 1, 7), (4, 2, 8), (5, 1, 7), (5, 2, 8)]
     lists = dict(con.execute("select user_id, list(item_id order by rank) from recall.candidates "
                              "where run_id = 'feedback' group by user_id").fetchall())
     assert lists == {1: [5, 6], 2: [7, 8], 3: [5, 6], 4: [7, 8], 5: [7, 8]}
@@ -88,10 +95,10 @@ def test_profiles_are_rebuilt_for_changed_histories_and_dropped_for_lost_ones():
 
 def test_a_refresh_that_changed_no_history_copies_every_user():
     con = warehouse([(1, 0, 4.0, "2020-01-01"), (2, 1, 3.0, "2020-01-02")], [1, 2])
-    incremental.store_run(con, "full", frame("full", [1, 2], 5), incremental.RecallPlan(None, None, "b", "full"))
+    incremental.store_run(con, "full", [frame("full", [1, 2], 5)], incremental.RecallPlan(None, None, "b", "full"))
     check_and_publish(con, "full", K)
     plan = incremental.plan_recall(con, "b")  # e.g. every feedback row was quarantined
     assert plan.users.tolist() == []
-    stored = incremental.store_run(con, "feedback", frame("feedback", [], 7), plan)
+    stored = incremental.store_run(con, "feedback", [frame("feedback", [], 7)], plan)
     assert (stored.recomputed_users, stored.copied_users, stored.rows) == (0, 2, 4)
     assert check_and_publish(con, "feedback", K) == (0, 0, True)

@@ -57,7 +57,8 @@ def test_three_shards_write_exactly_the_rows_of_one_pass(tmp_path):
     out = {shard: recall_shards.compute_shard(store, "run-1", shard, settings, k, budget) for shard in range(3)}
     assert sorted(o.users for o in out.values()) == sorted(per_shard["users"].to_list()) and min(o.users for o in out.values()) > 0
     assert all(o.parts == -(-o.users // 7) for o in out.values())
-    merged = recall_shards.merged_candidates(store, "run-1", {shard: o.parts for shard, o in out.items()})
+    merged = pl.concat(recall_shards.candidate_parts(store, "run-1", {shard: o.parts for shard, o in out.items()})
+                       ).sort("user_id", "rank")
 
     assert merged.drop("created_at").equals(whole.drop("created_at"))
     assert merged["user_id"].n_unique() == len(inputs.rm.user_ids)
@@ -96,6 +97,7 @@ def test_shards_score_with_the_exported_ease_model(tmp_path):
     store = ShardStore(str(tmp_path), "recall_candidates")
     recall_shards.export_inputs(store, "run-2", inputs, recall_shards.all_user_rows(inputs), 2, model)
     out = {shard: recall_shards.compute_shard(store, "run-2", shard, settings, k) for shard in range(2)}
-    merged = recall_shards.merged_candidates(store, "run-2", {shard: o.parts for shard, o in out.items()})
+    merged = pl.concat(recall_shards.candidate_parts(store, "run-2", {shard: o.parts for shard, o in out.items()})
+                       ).sort("user_id", "rank")
     assert merged.drop("created_at").equals(whole.drop("created_at"))
     assert not merged.drop("created_at").equals(refit.drop("created_at"))
