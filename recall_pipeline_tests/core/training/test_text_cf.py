@@ -36,6 +36,25 @@ def test_solve_satisfies_its_normal_equations():
     np.testing.assert_allclose(c @ model.weights @ g + scale * model.weights, c, atol=1e-8 * np.abs(c).max())
 
 
+def test_history_features_sum_only_the_held_items_and_equal_the_whole_product():
+    """Summed over the items the histories hold (no float64 copy of every item's features), the
+    history features are exactly those of the whole float64 product, rows without history 0."""
+    rng = np.random.default_rng(3)
+    keep = np.ones(40)
+    keep[5] = 0  # a user without history
+    train = (sp.diags(keep) @ sp.random(40, 500, density=0.01, random_state=2, format="csr")).tocsr()
+    train.eliminate_zeros()
+    features = text_cf.item_features(rng.normal(size=(500, 8)))
+    binary = sp.csr_matrix(train, dtype=np.float64, copy=True)
+    binary.data[:] = 1.0
+    whole = np.asarray(binary @ features.astype(np.float64))
+    for alpha in (0.0, 0.5):
+        lengths = np.maximum(np.diff(binary.indptr), 1)[:, None] ** alpha
+        np.testing.assert_array_equal(text_cf.history_features(train, features, alpha), whole / lengths)
+    assert not text_cf.history_features(train, features)[5].any() and whole.any()
+    assert text_cf.history_features(train[[5]], features).shape == (1, 9)
+
+
 def test_learns_co_interaction_that_text_similarity_cannot_see():
     """A user whose history reads only like e0 gets the e1-like cold item first: e0 and e1 are
     orthogonal in text space (raw similarity ties both cold items at 0), but e0 and e1 items are
