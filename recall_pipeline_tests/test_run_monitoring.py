@@ -5,6 +5,7 @@ and frees its slot, while a live run is left alone."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
@@ -67,7 +68,8 @@ def test_daemon_recovers_a_run_killed_with_sigkill(postgres_home, tmp_path):
             assert recovered_in < 30
             failure = instance.event_log_storage.get_records_for_run(
                 run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records[0].event_log_entry
-            assert f"process {victim.pid} is gone" in failure.message
+            # the daemon may look between the kill and this test reaping the process: a zombie
+            assert re.search(rf"process {victim.pid} (is gone|has exited \(not yet reaped)", failure.message), failure.message
             print(f"recovered {recovered_in:.1f} s after SIGKILL")
     finally:
         victim.stop()
