@@ -91,7 +91,7 @@ def main() -> None:
     model_route = ModelRoute(build_exact_index(two_tower.item_vectors(model)), user_rows,
                              two_tower.user_vectors(model, history, ratings))
     lists = route_lists(build_exact_index(vectors), ids, rm, profiles.user_ids, profiles.vectors,
-                        owners, interest_vectors, RouteSettings(**recency), model_route)
+                        owners, interest_vectors, RouteSettings(**recency, compute_zero_weight_routes=True), model_route)
 
     print(f"validation: {len(rows)} users, fit {fit_rows.height} / held out "
           f"{split.filter(pl.col('val_part') == 'holdout').height} interactions")

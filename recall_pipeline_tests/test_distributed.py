@@ -38,6 +38,8 @@ SAMPLE_USERS = 6
 REENCODED = 40  # item texts whose stored vectors B forgets: the sharded run encodes them again
 # a short training: the model only has to exist, both runs serve the same one
 TRAINING = {"ops": {"recall_model": {"config": {"max_epochs": 1, "patience": 1}}}}
+# every route computed (those fused with weight 0 too), so that each one's lists are compared
+ALL_ROUTES = {"ops": {"recall_candidates": {"config": {"compute_zero_weight_routes": True}}}}
 SHARDS = 2
 REDIS = ("127.0.0.1", 6379)
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +105,7 @@ def homes(tmp_path_factory):
     single = HomeLayout(tmp_path_factory.mktemp("single")).create()
     job = build_definitions(single, DataSource(sample_users=SAMPLE_USERS)).resolve_job_def("recall_job")
     with dg.instance_for_test() as instance:
-        result = job.execute_in_process(instance=instance, run_config=TRAINING,
+        result = job.execute_in_process(instance=instance, run_config={"ops": {**TRAINING["ops"], **ALL_ROUTES["ops"]}},
                                         asset_selection=[dg.AssetKey(a) for a in UPSTREAM_OF_RECALL])
     assert result.success
     sharded = HomeLayout(tmp_path_factory.mktemp("celery") / "home")
@@ -136,14 +138,14 @@ def celery_env(homes, tmp_path_factory):
         assert all(w.poll() is not None for w in workers)
 
 
-def run_with_celery(env: dict, asset: str, monkeypatch) -> dg.ExecuteJobResult:
+def run_with_celery(env: dict, asset: str, monkeypatch, run_config: dict | None = None) -> dg.ExecuteJobResult:
     """``asset`` of ``recall_job`` with the celery executor, this process coordinating."""
     for key in ("RECALL_PIPELINE_HOME", "DAGSTER_HOME", "RECALL_PIPELINE_SOURCE", "RECALL_PIPELINE_EXECUTOR",
                 "RECALL_PIPELINE_CELERY_BROKER", "RECALL_PIPELINE_CELERY_QUEUE", SHARDS_ENV):
         monkeypatch.setenv(key, env[key])
     with dg.DagsterInstance.get() as instance:
         result = dg.execute_job(dg.reconstructable(recall_job_definition), instance=instance,
-                                asset_selection=[dg.AssetKey(asset)], raise_on_error=False)
+                                asset_selection=[dg.AssetKey(asset)], run_config=run_config, raise_on_error=False)
         assert result.success, [e.message for e in result.all_events if e.is_failure]
         return result
 
@@ -175,12 +177,13 @@ def test_sharded_steps_on_two_celery_workers_equal_the_single_process_run(homes,
     assert difference <= 1e-6, difference
 
     shutil.copy2(single.warehouse, sharded.warehouse)  # recall from exactly the single run's inputs
-    recall = run_with_celery(celery_env, "recall_candidates", monkeypatch)
+    recall = run_with_celery(celery_env, "recall_candidates", monkeypatch, ALL_ROUTES)
     columns = ("user_id, rank, item_id, route, rank_two_tower, rank_lm_profile, rank_lm_interest, "
                "rank_ease, rank_popularity")
     expected = table(single, f"select {columns}, score from recall.latest order by user_id, rank")
     got = table(sharded, f"select {columns}, score from recall.latest order by user_id, rank")
     assert got["user_id"].n_unique() == SAMPLE_USERS and got.height == expected.height > 0
+    assert got.select(pl.col("rank_lm_profile", "rank_lm_interest").is_not_null().any()).row(0) == (True, True)
     assert got.drop("score").equals(expected.drop("score"))
     assert np.allclose(got["score"].to_numpy(), expected["score"].to_numpy(), rtol=0, atol=1e-9)
 

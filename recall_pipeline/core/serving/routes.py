@@ -68,6 +68,14 @@ class RouteSettings:
     ease_recency_tau: float = 5.0
     ease_recency_floor: float = 0.1
     seed: int = 0
+    # A route fused with weight 0 adds nothing to the lists, and is not computed unless asked for
+    # its rank_<route> provenance columns: at 1M items the two LM routes (weight 0 by default)
+    # are 5 to 6 of a user's ~7 FAISS searches.
+    compute_zero_weight_routes: bool = False
+
+    def computes(self, route: str) -> bool:
+        """Whether ``route``'s lists are computed: it votes in the fusion, or provenance is asked for."""
+        return self.compute_zero_weight_routes or self.weights.get(route, 1.0) > 0
 
 
 def interest_route(index, rm: RatingMatrix, owners: np.ndarray, vectors: np.ndarray, depth: int,
@@ -157,7 +165,8 @@ def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_use
                 text_cf: TextCFRoute | None = None) -> dict[str, np.ndarray]:
     """Every route's lists, one row per rating-matrix row of ``rows`` (default every user, in
     ``rm.user_ids`` order) x depth (a route without input, e.g. ``two_tower`` with no ``model``,
-    has empty lists: -1).
+    has empty lists: -1, and so has a route fused with weight 0 unless
+    ``settings.compute_zero_weight_routes``).
 
     ``rows`` lets a shard compute only its users: the models fitted on the whole matrix (EASE,
     popularity) are still fitted on all of it, and every route ranks each user on their own, so a
@@ -173,25 +182,26 @@ def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_use
     slot = row_slots(n_users, rows)
     out = {name: np.full((len(rows), depth), -1, dtype=np.int64) for name in ROUTES}
     profile_rows = positions(rm.user_ids, profile_user_ids, "profile users among the rating matrix's users")
-    mine = slot[profile_rows] >= 0
+    mine = (slot[profile_rows] >= 0) & settings.computes("lm_profile")
     if mine.any():
         out["lm_profile"][slot[profile_rows[mine]]], _ = search_top_k(
             index, profiles[mine], rm.matrix, profile_rows[mine], depth, seed=settings.seed)
-    if model is not None and len(model.rows):
+    if model is not None and len(model.rows) and settings.computes("two_tower"):
         mine = slot[model.rows] >= 0
         if mine.any():
             out["two_tower"][slot[model.rows[mine]]], _ = search_top_k(
                 model.index, model.user_vectors[mine], rm.matrix, model.rows[mine], depth, seed=settings.seed)
     owners = positions(rm.user_ids, interest_user_ids, "interest users among the rating matrix's users")
-    out["lm_interest"] = interest_route(index, rm, owners, interests, depth, settings.seed, rows)
+    if settings.computes("lm_interest"):
+        out["lm_interest"] = interest_route(index, rm, owners, interests, depth, settings.seed, rows)
     has_history = np.diff(rm.matrix.indptr) > 0
     history = rows[has_history[rows]]
-    if len(history):
+    if len(history) and settings.computes("ease"):
         out["ease"][slot[history]] = ease_route(rm, settings, history, ease)
-    if text_cf is not None and len(history):
+    if text_cf is not None and len(history) and settings.computes("text_cf"):
         out["text_cf"][slot[history]] = text_cf_route(text_cf, rm, history, depth, settings.seed)
     newcomers = rows[~has_history[rows]]
-    if len(newcomers):
+    if len(newcomers) and settings.computes("popularity"):
         scores = baselines.popularity_scores(rm.matrix) if popularity is None else popularity
         top, _ = top_k_dense(np.asarray(scores, dtype=np.float64)[None, :], depth, seed=settings.seed)
         out["popularity"][slot[newcomers]] = top[0]

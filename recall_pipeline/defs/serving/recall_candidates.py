@@ -42,6 +42,8 @@ class RecallConfig(dg.Config):
     ease_max_items: int = RouteSettings.ease_max_items
     ease_recency_tau: float = RouteSettings.ease_recency_tau  # 0: the history unweighted
     ease_recency_floor: float = RouteSettings.ease_recency_floor
+    # compute the routes fused with weight 0 too, for their rank_<route> columns (default: not)
+    compute_zero_weight_routes: bool = RouteSettings.compute_zero_weight_routes
     shards: int = 0  # shards by a hash of the user id (0: $RECALL_PIPELINE_SHARDS, default 1)
     # "auto": in feedback_refresh_job only the users whose history changed ("changed"), else "all"
     recompute: str = changed_users.AUTO
@@ -52,7 +54,8 @@ class RecallConfig(dg.Config):
                              popularity_discount=self.popularity_discount,
                              ease_lambda=self.ease_lambda, ease_max_items=self.ease_max_items,
                              ease_recency_tau=self.ease_recency_tau, ease_recency_floor=self.ease_recency_floor,
-                             mmr_pool=max(2 * self.k, self.depth))
+                             mmr_pool=max(2 * self.k, self.depth),
+                             compute_zero_weight_routes=self.compute_zero_weight_routes)
 
 
 ASSET = "recall_candidates"
@@ -139,7 +142,8 @@ def merge_recall_candidates(context: dg.OpExecutionContext, shards: list[dict], 
                 "re-ranked by MMR. Computed in shards by a hash of the user id (config shards; each "
                 "shard a step any executor can run elsewhere) and merged by one writer. "
                 "Appended to DuckDB recall.candidates per run with each "
-                "route's rank of the item (rank_<route>, null: not proposed); once its checks "
+                "route's rank of the item (rank_<route>, null: not proposed, or the route fused with weight 0 "
+                "and not computed: config compute_zero_weight_routes); once its checks "
                 "pass the run is published and the view recall.latest shows it.",
 )
 def recall_candidates(faiss_index, two_tower_index, user_profiles, rating_matrix, text_cf_model):

@@ -32,7 +32,7 @@ def test_routes_exclude_history_and_newcomers_get_popularity():
     rm, vectors, profiles = small_world()
     lists = route_lists(build_exact_index(vectors), rm.item_ids, rm, np.array([1, 2]), profiles,
                         np.array([1, 1, 2]), np.array([[0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 1]], np.float32),
-                        RouteSettings(depth=3))
+                        RouteSettings(depth=3, compute_zero_weight_routes=True))
     assert lists["lm_profile"].tolist() == [[1, 2, 3], [3, 2, -1], [-1, -1, -1]]
     assert lists["lm_interest"][0].tolist()[:2] == [2, 3] and lists["lm_interest"][1].tolist()[0] == 3
     assert lists["popularity"][2].tolist()[:2] == [0, 1] and (lists["popularity"][:2] == -1).all()
@@ -47,6 +47,24 @@ def test_routes_exclude_history_and_newcomers_get_popularity():
     assert frame.select(pl.any_horizontal(pl.col(rank_columns).is_not_null()).all()).item()  # provenance
     top = frame.filter((pl.col("user_id") == 1) & (pl.col("rank") == 1)).row(0, named=True)
     assert top["rank_" + top["route"]] is not None  # the primary route did propose it
+
+
+def test_a_route_fused_with_weight_0_is_not_computed_and_changes_no_list():
+    rm, vectors, profiles = small_world()
+    interests = (np.array([1, 1, 2]), np.array([[0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 1]], np.float32))
+    weights = {"two_tower": 1.0, "ease": 1.0, "lm_profile": 0.0, "lm_interest": 0.0, "popularity": 1.0,
+               "text_cf": 0.0}
+    merged = {}
+    for provenance in (False, True):
+        settings = RouteSettings(depth=3, weights=weights, compute_zero_weight_routes=provenance)
+        lists = route_lists(build_exact_index(vectors), rm.item_ids, rm, np.array([1, 2]), profiles, *interests,
+                            settings)
+        assert (lists["lm_profile"] >= 0).any() == (lists["lm_interest"] >= 0).any() == provenance
+        assert (lists["ease"][:2] >= 0).any()  # a route that votes is always computed
+        merged[provenance] = merge_routes(lists, vectors, k=2, settings=settings)
+    assert merged[False].items.tolist() == merged[True].items.tolist()
+    assert merged[False].scores.tolist() == merged[True].scores.tolist()
+    assert merged[True].route_ranks["lm_profile"].any() and not merged[False].route_ranks["lm_profile"].any()
 
 
 def test_an_index_over_another_catalogue_is_refused():

@@ -4,7 +4,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recall_pipeline.core.serving.index import build_exact_index
-from recall_pipeline.core.serving.ranking import search_top_k, top_k_dense
+from recall_pipeline.core.serving.ranking import search_depths, search_top_k, top_k_dense
 
 
 def protocol_tie_order(n_items: int, seed: int) -> list[int]:
@@ -66,3 +66,24 @@ def test_a_zero_rating_is_still_a_seen_item():
     from recall_pipeline.core.evaluation.baselines import popularity_scores
 
     assert popularity_scores(exclude).tolist() == [0, 1, 1, 0]
+
+
+def test_each_query_searches_its_own_depth():
+    assert search_depths(np.array([0, 56, 57, 300, 5000]), 200, 4096).tolist() == [256, 256, 512, 512, 4096]
+    assert search_depths(np.array([0]), 3, 2).tolist() == [2]  # never past the index
+
+
+def test_users_of_different_depths_get_their_exact_lists_in_their_own_order():
+    """Queries are grouped by depth and searched group by group: each user's list is still the
+    exact ranking less their own items, in the order the users were given."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3000, 16)).astype(np.float32)
+    queries = rng.normal(size=(40, 16)).astype(np.float32)
+    counts = rng.choice([0, 20, 100, 1500], size=40)
+    exclude = sp.csr_matrix(np.concatenate([np.ones((40, 1500)), np.zeros((40, 1500))], axis=1)
+                            * (np.arange(3000)[None, :] < counts[:, None]))
+    rows = rng.permutation(40)
+    items, _ = search_top_k(build_exact_index(vectors), queries[rows], exclude, rows, k=50, batch_size=7)
+    expected, _ = top_k_dense(queries[rows] @ vectors.T, 50, exclude, rows)
+    assert len(set(search_depths(counts, 50, 3000).tolist())) == 4 and items.tolist() == expected.tolist()
+    assert (items[counts[rows] == 1500] >= 1500).all()
