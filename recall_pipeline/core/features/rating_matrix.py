@@ -50,23 +50,29 @@ class RatingMatrix:
         return RatingMatrix(self.matrix[rows], user_ids, self.item_ids,
                             None if self.recency is None else self.recency[rows])
 
-    def recency_weighted(self, tau: float, floor: float) -> sp.csr_matrix:
+    def recency_weighted(self, tau: float, floor: float, rows: np.ndarray | None = None) -> sp.csr_matrix:
         """The binary history with each entry weighted ``floor + (1 - floor) * exp(-(place - 1) / tau)``
         by its :attr:`recency` place: the latest interaction weighs 1, older ones decay towards
-        ``floor``. ``tau`` 0 (or no recency stored): every entry weighs 1."""
-        weights = sp.csr_matrix((np.ones(self.matrix.nnz), self.matrix.indices, self.matrix.indptr),
-                                shape=self.matrix.shape)
+        ``floor``. ``tau`` 0 (or no recency stored): every entry weighs 1. ``rows``: only those
+        users' rows, in that order (a block of users weighs its own rows, not the matrix)."""
+        matrix = self.matrix if rows is None else self.matrix[np.asarray(rows)]
+        weights = sp.csr_matrix((np.ones(matrix.nnz), matrix.indices, matrix.indptr), shape=matrix.shape)
         if tau > 0 and self.recency is not None:
-            weights.data = floor + (1.0 - floor) * np.exp(-(aligned_recency(self) - 1.0) / tau)
+            recency = self.recency if rows is None else self.recency[np.asarray(rows)]
+            weights.data = floor + (1.0 - floor) * np.exp(-(aligned_places(matrix, recency) - 1.0) / tau)
         return weights
 
 
 def aligned_recency(rm: RatingMatrix) -> np.ndarray:
     """``rm.recency``'s places in the order of ``rm.matrix.data`` (both sorted CSR over the same
     entries; anything else is a bug upstream and raises)."""
-    recency = rm.recency
-    if recency.shape != rm.matrix.shape or not (np.array_equal(recency.indptr, rm.matrix.indptr)
-                                                and np.array_equal(recency.indices, rm.matrix.indices)):
+    return aligned_places(rm.matrix, rm.recency)
+
+
+def aligned_places(matrix: sp.csr_matrix, recency: sp.csr_matrix) -> np.ndarray:
+    """``recency``'s places in the order of ``matrix.data`` (see :func:`aligned_recency`)."""
+    if recency.shape != matrix.shape or not (np.array_equal(recency.indptr, matrix.indptr)
+                                             and np.array_equal(recency.indices, matrix.indices)):
         raise ValueError("the recency places do not cover the rating matrix's entries")
     return recency.data
 

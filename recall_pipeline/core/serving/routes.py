@@ -223,7 +223,7 @@ def ease_route(rm: RatingMatrix, settings: RouteSettings, rows: np.ndarray,
                               rm.matrix, settings.seed)
         return top
     columns = model.columns
-    weighted = rm.recency_weighted(settings.ease_recency_tau, settings.ease_recency_floor)[rows][:, columns]
+    weighted = rm.recency_weighted(settings.ease_recency_tau, settings.ease_recency_floor, rows)[:, columns]
     top, _ = top_k_scored(lambda block: np.asarray(weighted[block] @ model.weights), np.arange(len(rows)),
                           settings.depth, len(columns), rm.matrix[rows][:, columns].tocsr(), settings.seed,
                           ties=tie_order(len(rm.item_ids), settings.seed)[columns])

@@ -83,6 +83,8 @@ def test_recency_places_count_from_the_latest_and_survive_storage(tmp_path):
     assert weighted[0].tolist() == pytest.approx([0, 0.5 + 0.5 * np.exp(-1), 1.0, 0.5 + 0.5 * np.exp(-2)])
     assert weighted[1].tolist() == pytest.approx([0.5 + 0.5 * np.exp(-1), 0, 0, 1.0])  # a 0 rating still counts
     assert rm.recency_weighted(tau=0.0, floor=0.5).toarray().tolist() == [[0, 1, 1, 1], [1, 0, 0, 1]]
+    # a block of users weighs its own rows, in the order given
+    assert rm.recency_weighted(tau=1.0, floor=0.5, rows=np.array([1, 0])).toarray().tolist() == weighted[::-1].tolist()
 
 
 def test_a_matrix_stored_without_recency_reads_as_unweighted(tmp_path):
