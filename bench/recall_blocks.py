@@ -79,7 +79,7 @@ def child(block: int, n_items: int, dims: int, interests: int, depth: int) -> di
     from recall_pipeline.core.serving.routes import ROUTES, RouteSettings
 
     inputs = synthetic_inputs(block, n_items, dims, interests)
-    settings = RouteSettings(depth=depth)
+    settings = RouteSettings(depth=depth, compute_zero_weight_routes=True)  # every route: every slot counted
     ease = fit_ease(inputs.rm.matrix, settings.ease_lambda, settings.ease_max_items)[1]
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident memory

@@ -68,12 +68,14 @@ BYTES_PER_LIST_SLOT = 128
 DEFAULT_BLOCK_BUDGET_BYTES = 512 * 2**20
 
 
-def block_users(inputs: RecallInputs, depth: int, budget_bytes: int = DEFAULT_BLOCK_BUDGET_BYTES) -> int:
+def block_users(inputs: RecallInputs, settings: RouteSettings, budget_bytes: int = DEFAULT_BLOCK_BUDGET_BYTES) -> int:
     """How many users one block recalls within ``budget_bytes``: each user has a list per route
-    and one per interest vector, ``depth`` slots each (at least one user)."""
-    interests_per_user = len(inputs.interest_owners) / max(len(inputs.rm.user_ids), 1)
-    per_user = depth * (len(ROUTES) + interests_per_user) * BYTES_PER_LIST_SLOT
-    return max(1, int(budget_bytes // per_user))
+    computed (:meth:`RouteSettings.computes`) and, when the interest route is, one per interest
+    vector, ``settings.depth`` slots each (at least one user)."""
+    lists = float(sum(settings.computes(name) for name in ROUTES))
+    if settings.computes("lm_interest"):
+        lists += len(inputs.interest_owners) / max(len(inputs.rm.user_ids), 1)
+    return max(1, int(budget_bytes // (settings.depth * lists * BYTES_PER_LIST_SLOT)))
 
 
 def recall_blocks(inputs: RecallInputs, settings: RouteSettings, k: int, rows: np.ndarray | None = None,
@@ -94,7 +96,7 @@ def recall_blocks(inputs: RecallInputs, settings: RouteSettings, k: int, rows: n
                if inputs.text_cf else None)
     profile_owners = inputs.profiles["user_id"].to_numpy()
     profiles = np.ascontiguousarray(inputs.profiles["embedding"].to_numpy(), dtype=np.float32)
-    step = block_users(inputs, settings.depth, budget_bytes)
+    step = block_users(inputs, settings, budget_bytes)
     for start in range(0, len(rows), step):
         block = rows[start:start + step]
         lists = route_lists(inputs.lm_index, inputs.item_ids, inputs.rm, profile_owners, profiles,

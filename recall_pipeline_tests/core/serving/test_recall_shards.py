@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
+import pytest
 
 from recall_pipeline.core.features.rating_matrix import build_rating_matrix
 from recall_pipeline.core.serving import recall_shards
@@ -43,17 +44,20 @@ def world(n_users: int = 60, n_items: int = 300, dims: int = 16, seed: int = 0) 
         model_key="recall_two_tower/v1", item_counts=rm.item_counts())
 
 
-def test_three_shards_write_exactly_the_rows_of_one_pass(tmp_path):
-    inputs, settings, k = world(), RouteSettings(depth=40, mmr_lambda=0.7, popularity_discount=0.2), 20
+@pytest.mark.parametrize("every_route", [False, True])
+def test_three_shards_write_exactly_the_rows_of_one_pass(tmp_path, every_route):
+    settings = RouteSettings(depth=40, mmr_lambda=0.7, popularity_discount=0.2, compute_zero_weight_routes=every_route)
+    inputs, k = world(), 20
     whole = candidates_table(inputs, recall(inputs, settings, k), "run-1")
 
     store = ShardStore(str(tmp_path), "recall_candidates")
     per_shard = recall_shards.export_inputs(store, "run-1", inputs, recall_shards.all_user_rows(inputs), 3)
     assert per_shard["users"].sum() == len(inputs.rm.user_ids) and per_shard.height == 3
     # blocks of 7 users or fewer: every shard writes several parts
-    per_user = settings.depth * (len(ROUTES) + len(inputs.interest_owners) / len(inputs.rm.user_ids)) * BYTES_PER_LIST_SLOT
-    budget = int(7.5 * per_user)
-    assert block_users(inputs, settings.depth, budget) == 7
+    # the routes computed: all six with the interest vectors, or the four that vote by default
+    lists = len(ROUTES) + len(inputs.interest_owners) / len(inputs.rm.user_ids) if every_route else 4
+    budget = int(7.5 * settings.depth * lists * BYTES_PER_LIST_SLOT)
+    assert block_users(inputs, settings, budget) == 7
     out = {shard: recall_shards.compute_shard(store, "run-1", shard, settings, k, budget) for shard in range(3)}
     assert sorted(o.users for o in out.values()) == sorted(per_shard["users"].to_list()) and min(o.users for o in out.values()) > 0
     assert all(o.parts == -(-o.users // 7) for o in out.values())
@@ -63,6 +67,7 @@ def test_three_shards_write_exactly_the_rows_of_one_pass(tmp_path):
     assert merged.drop("created_at").equals(whole.drop("created_at"))
     assert merged["user_id"].n_unique() == len(inputs.rm.user_ids)
     assert set(merged["route"]) >= {"popularity", "two_tower"}  # newcomers and model users both present
+    assert merged["rank_lm_interest"].is_not_null().any() == every_route
     assert recall_shards.exported_meta(store, "run-1")["model_key"] == "recall_two_tower/v1"
 
 
