@@ -46,7 +46,7 @@ PROBE = textwrap.dedent(f"""
     vectors = rng.normal(size=(items, 16)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     profiles = rng.normal(size=(users, 16)).astype(np.float32)
-    settings = RouteSettings(depth=100, ease_max_items=1500)
+    settings = RouteSettings(depth=100, ease_max_items=1500, compute_zero_weight_routes=True)  # every route
     lists = route_lists(build_exact_index(vectors), np.arange(items), rm, rm.user_ids, profiles,
                         np.zeros(0, np.int64), np.zeros((0, 16), np.float32), settings)
     merged = merge_routes(lists, vectors, 100, settings, train_counts=np.diff(rm.matrix.tocsc().indptr))
