@@ -31,8 +31,9 @@ BEYOND_K = 50
 DIVERSITY_K = 10
 COLD_K = 20
 SPARSE_MAX_TRAIN = 30
-# Each scored user ranks the whole catalogue (warm, sparse) or every cold item (cold): above this
-# many users x items cells a slice is scored on a seeded sample of its users, so that evaluating
+# Each scored user is scored over the whole catalogue (warm, sparse; cold too, before its cold
+# items are taken): above this many users x items cells a slice is scored on a seeded sample of
+# its users, so that evaluating
 # grows with users x K like the rest of the graph, not with users x items. The bundled data
 # (653 x 9,066) and M (about 20,000 x 100,000) are scored whole; at 1M items about 2,000 users.
 MAX_EVALUATION_CELLS = 2_000_000_000
@@ -153,7 +154,9 @@ def build_evaluation_data(split: pl.DataFrame, rm: RatingMatrix, genres: list[li
         rm=rm,
         warm=warm,
         sparse_mask=train_rows[warm.rows] <= SPARSE_MAX_TRAIN,
-        cold=sampled_slice(cold_whole, len(cold_columns), max_cells, seed),
+        # a cold user's scores are computed over the whole catalogue before the cold columns are
+        # taken (every route and baseline is a scorer over all items): the catalogue's cells count
+        cold=sampled_slice(cold_whole, len(rm.item_ids), max_cells, seed),
         cold_columns=cold_columns,
         train_counts=counts,
         head=head_items(counts, rm.item_ids),
