@@ -107,7 +107,9 @@ def evaluation_inputs(warehouse: Warehouse, home: PipelineHome) -> EvaluationInp
         split=split, rm=rm, item_vectors=vectors, genres=items["genres"].to_list(), two_tower=scorer,
         text_cf=text_cf.load(home.layout.text_cf_model, encoder),
         serving_pairs=read_training_pairs(serving / MODEL_FOLDER, split),
-        candidates=warehouse.query("select run_id, user_id, rank, item_id, model_version, route from recall.latest"),
+        candidates=warehouse.query("select user_id, rank, item_id, route from recall.latest"),
+        **dict(zip(("candidates_run_id", "candidates_model_version"), warehouse.query(
+            "select any_value(run_id), any_value(model_version) from recall.latest").row(0))),
         profiles=warehouse.query("select user_id, embedding from features.user_profiles"),
         quarantined=quarantine_counts(warehouse),
         **dict(zip(("interest_owners", "interests"), interest_vectors(warehouse))))

@@ -40,7 +40,9 @@ class EvaluationInputs:
 
     split: pl.DataFrame             # features.interactions_split
     rm: RatingMatrix
-    candidates: pl.DataFrame        # the published lists (recall.latest)
+    candidates: pl.DataFrame        # the published lists (recall.latest): user_id, rank, item_id, route
+    candidates_run_id: str          # the recall run that computed them and the model version it
+    candidates_model_version: str   # served (one per run: not a column of 20M rows at L)
     item_vectors: np.ndarray        # LM embeddings in the rating matrix's item order
     genres: list[list[str]]         # per item, same order
     profiles: pl.DataFrame          # user_id, embedding (history vectors)
@@ -138,12 +140,12 @@ def evaluate_published(inputs: EvaluationInputs, with_baselines: bool,
     return Evaluation(report, data, moved)
 
 
-def metrics_frame(evaluation: Evaluation, run_id: str, candidates: pl.DataFrame) -> pl.DataFrame:
+def metrics_frame(evaluation: Evaluation, run_id: str, inputs: EvaluationInputs) -> pl.DataFrame:
     """``eval.metrics`` rows of this run, naming the model version and lists they score, and how
     many test rows were left out of the figures (``test_rows_excluded``, see :func:`judged_split`)."""
     return pl.DataFrame(evaluation.report.rows).select(
-        pl.lit(run_id).alias("run_id"), pl.lit(candidates["model_version"][0]).alias("model_version"), pl.all(),
-        pl.lit(candidates["run_id"][0]).alias("candidates_run_id"),
+        pl.lit(run_id).alias("run_id"), pl.lit(inputs.candidates_model_version).alias("model_version"), pl.all(),
+        pl.lit(inputs.candidates_run_id).alias("candidates_run_id"),
         pl.lit(evaluation.excluded_test_rows.height, pl.Int64).alias("test_rows_excluded"),
         pl.lit(datetime.now(timezone.utc).replace(tzinfo=None)).alias("created_at"))
 

@@ -59,10 +59,10 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
         context.log.warning(f"{note} (max_evaluation_cells {config.max_evaluation_cells:,})")
     if not evaluated.excluded_test_rows.is_empty():
         context.log.warning(f"test rows excluded: {evaluated.exclusion_note}")
-    warehouse.replace_rows_in({"eval.metrics": evaluation.metrics_frame(evaluated, run_id, inputs.candidates),
+    warehouse.replace_rows_in({"eval.metrics": evaluation.metrics_frame(evaluated, run_id, inputs),
                                "eval.cold_rankings": evaluation.cold_rankings_frame(evaluated, run_id)},
                               "run_id = ?", [run_id])
-    model_version = inputs.candidates["model_version"][0]
+    model_version = inputs.candidates_model_version
     images = plots(report, data.train_counts, route_shares(inputs.candidates))
     path = write_report(home.layout.reports, home.layout.latest_report, run_id,
                         render_html(report, images, run_id, model_version, evaluated.exclusion_note), images)
