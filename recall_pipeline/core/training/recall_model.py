@@ -271,6 +271,7 @@ def train_and_register(inputs: TrainingInputs, settings: ModelSettings, folder: 
                              (model_registry.JUDGED_METRIC, judgement.candidate_value),
                              (f"champion_{model_registry.JUDGED_METRIC}", judgement.champion_value))
                             if value is not None}})
-    tracker.set_tags({"judged_on": judgement.judged_on, "champion_decision": outcome.promotion.reason})
+    tracker.set_tags({"judged_on": judgement.judged_on, "champion_decision": outcome.promotion.reason,
+                      "served_phase": result.served})
     return result, outcome
 

@@ -62,7 +62,7 @@ def recall_model(context: dg.AssetExecutionContext, config: RecallModelConfig, w
     return dg.MaterializeResult(metadata={
         "retrained": True, "version": outcome.promotion.version, "champion": outcome.champion,
         "promoted": outcome.promotion.promoted, "decision": outcome.promotion.reason,
-        "best_epoch": result.best_epoch,
+        "best_epoch": result.best_epoch, "served": result.served,
         "validation_recall@50": dg.MetadataValue.float(round(result.best_validation_recall, 4)),
         "judged_on": outcome.promotion.judgement.judged_on,
         **{name: dg.MetadataValue.float(round(value, 4)) for name, value in (

@@ -37,6 +37,7 @@ class TrainingResult:
     best_validation_recall: float = 0.0
     seconds: float = 0.0
     validation_model: TwoTower | None = None  # the early-stopping phase's model (trained on fit only)
+    served: str = "refit"  # which phase's model ``model`` is: "refit", or "validation" (see train_two_tower)
 
 
 def train_epoch(model: TwoTower, seq: Sequences, optimizer: torch.optim.Optimizer, logq: torch.Tensor | None,
@@ -66,7 +67,10 @@ def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, ho
                     architecture: Architecture = Architecture(), training: TrainingSettings = TrainingSettings(),
                     log: Callable[[dict], None] = lambda entry: None, lm_top=None) -> TrainingResult:
     """Early-stopped on the validation cut (``fit`` sequences, ``holdout`` relevance, rows as
-    the rating matrix's users), then refit on ``train`` for the best number of epochs.
+    the rating matrix's users), then refit on ``train`` for the best number of epochs. When
+    the time budget stops the refit before it is done, the validated model is the one returned
+    (``served`` "validation"): a refit cut short trained less than the model whose validation
+    figure is known.
 
     ``lm_top`` (a ``core.training.lm_finetune.TopLayers`` over the same catalogue) is given
     exactly when ``training.lm_finetune_layers`` > 0; each phase starts from its original weights."""
@@ -94,6 +98,10 @@ def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, ho
         final = _fit(lm_vectors, train, architecture, training, tuned.best_epoch, None, log, "refit", lm_top, end)
     finally:
         torch.use_deterministic_algorithms(previous)
+    if final.history and final.history[-1].get("stopped_by_budget"):
+        # the budget cut the refit short (at L: 44 s of an epoch after the validation's 148 s):
+        # serve the validated model rather than one that trained less and was never measured
+        final.model, final.served = tuned.model, "validation"
     final.history = tuned.history + final.history
     final.best_epoch, final.best_validation_recall = tuned.best_epoch, tuned.best_validation_recall
     final.seconds += tuned.seconds
