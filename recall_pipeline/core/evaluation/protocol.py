@@ -33,9 +33,9 @@ COLD_K = 20
 SPARSE_MAX_TRAIN = 30
 # Each scored user is scored over the whole catalogue (warm, sparse; cold too, before its cold
 # items are taken): above this many users x items cells a slice is scored on a seeded sample of
-# its users, so that evaluating
-# grows with users x K like the rest of the graph, not with users x items. The bundled data
-# (653 x 9,066) and M (about 20,000 x 100,000) are scored whole; at 1M items about 2,000 users.
+# its users, so that evaluating grows with users x K like the rest of the graph, not with users
+# x items. The bundled data (653 x 9,066) and M (about 20,000 x 100,000) are scored whole; at 1M
+# items about 2,000 users per slice.
 MAX_EVALUATION_CELLS = 2_000_000_000
 EASE_GRID = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
 KNN_GRID = (20, 50, 100, 200, 400)
