@@ -35,10 +35,10 @@ def is_excluded(exclude: sp.csr_matrix, rows: np.ndarray, items: np.ndarray) -> 
     return hit & (items >= 0)
 
 
-def order_ties(items: np.ndarray, scores: np.ndarray, seed: int = 0, n_items: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Re-order each row by (score descending, seeded tie rank): FAISS returns equal scores in
-    an order of its own, which must not decide who makes the list."""
-    ranks = tie_order(n_items or int(items.max(initial=0)) + 1, seed)
+def order_ties(items: np.ndarray, scores: np.ndarray, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Re-order each row by (score descending, tie rank ``ranks[item]``, the catalogue's
+    :func:`tie_order`): FAISS returns equal scores in an order of its own, which must not
+    decide who makes the list."""
     tie_keys = np.where(items >= 0, ranks[np.where(items >= 0, items, 0)], np.iinfo(np.int64).max)
     order = np.lexsort((tie_keys, -np.nan_to_num(scores, nan=-np.inf)), axis=1)
     return np.take_along_axis(items, order, axis=1), np.take_along_axis(scores, order, axis=1)
@@ -165,22 +165,23 @@ def search_top_k(index, queries: np.ndarray, exclude: sp.csr_matrix, rows: np.nd
     items = np.full((len(queries), k), -1, dtype=np.int64)
     scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
     depths = search_depths(np.diff(exclude.indptr)[rows], k, index.ntotal)
+    ranks = tie_order(exclude.shape[1], seed)  # once per call, not per batch (1M items at L)
     for depth in np.unique(depths):
         members = np.flatnonzero(depths == depth)
         for start in range(0, len(members), batch_size):
             batch = members[start:start + batch_size]
             items[batch], scores[batch] = _search_batch(
                 index, np.ascontiguousarray(queries[batch], dtype=np.float32), exclude, rows[batch], k,
-                int(depth), seed)
+                int(depth), ranks)
     return items, scores
 
 
 def _search_batch(index, queries: np.ndarray, exclude: sp.csr_matrix, rows: np.ndarray, k: int,
-                  depth: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+                  depth: int, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One batch of :func:`search_top_k`, from ``depth`` (doubled while the cut ties)."""
     while True:
         scores, items = index.search(queries, depth)
-        items, scores = order_ties(items, scores, seed, n_items=exclude.shape[1])
+        items, scores = order_ties(items, scores, ranks)
         top, top_scores = first_k_allowed(items, scores, is_excluded(exclude, rows, items), k)
         cut = top_scores[:, -1]
         if depth >= index.ntotal or not np.any(np.isfinite(cut) & (scores[:, -1] >= cut)):
