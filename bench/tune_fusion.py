@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,7 +37,8 @@ from recall_pipeline.core.features.user_profiles import build_user_profiles, int
 from recall_pipeline.core.evaluation import baselines  # noqa: E402
 from recall_pipeline.core.serving.ranking import top_k_scored  # noqa: E402
 from recall_pipeline.core.serving.routes import (  # noqa: E402
-    ModelRoute, RouteSettings, TextCFRoute, ease_route_scorer, merge_routes, route_lists, text_cf_route,
+    ModelRoute, RouteSettings, TextCFRoute, ease_route, ease_route_scorer, fit_ease_route, merge_routes,
+    route_lists, text_cf_route,
 )
 from recall_pipeline.core.training import text_cf, two_tower  # noqa: E402
 
@@ -48,6 +50,8 @@ TEXT_CF_TAILS = (5, 10, 20)
 LM_WEIGHTS = (0.0, 0.3)
 MMR_LAMBDAS = (1.0, 0.7)
 POPULARITY_DISCOUNTS = (0.0, 0.05, 0.075, 0.1, 0.15, 0.2)
+EASE_WINDOWS = (0, 10, 20, 30, 50)                  # 0: EASE alone
+EASE_WINDOW_WEIGHTS = (0.3, 0.5, 0.7, 1.0, 1.5)
 # The choice (docs/EVALUATION.md lets a choice say what it selects by): the highest validation
 # Recall@50 among the settings whose lists keep the product's exposure goals on validation,
 # long-tail share@50 >= 0.10 and coverage@50 >= 2.7x that of EASE alone (the exposure the
@@ -65,6 +69,8 @@ def main() -> None:
     parser.add_argument("--home", default=".recall")
     parser.add_argument("--text-cf-only", action="store_true",
                         help="only the text_cf weight, at the current defaults (skips the grid above)")
+    parser.add_argument("--ease-window-only", action="store_true",
+                        help="only the EASE route's windowed term, at the current defaults")
     args = parser.parse_args()
     home = Path(args.home)
     with duckdb.connect(str(HomeLayout(home).warehouse), read_only=True) as con:
@@ -97,6 +103,9 @@ def main() -> None:
           f"{split.filter(pl.col('val_part') == 'holdout').height} interactions")
     counts = np.diff(rm.matrix.tocsc().indptr)
     head = head_items(counts, ids)
+    if args.ease_window_only:
+        ease_window_grid(rm, ids, vectors, lists, rows, relevant, holdout, counts, head)
+        return
     if args.text_cf_only:
         defaults = RouteSettings()
         w = defaults.weights
@@ -171,6 +180,40 @@ def ease_recency(rm, holdout) -> tuple[dict[str, float], baselines.EaseModel]:
     print(f"chosen recency: tau {tau}, floor {floor} (EASE route Recall@50 {recall:.4f}, unweighted "
           f"{results[0][0]:.4f})")
     return {"ease_recency_tau": tau, "ease_recency_floor": floor}, model
+
+
+def ease_window_grid(rm, ids, vectors, lists, rows, relevant, holdout, counts, head) -> None:
+    """The EASE route's windowed term (RouteSettings.ease_window, ease_window_weight;
+    core.training.windowed_ease) at the current fusion defaults: every setting's validation
+    Recall@50 for the route alone and in the fused lists (with coverage and long tail, which the
+    fusion's choice keeps). The choice: the best fused Recall@50 among the settings that keep the
+    exposure of the lists without the term (coverage@50 and long tail@50 at least as high less
+    TOLERANCE's share), the first of equals (smaller window, smaller weight)."""
+    defaults = RouteSettings()
+    every = np.flatnonzero(np.diff(rm.matrix.indptr) > 0)
+    print(f"{'window':>6} {'weight':>6} {'route recall@50':>15} {'fused recall@50':>15} {'coverage@50':>11} "
+          f"{'long tail@50':>12}")
+    results = []
+    for window in EASE_WINDOWS:
+        for weight in EASE_WINDOW_WEIGHTS if window else (0.0,):
+            settings = replace(defaults, ease_window=window, ease_window_weight=weight)
+            model = fit_ease_route(rm, settings)
+            route = baselines.validation_recall(ease_route_scorer(rm, settings, model), rm.matrix, holdout)
+            ease = np.full_like(lists["ease"], -1)
+            ease[every] = ease_route(rm, settings, every, model)
+            final = merge_routes(dict(lists, ease=ease), vectors, 100, settings, counts).items[rows]
+            recall = float(recall_at_k(hit_matrix(final, relevant), relevant_counts(relevant), 50).mean())
+            coverage = catalogue_coverage(final, 50, len(ids))
+            tail = float(long_tail_share(final, 50, head).mean())
+            results.append((window, weight, route, recall, coverage, tail))
+            print(f"{window:>6} {weight:>6} {route:>15.4f} {recall:>15.4f} {coverage:>11.4f} {tail:>12.4f}", flush=True)
+    base = results[0]
+    keep = [r for r in results if r[4] >= base[4] * (1 - TOLERANCE) and r[5] >= base[5] * (1 - TOLERANCE)]
+    best = max(r[3] for r in keep)
+    chosen = next(r for r in keep if r[3] == best)
+    print(f"chosen: window {chosen[0]}, weight {chosen[1]} (route Recall@50 {chosen[2]:.4f}, fused {chosen[3]:.4f}, "
+          f"coverage@50 {chosen[4]:.4f}, long tail@50 {chosen[5]:.4f}; without the term: route {base[2]:.4f}, "
+          f"fused {base[3]:.4f}, coverage@50 {base[4]:.4f}, long tail@50 {base[5]:.4f})")
 
 
 def text_cf_weight(split, rm, ids, vectors, lists, rows, relevant, counts, head, chosen) -> None:

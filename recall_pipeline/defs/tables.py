@@ -130,7 +130,8 @@ def recall_inputs(warehouse: Warehouse, home: PipelineHome, users: np.ndarray | 
     lm_index, lm_manifest = read_index(home.layout.item_index, encoder, ids, vectors)
     rm = rating_matrix(warehouse)
     counts = rm.item_counts()
-    model, model_index, manifest = two_tower_index(serving_folder(home), ids, vectors, encoder)
+    serving = serving_folder(home)
+    model, model_index, manifest = two_tower_index(serving, ids, vectors, encoder)
     owners, interests = interest_vectors(warehouse)
     profiles = warehouse.query("select user_id, embedding from features.user_profiles order by user_id")
     train = training_rows(warehouse)
@@ -143,7 +144,16 @@ def recall_inputs(warehouse: Warehouse, home: PipelineHome, users: np.ndarray | 
         lm_index_type=lm_manifest.index_type, rm=rm, profiles=profiles,
         interest_owners=owners, interests=interests, model_key=manifest.model,
         model_route=two_tower_route(model, model_index, train, rm), item_counts=counts,
-        text_cf=text_cf.load(home.layout.text_cf_model, encoder))
+        text_cf=text_cf.load(home.layout.text_cf_model, encoder), two_tower_trust=two_tower_trust(serving))
+
+
+def two_tower_trust(folder: Path) -> float:
+    """The trust factor saved with the published model in ``folder`` (1: a model saved before
+    versions had one)."""
+    from recall_pipeline.core.training import two_tower
+    from recall_pipeline.core.training.route_trust import CONFIG_KEY
+
+    return float(two_tower.read_config(folder / MODEL_FOLDER).get(CONFIG_KEY, 1.0))
 
 
 def text_cf_fit_run(home: PipelineHome) -> str:

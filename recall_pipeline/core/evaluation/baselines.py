@@ -72,6 +72,10 @@ class EaseModel:
     positions ``columns``. Woodbury solve: B is never formed; ``fit`` (the binary training
     matrix X), ``kinv_x`` (K^-1 X, users x items) and ``diag_p`` (diag of P) give, for a
     history h, h P = (h - (h X') K^-1 X) / lam and scores h - h P / diag(P).
+
+    The EASE route's model adds a windowed term (``core.training.windowed_ease``): the Gram and
+    capped solves fold it into ``weights``; the Woodbury solve adds ``sequence_scale`` x
+    (h P) ``sequence``. ``window`` and ``window_weight`` record what it was fitted with (0: none).
     """
 
     lam: float
@@ -81,6 +85,10 @@ class EaseModel:
     fit: sp.csr_matrix | None = None
     kinv_x: np.ndarray | None = None
     diag_p: np.ndarray | None = None
+    sequence: sp.csr_matrix | None = None
+    sequence_scale: float = 0.0
+    window: int = 0
+    window_weight: float = 0.0
 
     def scores(self, histories: sp.csr_matrix, binarize: bool = True) -> np.ndarray:
         """Dense scores (rows of ``histories`` x items); ratings are binarised unless
@@ -90,13 +98,25 @@ class EaseModel:
         x = binary(x) if binarize else x.astype(np.float64)
         if self.kinv_x is not None:
             dense = x.toarray()
-            xp = (dense - np.asarray((x @ self.fit.T) @ self.kinv_x)) / self.lam
-            return dense - xp / self.diag_p
+            xp = self._history_p(x)
+            out = dense - xp / self.diag_p
+            if self.sequence is not None:
+                out += self.sequence_scale * np.asarray((self.sequence.T @ xp.T).T)
+            return out
         if self.columns is None:
             return np.asarray(x @ self.weights)
         out = np.full((x.shape[0], self.n_items), -np.inf)
         out[:, self.columns] = x[:, self.columns] @ self.weights
         return out
+
+    def sequence_scores(self, histories: sp.csr_matrix) -> np.ndarray:
+        """The Woodbury form's windowed term alone, unscaled: (h P) ``sequence``."""
+        xp = self._history_p(sp.csr_matrix(histories, dtype=np.float64))
+        return np.asarray((self.sequence.T @ xp.T).T)
+
+    def _history_p(self, x: sp.csr_matrix) -> np.ndarray:
+        """h P for the Woodbury form: (h - (h X') K^-1 X) / lam."""
+        return (x.toarray() - np.asarray((x @ self.fit.T) @ self.kinv_x)) / self.lam
 
     def scorer(self, train: sp.csr_matrix, binarize: bool = True) -> Scorer:
         """A scorer over the rows of ``train`` (any matrix over the same items; ``binarize`` as
@@ -116,32 +136,34 @@ def fit_ease(train: sp.csr_matrix, lam: float, max_items: int | None = None,
     if n_users < n_items and n_users * n_items <= max_dense_cells:
         return _ease_woodbury(x, lam)
     if n_items <= max_items:
-        b = _ease_weights(x, lam)
-        return (lambda rows: np.asarray(x[rows] @ b)), EaseModel(lam, n_items, weights=b)
+        b, diag_p = _ease_weights(x, lam)
+        return (lambda rows: np.asarray(x[rows] @ b)), EaseModel(lam, n_items, weights=b, diag_p=diag_p)
     counts = np.diff(x.tocsc().indptr)
     keep = np.sort(np.argsort(-counts, kind="stable")[:max_items])
     kept = x[:, keep].tocsr()
-    b = _ease_weights(kept, lam)
+    b, diag_p = _ease_weights(kept, lam)
 
     def scores(rows: np.ndarray) -> np.ndarray:
         out = np.full((len(rows), n_items), -np.inf)
         out[:, keep] = kept[rows] @ b
         return out
 
-    return scores, EaseModel(lam, n_items, weights=b, columns=keep)
+    return scores, EaseModel(lam, n_items, weights=b, columns=keep, diag_p=diag_p)
 
 
-def _ease_weights(x: sp.csr_matrix, lam: float) -> np.ndarray:
-    """B from the items x items Gram matrix of ``x``, in place: two items x items arrays at most."""
+def _ease_weights(x: sp.csr_matrix, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """(B, diag of P) from the items x items Gram matrix of ``x``, in place: two items x items
+    arrays at most."""
     import scipy.linalg
 
     gram = (x.T @ x).toarray()
     gram[np.diag_indices_from(gram)] += lam
     b = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
     del gram
-    b /= -np.diag(b).copy()
+    diag_p = np.diag(b).copy()
+    b /= -diag_p
     np.fill_diagonal(b, 0.0)
-    return b
+    return b, diag_p
 
 
 def _ease_woodbury(x: sp.csr_matrix, lam: float) -> tuple[Scorer, EaseModel]:

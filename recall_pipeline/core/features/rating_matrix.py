@@ -77,9 +77,10 @@ def aligned_places(matrix: sp.csr_matrix, recency: sp.csr_matrix) -> np.ndarray:
     return recency.data
 
 
-def build_rating_matrix(split: pl.DataFrame, item_ids: np.ndarray) -> RatingMatrix:
-    """The training ratings of ``split`` over all its users and the catalogue ``item_ids``."""
-    user_ids = np.sort(split["user_id"].unique().to_numpy())
+def build_rating_matrix(split: pl.DataFrame, item_ids: np.ndarray, user_ids: np.ndarray | None = None) -> RatingMatrix:
+    """The training ratings of ``split`` over all its users (or the given sorted ``user_ids``,
+    which must hold them: another matrix's axis) and the catalogue ``item_ids``."""
+    user_ids = np.sort(split["user_id"].unique().to_numpy()) if user_ids is None else np.asarray(user_ids)
     item_ids = np.sort(np.asarray(item_ids))
     train = (
         split.filter(pl.col("part") == "train")

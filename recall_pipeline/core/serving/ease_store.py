@@ -5,8 +5,8 @@ the solve) inside ``recall_candidates``. A feedback refresh changes a few users'
 scores those users with the stored model instead of solving again, as it does with the two-tower
 champion and the LM index. The model is one ``.npz`` file (no pickle), written under a temporary
 name and renamed into place, so a reader gets the previous model or the new one, never half.
-It records what it was fitted on (the catalogue's item ids, the regularisation, the item cap and
-the run that fitted it): a model that does not match the current catalogue or settings is not
+It records what it was fitted on (the catalogue's item ids, the regularisation, the item cap, the
+windowed term's settings and the run that fitted it): a model that does not match the current catalogue or settings is not
 used.
 """
 
@@ -45,13 +45,15 @@ class StoredEase:
     # model stored before the counts were kept)
     item_counts: np.ndarray | None = None
 
-    def matches(self, item_ids: np.ndarray, lam: float, max_items: int) -> str | None:
+    def matches(self, item_ids: np.ndarray, lam: float, max_items: int, window: int = 0,
+                window_weight: float = 0.0) -> str | None:
         """Why this model cannot serve the current catalogue and settings (None: it can)."""
         if self.items_sha256 != ids_sha256(item_ids):
             return "the catalogue changed since the stored EASE model was fitted"
-        if (self.model.lam, self.max_items) != (float(lam), int(max_items)):
-            return (f"the EASE settings changed (stored lambda {self.model.lam}, max items {self.max_items}; "
-                    f"now {lam}, {max_items})")
+        stored = (self.model.lam, self.max_items, self.model.window, self.model.window_weight)
+        if stored != (float(lam), int(max_items), int(window), float(window_weight)):
+            return (f"the EASE settings changed (stored lambda, max items, window, window weight {stored}; "
+                    f"now {(lam, max_items, window, window_weight)})")
         return None
 
 
@@ -61,25 +63,31 @@ def save_ease(model: EaseModel, path: Path, item_ids: np.ndarray, fit_run: str, 
     and rename it onto ``path`` (atomic on one file system)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"lam": float(model.lam), "n_items": int(model.n_items), "fit_run": fit_run,
-            "items_sha256": ids_sha256(item_ids), "max_items": int(max_items)}
+            "items_sha256": ids_sha256(item_ids), "max_items": int(max_items), "window": int(model.window),
+            "window_weight": float(model.window_weight), "sequence_scale": float(model.sequence_scale)}
     arrays = {name: getattr(model, name) for name in ARRAYS if getattr(model, name) is not None}
     if item_counts is not None:
         arrays["item_counts"] = np.asarray(item_counts, dtype=np.int64)
     if model.fit is not None:
         fit = model.fit.tocsr()
         arrays.update(fit_indptr=fit.indptr, fit_indices=fit.indices, fit_shape=np.array(fit.shape))
+    if model.sequence is not None:
+        pairs = model.sequence.tocsr()
+        arrays.update(sequence_indptr=pairs.indptr, sequence_indices=pairs.indices, sequence_data=pairs.data,
+                      sequence_shape=np.array(pairs.shape))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("wb") as handle:  # a file handle: savez would append .npz to a bare name
         np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
     os.replace(tmp, path)
 
 
-def reusable_ease(path: Path, item_ids: np.ndarray, lam: float, max_items: int) -> tuple[StoredEase | None, str]:
+def reusable_ease(path: Path, item_ids: np.ndarray, lam: float, max_items: int, window: int = 0,
+                  window_weight: float = 0.0) -> tuple[StoredEase | None, str]:
     """(the stored model if it fits the current catalogue and settings, else None; why)."""
     stored = load_ease(path)
     if stored is None:
         return None, "no stored EASE model yet (a full refresh stores one)"
-    why = stored.matches(item_ids, lam, max_items)
+    why = stored.matches(item_ids, lam, max_items, window, window_weight)
     return (None, why) if why else (stored, f"the EASE model fitted by run {stored.fit_run}")
 
 
@@ -96,5 +104,12 @@ def load_ease(path: Path) -> StoredEase | None:
             fit = sp.csr_matrix((np.ones(len(indices)), indices, stored["fit_indptr"]),
                                 shape=tuple(stored["fit_shape"]))
         counts = stored["item_counts"] if "item_counts" in stored else None
-    model = EaseModel(meta["lam"], meta["n_items"], fit=fit, **arrays)
+        sequence = None
+        if "sequence_indptr" in stored:
+            sequence = sp.csr_matrix((stored["sequence_data"], stored["sequence_indices"], stored["sequence_indptr"]),
+                                     shape=tuple(stored["sequence_shape"]))
+    # a model stored before the windowed term existed: EASE alone (window 0)
+    model = EaseModel(meta["lam"], meta["n_items"], fit=fit, sequence=sequence,
+                      sequence_scale=meta.get("sequence_scale", 0.0), window=meta.get("window", 0),
+                      window_weight=meta.get("window_weight", 0.0), **arrays)
     return StoredEase(model, meta["fit_run"], meta["items_sha256"], meta["max_items"], counts)

@@ -86,7 +86,8 @@ def plan_run(con: duckdb.DuckDBPyConnection, run_id: str, changed_only: bool, ea
         return RecallPlan(None, None, recall_basis(model_version, run_id, settings, k),
                           "full refresh: every user is recomputed and EASE fitted")
     item_ids = con.sql("select item_id from features.item_index order by item_index").pl()["item_id"].to_numpy()
-    ease, why = reusable_ease(ease_path, item_ids, settings.ease_lambda, settings.ease_max_items)
+    ease, why = reusable_ease(ease_path, item_ids, settings.ease_lambda, settings.ease_max_items,
+                              settings.ease_window, settings.ease_window_weight)
     if ease is None:
         return RecallPlan(None, None, recall_basis(model_version, run_id, settings, k),
                           f"every user is recomputed and EASE fitted: {why}")

@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recall_pipeline.core.evaluation.baselines import EaseModel, fit_ease
+from recall_pipeline.core.evaluation.baselines import EaseModel
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
 from recall_pipeline.core.serving.ease_store import StoredEase, save_ease
 from recall_pipeline.core.serving.recall_tables import candidates_frame
 from recall_pipeline.core.serving.routes import (
-    ROUTES, MergedLists, ModelRoute, RouteSettings, TextCFRoute, merge_routes, route_lists,
+    ROUTES, MergedLists, ModelRoute, RouteSettings, TextCFRoute, fit_ease_route, merge_routes, route_lists,
 )
+from recall_pipeline.core.training.route_trust import trusted
 from recall_pipeline.core.training.text_cf import TextCF, item_features
 
 
@@ -40,6 +41,8 @@ class RecallInputs:
     model_key: str
     item_counts: np.ndarray         # training interactions per item over *all* users
     text_cf: TextCF | None = None   # the cold-item route's model (None: none fitted yet)
+    two_tower_trust: float = 1.0    # the serving version's factor on the two-tower route's weight
+                                    # (core.training.route_trust; every recall of these inputs applies it)
 
     # ``rm``, ``profiles``, interests and ``model_route`` may cover only some users (the users a
     # feedback refresh recomputes); ``item_counts`` always covers the whole matrix (in a feedback
@@ -89,9 +92,10 @@ def recall_blocks(inputs: RecallInputs, settings: RouteSettings, k: int, rows: n
     of any size recalls within the same memory. A user's lists do not depend on the users
     recalled with them, so the blocks' lists are the one-pass lists."""
     rows = np.arange(len(inputs.rm.user_ids)) if rows is None else np.asarray(rows, dtype=np.int64)
+    settings = trusted(settings, inputs.two_tower_trust)
     has_history = np.diff(inputs.rm.matrix.indptr) > 0
     if ease is None and has_history[rows].any():
-        ease = fit_ease(inputs.rm.matrix, settings.ease_lambda, settings.ease_max_items)[1]
+        ease = fit_ease_route(inputs.rm, settings)
     text_cf = (TextCFRoute.build(inputs.text_cf, item_features(inputs.item_vectors), inputs.item_ids)
                if inputs.text_cf else None)
     profile_owners = inputs.profiles["user_id"].to_numpy()
@@ -126,7 +130,7 @@ def ease_model(inputs: RecallInputs, settings: RouteSettings, stored: StoredEase
     matrix) and stored at ``path`` for the feedback refreshes that follow."""
     if stored is not None:
         return stored.model
-    _, model = fit_ease(inputs.rm.matrix, settings.ease_lambda, settings.ease_max_items)
+    model = fit_ease_route(inputs.rm, settings)
     save_ease(model, path, inputs.item_ids, run_id, settings.ease_max_items, inputs.item_counts)
     return model
 

@@ -80,7 +80,8 @@ def export_inputs(store: ShardStore, run_id: str, inputs: RecallInputs, rows: np
     store.write_bytes(run_id, "lm.faiss", faiss.serialize_index(inputs.lm_index).tobytes())
     store.write_bytes(run_id, "two_tower.faiss", faiss.serialize_index(route.index).tobytes())
     store.write_bytes(run_id, "meta.json", json.dumps({
-        "encoder": inputs.encoder, "lm_index_type": inputs.lm_index_type, "model_key": inputs.model_key}).encode())
+        "encoder": inputs.encoder, "lm_index_type": inputs.lm_index_type, "model_key": inputs.model_key,
+        "two_tower_trust": inputs.two_tower_trust}).encode())
     users = pl.DataFrame({"user_id": rm.user_ids[rows]})
     users = users.with_columns(shard=pl.Series(shard_of(users["user_id"].to_list(), n_shards)))
     store.write(run_id, SHARD_USERS, users)
@@ -113,7 +114,7 @@ def load_inputs(store: ShardStore, run_id: str) -> RecallInputs:
         model_route=ModelRoute(index("two_tower.faiss"), model_users["row"].to_numpy(),
                                _matrix(model_users, "vector")),
         item_counts=store.read(run_id, "item_counts")["count"].to_numpy(),
-        text_cf=_exported_text_cf(store, run_id, meta["encoder"]))
+        text_cf=_exported_text_cf(store, run_id, meta["encoder"]), two_tower_trust=meta["two_tower_trust"])
 
 
 def _exported_text_cf(store: ShardStore, run_id: str, encoder: str):

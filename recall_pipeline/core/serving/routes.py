@@ -6,7 +6,9 @@
 2. ``lm_interest``: the user's interest vectors (multi-interest centroids and the encoded
    interest text) against the raw LM item embeddings, an item scored by its best-matching
    interest: the route that reaches items nobody has rated yet.
-3. ``ease``: item-to-item collaborative filtering (EASE) for users with history.
+3. ``ease``: item-to-item collaborative filtering for users with history: EASE plus a term for
+   items taken up near each other in time (``core.training.windowed_ease``), scoring the
+   history weighted by recency.
 4. ``popularity``: the most popular items, for users with no history.
 5. ``text_cf``: items nobody has interacted with yet (cold items), ranked for users with history
    by the TextCF model (``core.training.text_cf``), which learned from the interactions which
@@ -28,18 +30,19 @@ from recall_pipeline.core.serving.fusion import gather, mmr, rank_matrix, rank_m
 from recall_pipeline.core.ids import positions, require_same_ids
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
 from recall_pipeline.core.serving.ranking import search_top_k, tie_order, top_k_dense, top_k_scored
+from recall_pipeline.core.training import windowed_ease
 
 ROUTES = ("two_tower", "lm_profile", "lm_interest", "ease", "popularity", "text_cf")
 
 
 # The text_cf route's weight in the fused lists: the largest of 0 to 1 whose lists keep validation
 # Recall@50 within 0.001 of the lists without the route (bench/tune_fusion.py,
-# bench/results/tune_fusion.txt). On the bundled data 0.02 does (-0.0009); above it every weight
-# costs recall (0.1: -0.0034, 0.3: -0.0129), and so does reserving the lists' last places for it.
+# bench/results/tune_fusion.txt). On the bundled data 0.05 does (-0.0002); above it every weight
+# costs recall (0.1: -0.0028, 0.3: -0.0078), and so does reserving the lists' last places for it.
 # TextCF ranks the cold slice; in the lists, the two-tower route already brings about 3 items
 # without training interactions into each top 50, and a team that wants more exposure for new
 # items raises weight_text_cf (the trade is in that file).
-TEXT_CF_WEIGHT = 0.02
+TEXT_CF_WEIGHT = 0.05
 
 
 @dataclass(frozen=True)
@@ -48,16 +51,18 @@ class RouteSettings:
     validation cut (``bench/tune_fusion.py``): the highest validation Recall@50 among the settings
     whose lists keep long-tail share@50 >= 0.10 and coverage@50 >= 2.7x EASE's (differences under
     0.001 count as equal; then the highest coverage): two-tower 1.0, EASE 1.0, the LM routes 0,
-    popularity discount 0.1, MMR lambda 0.7. The grid and its figures are in
-    ``bench/results/tune_fusion.txt``."""
+    popularity discount 0.075, MMR lambda 1.0 (the fused order: on validation, MMR's diversity
+    cost recall once the popularity discount spread the lists). The grid and its figures are in
+    ``bench/results/tune_fusion.txt``. The two-tower weight is then scaled by the serving
+    model version's trust (``core.training.route_trust``), chosen on that version's own cut."""
 
     depth: int = 200
     weights: dict[str, float] = field(default_factory=lambda: {
         "two_tower": 1.0, "ease": 1.0, "lm_profile": 0.0, "lm_interest": 0.0, "popularity": 1.0,
         "text_cf": TEXT_CF_WEIGHT})
     rrf_c: float = 60.0
-    popularity_discount: float = 0.1
-    mmr_lambda: float = 0.7
+    popularity_discount: float = 0.075
+    mmr_lambda: float = 1.0
     mmr_pool: int = 200
     ease_lambda: float = 200.0
     ease_max_items: int = baselines.EASE_MAX_ITEMS  # above it, EASE over the most-interacted items
@@ -67,6 +72,14 @@ class RouteSettings:
     # 0.3082 unweighted, 0.3323 at tau 5 / floor 0.1. tau 0: unweighted, as the EASE baseline.
     ease_recency_tau: float = 5.0
     ease_recency_floor: float = 0.1
+    # ... and adds what users take up near each other in time (core.training.windowed_ease):
+    # item pairs at most ease_window places apart in a history, at ease_window_weight times
+    # EASE's spread (0: EASE alone). Chosen on the validation cut (bench/tune_fusion.py
+    # --ease-window-only, at the fusion settings above, which the full grid chose with the term
+    # at window 30 / weight 0.3): fused Recall@50 0.3502 without the term, 0.3593 at window 20 /
+    # weight 0.7 (the route alone 0.3323 -> 0.3476), coverage@50 0.3254 -> 0.3445.
+    ease_window: int = 20
+    ease_window_weight: float = 0.7
     seed: int = 0
     # A route fused with weight 0 adds nothing to the lists, and is not computed unless asked for
     # its rank_<route> provenance columns: at 1M items the two LM routes (weight 0 by default)
@@ -217,7 +230,7 @@ def ease_route(rm: RatingMatrix, settings: RouteSettings, rows: np.ndarray,
     of the ranking over the whole catalogue, without scoring and sorting a million -inf per
     user at scale."""
     if model is None:
-        model = baselines.fit_ease(rm.matrix, settings.ease_lambda, settings.ease_max_items)[1]
+        model = fit_ease_route(rm, settings)
     if model.columns is None:
         top, _ = top_k_scored(ease_route_scorer(rm, settings, model), rows, settings.depth, len(rm.item_ids),
                               rm.matrix, settings.seed)
@@ -230,12 +243,18 @@ def ease_route(rm: RatingMatrix, settings: RouteSettings, rows: np.ndarray,
     return np.where(top >= 0, columns[np.where(top >= 0, top, 0)], -1)
 
 
+def fit_ease_route(rm: RatingMatrix, settings: RouteSettings) -> baselines.EaseModel:
+    """The EASE route's model fitted on ``rm``: EASE with the windowed term of ``settings``."""
+    return windowed_ease.fit(rm, settings.ease_lambda, settings.ease_max_items, settings.ease_window,
+                             settings.ease_window_weight, settings.seed)
+
+
 def ease_route_scorer(rm: RatingMatrix, settings: RouteSettings,
                       model: baselines.EaseModel | None = None) -> baselines.Scorer:
     """The EASE route as a scorer over ``rm``'s rows: ``model`` (default: EASE fitted on ``rm``)
     applied to each user's history weighted by recency (``settings.ease_recency_*``)."""
     if model is None:
-        model = baselines.fit_ease(rm.matrix, settings.ease_lambda, settings.ease_max_items)[1]
+        model = fit_ease_route(rm, settings)
     weighted = rm.recency_weighted(settings.ease_recency_tau, settings.ease_recency_floor)
     return model.scorer(weighted, binarize=False)
 

@@ -17,8 +17,8 @@ import polars as pl
 from recall_pipeline.core.checksums import frame_sha256
 from recall_pipeline.core.evaluation.baselines import validation_recall
 from recall_pipeline.core.evaluation.protocol import validation_matrices
-from recall_pipeline.core.features.rating_matrix import RatingMatrix
-from recall_pipeline.core.training import model_registry, two_tower
+from recall_pipeline.core.features.rating_matrix import RatingMatrix, build_rating_matrix
+from recall_pipeline.core.training import model_registry, route_trust, two_tower
 from recall_pipeline.core.training.model_registry import Judgement
 from recall_pipeline.core.training.training_pairs import holdout_less_pairs, read_training_pairs, save_training_pairs
 
@@ -151,16 +151,31 @@ def training_part(split: pl.DataFrame) -> pl.DataFrame:
     return split.filter(pl.col("part") == "train")
 
 
+def trust_of(result: two_tower.TrainingResult, split: pl.DataFrame, rm: RatingMatrix, lm_vectors: np.ndarray,
+             training: two_tower.TrainingSettings = two_tower.TrainingSettings()) -> route_trust.Trust:
+    """The version's trust factor in the fused lists (``core.training.route_trust``), from its
+    early-stopping model on the validation cut, with the validation's sample of users."""
+    train = training_part(split)
+    fit_rows = train.filter(pl.col("val_part") == "fit").with_columns(part=pl.lit("train"))
+    fit = build_rating_matrix(fit_rows, rm.item_ids, rm.user_ids)
+    _, holdout = validation_matrices(train, rm)
+    model = result.validation_model if result.validation_model is not None else result.model
+    scorer = two_tower.dense_scorer(model, fit_sequences(train, rm), len(rm.user_ids))
+    return route_trust.two_tower_trust(scorer, fit, two_tower.validation_sample(holdout, training), lm_vectors)
+
+
 def register_and_judge(result: two_tower.TrainingResult, split: pl.DataFrame, rm: RatingMatrix,
                        item_ids: np.ndarray, lm_vectors: np.ndarray, encoder: str, folder: Path,
                        tracking_uri: str, mlflow_run_id: str, tags: dict[str, str],
-                       training: two_tower.TrainingSettings = two_tower.TrainingSettings()) -> Outcome:
-    """Save and register the trained model, judge it against the champion on training data
-    alone (:func:`judge`) and move the alias if the new version is at least as good."""
+                       training: two_tower.TrainingSettings = two_tower.TrainingSettings(),
+                       trust: float = 1.0) -> Outcome:
+    """Save and register the trained model (with its ``trust`` factor, which the recall reads
+    from the saved model), judge it against the champion on training data alone
+    (:func:`judge`) and move the alias if the new version is at least as good."""
     train = training_part(split)  # nothing below sees a test row
     two_tower.save_model(result.model, item_ids, folder, {
         "encoder": encoder, "best_epoch": result.best_epoch,
-        "validation_recall_at_50": result.best_validation_recall})
+        "validation_recall_at_50": result.best_validation_recall, route_trust.CONFIG_KEY: float(trust)})
     save_training_pairs(train, folder)
     snapshot = data_snapshot(train)
     champion = model_registry.champion_version(tracking_uri)
@@ -253,25 +268,31 @@ class TrainingInputs:
 
 def train_and_register(inputs: TrainingInputs, settings: ModelSettings, folder: Path,
                        tracking_uri: str, tracker, mlflow_run_id: str, dagster_run_id: str,
-                       info: Callable[[str], None], lm_top=None) -> tuple[two_tower.TrainingResult, Outcome]:
+                       info: Callable[[str], None], lm_top=None,
+                       ) -> tuple[two_tower.TrainingResult, Outcome, route_trust.Trust]:
     """One training inside the active MLflow run (``tracker``): parameters and data snapshot
-    logged, per-epoch progress logged, the model saved to ``folder``, registered and judged."""
+    logged, per-epoch progress logged, the trust factor chosen, the model saved to ``folder``,
+    registered and judged."""
     snapshot = data_snapshot(inputs.split)
     tracker.log_params({**flat_params(settings), **snapshot, "encoder": inputs.encoder})
     result = train(inputs.split, inputs.rm, inputs.lm_vectors, settings, log=epoch_logger(info, tracker),
                    lm_top=lm_top)
+    trust = trust_of(result, inputs.split, inputs.rm, inputs.lm_vectors, settings.training)
+    info(f"trust in the fused lists: {trust.factor} (validation Recall@50 by factor: {trust.recall})")
     outcome = register_and_judge(
         result, inputs.split, inputs.rm, inputs.item_ids, inputs.lm_vectors, inputs.encoder, folder, tracking_uri,
         mlflow_run_id, tags={"dagster_run_id": dagster_run_id, "encoder": inputs.encoder,
-                             **{k: str(v) for k, v in snapshot.items()}}, training=settings.training)
+                             route_trust.CONFIG_KEY: str(trust.factor),
+                             **{k: str(v) for k, v in snapshot.items()}}, training=settings.training,
+        trust=trust.factor)
     judgement = outcome.promotion.judgement
     tracker.log_metrics({"best_epoch": result.best_epoch, "best_validation_recall_at_50": result.best_validation_recall,
-                         "train_seconds": result.seconds,
+                         "train_seconds": result.seconds, route_trust.CONFIG_KEY: trust.factor,
                          **{name: value for name, value in (
                              (model_registry.JUDGED_METRIC, judgement.candidate_value),
                              (f"champion_{model_registry.JUDGED_METRIC}", judgement.champion_value))
                             if value is not None}})
     tracker.set_tags({"judged_on": judgement.judged_on, "champion_decision": outcome.promotion.reason,
                       "served_phase": result.served})
-    return result, outcome
+    return result, outcome, trust
 

@@ -42,6 +42,8 @@ class RecallConfig(dg.Config):
     ease_max_items: int = RouteSettings.ease_max_items
     ease_recency_tau: float = RouteSettings.ease_recency_tau  # 0: the history unweighted
     ease_recency_floor: float = RouteSettings.ease_recency_floor
+    ease_window: int = RouteSettings.ease_window  # 0: EASE alone, no windowed term
+    ease_window_weight: float = RouteSettings.ease_window_weight
     # compute the routes fused with weight 0 too, for their rank_<route> columns (default: not)
     compute_zero_weight_routes: bool = RouteSettings.compute_zero_weight_routes
     shards: int = 0  # shards by a hash of the user id (0: $RECALL_PIPELINE_SHARDS, default 1)
@@ -54,6 +56,7 @@ class RecallConfig(dg.Config):
                              popularity_discount=self.popularity_discount,
                              ease_lambda=self.ease_lambda, ease_max_items=self.ease_max_items,
                              ease_recency_tau=self.ease_recency_tau, ease_recency_floor=self.ease_recency_floor,
+                             ease_window=self.ease_window, ease_window_weight=self.ease_window_weight,
                              mmr_pool=max(2 * self.k, self.depth),
                              compute_zero_weight_routes=self.compute_zero_weight_routes)
 

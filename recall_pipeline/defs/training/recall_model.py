@@ -38,6 +38,9 @@ RecallModelConfig = config_from(
                 "to it only if its validation Recall@50 is at least the champion's, judged on training "
                 "data alone (the same validation cut, or, when new data moved the cut, the current "
                 "holdout less every pair the champion trained on); never on the test split. "
+                "Each version also gets a trust factor (0 to 1) on the two-tower route's fusion weight, "
+                "the largest whose fused lists keep the best validation Recall@50 (metadata "
+                "two_tower_trust, trust_grid): recall_candidates applies the serving version's. "
                 "Versions, what judged them and the decisions in DuckDB models.versions.",
 )
 def recall_model(context: dg.AssetExecutionContext, config: RecallModelConfig, warehouse: Warehouse,
@@ -55,7 +58,7 @@ def recall_model(context: dg.AssetExecutionContext, config: RecallModelConfig, w
     lm_top = _lm_top_layers(warehouse, encoder, inputs.item_ids, inputs.encoder, config.lm_finetune_layers)
     folder = home.layout.trained_model(run_id)
     with mlflow.start_run("recall_model", {"dagster_run_id": run_id, "encoder": inputs.encoder}) as (tracker, run):
-        result, outcome = training.train_and_register(inputs, settings, folder, mlflow.tracking_uri, tracker,
+        result, outcome, trust = training.train_and_register(inputs, settings, folder, mlflow.tracking_uri, tracker,
                                                       run.info.run_id, run_id, context.log.info, lm_top)
     warehouse.append_table("models.versions", outcome.row(run_id, run.info.run_id))
     context.log.info(outcome.promotion.reason)
@@ -63,6 +66,7 @@ def recall_model(context: dg.AssetExecutionContext, config: RecallModelConfig, w
         "retrained": True, "version": outcome.promotion.version, "champion": outcome.champion,
         "promoted": outcome.promotion.promoted, "decision": outcome.promotion.reason,
         "best_epoch": result.best_epoch, "served": result.served,
+        "two_tower_trust": trust.factor, "trust_grid": dg.MetadataValue.json(trust.as_metadata()),
         "validation_recall@50": dg.MetadataValue.float(round(result.best_validation_recall, 4)),
         "judged_on": outcome.promotion.judgement.judged_on,
         **{name: dg.MetadataValue.float(round(value, 4)) for name, value in (

@@ -31,7 +31,7 @@ _MODULE_OF = {
     "validation_sample": "trainer",
     "item_vectors": "serving", "user_vectors": "serving", "dense_scorer": "serving",
     "WEIGHTS_FILE": "persistence", "CONFIG_FILE": "persistence", "ITEM_IDS_FILE": "persistence",
-    "EncoderMismatchError": "persistence", "save_model": "persistence", "load_model": "persistence",
+    "EncoderMismatchError": "persistence", "save_model": "persistence", "load_model": "persistence", "read_config": "persistence",
     "extend_catalogue": "persistence", "load_for_catalogue": "persistence",
 }
 
@@ -55,7 +55,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from recall_pipeline.core.training.two_tower.losses import in_batch_loss, log_q
     from recall_pipeline.core.training.two_tower.persistence import (
         CONFIG_FILE, ITEM_IDS_FILE, WEIGHTS_FILE, EncoderMismatchError, extend_catalogue,
-        load_for_catalogue, load_model, save_model,
+        load_for_catalogue, load_model, read_config, save_model,
     )
     from recall_pipeline.core.training.two_tower.sequences import Sequences, build_sequences
     from recall_pipeline.core.training.two_tower.serving import dense_scorer, item_vectors, user_vectors

@@ -49,11 +49,16 @@ def save_model(model: TwoTower, item_ids: np.ndarray, folder: Path, extra: dict 
     return folder
 
 
+def read_config(folder: Path) -> dict:
+    """The saved config (architecture and the metadata given to :func:`save_model`), without the weights."""
+    return json.loads((Path(folder) / CONFIG_FILE).read_text())
+
+
 def load_model(folder: Path) -> tuple[TwoTower, np.ndarray, dict]:
     """The model, its catalogue item ids and its config (as saved), from a ``save_model`` folder."""
     from safetensors.torch import load_file
 
-    config = json.loads((Path(folder) / CONFIG_FILE).read_text())
+    config = read_config(folder)
     architecture, lm_finetuned = _architecture(config)
     model = TwoTower(np.zeros((config["n_items"], config["lm_dim"]), np.float32), architecture)
     model.lm_finetuned = lm_finetuned

@@ -1,0 +1,56 @@
+"""The two-tower route's trust factor: chosen on the validation cut, it keeps a model that helps
+at full weight and turns down one whose lists only push the EASE route's hits out."""
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from recall_pipeline.core.features.rating_matrix import build_rating_matrix
+from recall_pipeline.core.serving.routes import RouteSettings
+from recall_pipeline.core.training import route_trust
+
+N_CLUSTERS, PER_CLUSTER, FIT, HELD = 4, 100, 25, 10
+
+
+def clustered_cut(n_users: int = 40, seed: int = 0):
+    """Users who take up items of one cluster only: 25 in the fit part, 10 more held out (the
+    relevant ones); EASE learns the clusters, and finds some of the 75 candidates' 10."""
+    rng = np.random.default_rng(seed)
+    rows, held = [], np.zeros((n_users, N_CLUSTERS * PER_CLUSTER))
+    cluster = np.arange(n_users) % N_CLUSTERS
+    for user in range(n_users):
+        items = cluster[user] * PER_CLUSTER + rng.permutation(PER_CLUSTER)[:FIT + HELD]
+        rows += [(user, int(item), 4.0, day) for day, item in enumerate(items[:FIT])]
+        held[user, items[FIT:]] = 1.0
+    split = pl.DataFrame(rows, schema=["user_id", "item_id", "rating", "timestamp"], orient="row")
+    fit = build_rating_matrix(split.with_columns(part=pl.lit("train")), np.arange(N_CLUSTERS * PER_CLUSTER))
+    vectors = rng.standard_normal((N_CLUSTERS * PER_CLUSTER, 8)).astype(np.float32)
+    return fit, sp.csr_matrix(held), cluster, vectors
+
+
+def test_a_model_that_finds_the_held_out_items_keeps_full_weight():
+    fit, held, _, vectors = clustered_cut()
+    oracle = lambda rows: held[rows].toarray() + 1e-3 * np.arange(held.shape[1])  # noqa: E731
+    trust = route_trust.two_tower_trust(oracle, fit, held, vectors)
+    assert trust.factor == 1.0
+    assert trust.recall[1.0] > trust.recall[0.0] + 0.1 and trust.users == 40
+
+
+def test_a_model_whose_lists_only_hurt_is_turned_down():
+    fit, held, cluster, vectors = clustered_cut()
+    item_cluster = np.arange(held.shape[1]) // PER_CLUSTER
+    # proposes the other clusters' items: never relevant, and in the lists they displace EASE's
+    wrong = lambda rows: (item_cluster[None, :] != cluster[rows][:, None]).astype(float)  # noqa: E731
+    trust = route_trust.two_tower_trust(wrong, fit, held, vectors)
+    assert trust.factor < 1.0
+    assert trust.recall[1.0] < trust.recall[0.0] - 0.1
+    assert trust.recall[trust.factor] >= max(trust.recall.values()) - route_trust.MARGIN
+
+
+def test_the_trust_scales_only_the_two_tower_weight():
+    settings = RouteSettings()
+    scaled = route_trust.trusted(settings, 0.25)
+    assert scaled.weights["two_tower"] == settings.weights["two_tower"] * 0.25
+    assert {k: v for k, v in scaled.weights.items() if k != "two_tower"} == \
+        {k: v for k, v in settings.weights.items() if k != "two_tower"}
+    assert route_trust.trusted(settings, 1.0) is settings
