@@ -74,13 +74,12 @@ def child(block: int, n_items: int, dims: int, interests: int, depth: int) -> di
     import gc
     import time
 
-    from recall_pipeline.core.evaluation.baselines import fit_ease
     from recall_pipeline.core.serving.recall_candidates import recall_blocks
-    from recall_pipeline.core.serving.routes import ROUTES, RouteSettings
+    from recall_pipeline.core.serving.routes import ROUTES, RouteSettings, fit_ease_route
 
     inputs = synthetic_inputs(block, n_items, dims, interests)
     settings = RouteSettings(depth=depth, compute_zero_weight_routes=True)  # every route: every slot counted
-    ease = fit_ease(inputs.rm.matrix, settings.ease_lambda, settings.ease_max_items)[1]
+    ease = fit_ease_route(inputs.rm, settings)
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident memory
     before = status_kib("VmRSS")

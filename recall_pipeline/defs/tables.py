@@ -148,12 +148,11 @@ def recall_inputs(warehouse: Warehouse, home: PipelineHome, users: np.ndarray | 
 
 
 def two_tower_trust(folder: Path) -> float:
-    """The trust factor saved with the published model in ``folder`` (1: a model saved before
-    versions had one)."""
+    """The trust factor saved with the published model in ``folder``."""
     from recall_pipeline.core.training import two_tower
-    from recall_pipeline.core.training.route_trust import CONFIG_KEY
+    from recall_pipeline.core.training.route_trust import saved_trust
 
-    return float(two_tower.read_config(folder / MODEL_FOLDER).get(CONFIG_KEY, 1.0))
+    return saved_trust(two_tower.read_config(folder / MODEL_FOLDER))
 
 
 def text_cf_fit_run(home: PipelineHome) -> str:

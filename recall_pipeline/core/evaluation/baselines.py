@@ -98,7 +98,7 @@ class EaseModel:
         x = binary(x) if binarize else x.astype(np.float64)
         if self.kinv_x is not None:
             dense = x.toarray()
-            xp = self._history_p(x)
+            xp = self._history_p(x, dense)
             out = dense - xp / self.diag_p
             if self.sequence is not None:
                 out += self.sequence_scale * np.asarray((self.sequence.T @ xp.T).T)
@@ -114,9 +114,10 @@ class EaseModel:
         xp = self._history_p(sp.csr_matrix(histories, dtype=np.float64))
         return np.asarray((self.sequence.T @ xp.T).T)
 
-    def _history_p(self, x: sp.csr_matrix) -> np.ndarray:
-        """h P for the Woodbury form: (h - (h X') K^-1 X) / lam."""
-        return (x.toarray() - np.asarray((x @ self.fit.T) @ self.kinv_x)) / self.lam
+    def _history_p(self, x: sp.csr_matrix, dense: np.ndarray | None = None) -> np.ndarray:
+        """h P for the Woodbury form: (h - (h X') K^-1 X) / lam (``dense``: ``x`` as an array, if at hand)."""
+        dense = x.toarray() if dense is None else dense
+        return (dense - np.asarray((x @ self.fit.T) @ self.kinv_x)) / self.lam
 
     def scorer(self, train: sp.csr_matrix, binarize: bool = True) -> Scorer:
         """A scorer over the rows of ``train`` (any matrix over the same items; ``binarize`` as

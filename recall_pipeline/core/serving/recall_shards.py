@@ -114,7 +114,7 @@ def load_inputs(store: ShardStore, run_id: str) -> RecallInputs:
         model_route=ModelRoute(index("two_tower.faiss"), model_users["row"].to_numpy(),
                                _matrix(model_users, "vector")),
         item_counts=store.read(run_id, "item_counts")["count"].to_numpy(),
-        text_cf=_exported_text_cf(store, run_id, meta["encoder"]), two_tower_trust=meta["two_tower_trust"])
+        text_cf=_exported_text_cf(store, run_id, meta["encoder"]), two_tower_trust=meta.get("two_tower_trust", 1.0))
 
 
 def _exported_text_cf(store: ShardStore, run_id: str, encoder: str):

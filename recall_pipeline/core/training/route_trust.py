@@ -18,7 +18,8 @@ It is a safeguard, not a second tuning: the weights were chosen under the lists'
 and a smaller factor that wins by less than the noise between settings (about 0.005 Recall@50
 on ~650 users) would trade coverage for nothing, so ``MARGIN`` is twice that. On the bundled
 data the factors score from 0.349 (0) to 0.363 (0.25), and 1 (0.359) is kept; a model that only
-hurts is turned off (0).
+hurts is turned off (0). The held-out users are those the early stopping chose the model's epoch
+on, so its lists are, if anything, favoured here: the safeguard errs towards keeping the model.
 """
 
 from __future__ import annotations
@@ -69,8 +70,18 @@ def two_tower_trust(two_tower_scorer, fit: RatingMatrix, holdout: sp.csr_matrix,
         weights = dict(settings.weights, two_tower=settings.weights["two_tower"] * factor)
         fused = merge_routes(lists, item_vectors, K, replace(settings, weights=weights), counts).items
         recall[factor] = float(recall_at_k(hit_matrix(fused, relevant), relevant_counts(relevant), K).mean())
+    return Trust(chosen_factor(recall), recall, len(rows))
+
+
+def chosen_factor(recall: dict[float, float]) -> float:
+    """The largest factor whose validation Recall@50 is within ``MARGIN`` of the best."""
     best = max(recall.values())
-    return Trust(max(f for f, value in recall.items() if value >= best - MARGIN), recall, len(rows))
+    return max(factor for factor, value in recall.items() if value >= best - MARGIN)
+
+
+def saved_trust(config: dict) -> float:
+    """The trust factor in a saved model's config (1: a model saved before versions had one)."""
+    return float(config.get(CONFIG_KEY, 1.0))
 
 
 def trusted(settings: RouteSettings, factor: float) -> RouteSettings:

@@ -17,7 +17,7 @@ terms are linear in the history, so the route's recency-weighted histories apply
 
 It costs what EASE costs: ``C_w`` has at most 2 x ``window`` entries per training interaction
 (and at most ``max_items``^2 when EASE is capped) and is built in ``window`` vectorised passes; the Gram and capped solves fold the term into
-their ``B`` (one items x items array, as before, at most ``max_items``^2), and the Woodbury
+their ``B`` (one items x items array kept, as before, at most ``max_items``^2), and the Woodbury
 solve keeps ``C_w`` sparse and applies it to ``x P``, which that solve computes anyway.
 ``window`` and ``weight`` are chosen on the validation cut (``bench/tune_fusion.py``).
 """
@@ -64,26 +64,37 @@ def window_pairs(rm: RatingMatrix, window: int, columns: np.ndarray | None = Non
 def fit(rm: RatingMatrix, lam: float, max_items: int | None, window: int, weight: float,
         seed: int = 0) -> EaseModel:
     """EASE on ``rm`` (:func:`baselines.fit_ease`: the Gram, capped or Woodbury solve) with the
-    windowed term of weight ``weight`` (0 or ``window`` 0: EASE alone)."""
+    windowed term of weight ``weight`` (0 or ``window`` 0: EASE alone). A matrix without
+    :attr:`rm.recency` (stored before it existed) has no order to take windows in: EASE alone,
+    recorded as window 0, so that a stored model never claims a term it does not have."""
     model = fit_ease(rm.matrix, lam, max_items)[1]
-    if weight <= 0 or window < 1:
+    if weight <= 0 or window < 1 or rm.recency is None:
         return model
     pairs = window_pairs(rm, window, model.columns)
     sample = _sample_histories(rm, model, seed)
     if model.kinv_x is not None:  # Woodbury: C_w stays sparse, applied to x P at scoring time
         unit = replace(model, sequence=pairs, sequence_scale=1.0)
-        scale = weight * _spread(model.scores(sample)) / max(_spread(unit.sequence_scores(sample)), 1e-12)
+        scale = _scale(weight, model.scores(sample), unit.sequence_scores(sample))
         return replace(unit, sequence_scale=scale, window=window, window_weight=weight)
-    # Gram or capped: x P = (x - x B) * diag(P), so P C_w = (I - B) diag(P) C_w, folded into B
+    # Gram or capped: x P = (x - x B) * diag(P), so P C_w = (I - B) diag(P) C_w, folded into B.
+    # Transiently B, (I - B) diag(P), C_w dense and their product: four max_items^2 arrays (a
+    # dense product: C_w is nearly dense among the most-interacted items, and BLAS is ~30x
+    # faster than a sparse product there); what is kept is one, as for EASE alone.
     p_c = -model.weights
     p_c[np.diag_indices_from(p_c)] += 1.0
     p_c *= model.diag_p[None, :]
     p_c = p_c @ pairs.toarray()
     x = sample if model.columns is None else sample[:, model.columns]
-    scale = weight * _spread(np.asarray(x @ model.weights)) / max(_spread(np.asarray(x @ p_c)), 1e-12)
-    p_c *= scale
+    p_c *= _scale(weight, np.asarray(x @ model.weights), np.asarray(x @ p_c))
     p_c += model.weights
     return replace(model, weights=p_c, window=window, window_weight=weight)
+
+
+def _scale(weight: float, base: np.ndarray, term: np.ndarray) -> float:
+    """The factor that gives the term's scores ``weight`` times the base's spread (0: a term
+    with no spread, e.g. no pairs at all, adds nothing)."""
+    spread = _spread(term)
+    return weight * _spread(base) / spread if spread > 0 else 0.0
 
 
 def _sample_histories(rm: RatingMatrix, model: EaseModel, seed: int) -> sp.csr_matrix:

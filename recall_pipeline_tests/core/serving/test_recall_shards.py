@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -106,3 +107,25 @@ def test_shards_score_with_the_exported_ease_model(tmp_path):
                        ).sort("user_id", "rank")
     assert merged.drop("created_at").equals(whole.drop("created_at"))
     assert not merged.drop("created_at").equals(refit.drop("created_at"))
+
+
+@pytest.mark.parametrize("trust", [0.0, 0.25])
+def test_the_serving_version_s_trust_scales_the_two_tower_weight_in_every_recall(tmp_path, trust):
+    """What the trust factor saved with a model version does (core.training.route_trust): the
+    lists are those of the two-tower weight times the trust, in one pass and in shards."""
+    inputs, k = world(), 20
+    settings = RouteSettings(depth=40)
+    trusted = dataclasses.replace(inputs, two_tower_trust=trust)
+    scaled = RouteSettings(depth=40, weights=dict(settings.weights, two_tower=settings.weights["two_tower"] * trust))
+    expected = candidates_table(inputs, recall(inputs, scaled, k), "run-1")
+    assert not expected.equals(candidates_table(inputs, recall(inputs, settings, k), "run-1"))
+    assert candidates_table(trusted, recall(trusted, settings, k), "run-1").drop("created_at").equals(
+        expected.drop("created_at"))
+    store = ShardStore(str(tmp_path), "recall_candidates")
+    recall_shards.export_inputs(store, "run-1", trusted, recall_shards.all_user_rows(trusted), 2)
+    assert recall_shards.load_inputs(store, "run-1").two_tower_trust == trust
+    out = {shard: recall_shards.compute_shard(store, "run-1", shard, settings, k) for shard in range(2)}
+    merged = pl.concat(recall_shards.candidate_parts(store, "run-1", {s: o.parts for s, o in out.items()})
+                       ).sort("user_id", "rank")
+    assert merged.drop("created_at").equals(expected.drop("created_at"))
+    assert merged["rank_two_tower"].is_null().all() == (trust == 0.0)  # weight 0: not computed

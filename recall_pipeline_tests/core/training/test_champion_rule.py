@@ -162,3 +162,17 @@ def test_a_champion_on_another_encoder_loses(world, history):
     champion = history["v2"].promotion.version
     j = judge(world, history["grown"], world["after"], champion, encoder="lm@2")
     assert j.judged_on == OTHER_ENCODER and j.promotes and j.champion_value is None
+
+
+def test_the_trust_factor_reads_training_data_alone_and_travels_with_the_saved_model(world, history, tmp_path):
+    from recall_pipeline.core.training.route_trust import CONFIG_KEY, saved_trust
+
+    split, first = world["before"], history["first"]
+    trust = recall_model.trust_of(first, split, rm_of(world, split), world["lm"], SETTINGS.training)
+    assert trust.users > 0 and set(trust.recall) == {0.0, 0.25, 0.5, 0.75, 1.0}
+    corrupted = recall_model.trust_of(first, corrupt_test_parts(split), rm_of(world, split), world["lm"],
+                                      SETTINGS.training)
+    assert (corrupted.factor, corrupted.recall) == (trust.factor, trust.recall)
+    two_tower.save_model(first.model, world["item_ids"], tmp_path / "v" / "model", {CONFIG_KEY: 0.25})
+    two_tower.save_model(first.model, world["item_ids"], tmp_path / "old" / "model")  # saved before trust existed
+    assert [saved_trust(two_tower.read_config(tmp_path / name / "model")) for name in ("v", "old")] == [0.25, 1.0]

@@ -87,9 +87,18 @@ def test_a_stored_windowed_model_scores_as_fitted_and_is_refused_for_other_windo
                        model.scores(new, binarize=False), atol=1e-10)
     assert reusable_ease(tmp_path / "ease.npz", ids, 5.0, 100, 3, 0.7)[0] is not None
     stored, why = reusable_ease(tmp_path / "ease.npz", ids, 5.0, 100, 5, 0.7)
-    assert stored is None and "window" in why
+    assert stored is None and "(5.0, 100, 3, 0.7)" in why and "(5.0, 100, 5, 0.7)" in why
     stored, why = reusable_ease(tmp_path / "ease.npz", ids, 5.0, 100, 0, 0.0)
-    assert stored is None and "window" in why
+    assert stored is None and "(5.0, 100, 0, 0.0)" in why
+
+
+def test_a_matrix_without_recency_gets_ease_alone_recorded_as_window_0():
+    rm = matrix_of(random_histories(15, 40, 7), 40)
+    old = type(rm)(rm.matrix, rm.user_ids, rm.item_ids, None)  # as stored before recency existed
+    model = windowed_ease.fit(old, 5.0, 100, 3, 0.7)
+    assert (model.window, model.window_weight, model.sequence) == (0, 0.0, None)
+    x = sp.csr_matrix(np.eye(40)[:3])
+    assert np.allclose(model.scores(x), fit_ease(rm.matrix, 5.0, 100)[1].scores(x))
 
 
 def test_pairs_over_a_capped_model_s_columns_are_the_whole_pairs_restricted_to_them():
