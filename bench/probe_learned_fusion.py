@@ -21,41 +21,28 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
 from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
-from recall_pipeline.settings import HomeLayout  # noqa: E402
 from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts  # noqa: E402
 from recall_pipeline.core.serving.fusion import mmr  # noqa: E402
 from recall_pipeline.core.serving.index import build_exact_index  # noqa: E402
-from recall_pipeline.core.serving.routes import ModelRoute, RouteSettings, merge_routes, route_lists  # noqa: E402
-from recall_pipeline.core.training import two_tower  # noqa: E402
-from tune_fusion import validation_cut  # noqa: E402
+from recall_pipeline.core.serving.routes import RouteSettings, merge_routes, route_lists  # noqa: E402
+from tune_fusion import read_split_and_embeddings, validation_cut, validation_model_route  # noqa: E402
 
 CACHE = Path("/tmp/probe_learned_fusion_lists.npz")
 
 
 def route_lists_on_fit(home: Path):
-    with duckdb.connect(str(HomeLayout(home).warehouse), read_only=True) as con:
-        split = con.sql("select * from features.interactions_split").pl()
-        emb = con.sql("select item_id, embedding from features.item_embeddings order by item_id").pl()
-    ids = emb["item_id"].to_numpy()
-    vectors = np.ascontiguousarray(emb["embedding"].to_numpy(), dtype=np.float32)
+    split, ids, vectors = read_split_and_embeddings(home)
     rm, holdout, rows, relevant = validation_cut(split, ids)
     if CACHE.exists():
         cached = np.load(CACHE)
         return rm, vectors, rows, relevant, {"two_tower": cached["two_tower"], "ease": cached["ease"]}
     fit_rows = split.filter(pl.col("val_part") == "fit").select("user_id", "item_id", "rating", "timestamp")
-    fit_seq = two_tower.build_sequences(fit_rows, rm.user_ids, ids)
-    model = two_tower.train_two_tower(vectors, fit_seq, fit_seq, holdout,
-                                      training=two_tower.TrainingSettings(refit=False)).model
-    user_rows, history, ratings = fit_seq.last_windows(model.architecture.history_length)
-    model_route = ModelRoute(build_exact_index(two_tower.item_vectors(model)), user_rows,
-                             two_tower.user_vectors(model, history, ratings))
+    model_route = validation_model_route(fit_rows, rm, ids, vectors, holdout)
     empty = np.zeros((0, vectors.shape[1]), np.float32)
     lists = route_lists(build_exact_index(vectors), ids, rm, np.zeros(0, ids.dtype), empty, np.zeros(0, ids.dtype),
                         empty, RouteSettings(), model_route)

@@ -15,25 +15,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
-from recall_pipeline.settings import HomeLayout  # noqa: E402
 from recall_pipeline.core.evaluation import baselines  # noqa: E402
-from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts  # noqa: E402
-from recall_pipeline.core.serving.ranking import top_k_scored  # noqa: E402
 from recall_pipeline.core.serving.routes import RouteSettings  # noqa: E402
-
-sys_path = Path(__file__).resolve().parent
-import sys  # noqa: E402
-sys.path.insert(0, str(sys_path))
-from tune_fusion import validation_cut  # noqa: E402
+from tune_fusion import read_split_and_embeddings, validation_cut  # noqa: E402
 
 
 def pair_counts(rm, tau: float, window: int, directed: bool) -> sp.csr_matrix:
@@ -68,9 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--home", default=".recall")
     args = parser.parse_args()
-    with duckdb.connect(str(HomeLayout(Path(args.home)).warehouse), read_only=True) as con:
-        split = con.sql("select * from features.interactions_split").pl()
-        ids = con.sql("select item_id from features.item_embeddings order by item_id").pl()["item_id"].to_numpy()
+    split, ids, _ = read_split_and_embeddings(Path(args.home))
     rm, holdout, rows, relevant = validation_cut(split, ids)
     settings = RouteSettings()
     x = baselines.binary(rm.matrix)

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
-from recall_pipeline.settings import HomeLayout  # noqa: E402
 from recall_pipeline.core.evaluation import baselines  # noqa: E402
 from recall_pipeline.core.training import text_cf  # noqa: E402
+from tune_fusion import read_split_and_embeddings  # noqa: E402
 
 LAMBDAS = (0.01, 0.03, 0.1)
 BETAS = (0.0, 0.5, 1.0, 2.0, 4.0)
@@ -51,11 +51,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--home", default=".recall")
     args = parser.parse_args()
-    with duckdb.connect(str(HomeLayout(Path(args.home)).warehouse), read_only=True) as con:
-        split = con.sql("select * from features.interactions_split").pl()
-        emb = con.sql("select item_id, embedding from features.item_embeddings order by item_id").pl()
-    ids = emb["item_id"].to_numpy()
-    features = text_cf.item_features(np.ascontiguousarray(emb["embedding"].to_numpy(), dtype=np.float32))
+    split, ids, vectors = read_split_and_embeddings(Path(args.home))
+    features = text_cf.item_features(vectors)
     fit_matrix, judge = text_cf.pseudo_cold_judge(split, ids, features)
     x = baselines.binary(fit_matrix)
     xb = baselines.fit_ease(fit_matrix, 200.0)[1].scores(x)

@@ -90,12 +90,7 @@ def main() -> None:
     text_vectors = TextEncoder().encode(texts["profile_text"].to_list())
     owners = np.concatenate([interests["user_id"].to_numpy(), texts["user_id"].to_numpy()])
     interest_vectors = np.vstack([interests["embedding"].to_numpy(), text_vectors]).astype(np.float32)
-    fit_seq = two_tower.build_sequences(fit_rows, rm.user_ids, ids)
-    model = two_tower.train_two_tower(vectors, fit_seq, fit_seq, holdout,
-                                      training=two_tower.TrainingSettings(refit=False)).model
-    user_rows, history, ratings = fit_seq.last_windows(model.architecture.history_length)
-    model_route = ModelRoute(build_exact_index(two_tower.item_vectors(model)), user_rows,
-                             two_tower.user_vectors(model, history, ratings))
+    model_route = validation_model_route(fit_rows, rm, ids, vectors, holdout)
     lists = route_lists(build_exact_index(vectors), ids, rm, profiles.user_ids, profiles.vectors,
                         owners, interest_vectors, RouteSettings(**recency, compute_zero_weight_routes=True), model_route)
 
@@ -151,6 +146,25 @@ def main() -> None:
           f"mmr lambda {chosen[4]} (Recall@50 {chosen[0]:.4f}, coverage@50 {chosen[5]:.4f}, "
           f"long tail@50 {chosen[6]:.4f})")
     text_cf_weight(split, rm, ids, vectors, lists, rows, relevant, counts, head, chosen)
+
+
+def read_split_and_embeddings(home: Path) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+    """(the split, the item ids, their LM vectors in that order) of a home a full run has filled."""
+    with duckdb.connect(str(HomeLayout(home).warehouse), read_only=True) as con:
+        split = con.sql("select * from features.interactions_split").pl()
+        emb = con.sql("select item_id, embedding from features.item_embeddings order by item_id").pl()
+    return split, emb["item_id"].to_numpy(), np.ascontiguousarray(emb["embedding"].to_numpy(), dtype=np.float32)
+
+
+def validation_model_route(fit_rows: pl.DataFrame, rm, ids: np.ndarray, vectors: np.ndarray, holdout) -> ModelRoute:
+    """The two-tower route of the model's validation phase: trained on the fit part, early-stopped
+    on the held-out part, not refit; user vectors from the fit part's latest histories."""
+    fit_seq = two_tower.build_sequences(fit_rows, rm.user_ids, ids)
+    model = two_tower.train_two_tower(vectors, fit_seq, fit_seq, holdout,
+                                      training=two_tower.TrainingSettings(refit=False)).model
+    user_rows, history, ratings = fit_seq.last_windows(model.architecture.history_length)
+    return ModelRoute(build_exact_index(two_tower.item_vectors(model)), user_rows,
+                      two_tower.user_vectors(model, history, ratings))
 
 
 def validation_cut(split: pl.DataFrame, ids: np.ndarray):
