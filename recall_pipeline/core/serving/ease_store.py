@@ -6,8 +6,8 @@ scores those users with the stored model instead of solving again, as it does wi
 champion and the LM index. The model is one ``.npz`` file (no pickle), written under a temporary
 name and renamed into place, so a reader gets the previous model or the new one, never half.
 It records what it was fitted on (the catalogue's item ids, the regularisation, the item cap, the
-windowed term's settings and the run that fitted it): a model that does not match the current catalogue or settings is not
-used.
+windowed term's settings and the run that fitted it): a model that does not match the current
+catalogue or settings is not used.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ _MODULE_OF = {
     "validation_sample": "trainer",
     "item_vectors": "serving", "user_vectors": "serving", "dense_scorer": "serving",
     "WEIGHTS_FILE": "persistence", "CONFIG_FILE": "persistence", "ITEM_IDS_FILE": "persistence",
-    "EncoderMismatchError": "persistence", "save_model": "persistence", "load_model": "persistence", "read_config": "persistence",
-    "extend_catalogue": "persistence", "load_for_catalogue": "persistence",
+    "EncoderMismatchError": "persistence", "save_model": "persistence", "load_model": "persistence",
+    "read_config": "persistence", "extend_catalogue": "persistence", "load_for_catalogue": "persistence",
 }
 
 __all__ = ["Architecture", "TrainingSettings", *_MODULE_OF]
