@@ -118,9 +118,7 @@ def main() -> None:
                                                       "lm_interest": weight, "popularity": 1.0},
                                              mmr_lambda=lam, popularity_discount=discount)
                     final = merge_routes(lists, vectors, 100, settings, counts).items[rows]
-                    recall = float(recall_at_k(hit_matrix(final, relevant), relevant_counts(relevant), 50).mean())
-                    coverage = catalogue_coverage(final, 50, len(ids))
-                    tail = float(long_tail_share(final, 50, head).mean())
+                    recall, coverage, tail = at_50(final, relevant, len(ids), head)
                     results.append((recall, tower, weight, discount, lam, coverage, tail))
                     print(f"{tower:>9} {weight:>9} {discount:>8} {lam:>10} {recall:>10.4f} {coverage:>12.4f} "
                           f"{tail:>12.4f}", flush=True)
@@ -146,6 +144,12 @@ def main() -> None:
           f"mmr lambda {chosen[4]} (Recall@50 {chosen[0]:.4f}, coverage@50 {chosen[5]:.4f}, "
           f"long tail@50 {chosen[6]:.4f})")
     text_cf_weight(split, rm, ids, vectors, lists, rows, relevant, counts, head, chosen)
+
+
+def at_50(final: np.ndarray, relevant, n_items: int, head) -> tuple[float, float, float]:
+    """(Recall@50, coverage@50, long-tail share@50) of the validation users' lists ``final``."""
+    recall = float(recall_at_k(hit_matrix(final, relevant), relevant_counts(relevant), 50).mean())
+    return recall, catalogue_coverage(final, 50, n_items), float(long_tail_share(final, 50, head).mean())
 
 
 def read_split_and_embeddings(home: Path) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
@@ -216,9 +220,7 @@ def ease_window_grid(rm, ids, vectors, lists, rows, relevant, holdout, counts, h
             ease = np.full_like(lists["ease"], -1)
             ease[every] = ease_route(rm, settings, every, model)
             final = merge_routes(dict(lists, ease=ease), vectors, 100, settings, counts).items[rows]
-            recall = float(recall_at_k(hit_matrix(final, relevant), relevant_counts(relevant), 50).mean())
-            coverage = catalogue_coverage(final, 50, len(ids))
-            tail = float(long_tail_share(final, 50, head).mean())
+            recall, coverage, tail = at_50(final, relevant, len(ids), head)
             results.append((window, weight, route, recall, coverage, tail))
             print(f"{window:>6} {weight:>6} {route:>15.4f} {recall:>15.4f} {coverage:>11.4f} {tail:>12.4f}", flush=True)
     base = results[0]
@@ -251,11 +253,11 @@ def text_cf_weight(split, rm, ids, vectors, lists, rows, relevant, counts, head,
         settings = RouteSettings(weights={**base_weights, "text_cf": weight}, mmr_lambda=chosen[4],
                                  popularity_discount=chosen[3])
         final = merge_routes(lists, vectors, 100, settings, counts).items[rows]
-        recall = float(recall_at_k(hit_matrix(final, relevant), relevant_counts(relevant), 50).mean())
+        recall, coverage, tail = at_50(final, relevant, len(ids), head)
         untrained = np.isin(ids[np.where(final >= 0, final, 0)], model.untrained_ids) & (final >= 0)
         results.append((weight, recall))
-        print(f"text_cf weight {weight:>4}: Recall@50 {recall:.4f}, coverage@50 {catalogue_coverage(final, 50, len(ids)):.4f}, "
-              f"long tail@50 {float(long_tail_share(final, 50, head).mean()):.4f}, untrained items per list: "
+        print(f"text_cf weight {weight:>4}: Recall@50 {recall:.4f}, coverage@50 {coverage:.4f}, "
+              f"long tail@50 {tail:.4f}, untrained items per list: "
               f"{untrained[:, :50].sum(axis=1).mean():.2f} in the top 50, {untrained.sum(axis=1).mean():.2f} in 100", flush=True)
     without = results[0][1]
     weight = max(w for w, recall in results if recall >= without - TOLERANCE)

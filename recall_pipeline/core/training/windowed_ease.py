@@ -73,7 +73,7 @@ def fit(rm: RatingMatrix, lam: float, max_items: int | None, window: int, weight
     if weight <= 0 or window < 1 or rm.recency is None:
         return model
     pairs = window_pairs(rm, window, model.columns)
-    sample = _sample_histories(rm, model, seed)
+    sample = _sample_histories(rm, seed)
     if model.kinv_x is not None:  # Woodbury: C_w stays sparse, applied to x P at scoring time
         unit = replace(model, sequence=pairs, sequence_scale=1.0)
         scale = _scale(weight, model.scores(sample), unit.sequence_scores(sample))
@@ -99,7 +99,7 @@ def _scale(weight: float, base: np.ndarray, term: np.ndarray) -> float:
     return weight * _spread(base) / spread if spread > 0 else 0.0
 
 
-def _sample_histories(rm: RatingMatrix, model: EaseModel, seed: int) -> sp.csr_matrix:
+def _sample_histories(rm: RatingMatrix, seed: int) -> sp.csr_matrix:
     """Binary histories of a seeded sample of users with training interactions: where the two
     terms' spreads are compared."""
     with_history = np.flatnonzero(np.diff(rm.matrix.indptr) > 0)
