@@ -13,6 +13,12 @@ export DAGSTER_HOME ?= $(RECALL_PIPELINE_HOME)/dagster
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export TOKENIZERS_PARALLELISM := false
+# glibc returns every large freed array to the kernel and faults it in again on the next one;
+# on a VM where page faults are dear that was 166 s of system time in a 9-minute bundled run
+# (README, "Keeping freed memory"). Keep freed memory in the process instead: same figures,
+# 7m19s, peak RSS 2.29 GiB instead of 2.51 on that machine.
+export MALLOC_MMAP_THRESHOLD_ ?= 4294967296
+export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
 
 .PHONY: run test dev setup clean
 
