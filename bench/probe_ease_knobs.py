@@ -1,0 +1,85 @@
+"""Probe: the knobs the last re-tunings held fixed, on the validation cut only (the test split is
+never read): the EASE route's lambda and recency weighting were chosen before its windowed term
+existed, and the fusion's reciprocal-rank constant ``c`` (60, the RRF paper's) was never tuned.
+Each setting's fused validation Recall@50 (with coverage and long tail, which the fusion's
+choice must keep), the rest at the defaults: the two-tower route of the validation phase
+(trained on the fit part, early-stopped on the held-out part, not refit) and the EASE route,
+reciprocal-rank fused with the popularity discount, MMR off.
+
+    PYTHONPATH=. .venv/bin/python bench/probe_ease_knobs.py --home <bundled home> [--two-tower-cache F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+from recall_pipeline.core.evaluation.metrics import head_items  # noqa: E402
+from recall_pipeline.core.serving.fusion import reciprocal_rank_fusion  # noqa: E402
+from recall_pipeline.core.serving.ranking import search_top_k  # noqa: E402
+from recall_pipeline.core.serving.routes import RouteSettings, ease_route, fit_ease_route, popularity_weights  # noqa: E402
+from tune_fusion import at_50, read_split_and_embeddings, validation_cut, validation_model_route  # noqa: E402
+
+LAMBDAS = (100.0, 200.0, 400.0)
+RECENCY = ((5.0, 0.1), (3.0, 0.1), (10.0, 0.1), (5.0, 0.2), (5.0, 0.05))
+RRF_CS = (15.0, 30.0, 60.0, 120.0)
+
+
+def two_tower_lists(split, rm, ids, vectors, holdout, settings: RouteSettings, cache: Path | None) -> np.ndarray:
+    """The validation two-tower route's lists for every fit user (read from ``cache`` when there)."""
+    if cache is not None and cache.exists():
+        return np.load(cache)
+    fit_rows = split.filter(pl.col("val_part") == "fit").select("user_id", "item_id", "rating", "timestamp")
+    route = validation_model_route(fit_rows, rm, ids, vectors, holdout)
+    lists = np.full((len(rm.user_ids), settings.depth), -1, dtype=np.int64)
+    lists[route.rows], _ = search_top_k(route.index, route.user_vectors, rm.matrix, route.rows,
+                                        settings.depth, seed=settings.seed)
+    if cache is not None:
+        np.save(cache, lists)
+    return lists
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--home", default=".recall")
+    parser.add_argument("--two-tower-cache", default="", help="an .npy file keeping the two-tower lists between runs")
+    args = parser.parse_args()
+    split, ids, vectors = read_split_and_embeddings(Path(args.home))
+    defaults = RouteSettings()
+    rm, holdout, rows, relevant = validation_cut(split, ids)
+    two_tower = two_tower_lists(split, rm, ids, vectors, holdout, defaults,
+                                Path(args.two_tower_cache) if args.two_tower_cache else None)
+    counts = np.diff(rm.matrix.tocsc().indptr)
+    head = head_items(counts, ids)
+    weights = popularity_weights(counts, defaults.popularity_discount)
+    every = np.flatnonzero(np.diff(rm.matrix.indptr) > 0)
+    print(f"validation: {len(rows)} users")
+    print(f"{'lambda':>6} {'tau':>4} {'floor':>5} {'rrf c':>5} {'ease recall@50':>14} {'fused recall@50':>15} "
+          f"{'coverage@50':>11} {'long tail@50':>12}")
+    for lam in LAMBDAS:
+        model = fit_ease_route(rm, replace(defaults, ease_lambda=lam))
+        for tau, floor in RECENCY:
+            settings = replace(defaults, ease_lambda=lam, ease_recency_tau=tau, ease_recency_floor=floor)
+            ease = np.full_like(two_tower, -1)
+            ease[every] = ease_route(rm, settings, every, model)
+            alone = at_50(ease[rows], relevant, len(ids), head)[0]
+            for c in RRF_CS:
+                fused = reciprocal_rank_fusion({"two_tower": two_tower, "ease": ease}, settings.weights, 50, len(ids),
+                                               c, settings.seed, weights).items[rows]
+                recall, coverage, tail = at_50(fused, relevant, len(ids), head)
+                print(f"{lam:>6} {tau:>4} {floor:>5} {c:>5} {alone:>14.4f} {recall:>15.4f} {coverage:>11.4f} "
+                      f"{tail:>12.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
