@@ -5,8 +5,8 @@ predicts co-interaction, judged on pseudo-cold validation only (the protocol's r
 beeFormer (RecSys'24) fine-tunes the sentence encoder itself with an interaction loss. Running
 the whole LM per step is too slow here, so the states entering the top ``--layers`` layers are
 cached once (``core.training.lm_finetune.TopLayers``) and only those layers train. The loss is a
-denoising one: each step splits every fit user's history at random into an input half and a
-target half; the input half's mean embedding, normalised, scores every trained item (cosine over
+denoising one: each step splits the histories of ``--users-per-step`` sampled fit users at random
+into an input half and a target half; the input half's mean embedding, normalised, scores every trained item (cosine over
 a temperature), the input items masked out, and softmax cross-entropy spreads the target over
 the other half. Only items with fit interactions enter the loss: the pseudo-cold items are never
 a target or a negative, as a cold item would not be. Every ``--every`` steps the pseudo-cold
