@@ -13,7 +13,9 @@ a target or a negative, as a cold item would not be. Every ``--every`` steps the
 items are embedded by the current layers and scored two ways:
 - *cosine*: the user's whole fit history, mean embedding, against the pseudo-cold items;
 - *TextCF*: the closed-form TextCF (``core.training.text_cf``) refitted on the new embeddings,
-  at the published alpha 0.5 and lambda 0.01 / 0.03 / 0.1.
+  at the published alpha 0.5 and lambda 0.01 / 0.03 / 0.1;
+- *ensemble*: the published TextCF (frozen encoder) plus the cosine above, scaled to TextCF's
+  spread and weighted 0.25 to 2.
 
     PYTHONPATH=. .venv/bin/python bench/probe_beeformer.py --home <bundled home>
 """
@@ -45,22 +47,43 @@ from tune_fusion import read_split_and_embeddings  # noqa: E402
 
 LAMBDAS = (0.01, 0.03, 0.1)
 CHUNK = 512
+ENSEMBLE_RATIOS = (0.25, 0.5, 1.0, 2.0)
 
 
-def judge_all(judge, fit_matrix: sp.csr_matrix, vectors: np.ndarray) -> dict[str, float]:
-    """Pseudo-cold Recall@20 of cosine scoring and of TextCF refitted on ``vectors``."""
+def judge_all(judge, fit_matrix: sp.csr_matrix, vectors: np.ndarray, frozen: np.ndarray | None = None) -> dict[str, float]:
+    """Pseudo-cold Recall@20 of cosine scoring and of TextCF refitted on ``vectors``; with the
+    ``frozen`` encoder's features, of the published TextCF plus the cosine (:func:`ensemble`)."""
     features = text_cf.item_features(vectors)
     cosine = text_cf.TextCF(np.diag(np.r_[np.ones(vectors.shape[1]), 0.0]), 0.0, 0.0)
     out = {"cosine": judge_with(judge, cosine, features)}
     for lam in LAMBDAS:
         out[f"textcf {lam}"] = judge_with(judge, text_cf.fit(fit_matrix, features, lam, 0.5), features)
+    if frozen is not None:
+        out.update(ensemble(judge, fit_matrix, frozen, features, cosine))
+    return out
+
+
+def ensemble(judge, fit_matrix, frozen: np.ndarray, features: np.ndarray, cosine: text_cf.TextCF) -> dict[str, float]:
+    """TextCF as published (frozen features, lambda 0.03, alpha 0.5) plus ``ratio`` x the trained
+    cosine, the cosine's scores first scaled to TextCF's spread over the pseudo-cold items: one
+    TextCF over the two feature sets side by side, its weights block-diagonal."""
+    published = text_cf.fit(fit_matrix, frozen, 0.03, 0.5)
+    rows, cold = judge.cold_rows, judge.cold_columns
+    spread = [np.std(m.user_queries(fit_matrix, f, rows) @ f[cold].T) for m, f in ((published, frozen), (cosine, features))]
+    both = np.hstack([frozen, features])
+    out = {}
+    for ratio in ENSEMBLE_RATIOS:
+        weights = np.zeros((both.shape[1], both.shape[1]))
+        weights[:frozen.shape[1], :frozen.shape[1]] = published.weights
+        weights[frozen.shape[1]:, frozen.shape[1]:] = ratio * spread[0] / spread[1] * cosine.weights
+        out[f"textcf+{ratio}x cosine"] = judge_with(judge, text_cf.TextCF(weights, 0.0, 0.0), both)
     return out
 
 
 def judge_with(judge, model: text_cf.TextCF, features: np.ndarray) -> float:
-    """``judge`` reads the features it was built with; rebuild its closure's features in place."""
-    judge.features[:] = features
-    judge.cold_features[:] = features[judge.cold_columns].T
+    """``judge`` reads the features it holds at call time: give it ``features``."""
+    judge.features = features
+    judge.cold_features = np.ascontiguousarray(features[judge.cold_columns].T)
     return judge(model)
 
 
@@ -133,7 +156,7 @@ def main() -> None:
         if step % args.every == 0:
             now = top.embed_all().numpy()
             print(f"step {step:>4} loss {loss.item():.4f} ({time.perf_counter() - started:.0f}s): "
-                  + fmt(judge_all(judge, fit_matrix, now)), flush=True)
+                  + fmt(judge_all(judge, fit_matrix, now, features)), flush=True)
 
 
 def to_torch(matrix: sp.csr_matrix) -> torch.Tensor:
@@ -163,6 +186,7 @@ def judge_in_place(split, ids, features):
 
     judge.features = features.copy()
     judge.cold_columns = data.cold_columns
+    judge.cold_rows = data.cold.rows
     judge.cold_features = np.ascontiguousarray(features[data.cold_columns].T)
     return rm.matrix, judge
 
