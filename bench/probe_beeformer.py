@@ -50,41 +50,34 @@ CHUNK = 512
 ENSEMBLE_RATIOS = (0.25, 0.5, 1.0, 2.0)
 
 
-def judge_all(judge, fit_matrix: sp.csr_matrix, vectors: np.ndarray, frozen: np.ndarray | None = None) -> dict[str, float]:
+def judge_all(cold: text_cf.PseudoCold, vectors: np.ndarray, frozen: np.ndarray | None = None) -> dict[str, float]:
     """Pseudo-cold Recall@20 of cosine scoring and of TextCF refitted on ``vectors``; with the
     ``frozen`` encoder's features, of the published TextCF plus the cosine (:func:`ensemble`)."""
     features = text_cf.item_features(vectors)
     cosine = text_cf.TextCF(np.diag(np.r_[np.ones(vectors.shape[1]), 0.0]), 0.0, 0.0)
-    out = {"cosine": judge_with(judge, cosine, features)}
+    out = {"cosine": cold.recall(cosine, features)}
     for lam in LAMBDAS:
-        out[f"textcf {lam}"] = judge_with(judge, text_cf.fit(fit_matrix, features, lam, 0.5), features)
+        out[f"textcf {lam}"] = cold.recall(text_cf.fit(cold.matrix, features, lam, 0.5), features)
     if frozen is not None:
-        out.update(ensemble(judge, fit_matrix, frozen, features, cosine))
+        out.update(ensemble(cold, frozen, features, cosine))
     return out
 
 
-def ensemble(judge, fit_matrix, frozen: np.ndarray, features: np.ndarray, cosine: text_cf.TextCF) -> dict[str, float]:
+def ensemble(cold: text_cf.PseudoCold, frozen: np.ndarray, features: np.ndarray, cosine: text_cf.TextCF) -> dict[str, float]:
     """TextCF as published (frozen features, lambda 0.03, alpha 0.5) plus ``ratio`` x the trained
     cosine, the cosine's scores first scaled to TextCF's spread over the pseudo-cold items: one
     TextCF over the two feature sets side by side, its weights block-diagonal."""
-    published = text_cf.fit(fit_matrix, frozen, 0.03, 0.5)
-    rows, cold = judge.cold_rows, judge.cold_columns
-    spread = [np.std(m.user_queries(fit_matrix, f, rows) @ f[cold].T) for m, f in ((published, frozen), (cosine, features))]
+    published = text_cf.fit(cold.matrix, frozen, 0.03, 0.5)
+    spread = [np.std(m.user_queries(cold.matrix, f, cold.rows) @ f[cold.columns].T)
+              for m, f in ((published, frozen), (cosine, features))]
     both = np.hstack([frozen, features])
     out = {}
     for ratio in ENSEMBLE_RATIOS:
         weights = np.zeros((both.shape[1], both.shape[1]))
         weights[:frozen.shape[1], :frozen.shape[1]] = published.weights
         weights[frozen.shape[1]:, frozen.shape[1]:] = ratio * spread[0] / spread[1] * cosine.weights
-        out[f"textcf+{ratio}x cosine"] = judge_with(judge, text_cf.TextCF(weights, 0.0, 0.0), both)
+        out[f"textcf+{ratio}x cosine"] = cold.recall(text_cf.TextCF(weights, 0.0, 0.0), both)
     return out
-
-
-def judge_with(judge, model: text_cf.TextCF, features: np.ndarray) -> float:
-    """``judge`` reads the features it holds at call time: give it ``features``."""
-    judge.features = features
-    judge.cold_features = np.ascontiguousarray(features[judge.cold_columns].T)
-    return judge(model)
 
 
 def main() -> None:
@@ -104,8 +97,8 @@ def main() -> None:
     with duckdb.connect(str(HomeLayout(Path(args.home)).warehouse), read_only=True) as con:
         texts = con.sql("select item_text from clean.items order by item_id").pl()["item_text"].to_list()
     features = text_cf.item_features(vectors)
-    fit_matrix, judge = judge_in_place(split, ids, features)
-    print("frozen LM:", fmt(judge_all(judge, fit_matrix, vectors)), flush=True)
+    cold = text_cf.pseudo_cold(split, ids)
+    print("frozen LM:", fmt(judge_all(cold, vectors)), flush=True)
 
     started = time.perf_counter()
     cache = Path(args.cache) if args.cache else None
@@ -124,7 +117,7 @@ def main() -> None:
           f"top layers' start vs stored embeddings, min cosine "
           f"{float((F.normalize(torch.as_tensor(vectors), dim=-1).numpy() * start_vectors).sum(1).min()):.4f}")
 
-    x = sp.csr_matrix(fit_matrix, dtype=np.float32)
+    x = sp.csr_matrix(cold.matrix, dtype=np.float32)
     x.data[:] = 1.0
     trained = np.flatnonzero(np.diff(sp.csc_matrix(x).indptr) > 0)
     xt = x[:, trained].tocsr()
@@ -156,39 +149,12 @@ def main() -> None:
         if step % args.every == 0:
             now = top.embed_all().numpy()
             print(f"step {step:>4} loss {loss.item():.4f} ({time.perf_counter() - started:.0f}s): "
-                  + fmt(judge_all(judge, fit_matrix, now, features)), flush=True)
+                  + fmt(judge_all(cold, now, features)), flush=True)
 
 
 def to_torch(matrix: sp.csr_matrix) -> torch.Tensor:
     coo = matrix.tocoo()
     return torch.sparse_coo_tensor(np.vstack([coo.row, coo.col]), coo.data, coo.shape)
-
-
-def judge_in_place(split, ids, features):
-    """``text_cf.pseudo_cold_judge`` with its features held in arrays this probe can overwrite."""
-    from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts
-    from recall_pipeline.core.evaluation.protocol import COLD_K, MAX_EVALUATION_CELLS, build_evaluation_data
-    from recall_pipeline.core.features.rating_matrix import build_rating_matrix
-    from recall_pipeline.core.features.split import pseudo_cold_split
-    from recall_pipeline.core.serving.ranking import top_k_scored
-    import polars as pl
-
-    pseudo = pseudo_cold_split(split.filter(pl.col("part") == "train"))
-    rm = build_rating_matrix(pseudo, ids)
-    data = build_evaluation_data(pseudo, rm, max_cells=MAX_EVALUATION_CELLS)
-
-    def judge(model: text_cf.TextCF) -> float:
-        queries = model.user_queries(rm.matrix, judge.features, data.cold.rows)
-        lists, _ = top_k_scored(lambda block: queries[block] @ judge.cold_features, np.arange(len(data.cold.rows)),
-                                COLD_K, len(data.cold_columns))
-        hits = hit_matrix(lists, data.cold.relevant)
-        return float(recall_at_k(hits, relevant_counts(data.cold.relevant), COLD_K).mean())
-
-    judge.features = features.copy()
-    judge.cold_columns = data.cold_columns
-    judge.cold_rows = data.cold.rows
-    judge.cold_features = np.ascontiguousarray(features[data.cold_columns].T)
-    return rm.matrix, judge
 
 
 def fmt(figures: dict[str, float]) -> str:

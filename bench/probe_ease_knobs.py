@@ -22,31 +22,15 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
 
 from recall_pipeline.core.evaluation.metrics import head_items  # noqa: E402
 from recall_pipeline.core.serving.fusion import reciprocal_rank_fusion  # noqa: E402
-from recall_pipeline.core.serving.ranking import search_top_k  # noqa: E402
 from recall_pipeline.core.serving.routes import RouteSettings, ease_route, fit_ease_route, popularity_weights  # noqa: E402
-from tune_fusion import at_50, read_split_and_embeddings, validation_cut, validation_model_route  # noqa: E402
+from tune_fusion import at_50, read_split_and_embeddings, two_tower_lists, validation_cut  # noqa: E402
 
 LAMBDAS = (100.0, 200.0, 400.0)
 RECENCY = ((5.0, 0.1), (3.0, 0.1), (10.0, 0.1), (5.0, 0.2), (5.0, 0.05))
 RRF_CS = (15.0, 30.0, 60.0, 120.0)
-
-
-def two_tower_lists(split, rm, ids, vectors, holdout, settings: RouteSettings, cache: Path | None) -> np.ndarray:
-    """The validation two-tower route's lists for every fit user (read from ``cache`` when there)."""
-    if cache is not None and cache.exists():
-        return np.load(cache)
-    fit_rows = split.filter(pl.col("val_part") == "fit").select("user_id", "item_id", "rating", "timestamp")
-    route = validation_model_route(fit_rows, rm, ids, vectors, holdout)
-    lists = np.full((len(rm.user_ids), settings.depth), -1, dtype=np.int64)
-    lists[route.rows], _ = search_top_k(route.index, route.user_vectors, rm.matrix, route.rows,
-                                        settings.depth, seed=settings.seed)
-    if cache is not None:
-        np.save(cache, lists)
-    return lists
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ The fused lists are the published ones at the defaults: the two-tower route of t
 phase (trained on the fit part, early-stopped on the held-out part, not refit) and the EASE
 route with its windowed term, reciprocal-rank fused with the popularity discount, MMR off.
 
-    PYTHONPATH=. .venv/bin/python bench/probe_rating_signal.py --home <bundled home>
+    PYTHONPATH=. .venv/bin/python bench/probe_rating_signal.py --home <bundled home> [--two-tower-cache F]
 """
 
 from __future__ import annotations
@@ -26,13 +26,12 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
 
 from recall_pipeline.core.evaluation.metrics import head_items  # noqa: E402
 from recall_pipeline.core.serving.fusion import reciprocal_rank_fusion  # noqa: E402
-from recall_pipeline.core.serving.ranking import search_top_k, top_k_scored  # noqa: E402
+from recall_pipeline.core.serving.ranking import top_k_scored  # noqa: E402
 from recall_pipeline.core.serving.routes import RouteSettings, fit_ease_route, popularity_weights  # noqa: E402
-from tune_fusion import at_50, read_split_and_embeddings, validation_cut, validation_model_route  # noqa: E402
+from tune_fusion import at_50, read_split_and_embeddings, two_tower_lists, validation_cut  # noqa: E402
 
 GAMMAS = (1.0, 0.75, 0.5, 0.25)
 BETAS = (0.0, 0.25, 0.5, 1.0, 2.0)
@@ -43,16 +42,14 @@ SMOOTHING = 10.0
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--home", default=".recall")
+    parser.add_argument("--two-tower-cache", default="", help="an .npy file keeping the two-tower lists between runs")
     args = parser.parse_args()
     split, ids, vectors = read_split_and_embeddings(Path(args.home))
     settings = RouteSettings()
     rm, holdout, rows, relevant = validation_cut(split, ids)
-    fit_rows = split.filter(pl.col("val_part") == "fit").select("user_id", "item_id", "rating", "timestamp")
-    route = validation_model_route(fit_rows, rm, ids, vectors, holdout)
+    two_tower = two_tower_lists(split, rm, ids, vectors, holdout, settings,
+                                Path(args.two_tower_cache) if args.two_tower_cache else None)
     every = np.arange(len(rm.user_ids))
-    two_tower = np.full((len(every), settings.depth), -1, dtype=np.int64)
-    two_tower[route.rows], _ = search_top_k(route.index, route.user_vectors, rm.matrix, route.rows,
-                                            settings.depth, seed=settings.seed)
     model = fit_ease_route(rm, settings)
     counts = np.diff(rm.matrix.tocsc().indptr)
     head = head_items(counts, ids)

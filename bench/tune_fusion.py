@@ -35,7 +35,7 @@ from recall_pipeline.core.evaluation.metrics import (  # noqa: E402
 )
 from recall_pipeline.core.features.user_profiles import build_user_profiles, interest_texts, multi_interests  # noqa: E402
 from recall_pipeline.core.evaluation import baselines  # noqa: E402
-from recall_pipeline.core.serving.ranking import top_k_scored  # noqa: E402
+from recall_pipeline.core.serving.ranking import search_top_k, top_k_scored  # noqa: E402
 from recall_pipeline.core.serving.routes import (  # noqa: E402
     ModelRoute, RouteSettings, TextCFRoute, ease_route, ease_route_scorer, fit_ease_route, merge_routes,
     route_lists, text_cf_route,
@@ -169,6 +169,20 @@ def validation_model_route(fit_rows: pl.DataFrame, rm, ids: np.ndarray, vectors:
     user_rows, history, ratings = fit_seq.last_windows(model.architecture.history_length)
     return ModelRoute(build_exact_index(two_tower.item_vectors(model)), user_rows,
                       two_tower.user_vectors(model, history, ratings))
+
+
+def two_tower_lists(split, rm, ids, vectors, holdout, settings: RouteSettings, cache: Path | None) -> np.ndarray:
+    """The validation two-tower route's lists for every fit user (read from ``cache`` when there)."""
+    if cache is not None and cache.exists():
+        return np.load(cache)
+    fit_rows = split.filter(pl.col("val_part") == "fit").select("user_id", "item_id", "rating", "timestamp")
+    route = validation_model_route(fit_rows, rm, ids, vectors, holdout)
+    lists = np.full((len(rm.user_ids), settings.depth), -1, dtype=np.int64)
+    lists[route.rows], _ = search_top_k(route.index, route.user_vectors, rm.matrix, route.rows,
+                                        settings.depth, seed=settings.seed)
+    if cache is not None:
+        np.save(cache, lists)
+    return lists
 
 
 def validation_cut(split: pl.DataFrame, ids: np.ndarray):

@@ -127,34 +127,55 @@ def tune(fit_train: sp.csr_matrix, features: np.ndarray, judge, lambdas=LAMBDA_G
     return Tuned(lam, alpha, best, grid)
 
 
-def pseudo_cold_judge(train_split: pl.DataFrame, item_ids: np.ndarray, features: np.ndarray):
-    """(the pseudo-cold split's fit matrix, a model -> its pseudo-cold Recall@20): the protocol's
-    rule 4 made from the training part alone (``core.features.split.pseudo_cold_split``), so a
-    choice made with it never reads the test split. Above ``protocol.MAX_EVALUATION_CELLS``
-    pseudo-cold users x items, on a seeded sample of those users, as the evaluation does."""
-    from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts
-    from recall_pipeline.core.evaluation.protocol import COLD_K, MAX_EVALUATION_CELLS, build_evaluation_data
+@dataclass(frozen=True)
+class PseudoCold:
+    """The protocol's rule 4 made from the training part alone: the pseudo-cold split's fit
+    ``matrix``, and the users at ``rows`` (their ``relevant`` pseudo-cold items) who rank the
+    pseudo-cold items at ``columns``."""
+
+    matrix: sp.csr_matrix
+    rows: np.ndarray
+    columns: np.ndarray
+    relevant: sp.csr_matrix
+
+    def recall(self, model: TextCF, features: np.ndarray) -> float:
+        """``model``'s pseudo-cold Recall@20 over ``features``: the protocol's cold ranking
+        (``protocol.cold_ranked``: the pseudo-cold items alone, same seeded ties), scoring only
+        those items' columns."""
+        from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts
+        from recall_pipeline.core.evaluation.protocol import COLD_K
+        from recall_pipeline.core.serving.ranking import top_k_scored
+
+        if not len(self.rows):
+            return 0.0
+        queries = model.user_queries(self.matrix, features, self.rows)
+        cold_features = np.ascontiguousarray(features[self.columns].T)
+        lists, _ = top_k_scored(lambda block: queries[block] @ cold_features, np.arange(len(self.rows)),
+                                COLD_K, len(self.columns))
+        hits = hit_matrix(lists, self.relevant)
+        return float(recall_at_k(hits, relevant_counts(self.relevant), COLD_K).mean())
+
+
+def pseudo_cold(train_split: pl.DataFrame, item_ids: np.ndarray) -> PseudoCold:
+    """:class:`PseudoCold` of ``train_split``'s training part (``core.features.split.pseudo_cold_split``),
+    so that a choice made with it never reads the test split. Above
+    ``protocol.MAX_EVALUATION_CELLS`` pseudo-cold users x items, on a seeded sample of those
+    users, as the evaluation does."""
+    from recall_pipeline.core.evaluation.protocol import MAX_EVALUATION_CELLS, build_evaluation_data
     from recall_pipeline.core.features.rating_matrix import build_rating_matrix
     from recall_pipeline.core.features.split import pseudo_cold_split
-    from recall_pipeline.core.serving.ranking import top_k_scored
 
     pseudo = pseudo_cold_split(train_split.filter(pl.col("part") == "train"))
     rm = build_rating_matrix(pseudo, item_ids)
     data = build_evaluation_data(pseudo, rm, max_cells=MAX_EVALUATION_CELLS)
-    cold_features = np.ascontiguousarray(features[data.cold_columns].T)
+    return PseudoCold(rm.matrix, data.cold.rows, data.cold_columns, data.cold.relevant)
 
-    def judge(model: TextCF) -> float:
-        """The protocol's cold ranking (``protocol.cold_ranked``: the pseudo-cold items alone,
-        same seeded ties), scoring only those items' columns."""
-        if not len(data.cold.rows):
-            return 0.0
-        queries = model.user_queries(rm.matrix, features, data.cold.rows)
-        lists, _ = top_k_scored(lambda block: queries[block] @ cold_features, np.arange(len(data.cold.rows)),
-                                COLD_K, len(data.cold_columns))
-        hits = hit_matrix(lists, data.cold.relevant)
-        return float(recall_at_k(hits, relevant_counts(data.cold.relevant), COLD_K).mean())
 
-    return rm.matrix, judge
+def pseudo_cold_judge(train_split: pl.DataFrame, item_ids: np.ndarray, features: np.ndarray):
+    """(the pseudo-cold split's fit matrix, a model -> its pseudo-cold Recall@20 over
+    ``features``): :func:`pseudo_cold` for one feature set."""
+    split = pseudo_cold(train_split, item_ids)
+    return split.matrix, lambda model: split.recall(model, features)
 
 
 def untrained(train: sp.csr_matrix, item_ids: np.ndarray) -> np.ndarray:
