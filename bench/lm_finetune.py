@@ -29,7 +29,6 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
 
 from recall_pipeline.settings import HomeLayout  # noqa: E402
 from recall_pipeline.core.training import recall_model, two_tower  # noqa: E402

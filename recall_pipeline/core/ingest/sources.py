@@ -93,7 +93,7 @@ def _utf8_source(path: Path, encoding: str) -> Path | bytes:
         text = data.decode(codec)
     except UnicodeDecodeError as exc:
         row = data.count(b"\n", 0, exc.start)  # the header is line 0: data rows count from 1
-        hint = (f"set `encoding:` in the source YAML to the file's encoding (e.g. latin-1)"
+        hint = ("set `encoding:` in the source YAML to the file's encoding (e.g. latin-1)"
                 if codec == "utf-8" else f"is `encoding: {encoding}` the file's encoding?")
         raise SourceError(f"{path}: row {row} is not valid {codec} (byte {data[exc.start]:#04x} at offset "
                           f"{exc.start}); {hint}") from None

@@ -3,7 +3,6 @@
 from datetime import datetime, timedelta
 
 import polars as pl
-import pytest
 
 from recall_pipeline.core.ingest.bursts import REASON, BurstSettings, burst_summary, find_bursts
 from recall_pipeline.core.ingest.interactions import CleaningRules, clean_interactions
