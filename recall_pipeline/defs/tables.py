@@ -13,6 +13,7 @@ from recall_pipeline.core.features.rating_matrix import RatingMatrix, read_ratin
 from recall_pipeline.core.ids import require_same_ids
 from recall_pipeline.core.serving.index import read_index, read_manifest
 from recall_pipeline.core.serving.recall_candidates import RecallInputs, two_tower_route
+from recall_pipeline.core.serving.routes import RouteSettings
 from recall_pipeline.core.training import text_cf
 from recall_pipeline.core.training.training_pairs import read_training_pairs
 from recall_pipeline.resources import PipelineHome, Warehouse
@@ -111,8 +112,18 @@ def evaluation_inputs(warehouse: Warehouse, home: PipelineHome) -> EvaluationInp
         **dict(zip(("candidates_run_id", "candidates_model_version"), warehouse.query(
             "select any_value(run_id), any_value(model_version) from recall.latest").row(0))),
         profiles=warehouse.query("select user_id, embedding from features.user_profiles"),
-        quarantined=quarantine_counts(warehouse),
+        quarantined=quarantine_counts(warehouse), route_settings=published_route_settings(warehouse),
         **dict(zip(("interest_owners", "interests"), interest_vectors(warehouse))))
+
+
+def published_route_settings(warehouse: Warehouse) -> RouteSettings:
+    """The route settings of the run ``recall.latest`` shows (the defaults for a run recorded
+    before settings were kept with it)."""
+    if not warehouse.has_table("recall.refreshes"):
+        return RouteSettings()
+    run = warehouse.query("select * from recall.refreshes where run_id = (select any_value(run_id) from recall.latest)")
+    return RouteSettings.from_json(run["route_settings"].item() if "route_settings" in run.columns and run.height
+                                   else None)
 
 
 def quarantine_counts(warehouse: Warehouse) -> pl.DataFrame | None:

@@ -4,7 +4,7 @@ warehouse, the asset page and MLflow."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
@@ -52,6 +52,7 @@ class EvaluationInputs:
     text_cf: TextCF | None = None   # the stored TextCF model: final's cold scorer when present
     serving_pairs: pl.DataFrame | None = None  # the (user, item) pairs the serving version trained on
     quarantined: pl.DataFrame | None = None  # reason, rows: quarantine.interactions by reason
+    route_settings: RouteSettings = field(default_factory=RouteSettings)  # those the published run used
 
 
 def baselines_fit(shape: tuple[int, int], enabled: bool, max_cells: int) -> bool:
@@ -71,7 +72,8 @@ def ingest_rows(quarantined: pl.DataFrame | None) -> list[dict]:
 
 
 def route_scorers(inputs: EvaluationInputs) -> dict[str, baselines.Scorer]:
-    """Each recall route as a dense scorer, so that each can be evaluated alone."""
+    """Each recall route as a dense scorer, so that each can be evaluated alone (the EASE route
+    with the published run's settings: its lambda, recency weighting and windowed term)."""
     rm, vectors = inputs.rm, inputs.item_vectors
     profiles = inputs.profiles
     user_vectors = vectors_by_user(rm, profiles["user_id"].to_numpy(),
@@ -79,7 +81,7 @@ def route_scorers(inputs: EvaluationInputs) -> dict[str, baselines.Scorer]:
     owners = positions(rm.user_ids, inputs.interest_owners, "interest users")
     routes = {"two_tower": inputs.two_tower, "lm_profile": profile_scorer(user_vectors, vectors),
               "lm_interest": interest_scorer(rm, owners, inputs.interests, vectors),
-              "ease": ease_route_scorer(rm, RouteSettings())}
+              "ease": ease_route_scorer(rm, inputs.route_settings)}
     if inputs.text_cf is not None:  # as the route serves it: only the items untrained when it was fitted
         proposed = np.isin(rm.item_ids, inputs.text_cf.untrained_ids)
         scorer = text_cf_scorer(inputs)

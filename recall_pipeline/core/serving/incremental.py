@@ -63,6 +63,7 @@ class RecallPlan:
     basis: str
     reason: str
     ease: StoredEase | None = None  # the stored EASE model to score with (None: fit and store one)
+    settings: str = ""              # the route settings as JSON (RouteSettings.to_json), kept with the run
 
     @property
     def everyone(self) -> bool:
@@ -79,9 +80,15 @@ def latest_published_run(con: duckdb.DuckDBPyConnection) -> str | None:
 
 def plan_run(con: duckdb.DuckDBPyConnection, run_id: str, changed_only: bool, ease_path: Path,
              model_version: str, settings, k: int) -> RecallPlan:
-    """The plan of a recall run. Full refresh: every user, EASE fitted and stored. With
-    ``changed_only`` (a feedback refresh): with the stored EASE model when it fits the catalogue
-    and settings, the users :func:`plan_recall` finds."""
+    """The plan of a recall run, with its route settings. Full refresh: every user, EASE fitted
+    and stored. With ``changed_only`` (a feedback refresh): with the stored EASE model when it
+    fits the catalogue and settings, the users :func:`plan_recall` finds."""
+    return dataclasses.replace(_plan_users(con, run_id, changed_only, ease_path, model_version, settings, k),
+                               settings=settings.to_json())
+
+
+def _plan_users(con: duckdb.DuckDBPyConnection, run_id: str, changed_only: bool, ease_path: Path,
+                model_version: str, settings, k: int) -> RecallPlan:
     if not changed_only:
         return RecallPlan(None, None, recall_basis(model_version, run_id, settings, k),
                           "full refresh: every user is recomputed and EASE fitted")
@@ -170,9 +177,9 @@ def store_run(con: duckdb.DuckDBPyConnection, run_id: str, parts: Iterable[pl.Da
         insert_by_name(con, "recall.refreshes", pl.DataFrame({
             "run_id": [run_id], "mode": [ALL if plan.everyone else CHANGED], "basis": [plan.basis],
             "previous_run": [plan.previous_run], "recomputed_users": [len(computed)],
-            "copied_users": [copied], "rows": [rows], "reason": [plan.reason],
+            "copied_users": [copied], "rows": [rows], "reason": [plan.reason], "route_settings": [plan.settings or None],
             "created_at": [datetime.now(timezone.utc).replace(tzinfo=None)]},
-            schema_overrides={"previous_run": pl.String}))
+            schema_overrides={"previous_run": pl.String, "route_settings": pl.String}))
         con.execute("commit")
     except BaseException:
         con.execute("rollback")

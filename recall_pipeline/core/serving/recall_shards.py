@@ -188,11 +188,12 @@ def export_plan(store: ShardStore, run_id: str, plan: RecallPlan) -> None:
     """What the merge step needs of the run's plan: whose rows to copy from which run."""
     store.write_bytes(run_id, "plan.json", json.dumps({
         "users": None if plan.users is None else [u.item() if hasattr(u, "item") else u for u in plan.users],
-        "previous_run": plan.previous_run, "basis": plan.basis, "reason": plan.reason}).encode())
+        "previous_run": plan.previous_run, "basis": plan.basis, "reason": plan.reason,
+        "settings": plan.settings}).encode())
 
 
 def exported_plan(store: ShardStore, run_id: str) -> RecallPlan:
     """The plan :func:`export_plan` wrote (without the EASE model: the shards have it)."""
     plan = json.loads(store.read_bytes(run_id, "plan.json"))
     users = None if plan["users"] is None else np.asarray(plan["users"])
-    return RecallPlan(users, plan["previous_run"], plan["basis"], plan["reason"])
+    return RecallPlan(users, plan["previous_run"], plan["basis"], plan["reason"], settings=plan.get("settings", ""))

@@ -20,6 +20,8 @@ Every route excludes the user's training items.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,6 +92,17 @@ class RouteSettings:
     def computes(self, route: str) -> bool:
         """Whether ``route``'s lists are computed: it votes in the fusion, or provenance is asked for."""
         return self.compute_zero_weight_routes or self.weights.get(route, 1.0) > 0
+
+    def to_json(self) -> str:
+        """The settings as JSON: stored with each recall run (``recall.refreshes.route_settings``), so
+        that the evaluation scores each route alone as that run computed it."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> RouteSettings:
+        """Settings :meth:`to_json` wrote; None or empty (a run recorded before they were kept): the
+        defaults. A field this release does not know is an error, not silently ignored."""
+        return cls(**json.loads(text)) if text else cls()
 
 
 def interest_route(index, rm: RatingMatrix, owners: np.ndarray, vectors: np.ndarray, depth: int,

@@ -27,3 +27,40 @@ def test_the_html_report_has_a_section_for_them():
     report = Report(rows=ingest_rows(pl.DataFrame({"reason": ["suspected_burst"], "rows": [1200]})))
     page = render_html(report, {}, "run-1", "v1")
     assert "Data held back at cleaning" in page and "<code>suspected_burst_rows</code>: 1,200" in page
+
+
+def test_the_ease_route_is_scored_with_the_published_runs_settings():
+    """``route:ease`` is the route as the published run computed it, not as the defaults would:
+    with a recency weighting that run did not use, the user who saw 10 long ago and 11 last
+    would be offered 13 first; unweighted, 12 and 13 tie."""
+    from datetime import datetime
+
+    import numpy as np
+    import pytest
+
+    from recall_pipeline.core.evaluation.evaluation_report import EvaluationInputs, route_scorers
+    from recall_pipeline.core.features.rating_matrix import build_rating_matrix
+    from recall_pipeline.core.serving.routes import RouteSettings
+
+    rows = [(u, item, 4.0, datetime(2020, 1, 1 + n), "train")
+            for u in range(1, 9) for n, item in enumerate((10, 12) if u <= 4 else (11, 13))]
+    rows += [(99, 10, 4.0, datetime(2020, 1, 1), "train"), (99, 11, 4.0, datetime(2020, 3, 1), "train")]
+    split = pl.DataFrame(rows, schema=["user_id", "item_id", "rating", "timestamp", "part"], orient="row")
+    rm = build_rating_matrix(split, np.array([10, 11, 12, 13]))
+    me = np.searchsorted(rm.user_ids, [99])
+
+    def ease_scores(settings: RouteSettings | None) -> np.ndarray:
+        given = {} if settings is None else {"route_settings": settings}
+        inputs = EvaluationInputs(
+            split=split, rm=rm, candidates=pl.DataFrame(), candidates_run_id="r", candidates_model_version="v",
+            item_vectors=np.eye(4, dtype=np.float32), genres=[[]] * 4,
+            profiles=pl.DataFrame({"user_id": rm.user_ids, "embedding": np.ones((len(rm.user_ids), 4), np.float32)}),
+            interest_owners=np.zeros(0, dtype=np.int64), interests=np.zeros((0, 4), np.float32),
+            two_tower=lambda r: np.zeros((len(r), 4)), **given)
+        return route_scorers(inputs)["ease"](me)[0]
+
+    published = ease_scores(RouteSettings(ease_lambda=1.0, ease_recency_tau=0.0, ease_window=0))
+    assert published[3] == pytest.approx(published[2])
+    recency = ease_scores(RouteSettings(ease_lambda=1.0, ease_window=0))
+    assert recency[3] > recency[2]
+    assert ease_scores(None).tolist() != published.tolist()  # without them: the defaults, another ranking

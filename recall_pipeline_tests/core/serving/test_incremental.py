@@ -102,3 +102,22 @@ def test_a_refresh_that_changed_no_history_copies_every_user():
     stored = incremental.store_run(con, "feedback", [frame("feedback", [], 7)], plan)
     assert (stored.recomputed_users, stored.copied_users, stored.rows) == (0, 2, 4)
     assert check_and_publish(con, "feedback", K) == (0, 0, True)
+
+
+def test_a_run_keeps_its_route_settings_through_the_shards_to_its_record(tmp_path):
+    """What the evaluation scores each route with (``recall.refreshes.route_settings``) is what the
+    run's plan was made with, carried through the plan the shards and the merge step read."""
+    from pathlib import Path
+
+    from recall_pipeline.core.serving.recall_shards import export_plan, exported_plan
+    from recall_pipeline.core.serving.routes import RouteSettings
+    from recall_pipeline.core.shards import ShardStore
+
+    con = warehouse([(1, 0, 4.0, "2020-01-01")], [1])
+    settings = RouteSettings(ease_lambda=50.0, ease_window=0, weights={**RouteSettings().weights, "ease": 2.0})
+    plan = incremental.plan_run(con, "full", False, Path(tmp_path / "no-ease.npz"), "v1", settings, K)
+    store = ShardStore(str(tmp_path / "store"), "recall_candidates")
+    export_plan(store, "full", plan)
+    incremental.store_run(con, "full", [frame("full", [1], 5)], exported_plan(store, "full"))
+    stored = con.execute("select route_settings from recall.refreshes where run_id = 'full'").fetchone()[0]
+    assert RouteSettings.from_json(stored) == settings != RouteSettings()
