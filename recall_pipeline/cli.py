@@ -182,7 +182,7 @@ def recall_items(items: str, k: int, model_version: str) -> int:
     from recall_pipeline.core.training.two_tower import EncoderMismatchError
 
     try:
-        model, model_index, key = _serving_model(layout, model_version, ids, vectors, catalogue["model"][0])
+        model, model_index, key, trust = _serving_model(layout, model_version, ids, vectors, catalogue["model"][0])
     except (LookupError, EncoderMismatchError) as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -192,14 +192,22 @@ def recall_items(items: str, k: int, model_version: str) -> int:
         print(f"{exc} (or run `make run`, which rebuilds it)", file=sys.stderr)
         return 1
     from recall_pipeline.core.features.rating_matrix import read_rating_matrix
+    from recall_pipeline.core.serving.ease_store import reusable_ease
+    from recall_pipeline.core.serving.incremental import published_route_settings
 
     with duckdb.connect(str(layout.warehouse), read_only=True) as con:
         matrix = read_rating_matrix(con)
+        settings = published_route_settings(con)
     counts = np.diff(matrix.matrix.tocsc().indptr) if np.array_equal(matrix.item_ids, ids) else None
+    ease, why = reusable_ease(layout.ease_model, ids, settings.ease_lambda, settings.ease_max_items,
+                              settings.ease_window, settings.ease_window_weight)
+    if ease is None:
+        print(f"the EASE route is left out: {why}", file=sys.stderr)
     merged = adhoc.history_recall(np.array([known[item] for item in wanted]), model, model_index, lm_index,
-                                  vectors, k, train_counts=counts)
+                                  vectors, k, settings, train_counts=counts, ease=ease and ease.model, trust=trust)
     texts = catalogue["item_text"].to_list()
-    print(f"recall for a new user who liked {', '.join(wanted)} ({key}):")
+    print(f"recall for a new user who liked {', '.join(wanted)} ({key}, two-tower trust {trust:g}; "
+          f"the published run's route settings):")
     for rank, (position, score) in enumerate(zip(merged.items[0], merged.scores[0]), start=1):
         if position < 0:
             break
@@ -210,15 +218,16 @@ def recall_items(items: str, k: int, model_version: str) -> int:
 
 
 def _serving_model(layout: HomeLayout, model_version: str, ids, vectors, encoder: str):
-    """(model, its index, version key): the published serving copy (resolved once: model and
-    index from one version folder) when it is the requested version and matches the catalogue,
-    else the version downloaded from MLflow, indexed here."""
+    """(model, its index, version key, its trust factor): the published serving copy (resolved
+    once: model and index from one version folder) when it is the requested version and matches
+    the catalogue, else the version downloaded from MLflow, indexed here."""
     from recall_pipeline.core.training import model_registry
     from recall_pipeline.core.training import two_tower
     from recall_pipeline.core.serving.index import IndexMismatchError, build_exact_index, read_manifest
     from recall_pipeline.core.serving.published_folder import NotPublishedError
     from recall_pipeline.definitions import build_resources
-    from recall_pipeline.defs.tables import two_tower_index
+    from recall_pipeline.core.training.route_trust import saved_trust
+    from recall_pipeline.defs.tables import two_tower_index, two_tower_trust
 
     tracking_uri = build_resources(layout)["mlflow"].tracking_uri
     version = model_registry.resolve(tracking_uri, model_version)
@@ -231,14 +240,15 @@ def _serving_model(layout: HomeLayout, model_version: str, ids, vectors, encoder
     if folder is not None and read_manifest(folder).model == key:
         try:
             model, index, _ = two_tower_index(folder, ids, vectors, encoder)
-            return model, index, key
+            return model, index, key, two_tower_trust(folder)
         except IndexMismatchError as exc:  # stale against the catalogue
             print(f"the stored serving copy in {folder} does not match the catalogue ({exc}); "
                   f"serving {key} from the MLflow registry instead", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="recall-model-") as tmp:
         downloaded = model_registry.download(tracking_uri, version, Path(tmp))
         model = two_tower.load_for_catalogue(downloaded, ids, vectors, encoder)
-    return model, build_exact_index(two_tower.item_vectors(model)), key
+        trust = saved_trust(two_tower.read_config(downloaded))
+    return model, build_exact_index(two_tower.item_vectors(model)), key, trust
 
 
 def sql(query: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -201,7 +202,6 @@ def test_second_run_reuses_every_embedding(pipeline):
 
 def test_index_manifest_matches_the_catalogue(pipeline):
     home, *_ = pipeline
-    import json
 
     manifest = json.loads((home.indexes / "items" / "manifest.json").read_text())
     [(items,)] = sql(home, "select count(*) from clean.items")
@@ -227,8 +227,12 @@ def test_cli_recalls_for_a_new_user_given_as_items(pipeline, monkeypatch, capsys
     assert cli_main(["recall", "--items", ",".join(liked), "-k", "5"]) == 0
     header, *lines = capsys.readouterr().out.strip().splitlines()
     assert "recall_two_tower/v2" in header and len(lines) == 5  # the champion's stored copy
+    saved = json.loads((home.two_tower_serving.current() / "model" / "config.json").read_text())
+    assert f"two-tower trust {saved['two_tower_trust']:g};" in header  # the trust v2 was saved with
     recalled = [line.split()[2] for line in lines]
-    assert not set(recalled) & set(liked) and all("two_tower#" in l or "lm_profile#" in l for l in lines)
+    routes = [line.rsplit("[", 1)[1] for line in lines]
+    assert not set(recalled) & set(liked) and all("two_tower#" in r or "ease#" in r for r in routes)
+    assert any("ease#" in r for r in routes)  # the stored EASE model of the last full refresh votes
     assert cli_main(["recall", "--items", ",".join(liked), "-k", "5", "--model-version", "1"]) == 0
     header_v1, *lines_v1 = capsys.readouterr().out.strip().splitlines()
     # v1 is downloaded from MLflow; trained on the same data with the same seed, it ranks alike
@@ -317,7 +321,6 @@ def test_evaluation_report_alone_evaluates_the_published_lists(pipeline):
 
 
 def test_two_tower_index_serves_any_version_by_config(pipeline):
-    import json
 
     home, *_ = pipeline
     job = build_definitions(home, DataSource(sample_users=SAMPLE_USERS)).resolve_job_def("recall_job")
@@ -410,7 +413,6 @@ json.dump({"queries": queries, "failures": failures, "torn": torn}, open(out, "w
 
 def test_feedback_refresh_while_users_query_the_published_copy(pipeline, tmp_path):
     """Feedback flows in through the inbox while another process keeps querying."""
-    import json
     import subprocess
     import sys
 

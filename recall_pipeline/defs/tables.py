@@ -11,6 +11,7 @@ from recall_pipeline.core.evaluation.evaluation_report import EvaluationInputs
 from recall_pipeline.core.features.item_embeddings import as_matrix
 from recall_pipeline.core.features.rating_matrix import RatingMatrix, read_rating_matrix
 from recall_pipeline.core.ids import require_same_ids
+from recall_pipeline.core.serving import incremental
 from recall_pipeline.core.serving.index import read_index, read_manifest
 from recall_pipeline.core.serving.recall_candidates import RecallInputs, two_tower_route
 from recall_pipeline.core.serving.routes import RouteSettings
@@ -117,13 +118,9 @@ def evaluation_inputs(warehouse: Warehouse, home: PipelineHome) -> EvaluationInp
 
 
 def published_route_settings(warehouse: Warehouse) -> RouteSettings:
-    """The route settings of the run ``recall.latest`` shows (the defaults for a run recorded
-    before settings were kept with it)."""
-    if not warehouse.has_table("recall.refreshes"):
-        return RouteSettings()
-    run = warehouse.query("select * from recall.refreshes where run_id = (select any_value(run_id) from recall.latest)")
-    return RouteSettings.from_json(run["route_settings"].item() if "route_settings" in run.columns and run.height
-                                   else None)
+    """The route settings of the run ``recall.latest`` shows (``incremental.published_route_settings``)."""
+    with warehouse.connect() as con:
+        return incremental.published_route_settings(con)
 
 
 def quarantine_counts(warehouse: Warehouse) -> pl.DataFrame | None:

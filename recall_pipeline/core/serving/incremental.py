@@ -41,6 +41,7 @@ import polars as pl
 
 from recall_pipeline.core.features.changed_users import ALL, CHANGED, HISTORY_DIGESTS
 from recall_pipeline.core.serving.ease_store import StoredEase, reusable_ease
+from recall_pipeline.core.serving.routes import RouteSettings
 from recall_pipeline.core.warehouse_sql import insert_by_name
 
 
@@ -76,6 +77,19 @@ def latest_published_run(con: duckdb.DuckDBPyConnection) -> str | None:
         return None
     rows = con.execute("select run_id from recall.published_runs order by published_at desc limit 1").fetchall()
     return rows[0][0] if rows else None
+
+
+def published_route_settings(con: duckdb.DuckDBPyConnection) -> RouteSettings:
+    """The route settings of the run ``recall.latest`` shows: what the evaluation scores each
+    route alone with, and what ad-hoc recall fuses with (the defaults before any publication,
+    or for a run recorded before the settings were kept with it)."""
+    run = latest_published_run(con)
+    if run is None or not _has_table(con, "recall.refreshes"):
+        return RouteSettings()
+    if "route_settings" not in {row[0] for row in con.execute("describe recall.refreshes").fetchall()}:
+        return RouteSettings()
+    rows = con.execute("select route_settings from recall.refreshes where run_id = ?", [run]).fetchall()
+    return RouteSettings.from_json(rows[0][0] if rows else None)
 
 
 def plan_run(con: duckdb.DuckDBPyConnection, run_id: str, changed_only: bool, ease_path: Path,
