@@ -204,7 +204,8 @@ def recall_items(items: str, k: int, model_version: str) -> int:
     if ease is None:
         print(f"the EASE route is left out: {why}", file=sys.stderr)
     merged = adhoc.history_recall(np.array([known[item] for item in wanted]), model, model_index, lm_index,
-                                  vectors, k, settings, train_counts=counts, ease=ease and ease.model, trust=trust)
+                                  vectors, k, settings, train_counts=counts, ease=ease.model if ease else None,
+                                  trust=trust)
     texts = catalogue["item_text"].to_list()
     print(f"recall for a new user who liked {', '.join(wanted)} ({key}, two-tower trust {trust:g}; "
           f"the published run's route settings):")
