@@ -1,0 +1,88 @@
+"""Probe: the EASE route's recency decay measured relative to the user's history length, on the
+validation cut only (the test split is never read).
+
+The route weighs a history entry ``floor + (1 - floor) * exp(-(place - 1) / tau)`` with one tau
+(5 places) for everyone; the held-out part is each user's next 20%, which is 3 items for a user
+with 15 and 200 for one with 1,000. With ``tau = max(tau_min, share x n_u)`` the decay stretches
+with the history. Reported: the route alone and the fused lists at the defaults (as
+``probe_ease_knobs.py``), with coverage@50 and long tail@50, which the fusion rule must keep.
+
+    PYTHONPATH=. .venv/bin/python bench/probe_relative_recency.py --home <bundled home> [--two-tower-cache F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+
+from recall_pipeline.core.evaluation.metrics import head_items  # noqa: E402
+from recall_pipeline.core.features.rating_matrix import aligned_recency  # noqa: E402
+from recall_pipeline.core.serving.fusion import reciprocal_rank_fusion  # noqa: E402
+from recall_pipeline.core.serving.ranking import top_k_scored  # noqa: E402
+from recall_pipeline.core.serving.routes import RouteSettings, ease_route, fit_ease_route, popularity_weights  # noqa: E402
+from tune_fusion import at_50, read_split_and_embeddings, two_tower_lists, validation_cut  # noqa: E402
+
+SHARES = (0.01, 0.02, 0.05, 0.1)
+TAU_MINS = (3.0, 5.0)
+
+
+def relative_weights(rm, floor: float, tau_min: float, share: float) -> sp.csr_matrix:
+    """The binary history weighted with a per-user tau of max(tau_min, share x history length)."""
+    x = rm.matrix.tocsr()
+    lengths = np.diff(x.indptr)
+    tau = np.maximum(tau_min, share * lengths)
+    per_entry = np.repeat(tau, lengths)
+    data = floor + (1.0 - floor) * np.exp(-(aligned_recency(rm) - 1.0) / per_entry)
+    return sp.csr_matrix((data, x.indices, x.indptr), shape=x.shape)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--home", default=".recall")
+    parser.add_argument("--two-tower-cache", default="")
+    args = parser.parse_args()
+    split, ids, vectors = read_split_and_embeddings(Path(args.home))
+    defaults = RouteSettings()
+    rm, holdout, rows, relevant = validation_cut(split, ids)
+    two_tower = two_tower_lists(split, rm, ids, vectors, holdout, defaults,
+                                Path(args.two_tower_cache) if args.two_tower_cache else None)
+    counts = np.diff(rm.matrix.tocsc().indptr)
+    head = head_items(counts, ids)
+    weights = popularity_weights(counts, defaults.popularity_discount)
+    every = np.flatnonzero(np.diff(rm.matrix.indptr) > 0)
+    model = fit_ease_route(rm, defaults)
+    assert model.columns is None  # the whole catalogue: the scorer below is the route's
+
+    def report(name: str, ease: np.ndarray) -> None:
+        alone = at_50(ease[rows], relevant, len(ids), head)[0]
+        fused = reciprocal_rank_fusion({"two_tower": two_tower, "ease": ease}, defaults.weights, 50, len(ids),
+                                       defaults.rrf_c, defaults.seed, weights).items[rows]
+        recall, coverage, tail = at_50(fused, relevant, len(ids), head)
+        print(f"{name:<40} route alone {alone:.4f}  fused {recall:.4f}  coverage@50 {coverage:.4f}  "
+              f"long tail@50 {tail:.4f}", flush=True)
+
+    published = np.full_like(two_tower, -1)
+    published[every] = ease_route(rm, defaults, every, model)
+    report("published: tau 5, floor 0.1", published)
+    print(f"validation users' history lengths (fit part): median {int(np.median(np.diff(rm.matrix.indptr)[rows]))}, "
+          f"90th percentile {int(np.percentile(np.diff(rm.matrix.indptr)[rows], 90))}")
+    for tau_min in TAU_MINS:
+        for share in SHARES:
+            weighted = relative_weights(rm, defaults.ease_recency_floor, tau_min, share)
+            ease = np.full_like(two_tower, -1)
+            ease[every], _ = top_k_scored(model.scorer(weighted, binarize=False), every, defaults.depth, len(ids),
+                                          rm.matrix, defaults.seed)
+            report(f"tau max({tau_min}, {share} x n), floor 0.1", ease)
+
+
+if __name__ == "__main__":
+    main()
