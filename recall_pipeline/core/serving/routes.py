@@ -102,7 +102,14 @@ class RouteSettings:
     def from_json(cls, text: str | None) -> RouteSettings:
         """Settings :meth:`to_json` wrote; None or empty (a run recorded before they were kept): the
         defaults. A field this release does not know is an error, not silently ignored."""
-        return cls(**json.loads(text)) if text else cls()
+        if not text:
+            return cls()
+        values = json.loads(text)
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"route settings with fields this release does not know: {', '.join(unknown)} "
+                             f"(recorded by a later release?)")
+        return cls(**values)
 
 
 def interest_route(index, rm: RatingMatrix, owners: np.ndarray, vectors: np.ndarray, depth: int,

@@ -121,3 +121,18 @@ def test_a_run_keeps_its_route_settings_through_the_shards_to_its_record(tmp_pat
     incremental.store_run(con, "full", [frame("full", [1], 5)], exported_plan(store, "full"))
     stored = con.execute("select route_settings from recall.refreshes where run_id = 'full'").fetchone()[0]
     assert RouteSettings.from_json(stored) == settings != RouteSettings()
+
+
+def test_route_settings_round_trip_and_an_unknown_field_is_named():
+    import json
+
+    import pytest
+
+    from recall_pipeline.core.serving.routes import RouteSettings
+
+    settings = RouteSettings(depth=50, rrf_c=30.0, weights={"two_tower": 0.5, "ease": 2.0})
+    assert RouteSettings.from_json(settings.to_json()) == settings
+    assert RouteSettings.from_json(None) == RouteSettings.from_json("") == RouteSettings()
+    later = json.dumps({**json.loads(settings.to_json()), "sequence_weight": 0.5})
+    with pytest.raises(ValueError, match="does not know: sequence_weight"):
+        RouteSettings.from_json(later)
