@@ -89,7 +89,10 @@ def published_route_settings(con: duckdb.DuckDBPyConnection) -> RouteSettings:
     if "route_settings" not in {row[0] for row in con.execute("describe recall.refreshes").fetchall()}:
         return RouteSettings()
     rows = con.execute("select route_settings from recall.refreshes where run_id = ?", [run]).fetchall()
-    return RouteSettings.from_json(rows[0][0] if rows else None)
+    try:
+        return RouteSettings.from_json(rows[0][0] if rows else None)
+    except ValueError as exc:
+        raise ValueError(f"recall.refreshes.route_settings of the published run {run}: {exc}") from None
 
 
 def plan_run(con: duckdb.DuckDBPyConnection, run_id: str, changed_only: bool, ease_path: Path,

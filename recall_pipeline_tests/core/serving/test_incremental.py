@@ -136,3 +136,20 @@ def test_route_settings_round_trip_and_an_unknown_field_is_named():
     later = json.dumps({**json.loads(settings.to_json()), "sequence_weight": 0.5})
     with pytest.raises(ValueError, match="does not know: sequence_weight"):
         RouteSettings.from_json(later)
+
+
+def test_the_published_runs_settings_are_read_and_a_bad_record_names_the_run():
+    import pytest
+
+    from recall_pipeline.core.serving.routes import RouteSettings
+
+    con = warehouse([(1, 0, 4.0, "2020-01-01")], [1])
+    assert incremental.published_route_settings(con) == RouteSettings()  # nothing published yet
+    settings = RouteSettings(ease_lambda=50.0)
+    plan = incremental.RecallPlan(None, None, "b", "full", settings=settings.to_json())
+    incremental.store_run(con, "full", [frame("full", [1], 5)], plan)
+    check_and_publish(con, "full", K)
+    assert incremental.published_route_settings(con) == settings
+    con.execute("update recall.refreshes set route_settings = '{\"later_knob\": 1}'")
+    with pytest.raises(ValueError, match="route_settings of the published run full: .*does not know: later_knob"):
+        incremental.published_route_settings(con)
