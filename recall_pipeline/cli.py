@@ -192,19 +192,19 @@ def recall_items(items: str, k: int, model_version: str) -> int:
         print(f"{exc} (or run `make run`, which rebuilds it)", file=sys.stderr)
         return 1
     from recall_pipeline.core.features.rating_matrix import read_rating_matrix
-    from recall_pipeline.core.serving.ease_store import reusable_ease
     from recall_pipeline.core.serving.incremental import published_route_settings
 
-    with duckdb.connect(str(layout.warehouse), read_only=True) as con:
-        matrix = read_rating_matrix(con)
-        settings = published_route_settings(con)
+    try:
+        with duckdb.connect(str(layout.warehouse), read_only=True) as con:
+            matrix = read_rating_matrix(con)
+            settings = published_route_settings(con)
+    except ValueError as exc:
+        print(f"{layout.warehouse}: {exc}", file=sys.stderr)
+        return 1
     counts = np.diff(matrix.matrix.tocsc().indptr) if np.array_equal(matrix.item_ids, ids) else None
-    ease, why = reusable_ease(layout.ease_model, ids, settings.ease_lambda, settings.ease_max_items,
-                              settings.ease_window, settings.ease_window_weight)
-    if ease is None:
-        print(f"the EASE route is left out: {why}", file=sys.stderr)
+    ease, text_cf_route = _stored_routes(layout, ids, vectors, catalogue["model"][0], settings)
     merged = adhoc.history_recall(np.array([known[item] for item in wanted]), model, model_index, lm_index,
-                                  vectors, k, settings, train_counts=counts, ease=ease.model if ease else None,
+                                  vectors, k, settings, train_counts=counts, ease=ease, text_cf=text_cf_route,
                                   trust=trust)
     texts = catalogue["item_text"].to_list()
     print(f"recall for a new user who liked {', '.join(wanted)} ({key}, two-tower trust {trust:g}; "
@@ -216,6 +216,29 @@ def recall_items(items: str, k: int, model_version: str) -> int:
                           if ranks[0, rank - 1] > 0)
         print(f"{rank:>3}  {score:6.3f}  {str(ids[position]):>8}  {texts[position]}  [{routes}]")
     return 0
+
+
+def _stored_routes(layout: HomeLayout, ids, vectors, encoder: str, settings):
+    """(the EASE model, the TextCF route) the published lists were computed with; None, with the
+    reason on stderr, for one that is not stored or does not fit the catalogue and settings."""
+    from recall_pipeline.core.serving.ease_store import reusable_ease
+    from recall_pipeline.core.serving.routes import TextCFRoute
+    from recall_pipeline.core.training import text_cf
+
+    ease, why = reusable_ease(layout.ease_model, ids, settings.ease_lambda, settings.ease_max_items,
+                              settings.ease_window, settings.ease_window_weight)
+    if ease is None:
+        print(f"the EASE route is left out: {why}", file=sys.stderr)
+    ease_model = ease.model if ease else None
+    try:
+        model = text_cf.load(layout.text_cf_model, encoder)
+    except ValueError as exc:  # fitted on another encoder's vectors
+        print(f"the text_cf route is left out: {exc}", file=sys.stderr)
+        return ease_model, None
+    if model is None:
+        print("the text_cf route is left out: no TextCF model stored yet (materialize text_cf_model)", file=sys.stderr)
+        return ease_model, None
+    return ease_model, TextCFRoute.build(model, text_cf.item_features(vectors), ids)
 
 
 def _serving_model(layout: HomeLayout, model_version: str, ids, vectors, encoder: str):

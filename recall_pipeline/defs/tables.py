@@ -102,6 +102,8 @@ def evaluation_inputs(warehouse: Warehouse, home: PipelineHome) -> EvaluationInp
     require_same_ids(rm.item_ids, ids, "item embeddings against the rating matrix's items")
     items = warehouse.query("select item_id, genres from clean.items order by item_id")
     require_same_ids(rm.item_ids, items["item_id"].to_numpy(), "clean.items against the rating matrix's items")
+    run_id, model_version = warehouse.query(
+        "select any_value(run_id), any_value(model_version) from recall.latest").row(0)
     serving = serving_folder(home)  # the model and its training pairs from one published version
     model, _ = two_tower_model(serving, ids, vectors, encoder)
     scorer = two_tower.dense_scorer(model, recall_model.training_sequences(split, rm), len(rm.user_ids))
@@ -110,17 +112,17 @@ def evaluation_inputs(warehouse: Warehouse, home: PipelineHome) -> EvaluationInp
         text_cf=text_cf.load(home.layout.text_cf_model, encoder),
         serving_pairs=read_training_pairs(serving / MODEL_FOLDER, split),
         candidates=warehouse.query("select user_id, rank, item_id, route from recall.latest"),
-        **dict(zip(("candidates_run_id", "candidates_model_version"), warehouse.query(
-            "select any_value(run_id), any_value(model_version) from recall.latest").row(0))),
+        candidates_run_id=run_id, candidates_model_version=model_version,
+        route_settings=run_route_settings(warehouse, run_id),
         profiles=warehouse.query("select user_id, embedding from features.user_profiles"),
-        quarantined=quarantine_counts(warehouse), route_settings=published_route_settings(warehouse),
+        quarantined=quarantine_counts(warehouse),
         **dict(zip(("interest_owners", "interests"), interest_vectors(warehouse))))
 
 
-def published_route_settings(warehouse: Warehouse) -> RouteSettings:
-    """The route settings of the run ``recall.latest`` shows (``incremental.published_route_settings``)."""
+def run_route_settings(warehouse: Warehouse, run_id: str) -> RouteSettings:
+    """The route settings recall run ``run_id`` computed its lists with (``incremental.route_settings_of``)."""
     with warehouse.connect() as con:
-        return incremental.published_route_settings(con)
+        return incremental.route_settings_of(con, run_id)
 
 
 def quarantine_counts(warehouse: Warehouse) -> pl.DataFrame | None:

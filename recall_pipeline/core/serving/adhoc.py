@@ -1,12 +1,13 @@
 """Recall for an ad-hoc history (a new user given as a list of items), outside any run.
 
-The routes that need no stored user state serve it, with the route settings of the published
-run and the serving version's trust, so that a history gets the lists a nightly user with that
-history would: the two-tower model (its user tower reads the list as the history, most recent
-last), the stored EASE model of the last full refresh (the history weighted by recency, its place
-from the end, as the nightly route weighs it) and the LM history profile (the mean LM embedding
-of the items), fused, discounted by popularity and re-ranked like the nightly lists; the given
-items are never recalled."""
+Every route that needs no stored user state serves it, with the route settings of the published
+run and the serving version's trust: the two-tower model (its user tower reads the list as the
+history, most recent last), the stored EASE model of the last full refresh (the history weighted
+by recency, as the nightly route weighs a stored history), the stored TextCF model (items
+without training interactions) and the LM history profile (the mean LM embedding of the items),
+fused, discounted by popularity and re-ranked like the nightly lists; the given items are never
+recalled. What the nightly lists have beyond this: the LM interest route (weight 0 by default),
+which needs the user's interest vectors."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import scipy.sparse as sp
 
 from recall_pipeline.core.evaluation.baselines import EaseModel
 from recall_pipeline.core.serving.ranking import search_top_k, top_k_dense
-from recall_pipeline.core.serving.routes import MergedLists, RouteSettings, merge_routes
+from recall_pipeline.core.serving.routes import MergedLists, RouteSettings, TextCFRoute, merge_routes, text_cf_lists
 from recall_pipeline.core.training import two_tower
 from recall_pipeline.core.training.route_trust import trusted
 
@@ -23,16 +24,17 @@ from recall_pipeline.core.training.route_trust import trusted
 def history_recall(history: np.ndarray, model: two_tower.TwoTower, model_index, lm_index,
                    lm_vectors: np.ndarray, k: int, settings: RouteSettings = RouteSettings(),
                    train_counts: np.ndarray | None = None, ease: EaseModel | None = None,
-                   trust: float = 1.0) -> MergedLists:
+                   text_cf: TextCFRoute | None = None, trust: float = 1.0) -> MergedLists:
     """Top ``k`` for one history of catalogue positions (in time order); ``train_counts`` per
-    item apply the popularity discount like the nightly lists; ``ease``: the stored EASE route
-    model (None: the route is left out); ``trust``: the serving version's factor on the
-    two-tower route's weight."""
+    item apply the popularity discount like the nightly lists; ``ease`` / ``text_cf``: the
+    stored models of those routes (None: the route is left out); ``trust``: the serving
+    version's factor on the two-tower route's weight."""
     settings = trusted(settings, trust)
     n_items, length = len(lm_vectors), model.architecture.history_length
     history = np.asarray(history, dtype=np.int64)
     seen = sp.csr_matrix((np.ones(len(history)), (np.zeros(len(history), int), history)), shape=(1, n_items))
     seen.sum_duplicates()
+    seen.data[:] = 1.0
     window = np.full((1, length), -1, dtype=np.int64)
     recent = history[-length:]
     window[0, length - len(recent):] = recent
@@ -45,15 +47,19 @@ def history_recall(history: np.ndarray, model: two_tower.TwoTower, model_index, 
                                         seed=settings.seed)[0]}
     if ease is not None and settings.computes("ease"):
         lists["ease"] = ease_list(ease, history, n_items, seen, depth, settings)
+    if text_cf is not None and settings.computes("text_cf"):
+        lists["text_cf"] = text_cf_lists(text_cf, seen, row, depth, settings.seed)
     return merge_routes(lists, lm_vectors, k, settings, train_counts)
 
 
 def recency_history(history: np.ndarray, n_items: int, tau: float, floor: float) -> sp.csr_matrix:
-    """The history as one row, each item (at its latest place) weighted like
-    ``RatingMatrix.recency_weighted``: the latest 1, older ones decaying towards ``floor``."""
-    places = np.unique(history[::-1], return_index=True)  # (items, first index from the end)
-    weights = np.ones(len(places[0])) if tau <= 0 else floor + (1.0 - floor) * np.exp(-places[1] / tau)
-    return sp.csr_matrix((weights, (np.zeros(len(weights), dtype=np.int64), places[0])), shape=(1, n_items))
+    """The history as one row weighted like ``RatingMatrix.recency_weighted``: each distinct item
+    at its latest place, places counted over the distinct items from the end (the latest 1),
+    weighing ``floor + (1 - floor) * exp(-(place - 1) / tau)``."""
+    items, first_from_end = np.unique(history[::-1], return_index=True)
+    places = np.argsort(np.argsort(first_from_end))  # 0 for the latest distinct item
+    weights = np.ones(len(items)) if tau <= 0 else floor + (1.0 - floor) * np.exp(-places / tau)
+    return sp.csr_matrix((weights, (np.zeros(len(items), dtype=np.int64), items)), shape=(1, n_items))
 
 
 def ease_list(ease: EaseModel, history: np.ndarray, n_items: int, seen: sp.csr_matrix, depth: int,

@@ -80,19 +80,23 @@ def latest_published_run(con: duckdb.DuckDBPyConnection) -> str | None:
 
 
 def published_route_settings(con: duckdb.DuckDBPyConnection) -> RouteSettings:
-    """The route settings of the run ``recall.latest`` shows: what the evaluation scores each
-    route alone with, and what ad-hoc recall fuses with (the defaults before any publication,
-    or for a run recorded before the settings were kept with it)."""
-    run = latest_published_run(con)
-    if run is None or not _has_table(con, "recall.refreshes"):
+    """The route settings of the run ``recall.latest`` shows (:func:`route_settings_of`): what
+    ad-hoc recall fuses with."""
+    return route_settings_of(con, latest_published_run(con))
+
+
+def route_settings_of(con: duckdb.DuckDBPyConnection, run_id: str | None) -> RouteSettings:
+    """The route settings recall run ``run_id`` kept in ``recall.refreshes`` (the defaults for no
+    run, or for a run recorded before the settings were kept with it)."""
+    if run_id is None or not _has_table(con, "recall.refreshes"):
         return RouteSettings()
     if "route_settings" not in {row[0] for row in con.execute("describe recall.refreshes").fetchall()}:
         return RouteSettings()
-    rows = con.execute("select route_settings from recall.refreshes where run_id = ?", [run]).fetchall()
+    rows = con.execute("select route_settings from recall.refreshes where run_id = ?", [run_id]).fetchall()
     try:
         return RouteSettings.from_json(rows[0][0] if rows else None)
     except ValueError as exc:
-        raise ValueError(f"recall.refreshes.route_settings of the published run {run}: {exc}") from None
+        raise ValueError(f"recall.refreshes.route_settings of run {run_id}: {exc}") from None
 
 
 def plan_run(con: duckdb.DuckDBPyConnection, run_id: str, changed_only: bool, ease_path: Path,
@@ -194,7 +198,8 @@ def store_run(con: duckdb.DuckDBPyConnection, run_id: str, parts: Iterable[pl.Da
         insert_by_name(con, "recall.refreshes", pl.DataFrame({
             "run_id": [run_id], "mode": [ALL if plan.everyone else CHANGED], "basis": [plan.basis],
             "previous_run": [plan.previous_run], "recomputed_users": [len(computed)],
-            "copied_users": [copied], "rows": [rows], "reason": [plan.reason], "route_settings": [plan.settings or None],
+            "copied_users": [copied], "rows": [rows], "reason": [plan.reason],
+            "route_settings": [plan.settings or None],
             "created_at": [datetime.now(timezone.utc).replace(tzinfo=None)]},
             schema_overrides={"previous_run": pl.String, "route_settings": pl.String}))
         con.execute("commit")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
 from recall_pipeline.core.evaluation import baselines
 from recall_pipeline.core.serving.fusion import gather, mmr, rank_matrix, rank_matrix_values, reciprocal_rank_fusion
@@ -171,13 +172,19 @@ def text_cf_route(route: TextCFRoute, rm: RatingMatrix, rows: np.ndarray, depth:
     """Per user of ``rows``, the top ``depth`` of the items that had no training interaction when
     the model was fitted (those still in the catalogue, less the user's own training items) by
     TextCF score: one d-vector per user against those items' features, a block at a time."""
+    return text_cf_lists(route, rm.matrix, rows, depth, seed)
+
+
+def text_cf_lists(route: TextCFRoute, histories: sp.csr_matrix, rows: np.ndarray, depth: int,
+                  seed: int = 0) -> np.ndarray:
+    """:func:`text_cf_route` over any users x items ``histories`` (an ad-hoc history: one row)."""
     candidates = route.candidates
     lists = np.full((len(rows), depth), -1, dtype=np.int64)
     if not len(candidates) or not len(rows):
         return lists
-    queries = route.model.user_queries(rm.matrix, route.features, rows)
+    queries = route.model.user_queries(histories, route.features, rows)
     top, _ = top_k_scored(lambda block: queries[block] @ route.candidate_features, np.arange(len(rows)), depth,
-                          len(candidates), rm.matrix[rows][:, candidates].tocsr(), seed)
+                          len(candidates), histories[rows][:, candidates].tocsr(), seed)
     return np.where(top >= 0, candidates[np.where(top >= 0, top, 0)], -1)
 
 

@@ -151,5 +151,5 @@ def test_the_published_runs_settings_are_read_and_a_bad_record_names_the_run():
     check_and_publish(con, "full", K)
     assert incremental.published_route_settings(con) == settings
     con.execute("update recall.refreshes set route_settings = '{\"later_knob\": 1}'")
-    with pytest.raises(ValueError, match="route_settings of the published run full: .*does not know: later_knob"):
+    with pytest.raises(ValueError, match="route_settings of run full: .*does not know: later_knob"):
         incremental.published_route_settings(con)
