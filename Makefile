@@ -24,7 +24,10 @@ export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
 
 setup: $(STAMP)
 
+# A setup killed while creating the venv leaves python without pip: start that venv again.
 $(STAMP): pyproject.toml
+	@if [ -e $(VENV) ] && ! { [ -x $(BIN)/python ] && [ -x $(BIN)/pip ]; }; then \
+	  echo "$(VENV) is incomplete (a setup was interrupted): removing it and creating it again"; rm -rf $(VENV); fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
