@@ -11,7 +11,6 @@ reciprocal-rank fused with the popularity discount, MMR off.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from dataclasses import replace
@@ -23,10 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from recall_pipeline.core.evaluation.metrics import head_items  # noqa: E402
-from recall_pipeline.core.serving.fusion import reciprocal_rank_fusion  # noqa: E402
-from recall_pipeline.core.serving.routes import RouteSettings, ease_route, fit_ease_route, popularity_weights  # noqa: E402
-from tune_fusion import at_50, read_split_and_embeddings, two_tower_lists, validation_cut  # noqa: E402
+from recall_pipeline.core.serving.routes import RouteSettings, ease_route, fit_ease_route  # noqa: E402
+from tune_fusion import probe_arguments, validation_fusion  # noqa: E402
 
 LAMBDAS = (100.0, 200.0, 400.0)
 RECENCY = ((5.0, 0.1), (3.0, 0.1), (10.0, 0.1), (5.0, 0.2), (5.0, 0.05))
@@ -34,33 +31,21 @@ RRF_CS = (15.0, 30.0, 60.0, 120.0)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--home", default=".recall")
-    parser.add_argument("--two-tower-cache", default="", help="an .npy file keeping the two-tower lists between runs")
-    args = parser.parse_args()
-    split, ids, vectors = read_split_and_embeddings(Path(args.home))
+    args = probe_arguments(__doc__).parse_args()
+    v = validation_fusion(args.home, args.two_tower_cache)
     defaults = RouteSettings()
-    rm, holdout, rows, relevant = validation_cut(split, ids)
-    two_tower = two_tower_lists(split, rm, ids, vectors, holdout, defaults,
-                                Path(args.two_tower_cache) if args.two_tower_cache else None)
-    counts = np.diff(rm.matrix.tocsc().indptr)
-    head = head_items(counts, ids)
-    weights = popularity_weights(counts, defaults.popularity_discount)
-    every = np.flatnonzero(np.diff(rm.matrix.indptr) > 0)
-    print(f"validation: {len(rows)} users")
+    print(f"validation: {len(v.rows)} users")
     print(f"{'lambda':>6} {'tau':>4} {'floor':>5} {'rrf c':>5} {'ease recall@50':>14} {'fused recall@50':>15} "
           f"{'coverage@50':>11} {'long tail@50':>12}")
     for lam in LAMBDAS:
-        model = fit_ease_route(rm, replace(defaults, ease_lambda=lam))
+        model = fit_ease_route(v.rm, replace(defaults, ease_lambda=lam))
         for tau, floor in RECENCY:
             settings = replace(defaults, ease_lambda=lam, ease_recency_tau=tau, ease_recency_floor=floor)
-            ease = np.full_like(two_tower, -1)
-            ease[every] = ease_route(rm, settings, every, model)
-            alone = at_50(ease[rows], relevant, len(ids), head)[0]
+            ease = np.full_like(v.two_tower, -1)
+            ease[v.every] = ease_route(v.rm, settings, v.every, model)
+            alone = v.alone_at_50(ease)[0]
             for c in RRF_CS:
-                fused = reciprocal_rank_fusion({"two_tower": two_tower, "ease": ease}, settings.weights, 50, len(ids),
-                                               c, settings.seed, weights).items[rows]
-                recall, coverage, tail = at_50(fused, relevant, len(ids), head)
+                recall, coverage, tail = v.fused_at_50({"ease": ease}, settings.weights, c)
                 print(f"{lam:>6} {tau:>4} {floor:>5} {c:>5} {alone:>14.4f} {recall:>15.4f} {coverage:>11.4f} "
                       f"{tail:>12.4f}", flush=True)
 

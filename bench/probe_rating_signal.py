@@ -16,7 +16,6 @@ route with its windowed term, reciprocal-rank fused with the popularity discount
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -27,11 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from recall_pipeline.core.evaluation.metrics import head_items  # noqa: E402
-from recall_pipeline.core.serving.fusion import reciprocal_rank_fusion  # noqa: E402
 from recall_pipeline.core.serving.ranking import top_k_scored  # noqa: E402
-from recall_pipeline.core.serving.routes import RouteSettings, fit_ease_route, popularity_weights  # noqa: E402
-from tune_fusion import at_50, read_split_and_embeddings, two_tower_lists, validation_cut  # noqa: E402
+from recall_pipeline.core.serving.routes import RouteSettings, fit_ease_route  # noqa: E402
+from tune_fusion import probe_arguments, validation_fusion  # noqa: E402
 
 GAMMAS = (1.0, 0.75, 0.5, 0.25)
 BETAS = (0.0, 0.25, 0.5, 1.0, 2.0)
@@ -40,35 +37,24 @@ SMOOTHING = 10.0
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--home", default=".recall")
-    parser.add_argument("--two-tower-cache", default="", help="an .npy file keeping the two-tower lists between runs")
-    args = parser.parse_args()
-    split, ids, vectors = read_split_and_embeddings(Path(args.home))
-    settings = RouteSettings()
-    rm, holdout, rows, relevant = validation_cut(split, ids)
-    two_tower = two_tower_lists(split, rm, ids, vectors, holdout, settings,
-                                Path(args.two_tower_cache) if args.two_tower_cache else None)
+    args = probe_arguments(__doc__).parse_args()
+    v = validation_fusion(args.home, args.two_tower_cache)
+    settings, rm = RouteSettings(), v.rm
     every = np.arange(len(rm.user_ids))
     model = fit_ease_route(rm, settings)
-    counts = np.diff(rm.matrix.tocsc().indptr)
-    head = head_items(counts, ids)
-    likes = np.bincount(rm.matrix.indices[rm.matrix.data >= LIKED], minlength=len(ids))
-    prior = likes.sum() / max(counts.sum(), 1)
-    quality = (likes + SMOOTHING * prior) / (counts + SMOOTHING)
-    print(f"validation: {len(rows)} users; fit ratings >= {LIKED}: {prior:.3f} of {counts.sum()}")
+    likes = np.bincount(rm.matrix.indices[rm.matrix.data >= LIKED], minlength=len(v.ids))
+    prior = likes.sum() / max(v.counts.sum(), 1)
+    quality = (likes + SMOOTHING * prior) / (v.counts + SMOOTHING)
+    print(f"validation: {len(v.rows)} users; fit ratings >= {LIKED}: {prior:.3f} of {v.counts.sum()}")
     print(f"{'gamma':>5} {'beta':>5} {'ease recall@50':>14} {'fused recall@50':>15} {'coverage@50':>11} {'long tail@50':>12}")
     for gamma in GAMMAS:
         weighted = rm.recency_weighted(settings.ease_recency_tau, settings.ease_recency_floor)
         weighted.data *= np.where(rm.matrix.data >= LIKED, 1.0, gamma)
         scorer = model.scorer(weighted, binarize=False)
-        ease, _ = top_k_scored(scorer, every, settings.depth, len(ids), rm.matrix, settings.seed)
-        ease_alone = at_50(ease[rows], relevant, len(ids), head)[0]
+        ease, _ = top_k_scored(scorer, every, settings.depth, len(v.ids), rm.matrix, settings.seed)
+        ease_alone = v.alone_at_50(ease)[0]
         for beta in BETAS:
-            weights = popularity_weights(counts, settings.popularity_discount) * quality ** beta
-            fused = reciprocal_rank_fusion({"two_tower": two_tower, "ease": ease}, settings.weights, 50, len(ids),
-                                           settings.rrf_c, settings.seed, weights).items[rows]
-            recall, coverage, tail = at_50(fused, relevant, len(ids), head)
+            recall, coverage, tail = v.fused_at_50({"ease": ease}, settings.weights, item_weights=v.weights * quality ** beta)
             print(f"{gamma:>5} {beta:>5} {ease_alone:>14.4f} {recall:>15.4f} {coverage:>11.4f} {tail:>12.4f}", flush=True)
 
 

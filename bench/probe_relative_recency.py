@@ -12,7 +12,6 @@ with the history. Reported: the route alone and the fused lists at the defaults 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -24,12 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
-from recall_pipeline.core.evaluation.metrics import head_items  # noqa: E402
 from recall_pipeline.core.features.rating_matrix import aligned_recency  # noqa: E402
-from recall_pipeline.core.serving.fusion import reciprocal_rank_fusion  # noqa: E402
 from recall_pipeline.core.serving.ranking import top_k_scored  # noqa: E402
-from recall_pipeline.core.serving.routes import RouteSettings, ease_route, fit_ease_route, popularity_weights  # noqa: E402
-from tune_fusion import at_50, read_split_and_embeddings, two_tower_lists, validation_cut  # noqa: E402
+from recall_pipeline.core.serving.routes import RouteSettings, ease_route, fit_ease_route  # noqa: E402
+from tune_fusion import probe_arguments, validation_fusion  # noqa: E402
 
 SHARES = (0.01, 0.02, 0.05, 0.1)
 TAU_MINS = (3.0, 5.0)
@@ -46,41 +43,30 @@ def relative_weights(rm, floor: float, tau_min: float, share: float) -> sp.csr_m
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--home", default=".recall")
-    parser.add_argument("--two-tower-cache", default="")
-    args = parser.parse_args()
-    split, ids, vectors = read_split_and_embeddings(Path(args.home))
+    args = probe_arguments(__doc__).parse_args()
+    v = validation_fusion(args.home, args.two_tower_cache)
     defaults = RouteSettings()
-    rm, holdout, rows, relevant = validation_cut(split, ids)
-    two_tower = two_tower_lists(split, rm, ids, vectors, holdout, defaults,
-                                Path(args.two_tower_cache) if args.two_tower_cache else None)
-    counts = np.diff(rm.matrix.tocsc().indptr)
-    head = head_items(counts, ids)
-    weights = popularity_weights(counts, defaults.popularity_discount)
-    every = np.flatnonzero(np.diff(rm.matrix.indptr) > 0)
-    model = fit_ease_route(rm, defaults)
+    model = fit_ease_route(v.rm, defaults)
     assert model.columns is None  # the whole catalogue: the scorer below is the route's
 
     def report(name: str, ease: np.ndarray) -> None:
-        alone = at_50(ease[rows], relevant, len(ids), head)[0]
-        fused = reciprocal_rank_fusion({"two_tower": two_tower, "ease": ease}, defaults.weights, 50, len(ids),
-                                       defaults.rrf_c, defaults.seed, weights).items[rows]
-        recall, coverage, tail = at_50(fused, relevant, len(ids), head)
+        alone = v.alone_at_50(ease)[0]
+        recall, coverage, tail = v.fused_at_50({"ease": ease}, defaults.weights)
         print(f"{name:<40} route alone {alone:.4f}  fused {recall:.4f}  coverage@50 {coverage:.4f}  "
               f"long tail@50 {tail:.4f}", flush=True)
 
-    published = np.full_like(two_tower, -1)
-    published[every] = ease_route(rm, defaults, every, model)
+    published = np.full_like(v.two_tower, -1)
+    published[v.every] = ease_route(v.rm, defaults, v.every, model)
     report("published: tau 5, floor 0.1", published)
-    print(f"validation users' history lengths (fit part): median {int(np.median(np.diff(rm.matrix.indptr)[rows]))}, "
-          f"90th percentile {int(np.percentile(np.diff(rm.matrix.indptr)[rows], 90))}")
+    lengths = np.diff(v.rm.matrix.indptr)[v.rows]
+    print(f"validation users' history lengths (fit part): median {int(np.median(lengths))}, "
+          f"90th percentile {int(np.percentile(lengths, 90))}")
     for tau_min in TAU_MINS:
         for share in SHARES:
-            weighted = relative_weights(rm, defaults.ease_recency_floor, tau_min, share)
-            ease = np.full_like(two_tower, -1)
-            ease[every], _ = top_k_scored(model.scorer(weighted, binarize=False), every, defaults.depth, len(ids),
-                                          rm.matrix, defaults.seed)
+            weighted = relative_weights(v.rm, defaults.ease_recency_floor, tau_min, share)
+            ease = np.full_like(v.two_tower, -1)
+            ease[v.every], _ = top_k_scored(model.scorer(weighted, binarize=False), v.every, defaults.depth,
+                                            len(v.ids), v.rm.matrix, defaults.seed)
             report(f"tau max({tau_min}, {share} x n), floor 0.1", ease)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,10 +35,11 @@ from recall_pipeline.core.evaluation.metrics import (  # noqa: E402
 )
 from recall_pipeline.core.features.user_profiles import build_user_profiles, interest_texts, multi_interests  # noqa: E402
 from recall_pipeline.core.evaluation import baselines  # noqa: E402
+from recall_pipeline.core.serving.fusion import reciprocal_rank_fusion  # noqa: E402
 from recall_pipeline.core.serving.ranking import search_top_k, top_k_scored  # noqa: E402
 from recall_pipeline.core.serving.routes import (  # noqa: E402
     ModelRoute, RouteSettings, TextCFRoute, ease_route, ease_route_scorer, fit_ease_route, merge_routes,
-    route_lists, text_cf_route,
+    popularity_weights, route_lists, text_cf_route,
 )
 from recall_pipeline.core.training import text_cf, two_tower  # noqa: E402
 
@@ -194,6 +195,59 @@ def validation_cut(split: pl.DataFrame, ids: np.ndarray):
     _, holdout = validation_matrices(split, rm)
     rows = np.flatnonzero(relevant_counts(holdout))
     return rm, holdout, rows, holdout[rows]
+
+
+@dataclass(frozen=True)
+class ValidationFusion:
+    """What the probes of the fused lists share: the validation cut of a filled home, the
+    validation two-tower route's lists for every fit user, and the fit part's item counts, head
+    items and popularity discount (at the default RouteSettings)."""
+
+    split: pl.DataFrame
+    ids: np.ndarray
+    vectors: np.ndarray
+    rm: object
+    holdout: object
+    rows: np.ndarray        # users with a relevant held-out item
+    relevant: object
+    two_tower: np.ndarray
+    counts: np.ndarray
+    head: np.ndarray
+    weights: np.ndarray     # the default popularity discount per item
+    every: np.ndarray       # users with a fit history
+
+    def fused_at_50(self, routes: dict[str, np.ndarray], route_weights: dict[str, float], c: float = RouteSettings.rrf_c,
+                    item_weights: np.ndarray | None = None) -> tuple[float, float, float]:
+        """(Recall@50, coverage@50, long tail@50) of the two-tower lists and ``routes`` reciprocal-rank
+        fused (``item_weights``: default the popularity discount), MMR off."""
+        fused = reciprocal_rank_fusion({"two_tower": self.two_tower, **routes}, route_weights, 50, len(self.ids), c,
+                                       RouteSettings.seed, self.weights if item_weights is None else item_weights)
+        return at_50(fused.items[self.rows], self.relevant, len(self.ids), self.head)
+
+    def alone_at_50(self, lists: np.ndarray) -> tuple[float, float, float]:
+        """The same figures of one route's lists."""
+        return at_50(lists[self.rows], self.relevant, len(self.ids), self.head)
+
+
+def probe_arguments(doc: str | None = None) -> argparse.ArgumentParser:
+    """The probes' shared options: the filled home and the two-tower lists' cache."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--home", default=".recall")
+    parser.add_argument("--two-tower-cache", default="", help="an .npy file keeping the two-tower lists between runs")
+    return parser
+
+
+def validation_fusion(home: str, two_tower_cache: str = "") -> ValidationFusion:
+    """:class:`ValidationFusion` of ``home`` (the two-tower lists read from ``two_tower_cache`` when there)."""
+    split, ids, vectors = read_split_and_embeddings(Path(home))
+    defaults = RouteSettings()
+    rm, holdout, rows, relevant = validation_cut(split, ids)
+    two_tower = two_tower_lists(split, rm, ids, vectors, holdout, defaults,
+                                Path(two_tower_cache) if two_tower_cache else None)
+    counts = np.diff(rm.matrix.tocsc().indptr)
+    return ValidationFusion(split, ids, vectors, rm, holdout, rows, relevant, two_tower, counts,
+                            head_items(counts, ids), popularity_weights(counts, defaults.popularity_discount),
+                            np.flatnonzero(np.diff(rm.matrix.indptr) > 0))
 
 
 def ease_recency(rm, holdout) -> tuple[dict[str, float], baselines.EaseModel]:
