@@ -37,8 +37,8 @@ from recall_pipeline.core.features.split import split_interactions  # noqa: E402
 from recall_pipeline.core.ingest.bursts import BurstSettings  # noqa: E402
 from recall_pipeline.core.ingest.interactions import CleaningRules, clean_interactions  # noqa: E402
 from recall_pipeline.core.ingest.sources import with_provenance  # noqa: E402
-from recall_pipeline.core.serving.recall_candidates import recall, two_tower_route  # noqa: E402
-from recall_pipeline.core.serving.routes import RouteSettings  # noqa: E402
+from recall_pipeline.core.recall.recall_candidates import recall, two_tower_route  # noqa: E402
+from recall_pipeline.core.recall.routes import RouteSettings  # noqa: E402
 
 ATTACKS = ((50, 1), (100, 1), (200, 1), (50, 2), (50, 3), (20, 3), (19, 3))
 KS = (20, 50, 100)

@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from recall_pipeline.core.features.encode import TextEncoder  # noqa: E402
-from recall_pipeline.core.serving.index import IndexSettings, build_index  # noqa: E402
+from recall_pipeline.core.recall.index import IndexSettings, build_index  # noqa: E402
 from recall_pipeline.core.ingest.interactions import CleaningRules, clean_interactions  # noqa: E402
 from recall_pipeline.core.ingest.item_text import clean_items  # noqa: E402
 from recall_pipeline.core.features.user_profiles import build_user_profiles  # noqa: E402

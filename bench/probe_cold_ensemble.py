@@ -27,7 +27,7 @@ from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, rel
 from recall_pipeline.core.evaluation.protocol import COLD_K, build_evaluation_data  # noqa: E402
 from recall_pipeline.core.features.rating_matrix import build_rating_matrix  # noqa: E402
 from recall_pipeline.core.features.split import pseudo_cold_split  # noqa: E402
-from recall_pipeline.core.serving.ranking import top_k_scored  # noqa: E402
+from recall_pipeline.core.recall.ranking import top_k_scored  # noqa: E402
 from recall_pipeline.core.training import recall_model, text_cf, two_tower  # noqa: E402
 from tune_fusion import read_split_and_embeddings  # noqa: E402
 

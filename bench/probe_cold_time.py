@@ -32,7 +32,7 @@ from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, rel
 from recall_pipeline.core.evaluation.protocol import COLD_K  # noqa: E402
 from recall_pipeline.core.features.rating_matrix import build_rating_matrix  # noqa: E402
 from recall_pipeline.core.features.split import pseudo_cold_split  # noqa: E402
-from recall_pipeline.core.serving.ranking import top_k_dense  # noqa: E402
+from recall_pipeline.core.recall.ranking import top_k_dense  # noqa: E402
 from recall_pipeline.core.training import text_cf  # noqa: E402
 from recall_pipeline.settings import HomeLayout  # noqa: E402
 from tune_fusion import read_split_and_embeddings  # noqa: E402

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from recall_pipeline.core.serving.routes import RouteSettings, ease_route, fit_ease_route  # noqa: E402
+from recall_pipeline.core.recall.routes import RouteSettings, ease_route, fit_ease_route  # noqa: E402
 from tune_fusion import probe_arguments, validation_fusion  # noqa: E402
 
 LAMBDAS = (100.0, 200.0, 400.0)

@@ -27,9 +27,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts  # noqa: E402
-from recall_pipeline.core.serving.fusion import mmr  # noqa: E402
-from recall_pipeline.core.serving.index import build_exact_index  # noqa: E402
-from recall_pipeline.core.serving.routes import RouteSettings, merge_routes, route_lists  # noqa: E402
+from recall_pipeline.core.recall.fusion import mmr  # noqa: E402
+from recall_pipeline.core.recall.index import build_exact_index  # noqa: E402
+from recall_pipeline.core.recall.routes import RouteSettings, merge_routes, route_lists  # noqa: E402
 from tune_fusion import read_split_and_embeddings, validation_cut, validation_model_route  # noqa: E402
 
 CACHE = Path("/tmp/probe_learned_fusion_lists.npz")

@@ -41,9 +41,9 @@ from recall_pipeline.core.features.split import pseudo_cold_split, split_interac
 from recall_pipeline.core.ingest.interactions import CleaningRules, clean_interactions  # noqa: E402
 from recall_pipeline.core.ingest.item_text import clean_items  # noqa: E402
 from recall_pipeline.core.ingest.sources import load_bundled  # noqa: E402
-from recall_pipeline.core.serving.fusion import reciprocal_rank_fusion  # noqa: E402
-from recall_pipeline.core.serving.ranking import top_k_scored  # noqa: E402
-from recall_pipeline.core.serving.routes import RouteSettings, ease_route_scorer  # noqa: E402
+from recall_pipeline.core.recall.fusion import reciprocal_rank_fusion  # noqa: E402
+from recall_pipeline.core.recall.ranking import top_k_scored  # noqa: E402
+from recall_pipeline.core.recall.routes import RouteSettings, ease_route_scorer  # noqa: E402
 from recall_pipeline.core.training import text_cf  # noqa: E402
 from tune_fusion import validation_cut  # noqa: E402  (bench/, beside this script)
 

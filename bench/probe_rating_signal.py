@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from recall_pipeline.core.serving.ranking import top_k_scored  # noqa: E402
-from recall_pipeline.core.serving.routes import RouteSettings, fit_ease_route  # noqa: E402
+from recall_pipeline.core.recall.ranking import top_k_scored  # noqa: E402
+from recall_pipeline.core.recall.routes import RouteSettings, fit_ease_route  # noqa: E402
 from tune_fusion import probe_arguments, validation_fusion  # noqa: E402
 
 GAMMAS = (1.0, 0.75, 0.5, 0.25)

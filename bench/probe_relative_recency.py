@@ -24,8 +24,8 @@ import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
 from recall_pipeline.core.features.rating_matrix import aligned_recency  # noqa: E402
-from recall_pipeline.core.serving.ranking import top_k_scored  # noqa: E402
-from recall_pipeline.core.serving.routes import RouteSettings, ease_route, fit_ease_route  # noqa: E402
+from recall_pipeline.core.recall.ranking import top_k_scored  # noqa: E402
+from recall_pipeline.core.recall.routes import RouteSettings, ease_route, fit_ease_route  # noqa: E402
 from tune_fusion import probe_arguments, validation_fusion  # noqa: E402
 
 SHARES = (0.01, 0.02, 0.05, 0.1)

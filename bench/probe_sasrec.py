@@ -33,8 +33,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from recall_pipeline.core.evaluation.metrics import head_items  # noqa: E402
-from recall_pipeline.core.serving.fusion import reciprocal_rank_fusion  # noqa: E402
-from recall_pipeline.core.serving.routes import RouteSettings, ease_route, fit_ease_route, popularity_weights  # noqa: E402
+from recall_pipeline.core.recall.fusion import reciprocal_rank_fusion  # noqa: E402
+from recall_pipeline.core.recall.routes import RouteSettings, ease_route, fit_ease_route, popularity_weights  # noqa: E402
 from tune_fusion import at_50, read_split_and_embeddings, two_tower_lists, validation_cut  # noqa: E402
 
 FUSION_WEIGHTS = (0.25, 0.5, 1.0, 1.5)

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
 from recall_pipeline.core.evaluation import baselines  # noqa: E402
-from recall_pipeline.core.serving.routes import RouteSettings  # noqa: E402
+from recall_pipeline.core.recall.routes import RouteSettings  # noqa: E402
 from tune_fusion import read_split_and_embeddings, validation_cut  # noqa: E402
 
 

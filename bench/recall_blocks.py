@@ -1,5 +1,5 @@
 """What one block of users costs in memory while ``recall_candidates`` recalls it, and so what
-``BYTES_PER_LIST_SLOT`` (``core.serving.recall_candidates``) must be.
+``BYTES_PER_LIST_SLOT`` (``core.recall.recall_candidates``) must be.
 
 A synthetic catalogue (random unit vectors, Zipf popularity, every route with input: FAISS
 profiles and interests, the two-tower index, EASE over its capped items, TextCF, popularity for
@@ -36,9 +36,9 @@ def synthetic_inputs(n_users: int, n_items: int, dims: int, interests: int, seed
     import polars as pl
 
     from recall_pipeline.core.features.rating_matrix import RatingMatrix
-    from recall_pipeline.core.serving.index import build_exact_index
-    from recall_pipeline.core.serving.recall_candidates import RecallInputs
-    from recall_pipeline.core.serving.routes import ModelRoute
+    from recall_pipeline.core.recall.index import build_exact_index
+    from recall_pipeline.core.recall.recall_candidates import RecallInputs
+    from recall_pipeline.core.recall.routes import ModelRoute
     from recall_pipeline.core.training import text_cf
     import scipy.sparse as sp
 
@@ -74,8 +74,8 @@ def child(block: int, n_items: int, dims: int, interests: int, depth: int) -> di
     import gc
     import time
 
-    from recall_pipeline.core.serving.recall_candidates import recall_blocks
-    from recall_pipeline.core.serving.routes import ROUTES, RouteSettings, fit_ease_route
+    from recall_pipeline.core.recall.recall_candidates import recall_blocks
+    from recall_pipeline.core.recall.routes import ROUTES, RouteSettings, fit_ease_route
 
     inputs = synthetic_inputs(block, n_items, dims, interests)
     settings = RouteSettings(depth=depth, compute_zero_weight_routes=True)  # every route: every slot counted
@@ -104,7 +104,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args.items, args.dims, args.interests, args.depth)))
         return
-    from recall_pipeline.core.serving.recall_candidates import BYTES_PER_LIST_SLOT
+    from recall_pipeline.core.recall.recall_candidates import BYTES_PER_LIST_SLOT
 
     print(f"# {platform.node()}, {platform.processor() or platform.machine()}, items {args.items}, "
           f"dims {args.dims}, interests/user {args.interests}, depth {args.depth}")

@@ -28,16 +28,16 @@ import polars as pl  # noqa: E402
 from recall_pipeline.settings import HomeLayout  # noqa: E402
 from recall_pipeline.core.features.encode import TextEncoder  # noqa: E402
 from recall_pipeline.core.evaluation.protocol import validation_matrices  # noqa: E402
-from recall_pipeline.core.serving.index import build_exact_index  # noqa: E402
+from recall_pipeline.core.recall.index import build_exact_index  # noqa: E402
 from recall_pipeline.core.features.rating_matrix import build_rating_matrix  # noqa: E402
 from recall_pipeline.core.evaluation.metrics import (  # noqa: E402
     catalogue_coverage, head_items, hit_matrix, long_tail_share, recall_at_k, relevant_counts,
 )
 from recall_pipeline.core.features.user_profiles import build_user_profiles, interest_texts, multi_interests  # noqa: E402
 from recall_pipeline.core.evaluation import baselines  # noqa: E402
-from recall_pipeline.core.serving.fusion import reciprocal_rank_fusion  # noqa: E402
-from recall_pipeline.core.serving.ranking import search_top_k, top_k_scored  # noqa: E402
-from recall_pipeline.core.serving.routes import (  # noqa: E402
+from recall_pipeline.core.recall.fusion import reciprocal_rank_fusion  # noqa: E402
+from recall_pipeline.core.recall.ranking import search_top_k, top_k_scored  # noqa: E402
+from recall_pipeline.core.recall.routes import (  # noqa: E402
     ModelRoute, RouteSettings, TextCFRoute, ease_route, ease_route_scorer, fit_ease_route, merge_routes,
     popularity_weights, route_lists, text_cf_route,
 )

@@ -52,7 +52,7 @@ def run(source: str | None, sample_users: int | None, max_train_seconds: float |
 
     Runs whose process is gone are recovered first; the run itself gives up waiting for a pool
     slot after ``RECALL_PIPELINE_SLOT_WAIT_SECONDS`` and stops cleanly on SIGTERM or Ctrl-C
-    (:mod:`recall_pipeline.guarded_run`). A failed run ends with its failing step, the error's
+    (:mod:`recall_pipeline.runtime.guarded_run`). A failed run ends with its failing step, the error's
     own message and what to do next. ``max_train_seconds`` bounds the recall model's training
     (a large source: without it, early stopping decides how long it trains).
     """
@@ -67,7 +67,7 @@ def run(source: str | None, sample_users: int | None, max_train_seconds: float |
         return 2
     import dagster as dg
 
-    from recall_pipeline import guarded_run
+    from recall_pipeline.runtime import guarded_run
     from recall_pipeline.definitions import build_definitions, data_source_from_env
 
     data_source = data_source_from_env()
@@ -99,7 +99,7 @@ def run(source: str | None, sample_users: int | None, max_train_seconds: float |
 def _print_outputs(layout: HomeLayout, run_id: str) -> None:
     import polars as pl
 
-    from recall_pipeline.core.evaluation.report import SLICE_ORDER, metrics_table
+    from recall_pipeline.core.evaluation.report_html import SLICE_ORDER, metrics_table
 
     with duckdb.connect(str(layout.warehouse), read_only=True) as con:
         rows = con.sql("select model, slice, metric, k, value from eval.metrics where run_id = ?",
@@ -158,8 +158,8 @@ def recall_items(items: str, k: int, model_version: str) -> int:
     (default the champion) and its index, with each item's routes."""
     layout = home_layout()
     _prepare_environment(layout)
-    from recall_pipeline.core.serving import adhoc
-    from recall_pipeline.core.serving.index import IndexMismatchError, read_index
+    from recall_pipeline.core.recall import adhoc
+    from recall_pipeline.core.recall.index import IndexMismatchError, read_index
 
     try:
         with duckdb.connect(str(layout.warehouse), read_only=True) as con:
@@ -192,7 +192,7 @@ def recall_items(items: str, k: int, model_version: str) -> int:
         print(f"{exc} (or run `make run`, which rebuilds it)", file=sys.stderr)
         return 1
     from recall_pipeline.core.features.rating_matrix import read_rating_matrix
-    from recall_pipeline.core.serving.incremental import published_route_settings
+    from recall_pipeline.core.recall.incremental import published_route_settings
 
     try:
         with duckdb.connect(str(layout.warehouse), read_only=True) as con:
@@ -221,8 +221,8 @@ def recall_items(items: str, k: int, model_version: str) -> int:
 def _stored_routes(layout: HomeLayout, ids, vectors, encoder: str, settings):
     """(the EASE model, the TextCF route) the published lists were computed with; None, with the
     reason on stderr, for one that is not stored or does not fit the catalogue and settings."""
-    from recall_pipeline.core.serving.ease_store import reusable_ease
-    from recall_pipeline.core.serving.routes import TextCFRoute
+    from recall_pipeline.core.recall.ease_store import reusable_ease
+    from recall_pipeline.core.recall.routes import TextCFRoute
     from recall_pipeline.core.training import text_cf
 
     ease, why = reusable_ease(layout.ease_model, ids, settings.ease_lambda, settings.ease_max_items,
@@ -247,8 +247,8 @@ def _serving_model(layout: HomeLayout, model_version: str, ids, vectors, encoder
     the catalogue, else the version downloaded from MLflow, indexed here."""
     from recall_pipeline.core.training import model_registry
     from recall_pipeline.core.training import two_tower
-    from recall_pipeline.core.serving.index import IndexMismatchError, build_exact_index, read_manifest
-    from recall_pipeline.core.serving.published_folder import NotPublishedError
+    from recall_pipeline.core.recall.index import IndexMismatchError, build_exact_index, read_manifest
+    from recall_pipeline.core.recall.published_folder import NotPublishedError
     from recall_pipeline.definitions import build_resources
     from recall_pipeline.core.training.route_trust import saved_trust
     from recall_pipeline.defs.tables import two_tower_index, two_tower_trust

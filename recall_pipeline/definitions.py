@@ -24,10 +24,10 @@ from recall_pipeline.defs.ingest.feedback_events import feedback_events
 from recall_pipeline.defs.jobs import feedback_refresh_job, recall_job
 from recall_pipeline.defs.schedules import nightly_refresh
 from recall_pipeline.defs.sensors import feedback_inbox_sensor
-from recall_pipeline.defs.serving.faiss_index import faiss_index
-from recall_pipeline.defs.serving.published_warehouse import published_warehouse
-from recall_pipeline.defs.serving.recall_candidates import recall_candidates
-from recall_pipeline.defs.serving.two_tower_index import two_tower_index
+from recall_pipeline.defs.recall.faiss_index import faiss_index
+from recall_pipeline.defs.recall.published_warehouse import published_warehouse
+from recall_pipeline.defs.recall.recall_candidates import recall_candidates
+from recall_pipeline.defs.recall.two_tower_index import two_tower_index
 from recall_pipeline.defs.training.recall_model import recall_model
 from recall_pipeline.defs.training.text_cf_model import text_cf_model
 from recall_pipeline.resources import (

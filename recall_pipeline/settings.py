@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from recall_pipeline.core.serving.published_folder import PublishedFolder
+from recall_pipeline.core.recall.published_folder import PublishedFolder
 
 HOME_ENV = "RECALL_PIPELINE_HOME"
 SOURCE_ENV = "RECALL_PIPELINE_SOURCE"
@@ -27,14 +27,14 @@ DEFAULT_SLOT_WAIT_SECONDS = 1800.0
 
 # Dagster's instance settings for a local home: DuckDB allows one writing process, so the steps
 # that write the warehouse share one slot of the "warehouse" pool; runs whose process is gone are
-# recovered before each launch and by the daemon's run monitoring (recall_pipeline.run_recovery);
+# recovered before each launch and by the daemon's run monitoring (recall_pipeline.runtime.run_recovery);
 # no telemetry (often offline).
 INSTANCE_YAML = """\
 concurrency:
   pools:
     default_limit: 1
 run_launcher:
-  module: recall_pipeline.run_recovery
+  module: recall_pipeline.runtime.run_recovery
   class: RecoveringRunLauncher
 run_monitoring:
   enabled: true
@@ -44,13 +44,15 @@ telemetry:
   enabled: false
 """
 # Earlier defaults: a home whose dagster.yaml is exactly one of these gets the current one.
+# (A dagster.yaml edited by hand that still names ``recall_pipeline.run_recovery`` keeps
+# working too: that module re-exports the launcher from its new place.)
 OLD_INSTANCE_YAMLS = ("""\
 concurrency:
   pools:
     default_limit: 1
 telemetry:
   enabled: false
-""",)
+""", INSTANCE_YAML.replace("recall_pipeline.runtime.run_recovery", "recall_pipeline.run_recovery"))
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ class HomeLayout:
     @property
     def ease_model(self) -> Path:
         """The EASE model the last full refresh solved (``recall_candidates``), which feedback
-        refreshes reuse for the users whose history changed (``core.serving.ease_store``)."""
+        refreshes reuse for the users whose history changed (``core.recall.ease_store``)."""
         return self.models / "ease" / "ease.npz"
 
     @property

@@ -24,7 +24,7 @@ EXEC_WITH_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal
 HOLDER = """
 import time
 import dagster as dg
-from recall_pipeline.run_recovery import owner_tags
+from recall_pipeline.runtime.run_recovery import owner_tags
 
 @dg.op(pool="warehouse")
 def hold_warehouse_slot():

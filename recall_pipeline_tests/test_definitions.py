@@ -21,7 +21,7 @@ def test_graph_has_every_asset_group_and_check(tmp_path):
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert keys == ASSETS
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
-    assert groups["raw_items"] == "ingest" and groups["faiss_index"] == "serving"
+    assert groups["raw_items"] == "ingest" and groups["faiss_index"] == "recall"
     checks = {key.name for key in graph.asset_check_keys}
     assert {"raw_rows_reconcile", "every_user_has_candidates", "no_training_item_recalled"} <= checks
     recall_job = definitions.resolve_job_def("recall_job")

@@ -3,7 +3,7 @@
 
 A slice of the bundled data is materialized in one process (home A, shards 1). A copy of that
 home (B) then runs ``item_embeddings`` with 40 texts to encode again (the rest reused), and
-``recall_candidates`` from A's warehouse, each in 2 shards, with the ``celery`` executor and two ``celery -A recall_pipeline.celery_worker``
+``recall_candidates`` from A's warehouse, each in 2 shards, with the ``celery`` executor and two ``celery -A recall_pipeline.runtime.celery_worker``
 worker processes of one process each, listening on a queue of this test's own. The shard steps
 must have run on both workers, the re-encoded vectors must equal A's to 1e-6 and the candidate
 lists must be A's (user, rank, item, route and every route's rank).
@@ -63,7 +63,7 @@ def table(home: HomeLayout, query: str) -> pl.DataFrame:
 
 def start_worker(name: str, env: dict, log: Path) -> subprocess.Popen:
     """One dagster-celery worker with one process, in a session of its own (stopped as a group)."""
-    command = [sys.executable, "-m", "celery", "-A", "recall_pipeline.celery_worker", "worker",
+    command = [sys.executable, "-m", "celery", "-A", "recall_pipeline.runtime.celery_worker", "worker",
                "-Q", env["RECALL_PIPELINE_CELERY_QUEUE"], "-c", "1", "--prefetch-multiplier=1",
                "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,

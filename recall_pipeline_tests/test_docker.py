@@ -94,7 +94,7 @@ def test_instance_serialises_warehouse_writers():
     assert instance["run_coordinator"]["class"] == "QueuedRunCoordinator"
     # crash recovery: the launcher that judges run workers, and the daemon that asks it
     assert (instance["run_launcher"]["module"], instance["run_launcher"]["class"]) == (
-        "recall_pipeline.run_recovery", "RecoveringRunLauncher")
+        "recall_pipeline.runtime.run_recovery", "RecoveringRunLauncher")
     assert instance["run_monitoring"]["enabled"] and instance["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
 
 

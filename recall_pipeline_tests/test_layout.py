@@ -1,5 +1,6 @@
-"""The layout's rules, checked on the source: core/ never imports Dagster, and the package's
-imports (module-level and inside functions alike) form no cycle."""
+"""The layout's rules, checked on the source: core/ never imports Dagster, only runtime/ imports
+Dagster's private API, and the package's imports (module-level and inside functions alike) form
+no cycle."""
 
 from __future__ import annotations
 
@@ -44,7 +45,15 @@ def test_core_never_imports_dagster(name):
 def test_defs_layout_mirrors_core_groups():
     groups = {p.name for p in (PACKAGE / "core").iterdir() if (p / "__init__.py").exists()}
     assert groups == {p.name for p in (PACKAGE / "defs").iterdir() if (p / "__init__.py").exists()}
-    assert groups == {"ingest", "features", "training", "serving", "evaluation"}
+    assert groups == {"ingest", "features", "training", "recall", "evaluation"}
+
+
+def test_only_the_runtime_package_imports_dagsters_private_api():
+    private = {name: sorted(m for m in imports(path) if m.startswith("dagster._"))
+               for name, path in MODULES.items() if not name.startswith("recall_pipeline.runtime")}
+    assert {name: found for name, found in private.items() if found} == {}
+    # and the runtime package does use it, so the rule above is not vacuous
+    assert any(m.startswith("dagster._") for m in imports(PACKAGE / "runtime" / "run_recovery.py"))
 
 
 def test_no_import_cycles():

@@ -26,8 +26,8 @@ PROBE = textwrap.dedent(f"""
     from recall_pipeline.core.features.rating_matrix import build_rating_matrix
     from recall_pipeline.core.features.split import split_interactions
     from recall_pipeline.core.features.user_profiles import profile_scorer
-    from recall_pipeline.core.serving.index import build_exact_index
-    from recall_pipeline.core.serving.routes import RouteSettings, merge_routes, route_lists
+    from recall_pipeline.core.recall.index import build_exact_index
+    from recall_pipeline.core.recall.routes import RouteSettings, merge_routes, route_lists
 
     # the caps' mechanisms, at a size a test can afford: EASE over the top items, sparse ItemKNN
     baselines.EASE_MAX_ITEMS = 1_500

@@ -4,7 +4,7 @@ the MLflow store all work there (no SQL or URI is assembled around a raw path)."
 import duckdb
 import polars as pl
 
-from recall_pipeline.core.serving.recall_tables import publish_copy, sql_literal
+from recall_pipeline.core.recall.published_tables import publish_copy, sql_literal
 from recall_pipeline.definitions import build_resources
 from recall_pipeline.settings import HomeLayout
 

@@ -33,7 +33,7 @@ import yaml
 
 from recall_pipeline.core.ingest import synthetic
 from recall_pipeline.core.training import model_registry
-from recall_pipeline.run_recovery import LAUNCHER_HOST_TAG
+from recall_pipeline.runtime.run_recovery import LAUNCHER_HOST_TAG
 from recall_pipeline.settings import HOME_ENV, SOURCE_ENV, HomeLayout
 from recall_pipeline_tests.postgres import (
     DOCKER, fresh_database, instance_env, query, requires_postgres, sqlalchemy_url, tables, write_docker_instance,

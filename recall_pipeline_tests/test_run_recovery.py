@@ -11,8 +11,8 @@ import time
 import dagster as dg
 import pytest
 
-from recall_pipeline import processes, run_recovery
-from recall_pipeline.processes import Liveness, ProcessIdentity
+from recall_pipeline.runtime import processes, run_recovery
+from recall_pipeline.runtime.processes import Liveness, ProcessIdentity
 from recall_pipeline.settings import (
     DEFAULT_SLOT_WAIT_SECONDS, INSTANCE_YAML, OLD_INSTANCE_YAMLS, SLOT_WAIT_ENV, HomeLayout, slot_wait_seconds,
 )
@@ -62,7 +62,7 @@ def test_a_process_on_another_host_is_unknown():
 @pytest.fixture
 def instance():
     overrides = {"concurrency": {"pools": {"default_limit": 3}},
-                 "run_launcher": {"module": "recall_pipeline.run_recovery", "class": "RecoveringRunLauncher"}}
+                 "run_launcher": {"module": "recall_pipeline.runtime.run_recovery", "class": "RecoveringRunLauncher"}}
     with dg.instance_for_test(overrides=overrides) as instance:
         instance.event_log_storage.initialize_concurrency_limit_to_default("warehouse")
         yield instance
@@ -133,6 +133,23 @@ def test_existing_homes_get_the_new_instance_settings_unless_edited(tmp_path):
     (edited.dagster_home / "dagster.yaml").write_text(OLD_INSTANCE_YAMLS[0] + "# mine\n")
     assert (edited.create().dagster_home / "dagster.yaml").read_text().endswith("# mine\n")
     assert "class: RecoveringRunLauncher" in INSTANCE_YAML and "run_monitoring:\n  enabled: true" in INSTANCE_YAML
+
+
+def test_an_instance_file_of_the_previous_release_still_loads_its_launcher(tmp_path):
+    """Homes written before the runtime package existed name ``recall_pipeline.run_recovery``:
+    an untouched one is upgraded, an edited one keeps loading through the alias module."""
+    previous = OLD_INSTANCE_YAMLS[-1]
+    assert "module: recall_pipeline.run_recovery\n" in previous
+    untouched = HomeLayout(tmp_path / "untouched")
+    untouched.dagster_home.mkdir(parents=True)
+    (untouched.dagster_home / "dagster.yaml").write_text(previous)
+    assert (untouched.create().dagster_home / "dagster.yaml").read_text() == INSTANCE_YAML
+    edited = HomeLayout(tmp_path / "edited")
+    edited.dagster_home.mkdir(parents=True)
+    (edited.dagster_home / "dagster.yaml").write_text(previous + "# mine\n")
+    edited.create()
+    with dg.DagsterInstance.from_config(str(edited.dagster_home)) as instance:
+        assert type(instance.run_launcher) is run_recovery.RecoveringRunLauncher
 
 
 def test_slot_wait_seconds_from_the_environment(monkeypatch):

@@ -11,10 +11,10 @@ from recall_pipeline.core.evaluation.evaluation_report import EvaluationInputs
 from recall_pipeline.core.features.item_embeddings import as_matrix
 from recall_pipeline.core.features.rating_matrix import RatingMatrix, read_rating_matrix
 from recall_pipeline.core.ids import require_same_ids
-from recall_pipeline.core.serving import incremental
-from recall_pipeline.core.serving.index import read_index, read_manifest
-from recall_pipeline.core.serving.recall_candidates import RecallInputs, two_tower_route
-from recall_pipeline.core.serving.routes import RouteSettings
+from recall_pipeline.core.recall import incremental
+from recall_pipeline.core.recall.index import read_index, read_manifest
+from recall_pipeline.core.recall.recall_candidates import RecallInputs, two_tower_route
+from recall_pipeline.core.recall.routes import RouteSettings
 from recall_pipeline.core.training import text_cf
 from recall_pipeline.core.training.training_pairs import read_training_pairs
 from recall_pipeline.resources import PipelineHome, Warehouse

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts
-from recall_pipeline.core.serving.ranking import top_k_scored
+from recall_pipeline.core.recall.ranking import top_k_scored
 
 Scorer = Callable[[np.ndarray], np.ndarray]
 """Scores (len(rows) x n_items) for the given user rows of the training matrix."""

@@ -17,8 +17,8 @@ from recall_pipeline.core.evaluation.protocol import (
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
 from recall_pipeline.core.features.user_profiles import profile_scorer
 from recall_pipeline.core.ids import positions
-from recall_pipeline.core.serving.candidates import lists_from_frame, vectors_by_user
-from recall_pipeline.core.serving.routes import RouteSettings, ease_route_scorer, interest_scorer
+from recall_pipeline.core.recall.list_rows import lists_from_frame, vectors_by_user
+from recall_pipeline.core.recall.routes import RouteSettings, ease_route_scorer, interest_scorer
 from recall_pipeline.core.training.text_cf import TextCF, item_features
 from recall_pipeline.core.training.training_pairs import test_rows_trained_on, without
 

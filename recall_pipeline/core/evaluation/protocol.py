@@ -22,7 +22,7 @@ from recall_pipeline.core.evaluation.metrics import (
     catalogue_coverage, head_items, hit_matrix, intra_list_diversity, long_tail_share, ndcg_at_k,
     novelty, recall_at_k, relevant_counts,
 )
-from recall_pipeline.core.serving.ranking import top_k_scored
+from recall_pipeline.core.recall.ranking import top_k_scored
 
 LIST_LENGTH = 100
 RECALL_KS = (20, 50, 100)

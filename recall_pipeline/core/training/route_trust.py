@@ -31,8 +31,8 @@ import scipy.sparse as sp
 
 from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
-from recall_pipeline.core.serving.ranking import top_k_scored
-from recall_pipeline.core.serving.routes import RouteSettings, ease_route, merge_routes
+from recall_pipeline.core.recall.ranking import top_k_scored
+from recall_pipeline.core.recall.routes import RouteSettings, ease_route, merge_routes
 
 FACTORS = (0.0, 0.25, 0.5, 0.75, 1.0)
 CONFIG_KEY = "two_tower_trust"  # in the saved model's config, the version's MLflow tags and metrics

@@ -144,7 +144,7 @@ class PseudoCold:
         those items' columns."""
         from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts
         from recall_pipeline.core.evaluation.protocol import COLD_K
-        from recall_pipeline.core.serving.ranking import top_k_scored
+        from recall_pipeline.core.recall.ranking import top_k_scored
 
         if not len(self.rows):
             return 0.0

@@ -4,8 +4,8 @@ import dagster as dg
 import polars as pl
 
 from recall_pipeline.core.evaluation import evaluation_report as evaluation
-from recall_pipeline.core.evaluation.report import log_to_mlflow, metrics_table, plots, render_html, write_report
-from recall_pipeline.core.serving.candidates import route_shares
+from recall_pipeline.core.evaluation.report_html import log_to_mlflow, metrics_table, plots, render_html, write_report
+from recall_pipeline.core.recall.list_rows import route_shares
 from recall_pipeline.defs import tables
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.resources import MlflowTracking, PipelineHome, Warehouse

@@ -4,7 +4,7 @@ import polars as pl
 
 from recall_pipeline.core.evaluation.evaluation_report import ingest_rows, within_unit_interval
 from recall_pipeline.core.evaluation.protocol import Report
-from recall_pipeline.core.evaluation.report import render_html
+from recall_pipeline.core.evaluation.report_html import render_html
 
 
 def test_ingest_rows_count_quarantined_and_burst_rows():
@@ -40,7 +40,7 @@ def test_the_ease_route_is_scored_with_the_published_runs_settings():
 
     from recall_pipeline.core.evaluation.evaluation_report import EvaluationInputs, route_scorers
     from recall_pipeline.core.features.rating_matrix import build_rating_matrix
-    from recall_pipeline.core.serving.routes import RouteSettings
+    from recall_pipeline.core.recall.routes import RouteSettings
 
     rows = [(u, item, 4.0, datetime(2020, 1, 1 + n), "train")
             for u in range(1, 9) for n, item in enumerate((10, 12) if u <= 4 else (11, 13))]

@@ -6,7 +6,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from recall_pipeline.core.features.rating_matrix import build_rating_matrix
-from recall_pipeline.core.serving.routes import RouteSettings
+from recall_pipeline.core.recall.routes import RouteSettings
 from recall_pipeline.core.training import route_trust
 
 N_CLUSTERS, PER_CLUSTER, FIT, HELD = 4, 100, 25, 10

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from recall_pipeline.core.evaluation.baselines import fit_ease
 from recall_pipeline.core.features.rating_matrix import build_rating_matrix
-from recall_pipeline.core.serving.ease_store import load_ease, reusable_ease, save_ease
+from recall_pipeline.core.recall.ease_store import load_ease, reusable_ease, save_ease
 from recall_pipeline.core.training import windowed_ease
 
 

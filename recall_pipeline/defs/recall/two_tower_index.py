@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from recall_pipeline.core.serving.index import IndexMismatchError, IndexSettings, build_and_write
+from recall_pipeline.core.recall.index import IndexMismatchError, IndexSettings, build_and_write
 from recall_pipeline.defs import tables
 from recall_pipeline.resources import MlflowTracking, PipelineHome, Warehouse
 
@@ -19,7 +19,7 @@ class TwoTowerIndexConfig(dg.Config):
 
 
 @dg.asset(
-    group_name="serving",
+    group_name="recall",
     deps=["recall_model", "item_embeddings"],
     kinds={"faiss", "pytorch"},
     pool="warehouse",

@@ -27,12 +27,12 @@ import polars as pl
 from recall_pipeline.core.features.rating_matrix import matrix_entries, matrix_from_entries
 from recall_pipeline.core.ids import positions, require_same_ids
 from recall_pipeline.core.evaluation.baselines import EaseModel
-from recall_pipeline.core.serving.ease_store import load_ease, save_ease
-from recall_pipeline.core.serving.incremental import RecallPlan
-from recall_pipeline.core.serving.recall_candidates import (
+from recall_pipeline.core.recall.ease_store import load_ease, save_ease
+from recall_pipeline.core.recall.incremental import RecallPlan
+from recall_pipeline.core.recall.recall_candidates import (
     DEFAULT_BLOCK_BUDGET_BYTES, RecallInputs, candidates_table, recall, recall_blocks,
 )
-from recall_pipeline.core.serving.routes import ModelRoute, RouteSettings
+from recall_pipeline.core.recall.routes import ModelRoute, RouteSettings
 from recall_pipeline.core.shards import ShardStore, shard_of
 from recall_pipeline.core.training import text_cf
 

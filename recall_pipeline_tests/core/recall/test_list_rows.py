@@ -7,13 +7,13 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 
-from recall_pipeline.core.serving.candidates import lists_from_frame, vectors_by_user
-from recall_pipeline.core.serving.fusion import gather, mmr, rank_matrix, reciprocal_rank_fusion
+from recall_pipeline.core.recall.list_rows import lists_from_frame, vectors_by_user
+from recall_pipeline.core.recall.fusion import gather, mmr, rank_matrix, reciprocal_rank_fusion
 from recall_pipeline.core.ids import CatalogueMismatchError
-from recall_pipeline.core.serving.index import build_exact_index
+from recall_pipeline.core.recall.index import build_exact_index
 from recall_pipeline.core.features.rating_matrix import build_rating_matrix
-from recall_pipeline.core.serving.recall_tables import candidates_frame
-from recall_pipeline.core.serving.routes import RouteSettings, ease_route_scorer, merge_routes, route_lists
+from recall_pipeline.core.recall.published_tables import candidates_frame
+from recall_pipeline.core.recall.routes import RouteSettings, ease_route_scorer, merge_routes, route_lists
 
 T = datetime(2020, 1, 1)
 
@@ -109,7 +109,7 @@ def test_mmr_lambda_one_is_pure_relevance_and_lower_lambda_diversifies():
 
 
 def test_popularity_discount_lets_a_less_popular_item_overtake():
-    from recall_pipeline.core.serving.routes import popularity_weights
+    from recall_pipeline.core.recall.routes import popularity_weights
 
     # route lists: item 0 first, item 1 second for the one user; item 0 is far more popular
     lists = {"two_tower": np.array([[0, 1, 2]]), "ease": np.array([[0, 1, 2]])}
@@ -132,7 +132,7 @@ def test_text_cf_route_proposes_only_items_untrained_at_fit_less_the_users_own()
     """Items 12 and 13 had no training interaction when TextCF was fitted; user 2 has since
     interacted with 13 (a feedback refresh's matrix): only 12 is left for them, and the newcomer
     (user 3, no history) gets no list from this route."""
-    from recall_pipeline.core.serving.routes import TextCFRoute, text_cf_route
+    from recall_pipeline.core.recall.routes import TextCFRoute, text_cf_route
     from recall_pipeline.core.training import text_cf
 
     rm, vectors, _ = small_world()
@@ -156,7 +156,7 @@ def test_interest_scorer_is_each_users_best_interest_whatever_the_product_size(m
     """Batched products (any size, down to one interest at a time) give each item its best
     interest's score, users without interests 0, rows in the order asked."""
     from recall_pipeline.core.features.rating_matrix import RatingMatrix
-    from recall_pipeline.core.serving import routes
+    from recall_pipeline.core.recall import routes
 
     rng = np.random.default_rng(0)
     n_users, n_items = 50, 300
@@ -198,8 +198,8 @@ def test_a_capped_ease_model_ranks_its_columns_as_the_whole_catalogue_ranking_wo
     many scores equal, so the catalogue's tie order decides much of each list."""
     from recall_pipeline.core.evaluation.baselines import EaseModel
     from recall_pipeline.core.features.rating_matrix import RatingMatrix
-    from recall_pipeline.core.serving.ranking import top_k_scored
-    from recall_pipeline.core.serving.routes import ease_route
+    from recall_pipeline.core.recall.ranking import top_k_scored
+    from recall_pipeline.core.recall.routes import ease_route
 
     rng = np.random.default_rng(4)
     n_users, n_items = 40, 60

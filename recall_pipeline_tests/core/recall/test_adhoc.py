@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 
 from recall_pipeline.core.features.rating_matrix import build_rating_matrix
-from recall_pipeline.core.serving import adhoc
-from recall_pipeline.core.serving.index import build_exact_index
-from recall_pipeline.core.serving.routes import RouteSettings, TextCFRoute, ease_route, fit_ease_route
+from recall_pipeline.core.recall import adhoc
+from recall_pipeline.core.recall.index import build_exact_index
+from recall_pipeline.core.recall.routes import RouteSettings, TextCFRoute, ease_route, fit_ease_route
 from recall_pipeline.core.training import text_cf, two_tower
 
 

@@ -5,7 +5,7 @@ Three things go wrong there with Dagster 1.13.27 alone, and this module handles 
 
 - A step that waits for a slot of a concurrency pool waits forever, silently. A watchdog thread
   reads the pool's claims: it says which run holds the slot (run id, its process), recovers the
-  holder if its process is gone (:mod:`recall_pipeline.run_recovery`), repeats the line every
+  holder if its process is gone (:mod:`recall_pipeline.runtime.run_recovery`), repeats the line every
   :data:`WAIT_LOG_SECONDS`, and gives up after ``RECALL_PIPELINE_SLOT_WAIT_SECONDS``.
 - While a step waits for a slot, SIGTERM and Ctrl-C do nothing: Dagster turns them into a flag
   that it reads only when the next step starts. The watchdog sees the signal (``set_wakeup_fd``),
@@ -33,8 +33,8 @@ import dagster as dg
 from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster._core.events import DagsterEventType
 
-from recall_pipeline import run_recovery
-from recall_pipeline.processes import Liveness
+from recall_pipeline.runtime import run_recovery
+from recall_pipeline.runtime.processes import Liveness
 
 WAIT_LOG_SECONDS = 30.0   # how often a waiting run repeats what it waits for
 POLL_SECONDS = 1.0        # how often the watchdog reads the pools and signals

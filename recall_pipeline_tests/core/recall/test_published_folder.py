@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from recall_pipeline.core.serving.published_folder import NotPublishedError, PublishedFolder
+from recall_pipeline.core.recall.published_folder import NotPublishedError, PublishedFolder
 from recall_pipeline.settings import HomeLayout
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -78,7 +78,7 @@ def test_a_failed_build_changes_nothing(tmp_path):
 KILLED = r"""
 import sys, time
 from pathlib import Path
-from recall_pipeline.core.serving.published_folder import PublishedFolder
+from recall_pipeline.core.recall.published_folder import PublishedFolder
 
 root = Path(sys.argv[1])
 def build(folder):
@@ -115,7 +115,7 @@ def test_a_killed_build_is_never_pointed_at_and_the_next_publish_removes_it(tmp_
 READER = r"""
 import json, os, sys
 from pathlib import Path
-from recall_pipeline.core.serving.published_folder import PublishedFolder, NotPublishedError
+from recall_pipeline.core.recall.published_folder import PublishedFolder, NotPublishedError
 
 root, stop, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 published = PublishedFolder(root / "CURRENT", root / "versions")

@@ -1,5 +1,5 @@
 """The Celery app that ``dagster-celery`` workers run for this project:
-``celery -A recall_pipeline.celery_worker worker -Q <queue> -c <processes>``.
+``celery -A recall_pipeline.runtime.celery_worker worker -Q <queue> -c <processes>``.
 
 It is ``dagster_celery.app`` (the same task, ``execute_plan``) configured from the same
 environment variables as the ``celery`` executor (``recall_pipeline.defs.executors``): broker,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from recall_pipeline.core.serving.ranking import tie_order
+from recall_pipeline.core.recall.ranking import tie_order
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,12 @@
 
 import dagster as dg
 
-from recall_pipeline.core.serving.recall_tables import publish_copy
+from recall_pipeline.core.recall.published_tables import publish_copy
 from recall_pipeline.resources import PipelineHome, Warehouse
 
 
 @dg.asset(
-    group_name="serving",
+    group_name="recall",
     deps=["recall_candidates", "evaluation_report"],
     kinds={"duckdb"},
     pool="warehouse",

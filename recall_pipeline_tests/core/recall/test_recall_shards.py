@@ -10,12 +10,12 @@ import polars as pl
 import pytest
 
 from recall_pipeline.core.features.rating_matrix import build_rating_matrix
-from recall_pipeline.core.serving import recall_shards
-from recall_pipeline.core.serving.index import build_exact_index
-from recall_pipeline.core.serving.recall_candidates import (
+from recall_pipeline.core.recall import recall_shards
+from recall_pipeline.core.recall.index import build_exact_index
+from recall_pipeline.core.recall.recall_candidates import (
     BYTES_PER_LIST_SLOT, RecallInputs, block_users, candidates_table, recall,
 )
-from recall_pipeline.core.serving.routes import ROUTES, ModelRoute, RouteSettings
+from recall_pipeline.core.recall.routes import ROUTES, ModelRoute, RouteSettings
 from recall_pipeline.core.shards import ShardStore
 
 

@@ -29,10 +29,10 @@ import polars as pl
 import scipy.sparse as sp
 
 from recall_pipeline.core.evaluation import baselines
-from recall_pipeline.core.serving.fusion import gather, mmr, rank_matrix, rank_matrix_values, reciprocal_rank_fusion
+from recall_pipeline.core.recall.fusion import gather, mmr, rank_matrix, rank_matrix_values, reciprocal_rank_fusion
 from recall_pipeline.core.ids import positions, require_same_ids
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
-from recall_pipeline.core.serving.ranking import search_top_k, tie_order, top_k_dense, top_k_scored
+from recall_pipeline.core.recall.ranking import search_top_k, tie_order, top_k_dense, top_k_scored
 from recall_pipeline.core.training import windowed_ease
 
 ROUTES = ("two_tower", "lm_profile", "lm_interest", "ease", "popularity", "text_cf")

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from recall_pipeline.core.serving.index import IndexSettings, build_and_write
+from recall_pipeline.core.recall.index import IndexSettings, build_and_write
 from recall_pipeline.defs.config import config_from
 from recall_pipeline.defs.tables import item_vectors
 from recall_pipeline.resources import PipelineHome, Warehouse
@@ -15,7 +15,7 @@ IndexConfig = config_from(IndexSettings, "IndexConfig",
 
 
 @dg.asset(
-    group_name="serving",
+    group_name="recall",
     deps=["item_embeddings"],
     kinds={"faiss"},
     pool="warehouse",

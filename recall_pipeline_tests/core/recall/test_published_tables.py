@@ -3,7 +3,7 @@
 import duckdb
 import pytest
 
-from recall_pipeline.core.serving.recall_tables import publish_run, training_items_recalled, users_short_of_candidates
+from recall_pipeline.core.recall.published_tables import publish_run, training_items_recalled, users_short_of_candidates
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ shards' rows into ``recall.candidates``, the checks, publishing).
 import dagster as dg
 
 from recall_pipeline.core.features import changed_users
-from recall_pipeline.core.serving import incremental, recall_shards, recall_tables
-from recall_pipeline.core.serving import recall_candidates as candidates
+from recall_pipeline.core.recall import incremental, published_tables, recall_shards
+from recall_pipeline.core.recall import recall_candidates as candidates
 from recall_pipeline.core.shards import ShardStore, ShardTask
-from recall_pipeline.core.serving.routes import ROUTES, RouteSettings
+from recall_pipeline.core.recall.routes import ROUTES, RouteSettings
 from recall_pipeline.defs import tables
 from recall_pipeline.defs.jobs import FEEDBACK_JOB
 from recall_pipeline.defs.metadata import markdown_table
@@ -107,7 +107,7 @@ def merge_recall_candidates(context: dg.OpExecutionContext, shards: list[dict], 
     with warehouse.connect() as con:  # one transaction; only checked lists become what users query
         stored = incremental.store_run(con, run_id, parts, plan)
         computed = incremental.computed_summary(con, run_id, PREVIEW_COLUMNS)
-        short, leaked, published = recall_tables.check_and_publish(con, run_id, k)
+        short, leaked, published = published_tables.check_and_publish(con, run_id, k)
     store.remove(run_id)
     yield dg.AssetCheckResult(check_name=COVERAGE_CHECK, passed=short == 0, metadata={"users_short": short})
     yield dg.AssetCheckResult(check_name=NO_TRAIN_CHECK, passed=leaked == 0,
@@ -127,7 +127,7 @@ def merge_recall_candidates(context: dg.OpExecutionContext, shards: list[dict], 
 
 @dg.graph_asset(
     ins={name: dg.AssetIn(dagster_type=dg.Nothing) for name in UPSTREAM},
-    group_name="serving",
+    group_name="recall",
     kinds={"duckdb", "faiss"},
     config=dg.ConfigMapping(config_fn=lambda c: {"plan_recall_candidates": {"config": c}},
                             config_schema=RecallConfig.to_config_schema()),

@@ -14,9 +14,9 @@ import polars as pl
 
 from recall_pipeline.core.evaluation.baselines import EaseModel
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
-from recall_pipeline.core.serving.ease_store import StoredEase, save_ease
-from recall_pipeline.core.serving.recall_tables import candidates_frame
-from recall_pipeline.core.serving.routes import (
+from recall_pipeline.core.recall.ease_store import StoredEase, save_ease
+from recall_pipeline.core.recall.published_tables import candidates_frame
+from recall_pipeline.core.recall.routes import (
     ROUTES, MergedLists, ModelRoute, RouteSettings, TextCFRoute, fit_ease_route, merge_routes, route_lists,
 )
 from recall_pipeline.core.training.route_trust import trusted

@@ -6,7 +6,7 @@ import faiss
 import numpy as np
 import pytest
 
-from recall_pipeline.core.serving.index import (
+from recall_pipeline.core.recall.index import (
     INDEX_FILE, MANIFEST_FILE, IndexMismatchError, IndexSettings, build_exact_index, build_index,
     new_manifest, read_index, write_index,
 )

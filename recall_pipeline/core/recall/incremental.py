@@ -6,7 +6,7 @@ it), (b) the models: the serving two-tower version, the LM index and item embedd
 EASE model, and (c) the route settings, and (d) for users *without* history only, the
 popularity of items over the whole training matrix. A feedback refresh keeps (b) and (c) as
 of the last full refresh (the two-tower champion unless the retraining threshold fires, the
-stored EASE model of :mod:`core.serving.ease_store`, the LM index), so the lists that can
+stored EASE model of :mod:`core.recall.ease_store`, the LM index), so the lists that can
 change are those of
 
 - users whose training history changed: new feedback rows, their split moving (the last
@@ -40,8 +40,8 @@ import numpy as np
 import polars as pl
 
 from recall_pipeline.core.features.changed_users import ALL, CHANGED, HISTORY_DIGESTS
-from recall_pipeline.core.serving.ease_store import StoredEase, reusable_ease
-from recall_pipeline.core.serving.routes import RouteSettings
+from recall_pipeline.core.recall.ease_store import StoredEase, reusable_ease
+from recall_pipeline.core.recall.routes import RouteSettings
 from recall_pipeline.core.warehouse_sql import insert_by_name
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import scipy.sparse as sp
 
-from recall_pipeline.core.serving.index import build_exact_index
-from recall_pipeline.core.serving.ranking import search_depths, search_top_k, top_k_dense
+from recall_pipeline.core.recall.index import build_exact_index
+from recall_pipeline.core.recall.ranking import search_depths, search_top_k, top_k_dense
 
 
 def protocol_tie_order(n_items: int, seed: int) -> list[int]:

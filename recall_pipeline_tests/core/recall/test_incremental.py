@@ -10,8 +10,8 @@ import numpy as np
 import polars as pl
 
 from recall_pipeline.core.features.changed_users import profiles_to_recompute, replace_profiles_of
-from recall_pipeline.core.serving import incremental
-from recall_pipeline.core.serving.recall_tables import check_and_publish
+from recall_pipeline.core.recall import incremental
+from recall_pipeline.core.recall.published_tables import check_and_publish
 
 K = 2
 
@@ -109,8 +109,8 @@ def test_a_run_keeps_its_route_settings_through_the_shards_to_its_record(tmp_pat
     run's plan was made with, carried through the plan the shards and the merge step read."""
     from pathlib import Path
 
-    from recall_pipeline.core.serving.recall_shards import export_plan, exported_plan
-    from recall_pipeline.core.serving.routes import RouteSettings
+    from recall_pipeline.core.recall.recall_shards import export_plan, exported_plan
+    from recall_pipeline.core.recall.routes import RouteSettings
     from recall_pipeline.core.shards import ShardStore
 
     con = warehouse([(1, 0, 4.0, "2020-01-01")], [1])
@@ -128,7 +128,7 @@ def test_route_settings_round_trip_and_an_unknown_field_is_named():
 
     import pytest
 
-    from recall_pipeline.core.serving.routes import RouteSettings
+    from recall_pipeline.core.recall.routes import RouteSettings
 
     settings = RouteSettings(depth=50, rrf_c=30.0, weights={"two_tower": 0.5, "ease": 2.0})
     assert RouteSettings.from_json(settings.to_json()) == settings
@@ -141,7 +141,7 @@ def test_route_settings_round_trip_and_an_unknown_field_is_named():
 def test_the_published_runs_settings_are_read_and_a_bad_record_names_the_run():
     import pytest
 
-    from recall_pipeline.core.serving.routes import RouteSettings
+    from recall_pipeline.core.recall.routes import RouteSettings
 
     con = warehouse([(1, 0, 4.0, "2020-01-01")], [1])
     assert incremental.published_route_settings(con) == RouteSettings()  # nothing published yet
