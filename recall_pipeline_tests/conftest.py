@@ -1,4 +1,16 @@
-"""Shared fixtures: the bundled data (loaded once) and small hand-built frames."""
+"""Shared fixtures (the bundled data, loaded once; small hand-built frames) and the tiers.
+
+Each test's tier is the folder it lives in, given to it as a marker:
+
+- ``unit/``: library code on data the test builds (or the bundled data), one process, no
+  Dagster run: ``make test-fast``;
+- ``integration/``: Dagster jobs run in process against real DuckDB files and MLflow stores;
+- ``system/``: real processes and services: the CLI killed mid-run, the Dagster UI, PostgreSQL,
+  Redis and RabbitMQ, Celery workers, the docker files.
+
+``make test`` runs all three (what CI runs); ``pytest -m unit`` (or ``integration``, ``system``)
+runs one.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +36,19 @@ os.environ[HOME_ENV] = str(_TEST_HOME.root)
 os.environ["DAGSTER_HOME"] = str(_TEST_HOME.dagster_home)
 os.environ.pop(SOURCE_ENV, None)
 atexit.register(shutil.rmtree, _TEST_HOME.root, ignore_errors=True)
+
+
+TIERS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test with the tier of its folder; a test outside the three is an error."""
+    root = Path(__file__).parent
+    for item in items:
+        tier = Path(str(item.path)).relative_to(root).parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in one of {TIERS}")
+        item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture(scope="session")

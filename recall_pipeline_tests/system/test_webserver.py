@@ -18,7 +18,7 @@ import pytest
 from recall_pipeline.settings import HOME_ENV, HomeLayout
 from recall_pipeline_tests.subprocesses import home_env, slot_holder
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Background processes of non-interactive shells ignore SIGINT, and dagster maps SIGTERM onto
 # the SIGINT handler: restore SIGINT's default before exec, or the server cannot be stopped.
 EXEC_WITH_SIGINT = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-DOCKER = Path(__file__).resolve().parents[1] / "docker"
+DOCKER = Path(__file__).resolve().parents[2] / "docker"
 COMPOSE = yaml.safe_load((DOCKER / "compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
 DAGSTER_SERVICES = ("code", "worker", "webserver", "daemon")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "recall_pipeline"
+PACKAGE = Path(__file__).resolve().parents[2] / "recall_pipeline"
 
 
 def module_name(path: Path) -> str:

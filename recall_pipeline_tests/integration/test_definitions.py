@@ -59,7 +59,7 @@ def test_jobs_schedule_and_sensor(tmp_path):
 
 def test_workspace_loads_with_dagster_tooling():
     assert isinstance(defs(), dg.Definitions)
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
                          cwd=root, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -42,7 +42,7 @@ TRAINING = {"ops": {"recall_model": {"config": {"max_epochs": 1, "patience": 1}}
 ALL_ROUTES = {"ops": {"recall_candidates": {"config": {"compute_zero_weight_routes": True}}}}
 SHARDS = 2
 REDIS = ("127.0.0.1", 6379)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM_OF_RECALL = ("raw_interactions", "raw_items", "cleaned_item_text", "cleaned_interactions",
                       "rating_matrix", "item_embeddings", "user_profiles", "recall_model",
                       "faiss_index", "two_tower_index", "recall_candidates")
