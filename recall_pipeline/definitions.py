@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -33,10 +32,10 @@ from recall_pipeline.defs.training.text_cf_model import text_cf_model
 from recall_pipeline.resources import (
     DataSource, MlflowTracking, PipelineHome, TextEncoderResource, Warehouse,
 )
-from recall_pipeline.settings import SOURCE_ENV, HomeLayout, home_layout
+from recall_pipeline.settings import SOURCE_ENV, HomeLayout, env, home_layout
 
 # Who to ask about an asset, shown in the UI: one policy for the whole graph.
-OWNER = os.environ.get("RECALL_PIPELINE_OWNER", "team:recall")
+OWNER = env("RECALL_PIPELINE_OWNER")
 
 ASSETS = dg.map_asset_specs(
     lambda spec: spec.replace_attributes(owners=[OWNER]),
@@ -52,7 +51,7 @@ def data_source_from_env() -> DataSource:
 
     Relative file paths in the YAML are taken relative to the YAML file itself.
     """
-    path = os.environ.get(SOURCE_ENV)
+    path = env(SOURCE_ENV)
     if not path:
         return DataSource()
     source_file = Path(path).expanduser().resolve()
@@ -68,10 +67,10 @@ def build_resources(home: HomeLayout, data_source: DataSource | None = None) -> 
         "warehouse": Warehouse(path=str(home.warehouse)),
         "home": PipelineHome(root=str(home.root)),
         "data_source": data_source or data_source_from_env(),
-        "encoder": TextEncoderResource(model=os.environ.get("RECALL_PIPELINE_ENCODER_MODEL", "")),
+        "encoder": TextEncoderResource(model=env("RECALL_PIPELINE_ENCODER_MODEL")),
         "mlflow": MlflowTracking(
             # not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri writes that variable itself
-            tracking_uri=os.environ.get("RECALL_PIPELINE_MLFLOW_URI") or f"sqlite:///{home.mlflow_db}",
+            tracking_uri=env("RECALL_PIPELINE_MLFLOW_URI") or f"sqlite:///{home.mlflow_db}",
             artifact_root=str(home.mlflow_artifacts),
         ),
     }

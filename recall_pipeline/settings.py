@@ -10,20 +10,78 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 
 from recall_pipeline.core.recall.published_folder import PublishedFolder
 
 HOME_ENV = "RECALL_PIPELINE_HOME"
 SOURCE_ENV = "RECALL_PIPELINE_SOURCE"
 DEFAULT_HOME = ".recall"
-
-# Where the sharded steps exchange files (an fsspec URL; default the home's shards/ folder) and
-# how many shards they make (default 1: on one machine the single shard is the fastest).
 SHARDS_URL_ENV = "RECALL_PIPELINE_SHARDS_URL"
 SHARDS_ENV = "RECALL_PIPELINE_SHARDS"
-
 SLOT_WAIT_ENV = "RECALL_PIPELINE_SLOT_WAIT_SECONDS"
 DEFAULT_SLOT_WAIT_SECONDS = 1800.0
+EXECUTOR_ENV = "RECALL_PIPELINE_EXECUTOR"
+BROKER_ENV = "RECALL_PIPELINE_CELERY_BROKER"
+BACKEND_ENV = "RECALL_PIPELINE_CELERY_BACKEND"
+QUEUE_ENV = "RECALL_PIPELINE_CELERY_QUEUE"
+RETRAIN_ENV = "RECALL_PIPELINE_RETRAIN_MIN_NEW_INTERACTIONS"
+DEFAULT_RETRAIN_MIN_NEW_INTERACTIONS = 1000
+FEEDBACK_EVALUATION_ENV = "RECALL_PIPELINE_FEEDBACK_EVALUATION"
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """One environment variable the package reads: its default (empty: none) and what it does."""
+
+    name: str
+    default: str
+    meaning: str
+
+
+# Every variable the package reads, in one place: the code reads them through :func:`env`, and
+# the configuration reference in the docs is generated from this table (a test fails on a
+# ``RECALL_PIPELINE_*`` name in the code that is not here).
+ENVIRONMENT: dict[str, EnvVar] = {v.name: v for v in (
+    EnvVar(HOME_ENV, DEFAULT_HOME,
+           "The home folder that holds all state (warehouse, MLflow store, indexes, models, "
+           "reports, inbox, Dagster instance). Deleting it resets everything."),
+    EnvVar(SOURCE_ENV, "",
+           "A YAML file describing your own data source (paths relative to the file); unset: "
+           "the bundled MovieLens data."),
+    EnvVar("RECALL_PIPELINE_ENCODER_MODEL", "",
+           "The sentence encoder: a local model folder or a hub name; unset: the bundled "
+           "all-MiniLM-L6-v2 package."),
+    EnvVar("RECALL_PIPELINE_MLFLOW_URI", "",
+           "MLflow tracking and registry URI (e.g. postgresql://...); unset: "
+           "sqlite under the home's mlflow/ folder."),
+    EnvVar("RECALL_PIPELINE_OWNER", "team:recall", "The owner shown on every asset in the UI."),
+    EnvVar("RECALL_PIPELINE_NIGHTLY_CRON", "0 2 * * *", "When the nightly full refresh runs."),
+    EnvVar("RECALL_PIPELINE_TIMEZONE", "UTC", "The time zone of the nightly schedule."),
+    EnvVar(RETRAIN_ENV, str(DEFAULT_RETRAIN_MIN_NEW_INTERACTIONS),
+           "A feedback refresh retrains the two-tower model only when training grew by this "
+           "many interactions since the serving model was trained."),
+    EnvVar(FEEDBACK_EVALUATION_ENV, "defer",
+           "``defer``: a feedback refresh publishes without re-evaluating (the nightly run "
+           "evaluates); ``run``: it evaluates first."),
+    EnvVar(EXECUTOR_ENV, "in_process",
+           "Which executor runs the steps: ``in_process``, ``multiprocess`` or ``celery``."),
+    EnvVar(BROKER_ENV, "redis://127.0.0.1:6379/0", "The Celery broker of the ``celery`` executor."),
+    EnvVar(BACKEND_ENV, "", "The Celery result backend; unset: the broker."),
+    EnvVar(QUEUE_ENV, "dagster", "The Celery queue the steps' tasks go to."),
+    EnvVar(SHARDS_ENV, "1", "How many shards the sharded steps make unless their config says."),
+    EnvVar(SHARDS_URL_ENV, "",
+           "Where the sharded steps exchange files (an fsspec URL); unset: the home's shards/ folder."),
+    EnvVar(SLOT_WAIT_ENV, str(int(DEFAULT_SLOT_WAIT_SECONDS)),
+           "How long a CLI run waits for the warehouse slot before it gives up, in seconds."),
+)}
+
+
+def env(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """The value of a registered variable, or its default when it is unset or blank."""
+    value = (os.environ if environ is None else environ).get(name, "").strip()
+    return value or ENVIRONMENT[name].default
+
 
 # Dagster's instance settings for a local home: DuckDB allows one writing process, so the steps
 # that write the warehouse share one slot of the "warehouse" pool; runs whose process is gone are
@@ -156,7 +214,7 @@ class HomeLayout:
 
     def shards_url(self) -> str:
         """``$RECALL_PIPELINE_SHARDS_URL`` if set, else :attr:`shards`."""
-        return os.environ.get(SHARDS_URL_ENV) or str(self.shards)
+        return env(SHARDS_URL_ENV) or str(self.shards)
 
     @property
     def dagster_home(self) -> Path:
@@ -175,14 +233,12 @@ class HomeLayout:
 
 def home_layout() -> HomeLayout:
     """The home folder: ``$RECALL_PIPELINE_HOME``, default ``./.recall``, as an absolute path."""
-    return HomeLayout(Path(os.environ.get(HOME_ENV, DEFAULT_HOME)).expanduser().resolve())
+    return HomeLayout(Path(env(HOME_ENV)).expanduser().resolve())
 
 
 def default_shards() -> int:
     """How many shards the sharded steps make unless their config says: ``$RECALL_PIPELINE_SHARDS``, default 1."""
-    value = os.environ.get(SHARDS_ENV, "").strip()
-    if not value:
-        return 1
+    value = env(SHARDS_ENV)
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"{SHARDS_ENV} must be a positive integer, got {value!r}")
     return int(value)
@@ -190,9 +246,9 @@ def default_shards() -> int:
 
 def slot_wait_seconds() -> float:
     """How long a run waits for a concurrency slot before it gives up: ``$RECALL_PIPELINE_SLOT_WAIT_SECONDS``."""
-    value = os.environ.get(SLOT_WAIT_ENV, "")
+    value = env(SLOT_WAIT_ENV)
     try:
-        seconds = float(value) if value.strip() else DEFAULT_SLOT_WAIT_SECONDS
+        seconds = float(value)
     except ValueError:
         raise ValueError(f"{SLOT_WAIT_ENV}={value!r}: give a number of seconds") from None
     if seconds <= 0:

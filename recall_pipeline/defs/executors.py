@@ -25,27 +25,24 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-EXECUTOR_ENV = "RECALL_PIPELINE_EXECUTOR"
-BROKER_ENV = "RECALL_PIPELINE_CELERY_BROKER"
-BACKEND_ENV = "RECALL_PIPELINE_CELERY_BACKEND"
-QUEUE_ENV = "RECALL_PIPELINE_CELERY_QUEUE"
-DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
-DEFAULT_QUEUE = "dagster"
+from recall_pipeline.settings import BACKEND_ENV, BROKER_ENV, EXECUTOR_ENV, QUEUE_ENV
+from recall_pipeline.settings import env as setting
+
 EXECUTORS = ("in_process", "multiprocess", "celery")
 
 
 def celery_settings(env: Mapping[str, str] = os.environ) -> dict:
     """The celery executor's config: broker, result backend and the queue its tasks go to."""
-    broker = env.get(BROKER_ENV) or DEFAULT_BROKER
-    return {"broker": broker, "backend": env.get(BACKEND_ENV) or broker,
-            "config_source": {"task_default_queue": env.get(QUEUE_ENV) or DEFAULT_QUEUE,
+    broker = setting(BROKER_ENV, env)
+    return {"broker": broker, "backend": setting(BACKEND_ENV, env) or broker,
+            "config_source": {"task_default_queue": setting(QUEUE_ENV, env),
                               # a worker process holds one task at a time (see celery_worker)
                               "task_acks_late": True, "worker_prefetch_multiplier": 1}}
 
 
 def executor_from_env(env: Mapping[str, str] = os.environ) -> dg.ExecutorDefinition:
     """The executor ``$RECALL_PIPELINE_EXECUTOR`` names (``in_process`` when unset)."""
-    name = (env.get(EXECUTOR_ENV) or "in_process").strip()
+    name = setting(EXECUTOR_ENV, env)
     if name == "in_process":
         return dg.in_process_executor
     if name == "multiprocess":

@@ -1,18 +1,14 @@
 """Jobs: the full refresh (every asset) and the feedback refresh (what new feedback changes)."""
 
-import os
-
 import dagster as dg
 
-# A feedback refresh retrains the recall model only when training has grown by this many
-# interactions since the champion was trained; the nightly full refresh always retrains.
-RETRAIN_ENV = "RECALL_PIPELINE_RETRAIN_MIN_NEW_INTERACTIONS"
-DEFAULT_RETRAIN_MIN_NEW_INTERACTIONS = 1000
+from recall_pipeline.settings import FEEDBACK_EVALUATION_ENV, RETRAIN_ENV, env
 
-# A feedback refresh publishes the new lists without re-evaluating ("defer", the default: the
-# nightly full refresh evaluates, and the published copy keeps the last evaluation's figures)
-# or evaluates them first ("run": re-tunes every baseline, 20 s or more on the bundled data).
-FEEDBACK_EVALUATION_ENV = "RECALL_PIPELINE_FEEDBACK_EVALUATION"
+# A feedback refresh retrains the recall model only when training has grown by $RETRAIN_ENV
+# interactions since the champion was trained; the nightly full refresh always retrains.
+# It publishes the new lists without re-evaluating ("defer", the default: the nightly full
+# refresh evaluates, and the published copy keeps the last evaluation's figures) or evaluates
+# them first ("run": re-tunes every baseline, 20 s or more on the bundled data).
 EVALUATION_CHOICES = ("defer", "run")
 FEEDBACK_JOB = "feedback_refresh_job"
 
@@ -26,7 +22,7 @@ recall_job = dg.define_asset_job(
 
 def feedback_evaluation(value: str | None = None) -> str:
     """``value``, else ``$RECALL_PIPELINE_FEEDBACK_EVALUATION``, else ``defer``; checked."""
-    value = value or os.environ.get(FEEDBACK_EVALUATION_ENV) or "defer"
+    value = value or env(FEEDBACK_EVALUATION_ENV)
     if value not in EVALUATION_CHOICES:
         raise ValueError(f"{FEEDBACK_EVALUATION_ENV} must be one of {EVALUATION_CHOICES}, not {value!r}")
     return value
@@ -54,6 +50,6 @@ def feedback_refresh_job(evaluation: str | None = None):
 
 def feedback_run_config(files: list[str]) -> dict:
     """Run config of a feedback refresh for the given inbox files."""
-    threshold = int(os.environ.get(RETRAIN_ENV, DEFAULT_RETRAIN_MIN_NEW_INTERACTIONS))
+    threshold = int(env(RETRAIN_ENV))
     return {"ops": {"feedback_events": {"config": {"files": files}},
                     "recall_model": {"config": {"retrain_min_new_interactions": threshold}}}}

@@ -12,9 +12,9 @@ import pytest
 from recall_pipeline.cli import main as cli_main
 from recall_pipeline.core.evaluation.evaluation_report import UNBOUNDED
 from recall_pipeline.definitions import build_definitions
-from recall_pipeline.defs.jobs import DEFAULT_RETRAIN_MIN_NEW_INTERACTIONS, feedback_run_config
+from recall_pipeline.defs.jobs import feedback_run_config
 from recall_pipeline.resources import DataSource
-from recall_pipeline.settings import HOME_ENV, HomeLayout
+from recall_pipeline.settings import DEFAULT_RETRAIN_MIN_NEW_INTERACTIONS, HOME_ENV, HomeLayout
 
 SAMPLE_USERS = 8
 CHECKS = {"raw_items_reconcile", "raw_rows_reconcile", "embeddings_finite_unit_norm_one_per_item",
