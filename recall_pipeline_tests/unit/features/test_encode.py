@@ -59,5 +59,16 @@ def test_identity_names_the_bundled_model(encoder):
     assert encoder.pooling == "mean" and encoder.max_length == 256
 
 
-def test_empty_input(encoder):
-    assert encoder.encode([]).shape == (0, 384)
+def test_empty_input(encoder, monkeypatch):
+    """No texts: an empty float32 array as wide as a real embedding, without tokenizing or
+    running the model on an empty batch."""
+    one = encoder.encode(["A"])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("called for an empty input")
+
+    monkeypatch.setattr(encoder, "_tokenizer", refuse)
+    monkeypatch.setattr(encoder, "_model", type("Model", (), {"config": encoder._model.config, "__call__": refuse})())
+    empty = encoder.encode([])
+    assert empty.shape == (0, one.shape[1]) == (0, 384)
+    assert empty.dtype == one.dtype == np.float32
