@@ -1,5 +1,6 @@
 """Loading files: column mapping, and a clear error for every kind of unusable file."""
 
+import re
 from pathlib import Path
 
 import polars as pl
@@ -55,17 +56,16 @@ def test_nested_column_type_is_refused(tmp_path):
         load_interaction_file(path, COLUMNS, "b")
 
 
-@pytest.mark.parametrize("content", ["", "uid,iid,stars,ts\n"])
-def test_empty_file(tmp_path, content):
+@pytest.mark.parametrize("content, problem", [
+    ("", r"cannot be read as csv: .*empty.*"),  # not even a header (the rest is polars' own words)
+    ("uid,iid,stars,ts\n", r"the file has no data rows"),  # a header alone
+])
+def test_empty_file(tmp_path, content, problem):
+    """The message is the file's full path, then what is wrong with it."""
     path = write_csv(tmp_path / "r.csv", content)
-    with pytest.raises(SourceError, match=r"r\.csv: "):
+    with pytest.raises(SourceError) as raised:
         read_table(path)
-
-
-def test_empty_file_message_says_no_rows(tmp_path):
-    path = write_csv(tmp_path / "r.csv", "uid,iid,stars,ts\n")
-    with pytest.raises(SourceError, match="no data rows"):
-        read_table(path)
+    assert re.fullmatch(re.escape(f"{path}: ") + problem, str(raised.value), re.IGNORECASE), str(raised.value)
 
 
 def test_unreadable_parquet(tmp_path):
