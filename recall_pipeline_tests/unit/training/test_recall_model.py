@@ -1,5 +1,7 @@
 """The recall model's settings: one flat config in, both halves out, the same MLflow parameters."""
 
+from dataclasses import asdict
+
 import pytest
 
 from recall_pipeline.core.training import two_tower
@@ -15,14 +17,37 @@ def test_settings_from_splits_a_flat_config_into_architecture_and_training():
         settings_from({"dimension": 64})
 
 
-def test_mlflow_parameters_keep_the_names_and_values_of_runs_before_the_split():
-    """Runs logged before the settings were split are compared with new ones by these names."""
-    assert flat_params(settings_from({"dim": 64, "refit": False})) == {
-        "dim": "64", "hidden": "256", "history_length": "50", "id_embeddings": "True", "id_dropout": "0.5",
-        "temperature": "0.1", "logq": "True", "batch_size": "1024", "learning_rate": "0.002",
-        "weight_decay": "1e-05", "max_epochs": "30", "patience": "3", "refit": "False", "rating_max": "5.0",
-        "seed": "0", "lm_finetune_layers": "0", "lm_learning_rate": "2e-05",
-        # added with the scale settings (runs before them trained with neither limit)
-        "max_validation_users": "20000", "max_train_seconds": "0.0",
-        # added when validation was also capped in users x items (1M items: 2,000 users)
-        "max_validation_cells": "2000000000"}
+# The parameter names runs logged before the settings were split into two halves; new runs are
+# compared with them by these names.
+NAMES_BEFORE_THE_SPLIT = {
+    "dim", "hidden", "history_length", "id_embeddings", "id_dropout", "temperature", "logq", "batch_size",
+    "learning_rate", "weight_decay", "max_epochs", "patience", "refit", "rating_max", "seed",
+    "lm_finetune_layers", "lm_learning_rate"}
+
+
+def changed(value):
+    """A value of the same type as ``value`` that differs from it."""
+    if isinstance(value, bool):
+        return not value
+    return value + 1 if isinstance(value, int) else value * 2 + 0.25
+
+
+def parsed(text: str, like):
+    """An MLflow parameter's text read back as the type of ``like``."""
+    if isinstance(like, bool):
+        return {"True": True, "False": False}[text]
+    return type(like)(text)
+
+
+def test_mlflow_parameters_carry_every_setting_under_its_own_name():
+    """Every field of both halves, each set away from its default, comes out as one parameter
+    of its own name holding that value; read back, the parameters give the same settings
+    (nothing lost, nothing sent to the wrong half), and the names of older runs are all there."""
+    defaults = {name: value for half in ModelSettings() for name, value in asdict(half).items()}
+    overrides = {name: changed(value) for name, value in defaults.items()}
+    settings = settings_from(overrides)
+    assert all(getattr(half, name) != defaults[name] for half in settings for name in asdict(half))
+    params = flat_params(settings)
+    assert params == {name: str(value) for name, value in overrides.items()}
+    assert settings_from({name: parsed(text, defaults[name]) for name, text in params.items()}) == settings
+    assert NAMES_BEFORE_THE_SPLIT <= set(params)
