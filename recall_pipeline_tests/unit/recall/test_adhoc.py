@@ -7,11 +7,12 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 import pytest
+import scipy.sparse as sp
 
 from recall_pipeline.core.features.rating_matrix import build_rating_matrix
 from recall_pipeline.core.recall import adhoc
 from recall_pipeline.core.recall.index import build_exact_index
-from recall_pipeline.core.recall.routes import RouteSettings, TextCFRoute, ease_route, fit_ease_route
+from recall_pipeline.core.recall.routes import RouteSettings, TextCFRoute, ease_route, fit_ease_route, text_cf_lists
 from recall_pipeline.core.training import text_cf, two_tower
 
 
@@ -72,7 +73,7 @@ def test_recency_places_count_distinct_items_from_the_latest():
 @pytest.mark.parametrize("trust", [1.0, 0.5, 0.0])
 def test_the_fused_score_is_each_routes_weighted_vote_with_the_two_tower_trust(trust):
     """Every listed item's fused score is the sum of its routes' weight / (c + rank), the
-    two-tower route's weight times the trust; each of the five routes votes somewhere."""
+    two-tower route's weight times the trust; each route votes somewhere."""
     import torch
 
     split, rm = constructed_matrix()
@@ -93,11 +94,36 @@ def test_the_fused_score_is_each_routes_weighted_vote_with_the_two_tower_trust(t
     merged = adhoc.history_recall(history, model, build_exact_index(two_tower.item_vectors(model)),
                                   build_exact_index(lm), lm, 20, settings, ease=fit_ease_route(rm, settings),
                                   text_cf=route, trust=trust)
-    factor = {"two_tower": trust}
-    expected = sum(np.where(ranks[0] > 0, settings.weights[name] * factor.get(name, 1.0) / (settings.rrf_c + ranks[0]),
-                            0.0) for name, ranks in merged.route_ranks.items())
-    listed = merged.items[0] >= 0
-    np.testing.assert_allclose(merged.scores[0][listed], expected[listed], rtol=1e-5)
-    assert set(merged.route_ranks) == {"two_tower", "lm_profile", "ease", "text_cf"}
-    assert all((ranks[0][listed] > 0).any() for ranks in merged.route_ranks.values())
-    assert not set(merged.items[0][listed].tolist()) & set(history.tolist())
+
+    # each route's list, computed here from the inputs: the two vector routes by brute force
+    # over every item not in the history, the EASE and TextCF routes by their own functions
+    n_items, seen = len(rm.item_ids), set(history.tolist())
+    window = np.full((1, model.architecture.history_length), -1, dtype=np.int64)
+    window[0, -min(len(history), window.shape[1]):] = history[-window.shape[1]:]
+    user = two_tower.user_vectors(model, window, np.full(window.shape, np.nan, np.float32))[0]
+    profile = lm[history].mean(axis=0)
+
+    def by_score(scores):
+        return [int(i) for i in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable") if int(i) not in seen]
+
+    history_row = sp.csr_matrix((np.ones(len(seen)), (np.zeros(len(seen), int), sorted(seen))), shape=(1, n_items))
+    lists = {"two_tower": by_score(two_tower.item_vectors(model) @ user),
+             "lm_profile": by_score(lm @ profile),
+             "ease": [int(i) for i in adhoc.ease_list(fit_ease_route(rm, settings), history, n_items, history_row,
+                                                       n_items, settings)[0] if i >= 0],
+             "text_cf": [int(i) for i in text_cf_lists(route, history_row, np.zeros(1, int), n_items)[0] if i >= 0]}
+    assert set(lists["text_cf"]) == set(range(6)) - seen  # only the items new to TextCF
+    # the fused score by hand: sum over the routes listing the item of weight / (c + rank)
+    expected = {}
+    for name, items in lists.items():
+        weight = settings.weights[name] * (trust if name == "two_tower" else 1.0)
+        for rank, item in enumerate(items[:settings.depth], start=1):
+            expected[item] = expected.get(item, 0.0) + weight / (settings.rrf_c + rank)
+
+    listed = merged.items[0][merged.items[0] >= 0].tolist()
+    assert len(listed) == 20 and len(set(listed)) == 20 and not set(listed) & seen
+    np.testing.assert_allclose(merged.scores[0][:20], [expected[item] for item in listed], rtol=1e-5)
+    # and they are the 20 best fused scores, best first (the default MMR lambda keeps the order)
+    assert sorted(expected.values(), reverse=True)[:20] == pytest.approx(merged.scores[0][:20].tolist(), rel=1e-5)
+    assert set(merged.route_ranks) == set(lists)
+    assert all(any(item in lists[name][:settings.depth] for item in listed) for name in lists)  # each route votes
