@@ -126,4 +126,7 @@ def test_the_fused_score_is_each_routes_weighted_vote_with_the_two_tower_trust(t
     # and they are the 20 best fused scores, best first (the default MMR lambda keeps the order)
     assert sorted(expected.values(), reverse=True)[:20] == pytest.approx(merged.scores[0][:20].tolist(), rel=1e-5)
     assert set(merged.route_ranks) == set(lists)
+    for name, ranks in merged.route_ranks.items():  # each item's provenance: its rank in each route (0: not listed)
+        routed = lists[name][:settings.depth]
+        assert ranks[0][:20].tolist() == [routed.index(item) + 1 if item in routed else 0 for item in listed], name
     assert all(any(item in lists[name][:settings.depth] for item in listed) for name in lists)  # each route votes
