@@ -49,7 +49,7 @@ dev: $(STAMP)
 	$(BIN)/dagster dev -w workspace.yaml
 
 docs: $(STAMP)
-	$(BIN)/python docs/scripts/config_reference.py && $(BIN)/python -m mkdocs build --strict -q -d site
+	$(BIN)/python docs/scripts/config_reference.py && $(BIN)/python -m mkdocs build --strict -d site
 
 clean:
 	rm -rf $(RECALL_PIPELINE_HOME)
