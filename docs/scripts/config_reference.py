@@ -87,9 +87,10 @@ def _source_comments(cls: type) -> dict[str, str]:
             continue
         match = re.match(r"(\w+)\s*:", stripped)
         if match and line.startswith((" ", "\t")):
-            parts = pending + ([line_comment[number]] if number in line_comment else [])
+            parts = ([" ".join(pending)] if pending else []) + (
+                [line_comment[number]] if number in line_comment else [])
             if parts:
-                comments[match.group(1)] = " ".join(parts)
+                comments[match.group(1)] = "; ".join(parts)
         pending = []
     return comments
 
