@@ -221,7 +221,7 @@ def recall_items(items: str, k: int, model_version: str) -> int:
 def _stored_routes(layout: HomeLayout, ids, vectors, encoder: str, settings):
     """(the EASE model, the TextCF route) the published lists were computed with; None, with the
     reason on stderr, for one that is not stored or does not fit the catalogue and settings."""
-    from recall_pipeline.core.recall.ease_store import reusable_ease
+    from recall_pipeline.core.training.ease.store import reusable_ease
     from recall_pipeline.core.recall.routes import TextCFRoute
     from recall_pipeline.core.training import text_cf
 

@@ -27,6 +27,7 @@ from recall_pipeline.defs.recall.faiss_index import faiss_index
 from recall_pipeline.defs.recall.published_warehouse import published_warehouse
 from recall_pipeline.defs.recall.recall_candidates import recall_candidates
 from recall_pipeline.defs.recall.two_tower_index import two_tower_index
+from recall_pipeline.defs.training.ease_model import ease_model
 from recall_pipeline.defs.training.recall_model import recall_model
 from recall_pipeline.defs.training.text_cf_model import text_cf_model
 from recall_pipeline.resources import (
@@ -40,7 +41,7 @@ OWNER = env("RECALL_PIPELINE_OWNER")
 ASSETS = dg.map_asset_specs(
     lambda spec: spec.replace_attributes(owners=[OWNER]),
     [raw_interactions_and_items, feedback_events, cleaned_item_text, cleaned_interactions,
-     rating_matrix, item_embeddings, user_profiles, recall_model, text_cf_model, faiss_index,
+     rating_matrix, item_embeddings, user_profiles, recall_model, text_cf_model, ease_model, faiss_index,
      two_tower_index, recall_candidates,
      evaluation_report, published_warehouse],
 )

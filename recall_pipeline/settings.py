@@ -185,7 +185,7 @@ class HomeLayout:
     @property
     def ease_model(self) -> Path:
         """The EASE model the last full refresh solved (``recall_candidates``), which feedback
-        refreshes reuse for the users whose history changed (``core.recall.ease_store``)."""
+        refreshes reuse for the users whose history changed (``core.training.ease.store``)."""
         return self.models / "ease" / "ease.npz"
 
     @property

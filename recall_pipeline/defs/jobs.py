@@ -31,8 +31,9 @@ def feedback_evaluation(value: str | None = None) -> str:
 def feedback_refresh_job(evaluation: str | None = None):
     """The feedback refresh: what depends on new feedback, with or without the evaluation."""
     evaluation = feedback_evaluation(evaluation)
-    # the TextCF model is refit nightly: a feedback refresh ranks cold items with the stored one
-    selection = dg.AssetSelection.assets("feedback_events").downstream() - dg.AssetSelection.assets("text_cf_model")
+    # the TextCF and EASE models are refit nightly: a feedback refresh scores with the stored ones
+    selection = (dg.AssetSelection.assets("feedback_events").downstream()
+                 - dg.AssetSelection.assets("text_cf_model", "ease_model"))
     if evaluation == "defer":
         selection = selection - dg.AssetSelection.assets("evaluation_report")
     return dg.define_asset_job(

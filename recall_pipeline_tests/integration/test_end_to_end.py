@@ -22,7 +22,8 @@ from recall_pipeline.settings import DEFAULT_RETRAIN_MIN_NEW_INTERACTIONS, HOME_
 SAMPLE_USERS = 8
 CHECKS = {"raw_items_reconcile", "raw_rows_reconcile", "embeddings_finite_unit_norm_one_per_item",
           "index_matches_embeddings", "two_tower_index_matches_model",
-          "every_user_has_candidates", "no_training_item_recalled", "metrics_within_unit_interval"}
+          "every_user_has_candidates", "no_training_item_recalled", "metrics_within_unit_interval",
+          "ease_model_fits_catalogue"}
 
 
 def run_job(home: HomeLayout, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:

@@ -21,6 +21,7 @@ PROBE = textwrap.dedent(f"""
     import json
     import numpy as np, polars as pl
     from recall_pipeline.core.evaluation import baselines
+    from recall_pipeline.core.training.ease import model as ease
     from recall_pipeline.core.evaluation.protocol import (
         build_evaluation_data, list_metrics, run_baselines, scorer_lists, validation_matrices)
     from recall_pipeline.core.features.rating_matrix import build_rating_matrix
@@ -30,7 +31,7 @@ PROBE = textwrap.dedent(f"""
     from recall_pipeline.core.recall.routes import RouteSettings, merge_routes, route_lists
 
     # the caps' mechanisms, at a size a test can afford: EASE over the top items, sparse ItemKNN
-    baselines.EASE_MAX_ITEMS = 1_500
+    ease.EASE_MAX_ITEMS = 1_500
     baselines.KNN_MAX_DENSE_BYTES = 64 * 2**20
     rng = np.random.default_rng(0)
     users, items = {USERS}, {ITEMS}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recall_pipeline.core.evaluation.baselines import EaseModel
+from recall_pipeline.core.training.ease.model import EaseModel
 from recall_pipeline.core.recall.ranking import search_top_k, top_k_dense
 from recall_pipeline.core.recall.routes import MergedLists, RouteSettings, TextCFRoute, merge_routes, text_cf_lists
 from recall_pipeline.core.training import two_tower

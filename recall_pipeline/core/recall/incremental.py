@@ -6,7 +6,7 @@ it), (b) the models: the serving two-tower version, the LM index and item embedd
 EASE model, and (c) the route settings, and (d) for users *without* history only, the
 popularity of items over the whole training matrix. A feedback refresh keeps (b) and (c) as
 of the last full refresh (the two-tower champion unless the retraining threshold fires, the
-stored EASE model of :mod:`core.recall.ease_store`, the LM index), so the lists that can
+stored EASE model of :mod:`core.training.ease.store`, the LM index), so the lists that can
 change are those of
 
 - users whose training history changed: new feedback rows, their split moving (the last
@@ -40,7 +40,7 @@ import numpy as np
 import polars as pl
 
 from recall_pipeline.core.features.changed_users import ALL, CHANGED, HISTORY_DIGESTS
-from recall_pipeline.core.recall.ease_store import StoredEase, reusable_ease
+from recall_pipeline.core.training.ease.store import StoredEase, reusable_ease
 from recall_pipeline.core.recall.routes import RouteSettings
 from recall_pipeline.core.warehouse_sql import insert_by_name
 
@@ -63,7 +63,7 @@ class RecallPlan:
     previous_run: str | None      # the published run whose other users' rows are copied
     basis: str
     reason: str
-    ease: StoredEase | None = None  # the stored EASE model to score with (None: fit and store one)
+    ease: StoredEase | None = None  # the stored EASE model to score with (None: the run fits its own)
     settings: str = ""              # the route settings as JSON (RouteSettings.to_json), kept with the run
 
     @property
@@ -100,25 +100,28 @@ def route_settings_of(con: duckdb.DuckDBPyConnection, run_id: str | None) -> Rou
 
 
 def plan_run(con: duckdb.DuckDBPyConnection, run_id: str, changed_only: bool, ease_path: Path,
-             model_version: str, settings, k: int) -> RecallPlan:
-    """The plan of a recall run, with its route settings. Full refresh: every user, EASE fitted
-    and stored. With ``changed_only`` (a feedback refresh): with the stored EASE model when it
-    fits the catalogue and settings, the users :func:`plan_recall` finds."""
-    return dataclasses.replace(_plan_users(con, run_id, changed_only, ease_path, model_version, settings, k),
+             model_version: str, settings: RouteSettings, k: int) -> RecallPlan:
+    """The plan of a recall run, with its route settings. The EASE model is the stored one (the
+    ``ease_model`` asset's) when it covers the current catalogue, and its fit settings become the
+    run's; else the run fits its own in memory (stored by nobody: that is the asset's job). Full
+    refresh: every user. With ``changed_only`` (a feedback refresh) and a stored model: the users
+    :func:`plan_recall` finds."""
+    item_ids = con.sql("select item_id from features.item_index order by item_index").pl()["item_id"].to_numpy()
+    ease, why = reusable_ease(ease_path, item_ids)
+    if ease is not None:
+        settings = settings.with_ease_fit(*ease.fit_settings)
+    return dataclasses.replace(_plan_users(con, run_id, changed_only, ease, why, model_version, settings, k),
                                settings=settings.to_json())
 
 
-def _plan_users(con: duckdb.DuckDBPyConnection, run_id: str, changed_only: bool, ease_path: Path,
-                model_version: str, settings, k: int) -> RecallPlan:
-    if not changed_only:
-        return RecallPlan(None, None, recall_basis(model_version, run_id, settings, k),
-                          "full refresh: every user is recomputed and EASE fitted")
-    item_ids = con.sql("select item_id from features.item_index order by item_index").pl()["item_id"].to_numpy()
-    ease, why = reusable_ease(ease_path, item_ids, settings.ease_lambda, settings.ease_max_items,
-                              settings.ease_window, settings.ease_window_weight)
+def _plan_users(con: duckdb.DuckDBPyConnection, run_id: str, changed_only: bool, ease: StoredEase | None,
+                why: str, model_version: str, settings: RouteSettings, k: int) -> RecallPlan:
     if ease is None:
         return RecallPlan(None, None, recall_basis(model_version, run_id, settings, k),
-                          f"every user is recomputed and EASE fitted: {why}")
+                          f"every user is recomputed and EASE fitted in this run: {why}")
+    if not changed_only:
+        return RecallPlan(None, None, recall_basis(model_version, ease.fit_run, settings, k),
+                          f"full refresh: every user is recomputed; EASE: {why}", ease=ease)
     plan = plan_recall(con, recall_basis(model_version, ease.fit_run, settings, k))
     if settings.popularity_discount and ease.item_counts is None:  # the fused scores follow every count
         plan = dataclasses.replace(plan, users=None, previous_run=None,

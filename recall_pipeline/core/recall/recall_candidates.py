@@ -7,14 +7,13 @@ import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from recall_pipeline.core.evaluation.baselines import EaseModel
+from recall_pipeline.core.training.ease.model import EaseModel
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
-from recall_pipeline.core.recall.ease_store import StoredEase, save_ease
+from recall_pipeline.core.training.ease.store import StoredEase
 from recall_pipeline.core.recall.published_tables import candidates_frame
 from recall_pipeline.core.recall.routes import (
     ROUTES, MergedLists, ModelRoute, RouteSettings, TextCFRoute, fit_ease_route, merge_routes, route_lists,
@@ -121,18 +120,6 @@ def recall(inputs: RecallInputs, settings: RouteSettings, k: int, rows: np.ndarr
         return MergedLists(none, np.zeros((0, k), np.float32), {name: none for name in ROUTES},
                            np.zeros((0, k), dtype=object))
     return MergedLists.concat(blocks)
-
-
-def ease_model(inputs: RecallInputs, settings: RouteSettings, stored: StoredEase | None, path: Path,
-               run_id: str) -> EaseModel:
-    """The EASE model a run scores with: the stored one (a feedback refresh reuses the last full
-    refresh's), or, with none, EASE fitted on ``inputs.rm`` (which must then be the whole
-    matrix) and stored at ``path`` for the feedback refreshes that follow."""
-    if stored is not None:
-        return stored.model
-    model = fit_ease_route(inputs.rm, settings)
-    save_ease(model, path, inputs.item_ids, run_id, settings.ease_max_items, inputs.item_counts)
-    return model
 
 
 def with_stored_counts(inputs: RecallInputs, stored: StoredEase | None) -> RecallInputs:

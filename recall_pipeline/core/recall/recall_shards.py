@@ -26,8 +26,8 @@ import polars as pl
 
 from recall_pipeline.core.features.rating_matrix import matrix_entries, matrix_from_entries
 from recall_pipeline.core.ids import positions, require_same_ids
-from recall_pipeline.core.evaluation.baselines import EaseModel
-from recall_pipeline.core.recall.ease_store import load_ease, save_ease
+from recall_pipeline.core.training.ease.model import EaseModel
+from recall_pipeline.core.training.ease.store import load_ease, save_ease
 from recall_pipeline.core.recall.incremental import RecallPlan
 from recall_pipeline.core.recall.recall_candidates import (
     DEFAULT_BLOCK_BUDGET_BYTES, RecallInputs, candidates_table, recall, recall_blocks,

@@ -7,7 +7,7 @@
    interest text) against the raw LM item embeddings, an item scored by its best-matching
    interest: the route that reaches items nobody has rated yet.
 3. ``ease``: item-to-item collaborative filtering for users with history: EASE plus a term for
-   items taken up near each other in time (``core.training.windowed_ease``), scoring the
+   items taken up near each other in time (``core.training.ease.windowed``), scoring the
    history weighted by recency.
 4. ``popularity``: the most popular items, for users with no history.
 5. ``text_cf``: items nobody has interacted with yet (cold items), ranked for users with history
@@ -33,7 +33,8 @@ from recall_pipeline.core.recall.fusion import gather, mmr, rank_matrix, rank_ma
 from recall_pipeline.core.ids import positions, require_same_ids
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
 from recall_pipeline.core.recall.ranking import search_top_k, tie_order, top_k_dense, top_k_scored
-from recall_pipeline.core.training import windowed_ease
+from recall_pipeline.core.training.ease.model import EASE_MAX_ITEMS, EaseModel
+from recall_pipeline.core.training.ease import windowed as windowed_ease
 
 ROUTES = ("two_tower", "lm_profile", "lm_interest", "ease", "popularity", "text_cf")
 
@@ -69,14 +70,14 @@ class RouteSettings:
     mmr_lambda: float = 1.0
     mmr_pool: int = 200
     ease_lambda: float = 200.0
-    ease_max_items: int = baselines.EASE_MAX_ITEMS  # above it, EASE over the most-interacted items
+    ease_max_items: int = EASE_MAX_ITEMS  # above it, EASE over the most-interacted items
     # The EASE route weighs a user's history by recency (RatingMatrix.recency_weighted): the
     # latest interaction 1, older ones decaying with the place from the end towards the floor.
     # Chosen on the validation cut (bench/tune_fusion.py): the EASE route's validation Recall@50
     # 0.3082 unweighted, 0.3323 at tau 5 / floor 0.1. tau 0: unweighted, as the EASE baseline.
     ease_recency_tau: float = 5.0
     ease_recency_floor: float = 0.1
-    # ... and adds what users take up near each other in time (core.training.windowed_ease):
+    # ... and adds what users take up near each other in time (core.training.ease.windowed):
     # item pairs at most ease_window places apart in a history, at ease_window_weight times
     # EASE's spread (0: EASE alone). Chosen on the validation cut (bench/tune_fusion.py
     # --ease-window-only, at the fusion settings above, which the full grid chose with the term
@@ -93,6 +94,11 @@ class RouteSettings:
     def computes(self, route: str) -> bool:
         """Whether ``route``'s lists are computed: it votes in the fusion, or provenance is asked for."""
         return self.compute_zero_weight_routes or self.weights.get(route, 1.0) > 0
+
+    def with_ease_fit(self, lam: float, max_items: int, window: int, window_weight: float) -> "RouteSettings":
+        """These settings with the EASE fit's (a stored model's): what the route scores with."""
+        return dataclasses.replace(self, ease_lambda=float(lam), ease_max_items=int(max_items),
+                                   ease_window=int(window), ease_window_weight=float(window_weight))
 
     def to_json(self) -> str:
         """The settings as JSON: stored with each recall run (``recall.refreshes.route_settings``), so
@@ -201,7 +207,7 @@ def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_use
                 profiles: np.ndarray, interest_user_ids: np.ndarray, interests: np.ndarray,
                 settings: RouteSettings = RouteSettings(),
                 model: ModelRoute | None = None, rows: np.ndarray | None = None,
-                ease: baselines.EaseModel | None = None,
+                ease: EaseModel | None = None,
                 popularity: np.ndarray | None = None,
                 text_cf: TextCFRoute | None = None) -> dict[str, np.ndarray]:
     """Every route's lists, one row per rating-matrix row of ``rows`` (default every user, in
@@ -250,7 +256,7 @@ def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_use
 
 
 def ease_route(rm: RatingMatrix, settings: RouteSettings, rows: np.ndarray,
-               model: baselines.EaseModel | None = None) -> np.ndarray:
+               model: EaseModel | None = None) -> np.ndarray:
     """The EASE route's top ``settings.depth`` items for the users at ``rows`` (:func:`ease_route_scorer`).
 
     A capped model scores only its columns (every other item scores -inf and never makes a
@@ -271,14 +277,14 @@ def ease_route(rm: RatingMatrix, settings: RouteSettings, rows: np.ndarray,
     return np.where(top >= 0, columns[np.where(top >= 0, top, 0)], -1)
 
 
-def fit_ease_route(rm: RatingMatrix, settings: RouteSettings) -> baselines.EaseModel:
+def fit_ease_route(rm: RatingMatrix, settings: RouteSettings) -> EaseModel:
     """The EASE route's model fitted on ``rm``: EASE with the windowed term of ``settings``."""
     return windowed_ease.fit(rm, settings.ease_lambda, settings.ease_max_items, settings.ease_window,
                              settings.ease_window_weight, settings.seed)
 
 
 def ease_route_scorer(rm: RatingMatrix, settings: RouteSettings,
-                      model: baselines.EaseModel | None = None) -> baselines.Scorer:
+                      model: EaseModel | None = None) -> baselines.Scorer:
     """The EASE route as a scorer over ``rm``'s rows: ``model`` (default: EASE fitted on ``rm``)
     applied to each user's history weighted by recency (``settings.ease_recency_*``)."""
     if model is None:

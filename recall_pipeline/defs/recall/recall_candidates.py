@@ -38,12 +38,9 @@ class RecallConfig(dg.Config):
     weight_text_cf: float = DEFAULT_WEIGHTS["text_cf"]
     popularity_discount: float = RouteSettings.popularity_discount
     mmr_lambda: float = RouteSettings.mmr_lambda
-    ease_lambda: float = RouteSettings.ease_lambda
-    ease_max_items: int = RouteSettings.ease_max_items
+    # EASE's fit (lambda, item cap, windowed term) is ease_model's config; its recency is here
     ease_recency_tau: float = RouteSettings.ease_recency_tau  # 0: the history unweighted
     ease_recency_floor: float = RouteSettings.ease_recency_floor
-    ease_window: int = RouteSettings.ease_window  # 0: EASE alone, no windowed term
-    ease_window_weight: float = RouteSettings.ease_window_weight
     # compute the routes fused with weight 0 too, for their rank_<route> columns (default: not)
     compute_zero_weight_routes: bool = RouteSettings.compute_zero_weight_routes
     shards: int = 0  # shards by a hash of the user id (0: $RECALL_PIPELINE_SHARDS, default 1)
@@ -54,33 +51,31 @@ class RecallConfig(dg.Config):
         weights = {name: getattr(self, f"weight_{name}") for name in ROUTES}
         return RouteSettings(depth=self.depth, weights=weights, mmr_lambda=self.mmr_lambda,
                              popularity_discount=self.popularity_discount,
-                             ease_lambda=self.ease_lambda, ease_max_items=self.ease_max_items,
                              ease_recency_tau=self.ease_recency_tau, ease_recency_floor=self.ease_recency_floor,
-                             ease_window=self.ease_window, ease_window_weight=self.ease_window_weight,
                              mmr_pool=max(2 * self.k, self.depth),
                              compute_zero_weight_routes=self.compute_zero_weight_routes)
 
 
 ASSET = "recall_candidates"
 PREVIEW_COLUMNS = ["user_id", "rank", "item_id", "score", "route", *[f"rank_{n}" for n in ROUTES]]
-UPSTREAM = ("faiss_index", "two_tower_index", "user_profiles", "rating_matrix", "text_cf_model")
+UPSTREAM = ("faiss_index", "two_tower_index", "user_profiles", "rating_matrix", "text_cf_model", "ease_model")
 
 
 @dg.op(ins={name: dg.In(dg.Nothing) for name in UPSTREAM}, out=dg.DynamicOut(ShardTask), pool="warehouse")
 def plan_recall_candidates(context: dg.OpExecutionContext, config: RecallConfig, warehouse: Warehouse,
                            home: PipelineHome):
     """Which users to compute (a feedback refresh: those whose history changed), the EASE model
-    (fitted and stored, or reused), and the shards' inputs (checked indexes included), by shard."""
+    (ease_model's, when it covers the catalogue), and the shards' inputs (checked indexes
+    included), by shard."""
     run_id, settings = context.run.run_id, config.settings()
     changed_only = changed_users.recompute_mode(config.recompute, context.job_name == FEEDBACK_JOB)
     with warehouse.connect() as con:
         models = f"{tables.serving_model_version(warehouse, home)}|text_cf:{tables.text_cf_fit_run(home)}"
         plan = incremental.plan_run(con, run_id, changed_only, home.layout.ease_model, models, settings, config.k)
     context.log.info(plan.reason)
+    if plan.ease is not None:  # the run scores with the stored model, so with its fit settings
+        settings = settings.with_ease_fit(*plan.ease.fit_settings)
     inputs = candidates.with_stored_counts(tables.recall_inputs(warehouse, home, plan.users), plan.ease)
-    # a full refresh fits and stores EASE for the feedback refreshes; its shards fit their own on
-    # the whole matrix (the in-run scorer's arithmetic); a feedback refresh's score with the stored one
-    candidates.ease_model(inputs, settings, plan.ease, home.layout.ease_model, run_id)
     store, n_shards, rows = open_store(context, home, ASSET), shard_count(config.shards), recall_shards.all_user_rows(inputs)
     per_shard = recall_shards.export_inputs(store, run_id, inputs, rows, n_shards, plan.ease and plan.ease.model)
     recall_shards.export_plan(store, run_id, plan)
@@ -149,8 +144,8 @@ def merge_recall_candidates(context: dg.OpExecutionContext, shards: list[dict], 
                 "and not computed: config compute_zero_weight_routes); once its checks "
                 "pass the run is published and the view recall.latest shows it.",
 )
-def recall_candidates(faiss_index, two_tower_index, user_profiles, rating_matrix, text_cf_model):
+def recall_candidates(faiss_index, two_tower_index, user_profiles, rating_matrix, text_cf_model, ease_model):
     plan = plan_recall_candidates(faiss_index=faiss_index, two_tower_index=two_tower_index,
                                   user_profiles=user_profiles, rating_matrix=rating_matrix,
-                                  text_cf_model=text_cf_model)
+                                  text_cf_model=text_cf_model, ease_model=ease_model)
     return merge_recall_candidates(plan.map(recall_shard).collect())

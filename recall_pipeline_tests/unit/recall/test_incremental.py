@@ -153,3 +153,32 @@ def test_the_published_runs_settings_are_read_and_a_bad_record_names_the_run():
     con.execute("update recall.refreshes set route_settings = '{\"later_knob\": 1}'")
     with pytest.raises(ValueError, match="route_settings of run full: .*does not know: later_knob"):
         incremental.published_route_settings(con)
+
+
+def test_a_run_scores_with_the_stored_ease_model_and_takes_its_fit_settings(tmp_path):
+    """The ease_model asset's model serves the full refresh too (no second solve on the side),
+    and its fit settings become the run's; a catalogue it does not cover makes the run fit its own."""
+    import scipy.sparse as sp
+
+    from recall_pipeline.core.recall.routes import RouteSettings
+    from recall_pipeline.core.training.ease.model import fit_ease
+    from recall_pipeline.core.training.ease.store import save_ease
+
+    con = warehouse([(1, 0, 4.0, "2020-01-01"), (2, 1, 5.0, "2020-01-02")], [1, 2])
+    path = tmp_path / "ease.npz"
+    x = sp.csr_matrix(np.eye(2, 10))
+    save_ease(fit_ease(x, 7.0)[1], path, np.arange(10), "fit-run", 123, np.ones(10, dtype=np.int64))
+    asked = RouteSettings(ease_lambda=200.0, ease_max_items=5000, ease_window=20, ease_window_weight=0.7)
+
+    plan = incremental.plan_run(con, "full-run", False, path, "v1", asked, K)
+    assert plan.ease is not None and plan.ease.fit_run == "fit-run" and plan.everyone
+    used = asked.with_ease_fit(*plan.ease.fit_settings)
+    assert RouteSettings.from_json(plan.settings) == used
+    assert (used.ease_lambda, used.ease_max_items, used.ease_window, used.ease_window_weight) == (7.0, 123, 0, 0.0)
+    assert plan.basis == incremental.recall_basis("v1", "fit-run", used, K)
+
+    con.execute("insert into features.item_index values (10, 10)")  # an item the model never saw
+    refit = incremental.plan_run(con, "full-run", False, path, "v1", asked, K)
+    assert refit.ease is None and "catalogue changed" in refit.reason
+    assert RouteSettings.from_json(refit.settings) == asked
+    assert refit.basis == incremental.recall_basis("v1", "full-run", asked, K)

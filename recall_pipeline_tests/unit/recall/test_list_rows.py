@@ -196,7 +196,7 @@ def test_a_capped_ease_model_ranks_its_columns_as_the_whole_catalogue_ranking_wo
     """A capped EASE model scores only its columns: the route ranks those alone, and its lists
     are those of ranking every item (the others at -inf), ties included. Integer weights make
     many scores equal, so the catalogue's tie order decides much of each list."""
-    from recall_pipeline.core.evaluation.baselines import EaseModel
+    from recall_pipeline.core.training.ease.model import EaseModel
     from recall_pipeline.core.features.rating_matrix import RatingMatrix
     from recall_pipeline.core.recall.ranking import top_k_scored
     from recall_pipeline.core.recall.routes import ease_route

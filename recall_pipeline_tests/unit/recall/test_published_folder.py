@@ -139,6 +139,8 @@ while not stop.exists():
     if model != folder.name or index != folder.name:
         torn.append(folder.name)
     reads += 1
+    if reads == 1:
+        (root / "reader-ready").touch()
     seen.add(folder.name)
 out.write_text(json.dumps({"reads": reads, "seen": len(seen), "torn": torn, "no_pointer": no_pointer,
                            "superseded": superseded}))
@@ -155,7 +157,10 @@ def test_a_reader_never_sees_a_half_switched_version(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     reader = subprocess.Popen([sys.executable, "-c", READER, str(tmp_path), str(stop), str(out)], env=env)
     try:
-        time.sleep(1.0)  # the reader has started reading
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "reader-ready").exists():  # the reader has started reading
+            assert reader.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
         for n in range(1, 41):
             published.publish(f"v{n:04d}", pair(f"v{n:04d}", pause=0.01))
     finally:

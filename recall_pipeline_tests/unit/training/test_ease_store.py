@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 
 from recall_pipeline.core.evaluation.baselines import fit_ease
-from recall_pipeline.core.recall.ease_store import load_ease, reusable_ease, save_ease
+from recall_pipeline.core.training.ease.store import load_ease, reusable_ease, save_ease
 
 
 def closed_form_b(x: np.ndarray, lam: float) -> np.ndarray:

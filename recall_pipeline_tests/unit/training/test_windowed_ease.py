@@ -8,8 +8,8 @@ import scipy.sparse as sp
 
 from recall_pipeline.core.evaluation.baselines import fit_ease
 from recall_pipeline.core.features.rating_matrix import build_rating_matrix
-from recall_pipeline.core.recall.ease_store import load_ease, reusable_ease, save_ease
-from recall_pipeline.core.training import windowed_ease
+from recall_pipeline.core.training.ease.store import load_ease, reusable_ease, save_ease
+from recall_pipeline.core.training.ease import windowed as windowed_ease
 
 
 def matrix_of(histories: dict[int, list[int]], n_items: int):

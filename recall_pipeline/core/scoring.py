@@ -1,0 +1,23 @@
+"""What every scorer shares: its type and the implicit (0/1) view of a rating matrix.
+
+The baselines, the EASE route and the evaluation all rank items by a *scorer*: dense scores for
+chosen user rows of a training matrix.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+Scorer = Callable[[np.ndarray], np.ndarray]
+"""Scores (len(rows) x n_items) for the given user rows of the training matrix."""
+
+
+def binary(train: sp.csr_matrix) -> sp.csr_matrix:
+    """The implicit (0/1) version of a rating matrix."""
+    x = train.copy().astype(np.float64)
+    x.data[:] = 1.0
+    x.eliminate_zeros()
+    return x
