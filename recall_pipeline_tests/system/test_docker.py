@@ -4,9 +4,14 @@ the services' commands and settings on this machine.)"""
 
 import re
 import shlex
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 COMPOSE = yaml.safe_load((DOCKER / "compose.yaml").read_text())
@@ -98,12 +103,105 @@ def test_instance_serialises_warehouse_writers():
     assert instance["run_monitoring"]["enabled"] and instance["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
 
 
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of each Dockerfile instruction, continuation lines joined,
+    comments and blank lines dropped."""
+    instructions, pending = [], ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        keyword, _, arguments = (pending + stripped).partition(" ")
+        instructions.append((keyword.upper(), arguments.strip()))
+        pending = ""
+    return instructions
+
+
+OPTIONS_WITH_VALUES = {"-i", "--index-url", "--extra-index-url", "-r", "--requirement", "-c", "--constraint",
+                       "-e", "--editable"}
+
+
+@dataclass(frozen=True)
+class PipInstall:
+    """One ``pip install`` of a shell command line: what it installs and its options with values."""
+
+    targets: tuple[str, ...]
+    options: dict
+
+    def requirements(self) -> dict[str, Requirement]:
+        """The installed packages by canonical name (a path such as ``.`` is not one)."""
+        return {canonicalize_name(r.name): r for r in map(Requirement, self.targets) if not r.name.startswith(".")}
+
+
+def pip_installs(command_line: str) -> list[PipInstall]:
+    """Every ``pip install`` among the commands of a shell line (split at ``&&``, ``||``, ``;``)."""
+    commands, current = [], []
+    for word in shlex.split(command_line):
+        if word in ("&&", "||", ";"):
+            commands.append(current)
+            current = []
+        else:
+            current.append(word)
+    commands.append(current)
+    installs = []
+    for words in commands:
+        if len(words) < 2 or Path(words[0]).name != "pip" or words[1] != "install":
+            continue
+        targets, options, rest = [], {}, iter(words[2:])
+        for word in rest:
+            if word in OPTIONS_WITH_VALUES:
+                options[word] = next(rest)
+            elif not word.startswith("-"):
+                targets.append(word)
+        installs.append(PipInstall(tuple(targets), options))
+    return installs
+
+
 def test_dockerfile_installs_like_the_makefile():
-    dockerfile = (DOCKER / "Dockerfile").read_text()
-    makefile = (DOCKER.parent / "Makefile").read_text()
-    steps = [line for line in dockerfile.splitlines() if line.startswith("RUN pip install")]
-    assert "torch==2.13.0" in steps[0] and "torch==2.13.0" in makefile  # torch first, pinned
-    assert re.search(r"pip install --no-cache-dir \. ", steps[1])     # then the project itself
-    assert "dagster-postgres==0.29.27" in steps[2] and "dagster-celery==0.29.27" in steps[2]
-    pinned = re.search(r'"dagster==([\d.]+)"', (DOCKER.parent / "pyproject.toml").read_text()).group(1)
-    assert pinned == "1.13.27"  # dagster-postgres and dagster-celery 0.29.27 belong to Dagster 1.13.27
+    instructions = dockerfile_instructions((DOCKER / "Dockerfile").read_text())
+    runs = [(position, install) for position, (keyword, arguments) in enumerate(instructions) if keyword == "RUN"
+            for install in pip_installs(arguments)]
+    made = [install for line in (DOCKER.parent / "Makefile").read_text().splitlines()  # its pip recipe lines
+            if line.startswith("\t") and Path(line.split()[0]).name == "pip" for install in pip_installs(line)]
+    project = tomllib.loads((DOCKER.parent / "pyproject.toml").read_text())["project"]
+    dependencies = {canonicalize_name(r.name): r for r in map(Requirement, project["dependencies"])}
+    assert len(runs) == 3 and len(made) == 2
+
+    # the base image's Python is one the project accepts
+    [base] = [arguments for keyword, arguments in instructions if keyword == "FROM"]
+    image, _, tag = base.partition(":")
+    assert image == "python" and SpecifierSet(project["requires-python"]).contains(tag.split("-")[0])
+
+    # torch first, alone, pinned as the Makefile pins it, within the project's range, from the CPU wheels
+    (_, torch_step), (_, project_step), (_, services_step) = runs
+    torch = torch_step.requirements()
+    assert set(torch) == {"torch"} and set(made[0].requirements()) == {"torch"}
+    [pin] = torch["torch"].specifier
+    assert pin.operator == "==" and str(torch["torch"].specifier) == str(made[0].requirements()["torch"].specifier)
+    assert dependencies["torch"].specifier.contains(pin.version)
+    assert torch_step.options == {"--index-url": "https://download.pytorch.org/whl/cpu"}
+
+    # then the project itself, from the folder its files were copied to, after them (the image
+    # installs it whole; the Makefile editable, with the test extra)
+    assert (project_step.targets, project_step.options) == ((".",), {})
+    assert (made[1].targets, made[1].options) == ((), {"-e": ".[test]"})
+    copied = {source: position for position, (keyword, arguments) in enumerate(instructions) if keyword == "COPY"
+              for source in shlex.split(arguments)[:-1]}
+    assert {"pyproject.toml", "recall_pipeline"} <= set(copied)
+    assert max(copied["pyproject.toml"], copied["recall_pipeline"]) < runs[1][0]
+
+    # then the production services' packages, each pinned to a version the project accepts
+    services = services_step.requirements()
+    assert set(services) == {"dagster-postgres", "dagster-celery", "redis"}
+    for name, requirement in services.items():
+        [pin] = requirement.specifier
+        assert pin.operator == "==" and dependencies[name].specifier.contains(pin.version), name
+    # the Dagster integration libraries 0.X.Z belong to Dagster 1.(X - 16).Z
+    [dagster] = dependencies["dagster"].specifier
+    major, minor, patch = map(int, dagster.version.split("."))
+    for name in ("dagster-postgres", "dagster-celery"):
+        [pin] = services[name].specifier
+        assert (dagster.operator, major, pin.version) == ("==", 1, f"0.{minor + 16}.{patch}"), name
