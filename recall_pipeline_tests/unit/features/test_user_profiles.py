@@ -59,9 +59,14 @@ def test_a_two_taste_user_gets_both_tastes():
     liked /= np.linalg.norm(liked, axis=1, keepdims=True)
     item_ids = np.arange(30)
     train = train_frame([(1, int(i), 5.0, T0) for i in item_ids])
-    interests = multi_interests(train, item_ids, liked.astype(np.float32),
-                                ProfileSettings(items_per_interest=10))
-    assert interests["interest"].to_list() == [0, 1, 2][: interests.height]
+    settings = ProfileSettings(items_per_interest=10)
+    interests = multi_interests(train, item_ids, liked.astype(np.float32), settings)
+    # 30 liked items at 10 per interest: three interests, numbered from the heaviest
+    assert interests.height == interest_count(30, settings) == 3
+    assert interests["interest"].to_list() == [0, 1, 2]
+    assert interests["weight"].to_list() == sorted(interests["weight"].to_list(), reverse=True)
+    # every item weighs the same here (all rated 5.0 on one day): an interest's share is its items' share
+    assert interests["weight"].to_list() == pytest.approx((interests["n_items"] / 30).to_list())
     centroids = interests["embedding"].to_numpy()
     best_horror = (centroids @ horror).max()
     best_children = (centroids @ children).max()
