@@ -123,7 +123,16 @@ def test_pseudo_cold_split_is_made_of_training_rows_alone(bundled_split):
     assert pseudo.height == 72_737 and set(pseudo["part"]) == {"train", "warm_test", "cold_test"}
     cold = set(split.filter(pl.col("part") == "cold_test")["item_id"].to_list())
     assert not set(pseudo.filter(pl.col("part") == "cold_test")["item_id"].to_list()) & cold
-    assert pseudo_cold_split(split.filter(pl.col("part") == "train")).equals(pseudo)
+    # rule 1 done here by hand on the distinct training item ids: sorted, shuffled by the seeded
+    # permutation, the first int(0.1 * n)
+    train_items = np.sort(split.filter(pl.col("part") == "train")["item_id"].unique().to_numpy())
+    by_hand = set(np.random.default_rng(0).permutation(train_items)[:int(0.1 * len(train_items))].tolist())
+    assert set(pseudo.filter(pl.col("part") == "cold_test")["item_id"].to_list()) == by_hand
+    # the test parts play no part: other items and ratings in them change nothing
+    rewritten = split.with_columns(
+        item_id=pl.when(pl.col("part") == "train").then(pl.col("item_id")).otherwise(pl.col("item_id") + 1_000_000),
+        rating=pl.when(pl.col("part") == "train").then(pl.col("rating")).otherwise(6.0 - pl.col("rating")))
+    assert pseudo_cold_split(rewritten).equals(pseudo)
     # a pseudo-cold item leaves every other part
     pseudo_items = set(pseudo.filter(pl.col("part") == "cold_test")["item_id"].to_list())
     assert not set(pseudo.filter(pl.col("part") != "cold_test")["item_id"].to_list()) & pseudo_items
