@@ -13,7 +13,9 @@ early-stops on the inner holdout (no refit, to bound the time); the comparison i
   pseudo-cold items alone (Recall@20, NDCG@20): what serves cold items.
 Reads a home folder that a full run has filled.
 
-    .venv/bin/python bench/lm_finetune.py [--home .recall] [--layers 1] [--epochs 4] [--variants frozen,finetuned]
+    .venv/bin/python -m bench.experiments.lm_finetune [--home .recall] [--layers 1] [--epochs 4] [--variants frozen,finetuned]
+
+Recorded run: bench/results/experiments/lm_finetune.txt.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ COLUMNS = (("val", "warm", "recall", 50), ("val", "warm", "ndcg", 10),
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", default=".recall")
     parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=4)

@@ -17,7 +17,9 @@ items are embedded by the current layers and scored two ways:
 - *ensemble*: the published TextCF (frozen encoder) plus the cosine above, scaled to TextCF's
   spread and weighted 0.25 to 2.
 
-    PYTHONPATH=. .venv/bin/python bench/probe_beeformer.py --home <bundled home>
+    .venv/bin/python -m bench.experiments.probe_beeformer --home <bundled home>
+
+Recorded run: bench/results/experiments/probe_beeformer.txt.
 """
 
 from __future__ import annotations
@@ -25,13 +27,11 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
@@ -43,7 +43,8 @@ from recall_pipeline.core.features.encode import TextEncoder  # noqa: E402
 from recall_pipeline.core.training import text_cf  # noqa: E402
 from recall_pipeline.core.training.lm_finetune import TopLayers  # noqa: E402
 from recall_pipeline.settings import HomeLayout  # noqa: E402
-from tune_fusion import read_split_and_embeddings  # noqa: E402
+
+from bench.validation import read_split_and_embeddings  # noqa: E402
 
 LAMBDAS = (0.01, 0.03, 0.1)
 CHUNK = 512
@@ -81,7 +82,7 @@ def ensemble(cold: text_cf.PseudoCold, frozen: np.ndarray, features: np.ndarray,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", default=".recall")
     parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--steps", type=int, default=60)

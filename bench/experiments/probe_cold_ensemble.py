@@ -8,18 +8,18 @@ chosen lambda 0.03 / alpha 0.5 (chosen on these same pseudo-cold items, so its f
 tuned one). Each model's scores over the pseudo-cold items are standardised per user and summed
 with the two-tower's at weight w (0: TextCF alone, as published).
 
-    PYTHONPATH=. .venv/bin/python bench/probe_cold_ensemble.py --home <bundled home>
+    .venv/bin/python -m bench.experiments.probe_cold_ensemble --home <bundled home>
+
+Recorded run: bench/results/experiments/probe_cold_ensemble.txt.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
@@ -29,7 +29,8 @@ from recall_pipeline.core.features.rating_matrix import build_rating_matrix  # n
 from recall_pipeline.core.features.split import pseudo_cold_split  # noqa: E402
 from recall_pipeline.core.recall.ranking import top_k_scored  # noqa: E402
 from recall_pipeline.core.training import recall_model, text_cf, two_tower  # noqa: E402
-from tune_fusion import read_split_and_embeddings  # noqa: E402
+
+from bench.validation import read_split_and_embeddings  # noqa: E402
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 3.0)
 
@@ -39,7 +40,7 @@ def standardised(scores: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", default=".recall")
     args = parser.parse_args()
     split, ids, vectors = read_split_and_embeddings(Path(args.home))

@@ -1,5 +1,5 @@
-"""Probe: a release-time prior for cold items (issue 11's "release year against the user's last
-training event"), on pseudo-cold validation only (the protocol's rule 4: training items held out
+"""Probe: a release-time prior for cold items (the release year against the year of the user's last
+training event), on pseudo-cold validation only (the protocol's rule 4: training items held out
 with their interactions; the test split is never read).
 
 A user rates a film after it is out and, in MovieLens, mostly films of the years around their
@@ -11,18 +11,18 @@ that gap / (user, trained item) pairs of that gap, smoothed towards the overall 
 the fit part only. The cold ranking scores TextCF (the published lambda 0.03 / alpha 0.5),
 z-scored per user, plus ``beta`` x log(rate).
 
-    PYTHONPATH=. .venv/bin/python bench/probe_cold_time.py --home <bundled home>
+    .venv/bin/python -m bench.experiments.probe_cold_time --home <bundled home>
+
+Recorded run: bench/results/experiments/probe_cold_time.txt.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
@@ -35,7 +35,8 @@ from recall_pipeline.core.features.split import pseudo_cold_split  # noqa: E402
 from recall_pipeline.core.recall.ranking import top_k_dense  # noqa: E402
 from recall_pipeline.core.training import text_cf  # noqa: E402
 from recall_pipeline.settings import HomeLayout  # noqa: E402
-from tune_fusion import read_split_and_embeddings  # noqa: E402
+
+from bench.validation import read_split_and_embeddings  # noqa: E402
 
 LOW, HIGH = -60, 15          # gaps in years, clamped; a missing year is one more bucket
 SMOOTHING = 50.0             # pseudo-pairs of the overall rate added to each gap's
@@ -83,7 +84,7 @@ def recall(scores: np.ndarray, relevant) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", default=".recall")
     args = parser.parse_args()
     split, ids, vectors = read_split_and_embeddings(Path(args.home))

@@ -6,24 +6,24 @@ choice must keep), the rest at the defaults: the two-tower route of the validati
 (trained on the fit part, early-stopped on the held-out part, not refit) and the EASE route,
 reciprocal-rank fused with the popularity discount, MMR off.
 
-    PYTHONPATH=. .venv/bin/python bench/probe_ease_knobs.py --home <bundled home> [--two-tower-cache F]
+    .venv/bin/python -m bench.experiments.probe_ease_knobs --home <bundled home> [--two-tower-cache F]
+
+Recorded run: bench/results/experiments/probe_ease_knobs.txt.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
 from recall_pipeline.core.recall.routes import RouteSettings, ease_route, fit_ease_route  # noqa: E402
-from tune_fusion import probe_arguments, validation_fusion  # noqa: E402
+
+from bench.validation import probe_arguments, validation_fusion  # noqa: E402
 
 LAMBDAS = (100.0, 200.0, 400.0)
 RECENCY = ((5.0, 0.1), (3.0, 0.1), (10.0, 0.1), (5.0, 0.2), (5.0, 0.05))

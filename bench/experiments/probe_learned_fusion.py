@@ -2,35 +2,36 @@
 on the validation cut only (fit part -> held-out part; never the test split).
 
 The routes (two-tower validation-phase model, EASE route with its windowed term) are built on
-the fit part as ``tune_fusion.py`` builds them. Candidates: the union of both routes' top 200.
+the fit part as ``bench.tuning.tune_fusion`` builds them. Candidates: the union of both routes' top 200.
 Features per (user, candidate): each route's reciprocal rank (0: absent), whether it proposed
 the item, log training popularity, the user's history length. The ranker is fitted on half the
 validation users and scored on the other half (2 folds, seeded), against the reciprocal-rank
 fusion at the current defaults on the same users, both without MMR (the ranking alone) and with.
 
-    PYTHONPATH=. .venv/bin/python bench/probe_learned_fusion.py --home /tmp/home2
+    .venv/bin/python -m bench.experiments.probe_learned_fusion --home <bundled home>
+
+The rankers are scikit-learn's, which the pipeline does not need: ``pip install -e '.[bench]'``.
+
+Recorded run: bench/results/experiments/probe_learned_fusion.txt.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
-from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts  # noqa: E402
 from recall_pipeline.core.recall.fusion import mmr  # noqa: E402
 from recall_pipeline.core.recall.index import build_exact_index  # noqa: E402
 from recall_pipeline.core.recall.routes import RouteSettings, merge_routes, route_lists  # noqa: E402
-from tune_fusion import read_split_and_embeddings, validation_cut, validation_model_route  # noqa: E402
+
+from bench.validation import read_split_and_embeddings, validation_cut, validation_model_route  # noqa: E402
 
 CACHE = Path("/tmp/probe_learned_fusion_lists.npz")
 
@@ -87,10 +88,23 @@ def ranked_lists(slots, items, scores, n_users, k):
     return lists, vals
 
 
+def rankers() -> tuple:
+    """The two rankers' classes, (logistic regression, gradient-boosted trees), from scikit-learn:
+    the optional extra ``bench``, so a missing install stops the probe before any work."""
+    try:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.linear_model import LogisticRegression
+    except ImportError as exc:
+        raise SystemExit(f"this probe needs scikit-learn ({exc}); install the bench extra: "
+                         "pip install -e '.[bench]'") from exc
+    return LogisticRegression, HistGradientBoostingClassifier
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", default=".recall")
     args = parser.parse_args()
+    LogisticRegression, HistGradientBoostingClassifier = rankers()
     rm, vectors, rows, relevant, lists = route_lists_on_fit(Path(args.home))
     counts = np.diff(rm.matrix.tocsc().indptr).astype(float)
     lengths = np.diff(rm.matrix.indptr).astype(float)

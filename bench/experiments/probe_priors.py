@@ -1,4 +1,4 @@
-"""Probes for issue 11's remaining targets, on validation data only (the test split is never read).
+"""Probes of three priors from the literature, on validation data only (the test split is never read).
 
 Each probe asks whether an idea from the literature earns a place in the pipeline before any
 of it is wired in:
@@ -16,7 +16,9 @@ of it is wired in:
    indicators and release-year buckets (metadata), or soft assignments to k-means clusters of
    the LM space (RBF features). Pseudo-cold validation, TextCF's own (lambda, alpha) grid.
 
-    .venv/bin/python bench/probe_priors.py [--cache /tmp/probe_vectors.npy]
+    .venv/bin/python -m bench.experiments.probe_priors [--cache /tmp/probe_vectors.npy]
+
+Recorded run: bench/results/experiments/probe_priors.txt.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ from recall_pipeline.core.recall.fusion import reciprocal_rank_fusion  # noqa: E
 from recall_pipeline.core.recall.ranking import top_k_scored  # noqa: E402
 from recall_pipeline.core.recall.routes import RouteSettings, ease_route_scorer  # noqa: E402
 from recall_pipeline.core.training import text_cf  # noqa: E402
-from tune_fusion import validation_cut  # noqa: E402  (bench/, beside this script)
+
+from bench.validation import validation_cut  # noqa: E402
 
 WINDOWS_DAYS = (7, 30, 90, 365)
 FUSION_WEIGHTS = (0.1, 0.3, 0.5, 1.0)

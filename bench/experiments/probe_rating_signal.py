@@ -11,24 +11,24 @@ The fused lists are the published ones at the defaults: the two-tower route of t
 phase (trained on the fit part, early-stopped on the held-out part, not refit) and the EASE
 route with its windowed term, reciprocal-rank fused with the popularity discount, MMR off.
 
-    PYTHONPATH=. .venv/bin/python bench/probe_rating_signal.py --home <bundled home> [--two-tower-cache F]
+    .venv/bin/python -m bench.experiments.probe_rating_signal --home <bundled home> [--two-tower-cache F]
+
+Recorded run: bench/results/experiments/probe_rating_signal.txt.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
 from recall_pipeline.core.recall.ranking import top_k_scored  # noqa: E402
 from recall_pipeline.core.recall.routes import RouteSettings, fit_ease_route  # noqa: E402
-from tune_fusion import probe_arguments, validation_fusion  # noqa: E402
+
+from bench.validation import probe_arguments, validation_fusion  # noqa: E402
 
 GAMMAS = (1.0, 0.75, 0.5, 0.25)
 BETAS = (0.0, 0.25, 0.5, 1.0, 2.0)

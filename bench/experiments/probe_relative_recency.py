@@ -5,20 +5,19 @@ The route weighs a history entry ``floor + (1 - floor) * exp(-(place - 1) / tau)
 (5 places) for everyone; the held-out part is each user's next 20%, which is 3 items for a user
 with 15 and 200 for one with 1,000. With ``tau = max(tau_min, share x n_u)`` the decay stretches
 with the history. Reported: the route alone and the fused lists at the defaults (as
-``probe_ease_knobs.py``), with coverage@50 and long tail@50, which the fusion rule must keep.
+``bench.experiments.probe_ease_knobs``), with coverage@50 and long tail@50, which the fusion rule must keep.
 
-    PYTHONPATH=. .venv/bin/python bench/probe_relative_recency.py --home <bundled home> [--two-tower-cache F]
+    .venv/bin/python -m bench.experiments.probe_relative_recency --home <bundled home> [--two-tower-cache F]
+
+Recorded run: bench/results/experiments/probe_relative_recency.txt.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
@@ -26,7 +25,8 @@ import scipy.sparse as sp  # noqa: E402
 from recall_pipeline.core.features.rating_matrix import aligned_recency  # noqa: E402
 from recall_pipeline.core.recall.ranking import top_k_scored  # noqa: E402
 from recall_pipeline.core.recall.routes import RouteSettings, ease_route, fit_ease_route  # noqa: E402
-from tune_fusion import probe_arguments, validation_fusion  # noqa: E402
+
+from bench.validation import probe_arguments, validation_fusion  # noqa: E402
 
 SHARES = (0.01, 0.02, 0.05, 0.1)
 TAU_MINS = (3.0, 5.0)

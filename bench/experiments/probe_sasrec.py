@@ -11,7 +11,9 @@ popularity discount, MMR off) at a few weights, with coverage@50 and long-tail s
 the fusion rule must keep. Epochs are chosen on the held-out part the lists are scored on (as the
 two-tower probes do): an upper bound for the route, the question being whether it adds anything.
 
-    PYTHONPATH=. .venv/bin/python bench/probe_sasrec.py --home <bundled home> [--two-tower-cache F]
+    .venv/bin/python -m bench.experiments.probe_sasrec --home <bundled home> [--two-tower-cache F]
+
+Recorded run: bench/results/experiments/probe_sasrec.txt.
 """
 
 from __future__ import annotations
@@ -19,13 +21,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
@@ -35,7 +35,8 @@ from torch import nn  # noqa: E402
 from recall_pipeline.core.evaluation.metrics import head_items  # noqa: E402
 from recall_pipeline.core.recall.fusion import reciprocal_rank_fusion  # noqa: E402
 from recall_pipeline.core.recall.routes import RouteSettings, ease_route, fit_ease_route, popularity_weights  # noqa: E402
-from tune_fusion import at_50, read_split_and_embeddings, two_tower_lists, validation_cut  # noqa: E402
+
+from bench.validation import at_50, read_split_and_embeddings, two_tower_lists, validation_cut  # noqa: E402
 
 FUSION_WEIGHTS = (0.25, 0.5, 1.0, 1.5)
 
@@ -124,7 +125,7 @@ def sasrec_lists(model: SASRec, sequences, catalogue: np.ndarray, seen, length: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", default=".recall")
     parser.add_argument("--two-tower-cache", default="")
     parser.add_argument("--length", type=int, default=100)

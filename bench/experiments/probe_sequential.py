@@ -8,25 +8,26 @@ sequence (``exp(-|place_i - place_j| / tau)``), optionally only "i before j". Th
 EASE's Gram matrix: ``B = (X'X + lam I)^-1 C_tau`` with ``C_tau`` the weighted pair counts
 (diagonal zero), which costs what EASE costs plus one pass over pairs within a window.
 
-    .venv/bin/python bench/probe_sequential.py --home /tmp/home1
+    .venv/bin/python -m bench.experiments.probe_sequential --home <bundled home>
+
+Recorded run: bench/results/experiments/probe_sequential.txt.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
 from recall_pipeline.core.evaluation import baselines  # noqa: E402
 from recall_pipeline.core.recall.routes import RouteSettings  # noqa: E402
-from tune_fusion import read_split_and_embeddings, validation_cut  # noqa: E402
+
+from bench.validation import read_split_and_embeddings, validation_cut  # noqa: E402
 
 
 def pair_counts(rm, tau: float, window: int, directed: bool) -> sp.csr_matrix:
@@ -58,7 +59,7 @@ def recall50(scores_fn, rm, holdout) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", default=".recall")
     args = parser.parse_args()
     split, ids, _ = read_split_and_embeddings(Path(args.home))

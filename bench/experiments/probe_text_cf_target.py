@@ -8,25 +8,26 @@ target is ``D^-alpha X (I + beta B / s)`` (``s`` scales B's scores to X's spread
 as published. The normal equations keep their closed form: ``C W G + lam W = R`` with
 ``R = A' Y F`` instead of ``C``.
 
-    PYTHONPATH=. .venv/bin/python bench/probe_text_cf_target.py --home <bundled home>
+    .venv/bin/python -m bench.experiments.probe_text_cf_target --home <bundled home>
+
+Recorded run: bench/results/experiments/probe_text_cf_target.txt.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
 from recall_pipeline.core.evaluation import baselines  # noqa: E402
 from recall_pipeline.core.training import text_cf  # noqa: E402
-from tune_fusion import read_split_and_embeddings  # noqa: E402
+
+from bench.validation import read_split_and_embeddings  # noqa: E402
 
 LAMBDAS = (0.01, 0.03, 0.1)
 BETAS = (0.0, 0.5, 1.0, 2.0, 4.0)
@@ -48,7 +49,7 @@ def fit_to(train: sp.csr_matrix, features: np.ndarray, lam: float, alpha: float,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", default=".recall")
     args = parser.parse_args()
     split, ids, vectors = read_split_and_embeddings(Path(args.home))

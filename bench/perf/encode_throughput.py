@@ -5,7 +5,9 @@ on this machine, in one run, so the ratio is free of machine differences. The pl
 one writes first: batches in catalogue order, mean pooling, normalisation. The pipeline sorts
 texts by token length so that batches carry little padding.
 
-    .venv/bin/python bench/encode_throughput.py [--items 3000] [--batch-size 64] [--repeats 2]
+    .venv/bin/python -m bench.perf.encode_throughput [--items 3000] [--batch-size 64] [--repeats 2]
+
+Recorded run: bench/results/perf/encode_throughput.txt.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def best_of(repeats: int, fn) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)

@@ -1,4 +1,4 @@
-"""The fault table of the README (issue 12, section 6): each fault done for real, one row each.
+"""The fault table (docs/operations.md): each fault done for real, one row each.
 
 Faults 1-5 use real `recall-pipeline` processes on one temporary home (sampled runs,
 ``--sample-users 8``), one after the other: each fault's "next run" is the following fault's
@@ -15,7 +15,9 @@ ends, then the next run.
 inbox file through the sensor's `settled_files`, and 20 bad input files of our own through the
 loaders (`load_interaction_file`, `load_item_file`) and the cleaning.
 
-    PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python bench/faults.py [--keep DIR] [--out bench/results/faults.txt]
+    .venv/bin/python -m bench.perf.faults [--keep DIR] [--out bench/results/perf/faults.txt]
+
+Recorded run: bench/results/perf/faults.txt.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import polars as pl  # noqa: E402
 
 from recall_pipeline.settings import HOME_ENV, HomeLayout  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 CLI = Path(sys.executable).parent / "recall-pipeline"
 RUN = ("run", "--sample-users", "8")
 
@@ -410,8 +412,8 @@ def cell(text: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "faults.txt")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "perf" / "faults.txt")
     parser.add_argument("--keep", type=Path, help="a folder for the homes and logs (kept); else a temporary one")
     parser.add_argument("--skip-runs", action="store_true", help="only the library faults (6-8)")
     args = parser.parse_args()

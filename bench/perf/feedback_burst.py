@@ -10,8 +10,10 @@ attack: ``accounts`` new accounts, one a second, each rating the target 5 stars 
 with exactly one training rating, smallest ids first. Printed: the share of honest users whose
 top K holds the target (mean over targets) and the rows the guard quarantined.
 
-    .venv/bin/python bench/feedback_burst.py [--sample-users 14] [--targets 10] [--home DIR]
+    .venv/bin/python -m bench.perf.feedback_burst [--sample-users 14] [--targets 10] [--home DIR]
                                              [--attacks 50x1,50x3,...]   (accounts x fillers)
+
+Recorded run: bench/results/perf/feedback_burst.txt.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def attack_frame(raw: pl.DataFrame, target: int, popular: list[int], accounts: i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sample-users", type=int, default=14)
     parser.add_argument("--targets", type=int, default=10)
     parser.add_argument("--home", type=Path, help="a home folder a full run already filled (else a new one)")
@@ -122,7 +124,7 @@ def main() -> None:
     rm0, items0, _ = lists(raw, True)
     base = np.mean([shares(rm0, items0, t) for t in targets], axis=0)
     header = " ".join(f"top{k:<4}" for k in KS)
-    print(f"# bench/feedback_burst.py, {datetime.now():%Y-%m-%d}, {platform.node()} ({os.cpu_count()} cores), "
+    print(f"# bench.perf.feedback_burst, {datetime.now():%Y-%m-%d}, {platform.node()} ({os.cpu_count()} cores), "
           f"sample_users={args.sample_users}: {len(honest)} honest users, {len(known)} items; "
           f"mean over {len(targets)} targets {targets}; fillers from the 10 most rated items")
     print(f"# full run {'reused' if args.home else f'{full_seconds:.0f} s'}; share of honest users whose top K holds the target")

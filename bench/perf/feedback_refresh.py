@@ -9,8 +9,10 @@ as the sensor would (``feedback_run_config``), and prints from the instance's ev
 run's start, each step's duration, when ``published.duckdb`` was replaced, how many users were
 recomputed and copied; and the full refresh's wall time and steps from the same event log.
 
-    .venv/bin/python bench/feedback_refresh.py --home .recall [--users 3] [--rows-per-user 1]
+    .venv/bin/python -m bench.perf.feedback_refresh --home .recall [--users 3] [--rows-per-user 1]
         [--evaluation defer|run] [--recompute changed|all] [--work DIR] [--keep]
+
+Recorded runs: bench/results/perf/feedback_refresh.txt (size S), feedback_refresh_M.txt (size M).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def step_table(instance, run_id: str) -> list[tuple[str, float, str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, required=True, help="a home a full refresh filled (not written)")
     parser.add_argument("--users", type=int, default=3)
     parser.add_argument("--rows-per-user", type=int, default=1)
@@ -109,7 +111,7 @@ def main() -> None:
     recall_meta = {k: v.value for k, v in result.asset_materializations_for_node("recall_candidates")[0].metadata.items()}
     profile_meta = {k: v.value for k, v in result.asset_materializations_for_node("user_profiles")[0].metadata.items()}
 
-    print(f"# bench/feedback_refresh.py, {datetime.now():%Y-%m-%d %H:%M}, {platform.node()} ({os.cpu_count()} cores, "
+    print(f"# bench.perf.feedback_refresh, {datetime.now():%Y-%m-%d %H:%M}, {platform.node()} ({os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f} at the end); home {args.home} (copied in {copy_seconds:.0f} s)")
     print(f"# code: {Path(__import__('recall_pipeline').__file__).parent}; feedback: {len(lines)} rows, {args.users} "
           f"users x {args.rows_per_user}; evaluation {args.evaluation}, recompute {args.recompute or 'auto'}; run "

@@ -8,7 +8,9 @@ look broken, so they prove nothing. For each size, every index type is built wit
 pipeline's default settings (``IndexSettings``) and timed; recall@100 is measured against the
 exact search of the same run, and queries per second are compared with it.
 
-    .venv/bin/python bench/index_benchmark.py [--sizes 100000 1000000] [--queries 1000]
+    .venv/bin/python -m bench.perf.index_benchmark [--sizes 100000 1000000] [--queries 1000]
+
+Recorded runs: bench/results/perf/index_benchmark_100k_1m_run1.txt, index_benchmark_1m_run2.txt.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from recall_pipeline.core.features.user_profiles import build_user_profiles  # n
 from recall_pipeline.core.ingest.sources import load_bundled  # noqa: E402
 from recall_pipeline.core.features.split import split_interactions  # noqa: E402
 
-CACHE = Path(__file__).parent / ".cache"
+CACHE = Path(__file__).resolve().parents[1] / ".cache"  # bench/.cache, which git ignores
 K = 100
 
 
@@ -92,7 +94,7 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--noise", type=float, default=0.5, help="norm of the noise added to a real vector")
@@ -138,7 +140,7 @@ def main() -> None:
                           f"{len(queries) / s:>10.0f} {len(queries) / s / exact_qps:>7.1f}x "
                           f"{one:>10.0f} {one / exact_single:>7.1f}x "
                           f"{recall_at_k(found_v, truth):>10.4f}", flush=True)
-            del index
+            index = None  # freed before the next index is built
         print(f"{'':>9} (sample of the synthetic catalogue: median cosine to the nearest of 20k "
               f"others {np.median(near):.3f})", flush=True)
 

@@ -9,7 +9,9 @@ resident memory before the block, per list slot (B x depth x (routes + interests
 is the figure; two block sizes give the slope, which leaves out what a block costs whatever its
 size (tie orders and popularity over the catalogue, the recency-weighted matrix).
 
-    PYTHONPATH=. .venv/bin/python bench/recall_blocks.py [--items 100000] [--blocks 1000 4000]
+    .venv/bin/python -m bench.perf.recall_blocks [--items 100000] [--blocks 1000 4000]
+
+Recorded run: bench/results/perf/recall_blocks.txt.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository: the children run as modules from it
 
 
 def status_kib(field: str) -> int:
@@ -93,7 +97,7 @@ def child(block: int, n_items: int, dims: int, interests: int, depth: int) -> di
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--dims", type=int, default=64)
     parser.add_argument("--interests", type=int, default=5)
@@ -110,9 +114,9 @@ def main() -> None:
           f"dims {args.dims}, interests/user {args.interests}, depth {args.depth}")
     results = []
     for block in args.blocks:
-        done = subprocess.run([sys.executable, __file__, "--child", str(block), "--items", str(args.items),
+        done = subprocess.run([sys.executable, "-m", __spec__.name, "--child", str(block), "--items", str(args.items),
                                "--dims", str(args.dims), "--interests", str(args.interests),
-                               "--depth", str(args.depth)], capture_output=True, text=True, check=True)
+                               "--depth", str(args.depth)], cwd=ROOT, capture_output=True, text=True, check=True)
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1]), flush=True)
     small, large = results[0], results[-1]

@@ -1,6 +1,6 @@
 """Per-stage wall time and peak memory of the whole graph at several sizes, and how each grows.
 
-    python bench/scale.py --sizes S M [--work /tmp/scale] [--recall-model-config '{"max_train_seconds": 600}']
+    .venv/bin/python -m bench.perf.scale --sizes S M [--work /tmp/scale] [--recall-model-config '{"max_train_seconds": 600}']
 
 For each size the synthetic source of ``recall-pipeline generate`` is written (once), then every
 asset of ``recall_job`` is materialized in order, **each in a process of its own**, against one
@@ -13,6 +13,8 @@ The growth exponent of a stage between two sizes is log(t2/t1) / log(n2/n1) with
 interactions: 1.0 is linear; the users x K stages (recall, evaluation) grow with users, which
 grow like interactions in the generator's sizes. Results are printed as a table and written as
 JSON lines next to ``--work`` so that ``--report`` can print the table again without re-running.
+
+Recorded run: bench/results/perf/scale.txt.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 STAGES = ("raw_interactions_and_items", "feedback_events", "cleaned_item_text", "cleaned_interactions",
           "rating_matrix", "item_embeddings", "user_profiles", "recall_model", "text_cf_model", "faiss_index",
           "two_tower_index", "recall_candidates", "evaluation_report", "published_warehouse")
@@ -84,7 +86,7 @@ def measure_size(size: str, work: Path, stages: tuple[str, ...], model_config: d
     rows = []
     for stage in stages:
         config = model_config if stage == "recall_model" else {}
-        child = subprocess.run([sys.executable, __file__, "--child", stage, "--child-config", json.dumps(config)],
+        child = subprocess.run([sys.executable, "-m", __spec__.name, "--child", stage, "--child-config", json.dumps(config)],
                                env=env, cwd=ROOT, capture_output=True, text=True)
         result = _last_json(child.stdout)
         if child.returncode != 0 or not result or not result["success"]:

@@ -3,7 +3,9 @@ EASE with the term, on synthetic histories of ``--users`` users x ``--per-user``
 ``--items`` items (Zipf popularity, so the capped solve keeps the popular items), each fit in a
 fresh process so that its peak memory is its own.
 
-    PYTHONPATH=. .venv/bin/python bench/windowed_ease_scale.py --users 200000 --per-user 50 --items 1000000
+    .venv/bin/python -m bench.perf.windowed_ease_scale --users 200000 --per-user 50 --items 1000000
+
+Recorded run: bench/results/perf/windowed_ease_scale.txt.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository: the children run as modules from it
 
 
 def synthetic(users: int, per_user: int, items: int, seed: int = 0):
@@ -36,7 +41,7 @@ def synthetic(users: int, per_user: int, items: int, seed: int = 0):
 
 
 def one(args) -> dict:
-    from recall_pipeline.core.training import windowed_ease
+    from recall_pipeline.core.training.ease import windowed as windowed_ease
 
     rm = synthetic(args.users, args.per_user, args.items)
     started = time.perf_counter()
@@ -46,23 +51,23 @@ def one(args) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=200_000)
     parser.add_argument("--per-user", type=int, default=50)
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--window", type=int, default=20)
     parser.add_argument("--weight", type=float, default=0.7)
-    parser.add_argument("--child", action="store_true")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(one(args)))
         return
-    base = [sys.executable, __file__, "--child", "--users", str(args.users), "--per-user", str(args.per_user),
+    base = [sys.executable, "-m", __spec__.name, "--child", "--users", str(args.users), "--per-user", str(args.per_user),
             "--items", str(args.items)]
     runs = {}
     for name, extra in (("EASE alone", ["--weight", "0"]), (f"with window {args.window}", ["--window", str(args.window),
                                                                                                "--weight", str(args.weight)])):
-        out = subprocess.run(base + extra, check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(base + extra, cwd=ROOT, check=True, capture_output=True, text=True).stdout
         runs[name] = json.loads(out.strip().splitlines()[-1])
     reference = runs["EASE alone"]
     print(f"{args.users} users x {args.per_user} over {args.items} items ({reference['nnz']} interactions), EASE capped at 5,000 items")

@@ -1,21 +1,24 @@
 """Tune the EASE route's recency weighting, then the fusion weights of the routes, the
 popularity discount and the MMR lambda on the validation cut; then the text_cf route's weight at
-the chosen settings (``--text-cf-only``: that last part alone, at the current defaults).
+the chosen settings (``--text-cf-only``: that last part alone, at the current defaults;
+``--ease-window-only``: the EASE route's windowed term alone, at the current defaults).
 
 Everything is rebuilt from the *fit* part of the training split (docs/EVALUATION.md, Split 4):
 the rating matrix, the user profiles and interests, EASE, and the two-tower model (its
 validation phase: trained on the fit part, early-stopped on the held-out part, not refit);
-lists are scored by Recall@50 on the held-out training interactions, never on the test split. Reads a home folder that a full run
-has filled (for the split, the item embeddings and the item metadata).
+lists are scored by Recall@50 on the held-out training interactions, never on the test split.
+Reads a home folder that a full run has filled (for the split, the item embeddings and the item
+metadata). The validation cut itself is ``bench.validation``'s. Recorded runs:
+bench/results/tuning/tune_fusion.txt and tune_fusion_text_cf.txt.
 
-    .venv/bin/python bench/tune_fusion.py [--home .recall] [--text-cf-only]
+    .venv/bin/python -m bench.tuning.tune_fusion [--home .recall] [--text-cf-only | --ease-window-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -27,21 +30,20 @@ import polars as pl  # noqa: E402
 
 from recall_pipeline.settings import HomeLayout  # noqa: E402
 from recall_pipeline.core.features.encode import TextEncoder  # noqa: E402
-from recall_pipeline.core.evaluation.protocol import validation_matrices  # noqa: E402
 from recall_pipeline.core.recall.index import build_exact_index  # noqa: E402
-from recall_pipeline.core.features.rating_matrix import build_rating_matrix  # noqa: E402
 from recall_pipeline.core.evaluation.metrics import (  # noqa: E402
-    catalogue_coverage, head_items, hit_matrix, long_tail_share, recall_at_k, relevant_counts,
+    catalogue_coverage, head_items, hit_matrix, recall_at_k, relevant_counts,
 )
 from recall_pipeline.core.features.user_profiles import build_user_profiles, interest_texts, multi_interests  # noqa: E402
 from recall_pipeline.core.evaluation import baselines  # noqa: E402
-from recall_pipeline.core.recall.fusion import reciprocal_rank_fusion  # noqa: E402
-from recall_pipeline.core.recall.ranking import search_top_k, top_k_scored  # noqa: E402
+from recall_pipeline.core.recall.ranking import top_k_scored  # noqa: E402
 from recall_pipeline.core.recall.routes import (  # noqa: E402
-    ModelRoute, RouteSettings, TextCFRoute, ease_route, ease_route_scorer, fit_ease_route, merge_routes,
-    popularity_weights, route_lists, text_cf_route,
+    RouteSettings, TextCFRoute, ease_route, ease_route_scorer, fit_ease_route, merge_routes, route_lists,
+    text_cf_route,
 )
-from recall_pipeline.core.training import text_cf, two_tower  # noqa: E402
+from recall_pipeline.core.training import text_cf  # noqa: E402
+
+from bench.validation import at_50, validation_cut, validation_model_route  # noqa: E402
 
 RECENCY_TAUS = (0.0, 3.0, 5.0, 10.0, 20.0)  # 0: the history unweighted (EASE as published)
 RECENCY_FLOORS = (0.1, 0.2, 0.3, 0.5)
@@ -57,7 +59,7 @@ EASE_WINDOW_WEIGHTS = (0.3, 0.5, 0.7, 1.0, 1.5)
 # Recall@50 among the settings whose lists keep the product's exposure goals on validation,
 # long-tail share@50 >= 0.10 and coverage@50 >= 2.7x that of EASE alone (the exposure the
 # published lists had before the EASE route weighed recency: 0.355 = 2.7x EASE's on the test
-# split, a goal the model stage must keep, issue 11; 2x before); settings within TOLERANCE of
+# split, a goal the model stage must keep; 2x before); settings within TOLERANCE of
 # that Recall@50 count as equal (on ~650 users such differences are noise), and among them the
 # highest coverage@50 wins.
 TOLERANCE = 0.001
@@ -66,8 +68,8 @@ COVERAGE_TARGET = 2.7
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--home", default=".recall")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", default=".recall", help="a home folder a full run has filled (read only)")
     parser.add_argument("--text-cf-only", action="store_true",
                         help="only the text_cf weight, at the current defaults (skips the grid above)")
     parser.add_argument("--ease-window-only", action="store_true",
@@ -145,109 +147,6 @@ def main() -> None:
           f"mmr lambda {chosen[4]} (Recall@50 {chosen[0]:.4f}, coverage@50 {chosen[5]:.4f}, "
           f"long tail@50 {chosen[6]:.4f})")
     text_cf_weight(split, rm, ids, vectors, lists, rows, relevant, counts, head, chosen)
-
-
-def at_50(final: np.ndarray, relevant, n_items: int, head) -> tuple[float, float, float]:
-    """(Recall@50, coverage@50, long-tail share@50) of the validation users' lists ``final``."""
-    recall = float(recall_at_k(hit_matrix(final, relevant), relevant_counts(relevant), 50).mean())
-    return recall, catalogue_coverage(final, 50, n_items), float(long_tail_share(final, 50, head).mean())
-
-
-def read_split_and_embeddings(home: Path) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
-    """(the split, the item ids, their LM vectors in that order) of a home a full run has filled."""
-    with duckdb.connect(str(HomeLayout(home).warehouse), read_only=True) as con:
-        split = con.sql("select * from features.interactions_split").pl()
-        emb = con.sql("select item_id, embedding from features.item_embeddings order by item_id").pl()
-    return split, emb["item_id"].to_numpy(), np.ascontiguousarray(emb["embedding"].to_numpy(), dtype=np.float32)
-
-
-def validation_model_route(fit_rows: pl.DataFrame, rm, ids: np.ndarray, vectors: np.ndarray, holdout) -> ModelRoute:
-    """The two-tower route of the model's validation phase: trained on the fit part, early-stopped
-    on the held-out part, not refit; user vectors from the fit part's latest histories."""
-    fit_seq = two_tower.build_sequences(fit_rows, rm.user_ids, ids)
-    model = two_tower.train_two_tower(vectors, fit_seq, fit_seq, holdout,
-                                      training=two_tower.TrainingSettings(refit=False)).model
-    user_rows, history, ratings = fit_seq.last_windows(model.architecture.history_length)
-    return ModelRoute(build_exact_index(two_tower.item_vectors(model)), user_rows,
-                      two_tower.user_vectors(model, history, ratings))
-
-
-def two_tower_lists(split, rm, ids, vectors, holdout, settings: RouteSettings, cache: Path | None) -> np.ndarray:
-    """The validation two-tower route's lists for every fit user (read from ``cache`` when there)."""
-    if cache is not None and cache.exists():
-        return np.load(cache)
-    fit_rows = split.filter(pl.col("val_part") == "fit").select("user_id", "item_id", "rating", "timestamp")
-    route = validation_model_route(fit_rows, rm, ids, vectors, holdout)
-    lists = np.full((len(rm.user_ids), settings.depth), -1, dtype=np.int64)
-    lists[route.rows], _ = search_top_k(route.index, route.user_vectors, rm.matrix, route.rows,
-                                        settings.depth, seed=settings.seed)
-    if cache is not None:
-        np.save(cache, lists)
-    return lists
-
-
-def validation_cut(split: pl.DataFrame, ids: np.ndarray):
-    """(rating matrix of the fit part as training, held-out relevance, the rows of users with a
-    relevant held-out item, their relevance): what every validation figure here is scored on."""
-    as_train = split.with_columns(part=pl.when(pl.col("val_part") == "fit").then(pl.lit("train"))
-                                  .otherwise(pl.lit("other")))
-    rm = build_rating_matrix(as_train, ids)
-    _, holdout = validation_matrices(split, rm)
-    rows = np.flatnonzero(relevant_counts(holdout))
-    return rm, holdout, rows, holdout[rows]
-
-
-@dataclass(frozen=True)
-class ValidationFusion:
-    """What the probes of the fused lists share: the validation cut of a filled home, the
-    validation two-tower route's lists for every fit user, and the fit part's item counts, head
-    items and popularity discount (at the default RouteSettings)."""
-
-    split: pl.DataFrame
-    ids: np.ndarray
-    vectors: np.ndarray
-    rm: object
-    holdout: object
-    rows: np.ndarray        # users with a relevant held-out item
-    relevant: object
-    two_tower: np.ndarray
-    counts: np.ndarray
-    head: np.ndarray
-    weights: np.ndarray     # the default popularity discount per item
-    every: np.ndarray       # users with a fit history
-
-    def fused_at_50(self, routes: dict[str, np.ndarray], route_weights: dict[str, float], c: float = RouteSettings.rrf_c,
-                    item_weights: np.ndarray | None = None) -> tuple[float, float, float]:
-        """(Recall@50, coverage@50, long tail@50) of the two-tower lists and ``routes`` reciprocal-rank
-        fused (``item_weights``: default the popularity discount), MMR off."""
-        fused = reciprocal_rank_fusion({"two_tower": self.two_tower, **routes}, route_weights, 50, len(self.ids), c,
-                                       RouteSettings.seed, self.weights if item_weights is None else item_weights)
-        return at_50(fused.items[self.rows], self.relevant, len(self.ids), self.head)
-
-    def alone_at_50(self, lists: np.ndarray) -> tuple[float, float, float]:
-        """The same figures of one route's lists."""
-        return at_50(lists[self.rows], self.relevant, len(self.ids), self.head)
-
-
-def probe_arguments(doc: str | None = None) -> argparse.ArgumentParser:
-    """The probes' shared options: the filled home and the two-tower lists' cache."""
-    parser = argparse.ArgumentParser(description=doc)
-    parser.add_argument("--home", default=".recall")
-    parser.add_argument("--two-tower-cache", default="", help="an .npy file keeping the two-tower lists between runs")
-    return parser
-
-
-def validation_fusion(home: str, two_tower_cache: str = "") -> ValidationFusion:
-    """:class:`ValidationFusion` of ``home`` (the two-tower lists read from ``two_tower_cache`` when there)."""
-    split, ids, vectors = read_split_and_embeddings(Path(home))
-    defaults = RouteSettings()
-    rm, holdout, rows, relevant = validation_cut(split, ids)
-    two_tower = two_tower_lists(split, rm, ids, vectors, holdout, defaults,
-                                Path(two_tower_cache) if two_tower_cache else None)
-    counts = np.diff(rm.matrix.tocsc().indptr)
-    return ValidationFusion(split, ids, vectors, rm, holdout, rows, relevant, two_tower, counts,
-                            head_items(counts, ids), popularity_weights(counts, defaults.popularity_discount),
-                            np.flatnonzero(np.diff(rm.matrix.indptr) > 0))
 
 
 def ease_recency(rm, holdout) -> tuple[dict[str, float], baselines.EaseModel]:

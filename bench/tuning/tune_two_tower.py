@@ -4,7 +4,9 @@ Each setting is trained on the fit part and early-stopped on the held-out part's
 (docs/EVALUATION.md, Split 4), exactly as ``recall_model`` does before its refit. Reads a home
 folder that a full run has filled.
 
-    .venv/bin/python bench/tune_two_tower.py [--home .recall]
+    .venv/bin/python -m bench.tuning.tune_two_tower [--home .recall]
+
+Recorded run: bench/results/tuning/tune_two_tower.txt.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ VARIANTS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", default=".recall")
     parser.add_argument("--only", nargs="*", help="names of the variants to run (default: all)")
     args = parser.parse_args()
