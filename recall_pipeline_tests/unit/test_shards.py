@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -22,8 +23,14 @@ def test_shard_of_is_stable_spread_and_independent_of_order_and_type():
     assert counts.min() > 2_300 and counts.max() < 2_700  # about a quarter each
     assert np.array_equal(shard_of(ids[::-1], 4), shards[::-1])   # per id, not per position
     assert np.array_equal(shard_of([str(i) for i in ids], 4), shards)  # 7 and "7" alike
-    # recorded from this implementation: a change of hash would move ids between shards
-    assert shard_of([0, 1, 2, 3, 4, 5], 3).tolist() == [1, 2, 2, 1, 1, 2]
+    # the hash as defined, computed here: BLAKE2b with an 8-byte digest of the id's UTF-8 text,
+    # read as a little-endian integer, modulo the shard count (a change of hash would move ids
+    # between shards, and stored shard files with them)
+    sample = [0, 1, 2, 3, 4, 5, -3, 10**12, "7", "item-42", "café", "ß/京"]
+    for n in (2, 3, 5, 16):
+        expected = [int.from_bytes(hashlib.blake2b(str(i).encode("utf-8"), digest_size=8).digest(), "little") % n
+                    for i in sample]
+        assert shard_of(sample, n).tolist() == expected
     assert shard_of(ids, 1).tolist() == [0] * len(ids)
     with pytest.raises(ValueError):
         shard_of(ids, 0)
