@@ -201,7 +201,7 @@ def recall_items(items: str, k: int, model_version: str) -> int:
     except ValueError as exc:
         print(f"{layout.warehouse}: {exc}", file=sys.stderr)
         return 1
-    counts = np.diff(matrix.matrix.tocsc().indptr) if np.array_equal(matrix.item_ids, ids) else None
+    counts = matrix.item_counts() if np.array_equal(matrix.item_ids, ids) else None
     ease, text_cf_route = _stored_routes(layout, ids, vectors, catalogue["model"][0], settings)
     merged = adhoc.history_recall(np.array([known[item] for item in wanted]), model, model_index, lm_index,
                                   vectors, k, settings, train_counts=counts, ease=ease, text_cf=text_cf_route,

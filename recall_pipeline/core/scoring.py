@@ -21,3 +21,9 @@ def binary(train: sp.csr_matrix) -> sp.csr_matrix:
     x.data[:] = 1.0
     x.eliminate_zeros()
     return x
+
+
+def item_counts(matrix: sp.spmatrix) -> np.ndarray:
+    """Interactions per item (column): stored entries, so a 0 rating counts. The one count behind
+    popularity, the popularity discount, EASE's item cap and the evaluation's head items."""
+    return np.diff(sp.csc_matrix(matrix).indptr)

@@ -6,7 +6,7 @@
   more than it gains, and it needs no service (``make run``).
 - ``multiprocess``: a subprocess per step on this machine.
 - ``celery``: each step is a task on a Celery queue, run by ``dagster-celery`` workers (started
-  with ``celery -A recall_pipeline.runtime.celery_worker worker``, see the README), here or on other
+  with ``celery -A recall_pipeline.runtime.celery_worker worker``, see docs/operations.md), here or on other
   machines. The
   broker is ``$RECALL_PIPELINE_CELERY_BROKER`` (default Redis on 127.0.0.1:6379, db 0), results
   go to ``$RECALL_PIPELINE_CELERY_BACKEND`` (default: the broker's URL), the queue is

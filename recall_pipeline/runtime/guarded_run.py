@@ -317,7 +317,7 @@ def finish(instance: dg.DagsterInstance, run_id: str, stop: Stop | None) -> None
 
 # --- what to tell the user when the run failed -------------------------------------------------
 NEXT_STEPS = {
-    "SourceError": "fix the file or its mapping in the source YAML (README: \"Your own data\"), then run again",
+    "SourceError": "fix the file or its mapping in the source YAML (docs/your-own-data.md), then run again",
     "IndexMismatchError": "re-materialize the asset the message names (or run `recall-pipeline run` again)",
     "EncoderMismatchError": "run `recall-pipeline run` again so that the model and the embeddings match",
     "MlflowException": "check the MLflow store (RECALL_PIPELINE_MLFLOW_URI or <home>/mlflow), then run again",

@@ -15,14 +15,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts
-from recall_pipeline.core.scoring import Scorer, binary  # noqa: F401 (the baselines' vocabulary)
+from recall_pipeline.core.scoring import Scorer, binary, item_counts  # noqa: F401 (the baselines' vocabulary)
 # EASE is a baseline and a production route: its model lives with the training code
 from recall_pipeline.core.training.ease.model import EaseModel, ease, fit_ease  # noqa: F401
 from recall_pipeline.core.recall.ranking import top_k_scored
 
 def popularity_scores(train: sp.csr_matrix) -> np.ndarray:
     """Training interaction count per item (MostPopular's score)."""
-    return np.diff(train.tocsc().indptr).astype(np.float64)  # stored entries: a 0 rating counts
+    return item_counts(train).astype(np.float64)
 
 
 def most_popular(train: sp.csr_matrix) -> Scorer:
@@ -46,7 +46,7 @@ def item_knn(train: sp.csr_matrix, neighbours: int | float, max_dense_bytes: int
     order), so memory grows with the co-occurrences, never with items x items.
     """
     x = binary(train)
-    active = np.flatnonzero(np.diff(x.tocsc().indptr))
+    active = np.flatnonzero(item_counts(x))
     xa = x[:, active].astype(np.float32)
     keep = min(int(neighbours), len(active) - 1)
     limit = KNN_MAX_DENSE_BYTES if max_dense_bytes is None else max_dense_bytes

@@ -217,8 +217,16 @@ def scorer_lists(scorer: baselines.Scorer, data: EvaluationData,
 def cold_ranked(scorer: baselines.Scorer, data: EvaluationData, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The cold slice's lists and their scores: each user's top ``COLD_K`` of the cold items
     alone (positions within ``data.cold_columns``)."""
-    return top_k_scored(lambda rows: scorer(rows)[:, data.cold_columns], data.cold.rows, COLD_K,
-                        len(data.cold_columns), seed=seed)
+    return cold_top_k(lambda rows: scorer(rows)[:, data.cold_columns], data.cold.rows,
+                      len(data.cold_columns), seed)
+
+
+def cold_top_k(score_cold: baselines.Scorer, rows: np.ndarray, n_cold: int,
+               seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The protocol's cold ranking: for each of ``rows``, the top ``COLD_K`` among the cold items
+    alone (``score_cold(rows)``: rows x ``n_cold`` scores), with the seeded ties. Used by the
+    evaluation's cold slice and by the pseudo-cold validation that tunes TextCF."""
+    return top_k_scored(score_cold, rows, COLD_K, n_cold, seed=seed)
 
 
 @dataclass(frozen=True)

@@ -22,16 +22,6 @@ def text_hash(text: str) -> str:
 
 
 @dataclass(frozen=True)
-class EmbeddingRefresh:
-    """The embedding table after a refresh, and what it cost."""
-
-    table: pl.DataFrame
-    encoded: int
-    reused: int
-    encode_seconds: float
-
-
-@dataclass(frozen=True)
 class EmbeddingPlan:
     """What a refresh must do: every wanted key, the stored rows it reuses, the texts to encode."""
 
@@ -82,17 +72,6 @@ def assemble(encoded: list[pl.DataFrame], reused: pl.DataFrame) -> pl.DataFrame:
     if not parts:
         raise ValueError("no item embeddings: nothing encoded and nothing reused")
     return pl.concat(parts).sort("item_id")
-
-
-def refresh_item_embeddings(items: pl.DataFrame, encoder, previous: pl.DataFrame | None,
-                            progress: bool = False) -> EmbeddingRefresh:
-    """Embeddings for ``items`` (item_id, item_text), sorted by item id, in one process.
-
-    ``previous`` is the stored table (item_id, text_hash, model, embedding) or None.
-    """
-    plan = plan_refresh(items, encoder.identity.key(), previous)
-    fresh, seconds = encode_texts(plan.todo, encoder, progress)
-    return EmbeddingRefresh(assemble([fresh], plan.reused), plan.todo.height, plan.reused.height, seconds)
 
 
 def as_matrix(table: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from recall_pipeline.core.ids import positions
+from recall_pipeline.core.scoring import item_counts
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class RatingMatrix:
 
     def item_counts(self) -> np.ndarray:
         """Training interactions per item (stored entries: a 0 rating counts)."""
-        return np.diff(self.matrix.tocsc().indptr)
+        return item_counts(self.matrix)
 
     def restricted_to(self, user_ids: np.ndarray) -> "RatingMatrix":
         """The rows of these users (sorted, all present), over the same items."""
@@ -59,8 +60,18 @@ class RatingMatrix:
         weights = sp.csr_matrix((np.ones(matrix.nnz), matrix.indices, matrix.indptr), shape=matrix.shape)
         if tau > 0 and self.recency is not None:
             recency = self.recency if rows is None else self.recency[np.asarray(rows)]
-            weights.data = floor + (1.0 - floor) * np.exp(-(aligned_places(matrix, recency) - 1.0) / tau)
+            weights.data = recency_weight(aligned_places(matrix, recency), tau, floor)
         return weights
+
+
+def recency_weight(places: np.ndarray, tau: float, floor: float) -> np.ndarray:
+    """What an interaction at each place (1: the user's latest, counted over distinct items)
+    weighs: ``floor + (1 - floor) * exp(-(place - 1) / tau)``; ``tau`` 0: every one weighs 1. The
+    one formula behind the nightly EASE route and ad-hoc recall."""
+    places = np.asarray(places, dtype=np.float64)
+    if tau <= 0:
+        return np.ones(len(places))
+    return floor + (1.0 - floor) * np.exp(-(places - 1.0) / tau)
 
 
 def aligned_recency(rm: RatingMatrix) -> np.ndarray:

@@ -11,8 +11,14 @@ which needs the user's interest vectors."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import numpy as np
+import polars as pl
 import scipy.sparse as sp
+
+from recall_pipeline.core.features.rating_matrix import recency_weight
+from recall_pipeline.core.features.user_profiles import build_user_profiles
 
 from recall_pipeline.core.training.ease.model import EaseModel
 from recall_pipeline.core.recall.ranking import search_top_k, top_k_dense
@@ -39,11 +45,10 @@ def history_recall(history: np.ndarray, model: two_tower.TwoTower, model_index, 
     recent = history[-length:]
     window[0, length - len(recent):] = recent
     user = two_tower.user_vectors(model, window, np.full(window.shape, np.nan, np.float32))
-    profile = lm_vectors[history].mean(axis=0, keepdims=True)
-    profile /= max(float(np.linalg.norm(profile)), 1e-12)
+    profile = history_profile(history, lm_vectors)
     row, depth = np.zeros(1, dtype=np.int64), min(settings.depth, n_items)
     lists = {"two_tower": search_top_k(model_index, user, seen, row, depth, seed=settings.seed)[0],
-             "lm_profile": search_top_k(lm_index, profile.astype(np.float32), seen, row, depth,
+             "lm_profile": search_top_k(lm_index, profile, seen, row, depth,
                                         seed=settings.seed)[0]}
     if ease is not None and settings.computes("ease"):
         lists["ease"] = ease_list(ease, history, n_items, seen, depth, settings)
@@ -52,13 +57,23 @@ def history_recall(history: np.ndarray, model: two_tower.TwoTower, model_index, 
     return merge_routes(lists, lm_vectors, k, settings, train_counts)
 
 
+def history_profile(history: np.ndarray, lm_vectors: np.ndarray) -> np.ndarray:
+    """The LM history profile (1 x d) the nightly profiles are built with
+    (``user_profiles.build_user_profiles``), for a history that has neither ratings nor times:
+    every interaction weighs alike, a repeated item once per interaction."""
+    frame = pl.DataFrame({"user_id": np.zeros(len(history), dtype=np.int64), "item_id": history,
+                          "rating": pl.Series([None] * len(history), dtype=pl.Float64),
+                          "timestamp": pl.Series([datetime(1970, 1, 1)] * len(history), dtype=pl.Datetime("us"))})
+    return build_user_profiles(frame, np.arange(len(lm_vectors)), lm_vectors).vectors
+
+
 def recency_history(history: np.ndarray, n_items: int, tau: float, floor: float) -> sp.csr_matrix:
     """The history as one row weighted like ``RatingMatrix.recency_weighted``: each distinct item
     at its latest place, places counted over the distinct items from the end (the latest 1),
     weighing ``floor + (1 - floor) * exp(-(place - 1) / tau)``."""
     items, first_from_end = np.unique(history[::-1], return_index=True)
-    places = np.argsort(np.argsort(first_from_end))  # 0 for the latest distinct item
-    weights = np.ones(len(items)) if tau <= 0 else floor + (1.0 - floor) * np.exp(-places / tau)
+    places = np.argsort(np.argsort(first_from_end)) + 1  # 1 for the latest distinct item
+    weights = recency_weight(places, tau, floor)
     return sp.csr_matrix((weights, (np.zeros(len(items), dtype=np.int64), items)), shape=(1, n_items))
 
 

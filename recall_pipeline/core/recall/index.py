@@ -31,7 +31,7 @@ MANIFEST_FILE = "manifest.json"
 
 @dataclass(frozen=True)
 class IndexSettings:
-    """How the index is chosen and tuned; the defaults were set with ``bench/index_benchmark.py``."""
+    """How the index is chosen and tuned; the defaults were set with ``bench/perf/index_benchmark.py``."""
 
     # The nightly recall searches all users in one batch, where exact search (BLAS) is hard to
     # beat on mid-sized catalogues; above the threshold HNSW trades a little recall for speed.

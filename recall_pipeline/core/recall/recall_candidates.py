@@ -64,8 +64,8 @@ def two_tower_route(model, index, train: pl.DataFrame, rm: RatingMatrix) -> Mode
 # Bytes one route-list slot (a user x depth entry of one route, or of one interest vector) costs
 # while a block of users is recalled: the FAISS results and their re-ordering, the interest
 # route's frame and its sort, the fusion's sparse rank matrices and the MMR pool. Measured with
-# bench/recall_blocks.py (the slope over two block sizes): 87 and 98 bytes in two runs, plus about
-# 200 MB per block whatever its size at 100,000 items (bench/results/recall_blocks.txt).
+# bench/perf/recall_blocks.py (the slope over two block sizes): 87 and 98 bytes in two runs, plus about
+# 200 MB per block whatever its size at 100,000 items (bench/results/perf/recall_blocks.txt).
 BYTES_PER_LIST_SLOT = 128
 DEFAULT_BLOCK_BUDGET_BYTES = 512 * 2**20
 

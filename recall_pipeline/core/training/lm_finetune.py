@@ -5,7 +5,7 @@ below the top ``n`` stay frozen: the catalogue's token states entering the top l
 computed once (``TopLayers.from_encoder``), and training runs only the top layers, mean-pools
 and normalises, as the encoder does. Gradients reach the top layers through each batch's target
 items; the history side reads the item embeddings refreshed after every epoch. Off by default
-(``TrainingSettings.lm_finetune_layers = 0``); ``bench/lm_finetune.py`` measures its cost and
+(``TrainingSettings.lm_finetune_layers = 0``); ``bench/experiments/lm_finetune.py`` measures its cost and
 effect.
 """
 

@@ -1,7 +1,7 @@
 """How much say a newly trained two-tower model gets in the fused lists, chosen on its own
 validation cut.
 
-The fusion weights are chosen once, on the bundled data's validation cut (``bench/tune_fusion.py``),
+The fusion weights are chosen once, on the bundled data's validation cut (``bench/tuning/tune_fusion.py``),
 where the two-tower model and the EASE route are about as good. A model trained elsewhere may
 not be (another catalogue, a time budget that stops it early, a poor setting), and fused 1:1
 with EASE a weak model's lists push EASE's hits out: at L a barely trained model filled 78% of

@@ -143,15 +143,14 @@ class PseudoCold:
         (``protocol.cold_ranked``: the pseudo-cold items alone, same seeded ties), scoring only
         those items' columns."""
         from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts
-        from recall_pipeline.core.evaluation.protocol import COLD_K
-        from recall_pipeline.core.recall.ranking import top_k_scored
+        from recall_pipeline.core.evaluation.protocol import COLD_K, cold_top_k
 
         if not len(self.rows):
             return 0.0
         queries = model.user_queries(self.matrix, features, self.rows)
         cold_features = np.ascontiguousarray(features[self.columns].T)
-        lists, _ = top_k_scored(lambda block: queries[block] @ cold_features, np.arange(len(self.rows)),
-                                COLD_K, len(self.columns))
+        lists, _ = cold_top_k(lambda block: queries[block] @ cold_features, np.arange(len(self.rows)),
+                              len(self.columns))
         hits = hit_matrix(lists, self.relevant)
         return float(recall_at_k(hits, relevant_counts(self.relevant), COLD_K).mean())
 

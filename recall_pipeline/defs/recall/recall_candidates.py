@@ -26,7 +26,7 @@ DEFAULT_WEIGHTS = RouteSettings().weights
 
 class RecallConfig(dg.Config):
     """List length, route depth, fusion weights, popularity discount and MMR diversity (defaults
-    chosen on the validation cut with bench/tune_fusion.py)."""
+    chosen on the validation cut with bench/tuning/tune_fusion.py)."""
 
     k: int = 100
     depth: int = RouteSettings.depth

@@ -16,7 +16,7 @@ RecallModelConfig = config_from(
     """Model size and training (defaults checked on the validation cut), and when to retrain.
 
     ``lm_finetune_layers``: also fine-tune this many of the LM's top layers end to end (0: the
-    LM stays frozen; slower, see bench/lm_finetune.py). ``max_train_seconds``: a time budget for
+    LM stays frozen; slower, see bench/experiments/lm_finetune.py). ``max_train_seconds``: a time budget for
     the whole training (0: none). ``retrain_min_new_interactions``: retrain only when training
     has grown by at least this many interactions since the champion was trained (0: always
     retrain); otherwise the champion stays and this materialization records that nothing was

@@ -1,9 +1,11 @@
 """Incremental item embeddings: only new or changed texts are encoded."""
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 
-from recall_pipeline.core.features.item_embeddings import as_matrix, refresh_item_embeddings
+from recall_pipeline.core.features.item_embeddings import as_matrix, assemble, encode_texts, plan_refresh
 
 ITEMS = pl.DataFrame({"item_id": [3, 1, 2],
                       "item_text": ["Heat (1995) Genres: Crime", "Alien (1979) Genres: Horror",
@@ -23,6 +25,21 @@ class CountingEncoder:
     def encode(self, texts, progress=False):
         self.texts.extend(texts)
         return self.encoder.encode(texts)
+
+
+@dataclass(frozen=True)
+class Refresh:
+    table: pl.DataFrame
+    encoded: int
+    reused: int
+
+
+def refresh_item_embeddings(items: pl.DataFrame, encoder, previous: pl.DataFrame | None, shards: int = 2) -> Refresh:
+    """What the item_embeddings asset does with these functions: plan, encode the texts to
+    encode in ``shards`` parts, assemble the parts with the reused rows."""
+    plan = plan_refresh(items, encoder.identity.key(), previous)
+    parts = [encode_texts(plan.todo.gather_every(shards, offset), encoder)[0] for offset in range(shards)]
+    return Refresh(assemble(parts, plan.reused), plan.todo.height, plan.reused.height)
 
 
 def test_second_refresh_with_one_changed_item_encodes_exactly_one(encoder):

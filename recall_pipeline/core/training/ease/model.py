@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from recall_pipeline.core.scoring import Scorer, binary
+from recall_pipeline.core.scoring import Scorer, binary, item_counts
 
 # EASE's exact solutions hold a dense users x items (Woodbury) or items x items (Gram) array;
 # above these sizes the item-item model is solved over the most-interacted items only.
@@ -117,7 +117,7 @@ def fit_ease(train: sp.csr_matrix, lam: float, max_items: int | None = None,
     if n_items <= max_items:
         b, diag_p = _ease_weights(x, lam)
         return (lambda rows: np.asarray(x[rows] @ b)), EaseModel(lam, n_items, weights=b, diag_p=diag_p)
-    counts = np.diff(x.tocsc().indptr)
+    counts = item_counts(x)
     keep = np.sort(np.argsort(-counts, kind="stable")[:max_items])
     kept = x[:, keep].tocsr()
     b, diag_p = _ease_weights(kept, lam)

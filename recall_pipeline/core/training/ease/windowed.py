@@ -20,8 +20,8 @@ interaction (and at most ``max_items``^2 when EASE is capped) and is built in ``
 vectorised passes; the Gram and capped solves fold the term into their ``B`` (one items x items
 array kept, as before), and the Woodbury solve keeps ``C_w`` sparse and applies it to ``x P``,
 which that solve computes anyway. At L's shape the fit takes 3.4x EASE's time (12 s against
-3.5 s, ``bench/windowed_ease_scale.py``). ``window`` and ``weight`` are chosen on the
-validation cut (``bench/tune_fusion.py``).
+3.5 s, ``bench/perf/windowed_ease_scale.py``). ``window`` and ``weight`` are chosen on the
+validation cut (``bench/tuning/tune_fusion.py``).
 """
 
 from __future__ import annotations
