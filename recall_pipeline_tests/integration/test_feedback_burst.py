@@ -4,7 +4,7 @@
 rating each, as in issue 12, the attack moves nothing here: the protocol holds out each user's
 last 20% (at least one row), so an account with two ratings trains on the target alone, and
 EASE's item-item weights towards the target do not depend on the target's own count
-(``bench/feedback_burst.py``: top-100 share 0.050 before, 0.043 after, mean over ten targets).
+(``bench/perf/feedback_burst.py``: top-100 share 0.050 before, 0.043 after, mean over ten targets).
 So the test plants the bigger, classic bandwagon attack: each account rates the target and then
 three of the ten most popular items 5 stars, all in the same minute; training then holds the
 target beside two popular items per account, and EASE recommends it to the honest users who
