@@ -126,4 +126,20 @@ def test_ui_shows_the_graph_and_runs_a_materialization(dagster_dev):
         assert con.execute("select count(*), min(batch_id) from raw.interactions").fetchall() == [(100_004, run_id)]
 
     process.send_signal(signal.SIGTERM)  # stopped by its process id, as a script would
-    assert process.wait(timeout=60) is not None
+    assert process.wait(timeout=60) == 0  # a clean shutdown, not a kill
+    with pytest.raises(OSError):  # nothing answers on its port any more
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+    assert session_ends(process.pid, timeout=30), "processes of dagster dev's session outlived it"
+
+
+def session_ends(session: int, timeout: float) -> bool:
+    """Whether every process of the session (``dagster dev`` and the code servers it started)
+    has exited within ``timeout`` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.killpg(session, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.5)
+    return False
