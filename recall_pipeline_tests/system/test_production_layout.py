@@ -287,10 +287,33 @@ def embedded_steps(layout: Layout) -> set[str]:
         return {record.event_log_entry.step_key for record in records}
 
 
+def celery_steps(layout: Layout) -> list[tuple[str, str, str]]:
+    """(step key, the steps it names, the worker) of each event in which a Celery worker took a
+    step of the production run ("Executing steps ... in celery worker", with the worker's name),
+    read from its PostgreSQL event log in order."""
+    rows = query(layout.dagster_db, "select step_key, event from event_logs where run_id = %s "
+                                    "and dagster_event_type = 'ENGINE_EVENT' order by id", (layout.run_id,))
+    taken = []
+    for step_key, body in rows:
+        metadata = dg.deserialize_value(body, dg.EventLogEntry).dagster_event.event_specific_data.metadata
+        if "Celery worker" in metadata:
+            taken.append((step_key, metadata["step_keys"].value, metadata["Celery worker"].value))
+    return taken
+
+
 @pytest.mark.skipif(EXECUTOR != "celery", reason=f"steps run by the {EXECUTOR} executor (EXECUTOR)")
 def test_the_steps_ran_on_the_celery_worker(layout):
-    tasks = re.findall(r"Task execute_plan\[[-\w]+\] succeeded", layout.worker_log)
-    assert len(tasks) == len(production_steps(layout))
+    """Every step of the run, and only those, was taken by the worker service's Celery worker,
+    each once and alone."""
+    taken = celery_steps(layout)
+    steps = [step for step, _, _ in taken]
+    assert len(steps) == len(set(steps))  # no step sent twice
+    assert set(steps) == production_steps(layout) == embedded_steps(layout)
+    assert all(named == step for step, named, _ in taken)  # one step per task
+    [worker] = re.findall(r"(\S+@\S+) ready\.", layout.worker_log)  # the worker the test started
+    assert {name for _, _, name in taken} == {worker}
+    # and the worker's own log has one succeeded task per step
+    assert len(re.findall(r"Task execute_plan\[[-\w]+\] succeeded", layout.worker_log)) == len(steps)
 
 
 def test_dagster_storage_is_on_postgresql(layout):
