@@ -13,11 +13,11 @@ liked them.
 Measured on the published lists (K = 100, every list's length) of the honest users:
 no attack (the full run), the attack with the guard (the default) and without it
 (``cleaned_interactions`` config ``enabled: false``), both as feedback refreshes, in which the
-champion two-tower model is not retrained (150 new training rows < 1000), run with every user's
-lists recomputed and EASE refitted (``recompute: all``), as the nightly full refresh does: by
-default a feedback refresh keeps the last full refresh's EASE model and recomputes only the
-users whose history changed, so an attack reaches the honest users' lists only at the next full
-refresh, through the EASE weights it refits; this test measures that refit. Bound: with the guard
+champion two-tower model is not retrained (150 new training rows < 1000), run with ``ease_model``
+refitted and every user's lists recomputed (``recompute: all``), as the nightly full refresh
+does: by default a feedback refresh keeps the last full refresh's EASE model and recomputes only
+the users whose history changed, so an attack reaches the honest users' lists only at the next
+full refresh, through the EASE weights it refits; this test measures that refit. Bound: with the guard
 the share may not rise above the no-attack share by more than one percentage point; here the
 guard quarantines every attack row, so the honest users' lists stay exactly as they were.
 """
@@ -77,10 +77,18 @@ def attack_rows(target: int, popular: list[int], first_user: int) -> list[str]:
 
 
 def refitting(config: dict) -> dict:
-    """A feedback refresh's run config, recomputing every user with EASE refitted."""
+    """A feedback refresh's run config, recomputing every user (with the EASE model refitted:
+    :func:`refresh_with_ease_refit` selects ``ease_model`` too)."""
     for step in ("recall_candidates", "user_profiles"):
         config["ops"][step] = {"config": {"recompute": "all"}}
     return config
+
+
+def refresh_with_ease_refit(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict):
+    """The feedback refresh's assets (evaluation included) plus ``ease_model``, in one run."""
+    refresh = defs.resolve_job_def("feedback_refresh_job").asset_layer.selected_asset_keys
+    return defs.resolve_job_def("recall_job").execute_in_process(
+        instance=instance, run_config=run_config, asset_selection=sorted(refresh | {dg.AssetKey("ease_model")}))
 
 
 def materialization(result: dg.ExecuteInProcessResult, asset: str) -> dict:
@@ -108,10 +116,9 @@ def attacked(tmp_path_factory):
         path = home.inbox / "attack.csv"
         path.write_text("user_id,item_id,rating,timestamp\n" + "\n".join(rows) + "\n")
 
-        refresh = build_definitions(home, DataSource(sample_users=SAMPLE_USERS), feedback_evaluation="run"
-                                    ).resolve_job_def("feedback_refresh_job")
+        refresh = build_definitions(home, DataSource(sample_users=SAMPLE_USERS), feedback_evaluation="run")
         started = time.perf_counter()
-        guarded = refresh.execute_in_process(instance=instance, run_config=refitting(feedback_run_config([str(path)])))
+        guarded = refresh_with_ease_refit(refresh, instance, refitting(feedback_run_config([str(path)])))
         timings["refresh, guard on"] = time.perf_counter() - started
         assert guarded.success
         with_guard = lists(home)
@@ -122,7 +129,7 @@ def attacked(tmp_path_factory):
         config = refitting(feedback_run_config([]))
         config["ops"]["cleaned_interactions"] = {"config": {"enabled": False}}
         started = time.perf_counter()
-        unguarded = refresh.execute_in_process(instance=instance, run_config=config)
+        unguarded = refresh_with_ease_refit(refresh, instance, config)
         timings["refresh, guard off"] = time.perf_counter() - started
         assert unguarded.success
         without_guard = lists(home)

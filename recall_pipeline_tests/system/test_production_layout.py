@@ -46,6 +46,8 @@ pytestmark = requires_postgres
 # the worker service's command through Redis on 127.0.0.1 (databases REDIS_DB and REDIS_DB + 1).
 EXECUTOR = "celery"
 REDIS_DB = 7
+# a queue of this test's own, so that no other worker on the same broker takes its steps
+QUEUE = f"recall-production-layout-{uuid.uuid4().hex[:8]}"
 # A small generated source (the same files for both runs) and a short training: the fixed costs
 # (starting the servers, loading the language model) dominate either way.
 SOURCE = {"users": 40, "items": 200, "interactions": 1500}
@@ -187,7 +189,7 @@ def production_env(home: HomeLayout, dagster_db: str, mlflow_url: str, source: P
         "RECALL_PIPELINE_EXECUTOR": EXECUTOR,
         "RECALL_PIPELINE_CELERY_BROKER": f"redis://127.0.0.1:6379/{REDIS_DB}",
         "RECALL_PIPELINE_CELERY_BACKEND": f"redis://127.0.0.1:6379/{REDIS_DB + 1}"})
-    return {**env, SOURCE_ENV: str(source)}
+    return {**env, SOURCE_ENV: str(source), "RECALL_PIPELINE_CELERY_QUEUE": QUEUE}
 
 
 def local_workspace(root: Path, code_port: int) -> Path:
@@ -227,7 +229,7 @@ def layout(tmp_path_factory) -> Layout:
             code = services.start("code", compose_command("code", h="127.0.0.1", p=str(code_port)), env)
             workspace = local_workspace(root, code_port)
             if EXECUTOR == "celery":
-                services.start("worker", compose_command("worker", y=str(DOCKER / "celery.yaml")), env).wait_for(
+                services.start("worker", compose_command("worker", y=str(DOCKER / "celery.yaml"), q=QUEUE), env).wait_for(
                     r"\bready\.", timeout=180)
             code.wait_for(r"Started Dagster code", timeout=180)
             daemon = services.start("daemon", compose_command("daemon", w=str(workspace)), env)
