@@ -38,11 +38,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/recall-pipeline run
 
+# Two workers, a test file each at a time (a module's fixtures are built once): the system tier
+# waits on processes and services much of its time, and the other worker uses that time.
+PYTEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m unit
+	$(BIN)/python -m pytest -q -m unit -n $(PYTEST_WORKERS) --dist loadfile
 
 dev: $(STAMP)
 	$(BIN)/recall-pipeline init-home
