@@ -298,7 +298,8 @@ def generate(args: argparse.Namespace) -> int:
     try:
         spec = synthetic.spec_for(args.size, users=args.users, items=args.items,
                                   interactions=args.interactions, n_clusters=args.clusters,
-                                  seed=args.seed, min_per_user=args.min_per_user)
+                                  seed=args.seed, min_per_user=args.min_per_user,
+                                  text_signal=not args.no_text_signal)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -338,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     gen_cmd.add_argument("--clusters", type=int, default=20, help="taste clusters (1 to 24)")
     gen_cmd.add_argument("--min-per-user", type=int, default=5, help="fewest interactions of a user")
     gen_cmd.add_argument("--seed", type=int, default=0)
+    gen_cmd.add_argument("--no-text-signal", action="store_true",
+                         help="item titles, years and genres drawn independently of the taste clusters: "
+                              "the text says nothing, collaborative filtering must carry the lists")
     gen_cmd.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     args = parser.parse_args(argv)
     if args.command == "run":

@@ -1,5 +1,6 @@
 """The code location loads, with every asset, check and job in place."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,23 @@ def test_cli_training_budget_is_valid_run_config(tmp_path):
     resolved = dg.validate_run_config(job, run_config(600.0))
     assert resolved["ops"]["recall_model"]["config"]["max_train_seconds"] == 600.0
     assert dg.validate_run_config(job, run_config(None))["ops"]["recall_model"]["config"]["max_train_seconds"] == 0.0
+
+
+# The one module that defines two assets (they are loaded together, from the same files).
+MULTI_ASSET_MODULES = {"raw_interactions": "raw_interactions_and_items", "raw_items": "raw_interactions_and_items"}
+
+
+def test_each_asset_is_found_from_its_name(tmp_path):
+    """Its code at recall_pipeline/defs/<group>/<asset>.py, a row of the architecture page's asset
+    table, and its run configuration (if any) in the generated reference under that module."""
+    root = Path(__file__).resolve().parents[2]
+    graph = build_definitions(HomeLayout(tmp_path)).resolve_asset_graph()
+    architecture = (root / "docs" / "architecture.md").read_text()
+    reference = (root / "docs" / "reference" / "configuration.md").read_text()
+    for key in graph.get_all_asset_keys():
+        name, group = key.to_user_string(), graph.get(key).group_name
+        module = root / "recall_pipeline" / "defs" / group / f"{MULTI_ASSET_MODULES.get(name, name)}.py"
+        assert module.exists(), f"{name}: no {module.relative_to(root)}"
+        assert re.search(rf"^\|[^|]*`{name}`[^|]*\|", architecture, re.M), f"{name} is not in docs/architecture.md's asset table"
+        if "(dg.Config)" in module.read_text() or "config_from(" in module.read_text():
+            assert f"`recall_pipeline/defs/{group}/{module.name}`" in reference, f"{name}'s config is not in the reference"

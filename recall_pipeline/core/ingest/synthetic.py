@@ -25,6 +25,12 @@ The structure:
 
 The items file carries the truth (``cluster``, ``second_cluster``) in extra columns the pipeline
 does not read; ``users.parquet`` holds each user's clusters and weights.
+
+``text_signal=False`` writes a catalogue whose text carries **no** signal: each item's title,
+year and genres are those built for another item drawn at random (a seeded permutation, from a
+generator of its own), so they say nothing about the item's clusters, while the interactions
+and ratings are exactly those of the same spec with signal. On it the LM routes are noise and a
+recall stage must fall back to collaborative filtering.
 """
 
 from __future__ import annotations
@@ -180,6 +186,7 @@ class SyntheticSpec:
     n_clusters: int = 20
     seed: int = 0
     min_per_user: int = 5
+    text_signal: bool = True  # False: item texts drawn independently of the taste clusters
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_clusters <= len(THEMES):
@@ -270,7 +277,10 @@ def _items(spec: SyntheticSpec, cluster_weight: np.ndarray, rng: np.random.Gener
     rank[order] = np.arange(n) - np.repeat(starts, sizes)
     popularity = (rank + 1.0) ** -ITEM_ZIPF
     quality = rng.normal(0.0, 0.35, n)
-    return primary, second, popularity, quality, _item_frame(spec, primary, second, rng)
+    frame = _item_frame(spec, primary, second, rng)
+    if not spec.text_signal:  # another item's text: its own generator keeps every other draw as is
+        frame = frame[np.random.default_rng([spec.seed, 1]).permutation(n)]
+    return primary, second, popularity, quality, frame
 
 
 def _item_frame(spec: SyntheticSpec, primary: np.ndarray, second: np.ndarray,
@@ -469,7 +479,7 @@ def generate(spec: SyntheticSpec) -> SyntheticData:
 
 SOURCE_TEMPLATE = """\
 # A synthetic source written by `recall-pipeline generate`: {users} users, {items} items,
-# {interactions} interactions, {clusters} taste clusters, seed {seed}.
+# {interactions} interactions, {clusters} taste clusters, seed {seed}{no_signal}.
 # Truth the pipeline does not read: items' cluster / second_cluster columns, {users_file}.
 interactions_path: {interactions_file}
 items_path: {items_file}
@@ -501,5 +511,6 @@ def write_source(data: SyntheticData, folder: str | Path, file_format: str = "pa
     source.write_text(SOURCE_TEMPLATE.format(
         users=spec.n_users, items=spec.n_items, interactions=spec.n_interactions,
         clusters=spec.n_clusters, seed=spec.seed, users_file="users.parquet",
+        no_signal="" if spec.text_signal else ", item texts independent of the clusters (no signal)",
         interactions_file=files["interactions"], items_file=files["items"]))
     return source

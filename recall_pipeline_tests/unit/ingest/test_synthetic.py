@@ -179,3 +179,37 @@ def test_cli_generate_writes_a_runnable_source(tmp_path, capsys):
     assert pl.read_parquet(out / "interactions.parquet").height == 600
     assert main(["generate", "--out", str(out), "--users", "3", "--items", "8",
                  "--interactions", "600"]) == 2
+
+
+def test_without_text_signal_the_text_says_nothing_and_the_interactions_are_the_same(data):
+    """The same spec without signal: identical interactions, users and truth columns, the same
+    texts shuffled over the items, so an item's first genre is its cluster's only by chance."""
+    noise = synthetic.generate(replace(SPEC, text_signal=False))
+    assert noise.interactions.equals(data.interactions) and noise.users.equals(data.users)
+    assert noise.items.select("item_id", "cluster", "second_cluster").equals(
+        data.items.select("item_id", "cluster", "second_cluster"))
+    texts = ["title", "year", "genres"]
+    assert sorted(noise.items.select(texts).rows()) == sorted(data.items.select(texts).rows())
+    first_genre = {name: genres[0] for name, genres, _, _ in synthetic.THEMES}
+
+    def own_genre_share(items: pl.DataFrame) -> float:
+        rows = items.select("genres", "cluster").rows()
+        return sum(genres.split("|")[0] == first_genre[cluster] for genres, cluster in rows) / len(rows)
+
+    assert own_genre_share(data.items) == 1.0
+    # chance: the clusters' shares of the items, squared and summed (Zipf sizes: well above 1/8)
+    shares = data.items["cluster"].value_counts(normalize=True)["proportion"].to_numpy()
+    assert abs(own_genre_share(noise.items) - float((shares ** 2).sum())) < 0.06
+
+
+def test_cli_generates_a_no_signal_source(tmp_path):
+    out = tmp_path / "noise"
+    assert main(["generate", "--users", "50", "--items", "200", "--interactions", "1000",
+                 "--clusters", "4", "--no-text-signal", "--out", str(out)]) == 0
+    assert "no signal" in (out / "source.yaml").read_text()
+    signal = tmp_path / "signal"
+    assert main(["generate", "--users", "50", "--items", "200", "--interactions", "1000",
+                 "--clusters", "4", "--out", str(signal)]) == 0
+    noisy, clean = (pl.read_parquet(folder / "items.parquet") for folder in (out, signal))
+    assert not noisy["title"].equals(clean["title"])
+    assert pl.read_parquet(out / "interactions.parquet").equals(pl.read_parquet(signal / "interactions.parquet"))

@@ -130,44 +130,8 @@ def test_test_rows_a_model_trained_on_are_found_only_when_the_split_moved(tmp_pa
     assert test_rows_trained_on(now, None).is_empty()
 
 
-def test_only_a_missing_champion_means_none_a_locked_store_fails_clearly(tmp_path):
-    import sqlite3
-
-    uri = f"sqlite:///{tmp_path / 'registry.db'}"
-    assert model_registry.champion_version(uri) is None                 # no registered model
-    model_registry.client(uri).create_registered_model(model_registry.MODEL_NAME)
-    assert model_registry.champion_version(uri) is None                 # a model, no alias
-    holder = sqlite3.connect(tmp_path / "registry.db", isolation_level=None)
-    holder.execute("begin exclusive")                                    # another process writing
-    try:
-        with pytest.raises(model_registry.RegistryUnavailableError, match="registry.db is locked, unreachable or broken .*database is locked"):
-            model_registry.champion_version(uri)
-    finally:
-        holder.execute("rollback")
-        holder.close()
-
-
 def test_the_search_filter_refuses_names_that_would_break_out_of_the_quotes():
     assert model_registry.name_filter("recall_two_tower") == "name = 'recall_two_tower'"
     for bad in ("x' or name like '%", 'x"', "x\\"):
         with pytest.raises(ValueError, match="quote or backslash"):
             model_registry.name_filter(bad)
-
-
-def test_a_store_locked_during_a_run_fails_with_the_store_named(tmp_path):
-    import sqlite3
-
-    from recall_pipeline.resources import MlflowTracking
-
-    tracking = MlflowTracking(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=str(tmp_path / "a"))
-    with tracking.start_run("creates the store", {}) as (tracker, _):
-        tracker.log_metric("x", 1.0)
-    holder = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
-    holder.execute("begin exclusive")
-    try:
-        with pytest.raises(model_registry.RegistryUnavailableError, match="mlflow.db is locked, unreachable or broken"):
-            with tracking.start_run("blocked", {}) as (tracker, _):
-                tracker.log_metric("x", 2.0)
-    finally:
-        holder.execute("rollback")
-        holder.close()
