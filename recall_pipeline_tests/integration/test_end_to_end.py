@@ -23,7 +23,7 @@ SAMPLE_USERS = 8
 CHECKS = {"raw_items_reconcile", "raw_rows_reconcile", "embeddings_finite_unit_norm_one_per_item",
           "index_matches_embeddings", "two_tower_index_matches_model",
           "every_user_has_candidates", "no_training_item_recalled", "metrics_within_unit_interval",
-          "ease_model_fits_catalogue"}
+          "ease_model_fits_catalogue", "freshness_check"}
 
 
 def run_job(home: HomeLayout, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:

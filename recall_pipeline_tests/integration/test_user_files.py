@@ -69,7 +69,7 @@ def sql(home: HomeLayout, query: str) -> list[tuple]:
 CHECKS = {"raw_items_reconcile", "raw_rows_reconcile", "embeddings_finite_unit_norm_one_per_item",
           "index_matches_embeddings", "two_tower_index_matches_model",
           "every_user_has_candidates", "no_training_item_recalled", "metrics_within_unit_interval",
-          "ease_model_fits_catalogue"}
+          "ease_model_fits_catalogue", "freshness_check"}
 
 
 def test_run_succeeds_with_all_checks(user_run):
