@@ -14,6 +14,7 @@ import yaml
 from recall_pipeline.defs.evaluation.evaluation_report import evaluation_report
 from recall_pipeline.defs.executors import executor_from_env
 from recall_pipeline.defs.freshness import freshness_sensor, published_freshness_checks
+from recall_pipeline.defs.run_failures import run_failure_recorder
 from recall_pipeline.defs.features.item_embeddings import item_embeddings
 from recall_pipeline.defs.features.rating_matrix import rating_matrix
 from recall_pipeline.defs.features.user_profiles import user_profiles
@@ -88,7 +89,7 @@ def build_definitions(home: HomeLayout | None = None, data_source: DataSource | 
         asset_checks=freshness,
         jobs=[recall_job, feedback_refresh_job(feedback_evaluation)],
         schedules=[nightly_refresh],
-        sensors=[feedback_inbox_sensor, freshness_sensor(freshness)],
+        sensors=[feedback_inbox_sensor, freshness_sensor(freshness), run_failure_recorder],
         resources=build_resources(home or home_layout(), data_source),
         # $RECALL_PIPELINE_EXECUTOR, default in_process: on 2 cores a subprocess per step costs
         # more than the parallelism gains (defs/executors.py)

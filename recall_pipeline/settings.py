@@ -58,6 +58,9 @@ ENVIRONMENT: dict[str, EnvVar] = {v.name: v for v in (
     EnvVar("RECALL_PIPELINE_OWNER", "team:recall", "The owner shown on every asset in the UI."),
     EnvVar("RECALL_PIPELINE_NIGHTLY_CRON", "0 2 * * *", "When the nightly full refresh runs."),
     EnvVar("RECALL_PIPELINE_TIMEZONE", "UTC", "The time zone of the nightly schedule."),
+    EnvVar("RECALL_PIPELINE_FAILURE_WEBHOOK", "",
+           "A URL that each failed run is POSTed to as JSON (``text`` plus the run's fields), "
+           "besides its row in ops.run_failures; unset: the table only."),
     EnvVar("RECALL_PIPELINE_FRESHNESS_GRACE_HOURS", "6",
            "The published lists are stale (a failing freshness check in the UI) once older than the "
            "nightly schedule's longest gap between runs plus this many hours."),

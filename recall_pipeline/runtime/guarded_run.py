@@ -325,7 +325,7 @@ NEXT_STEPS = {
 }
 
 
-def _own_error(error) -> tuple[str, str]:
+def own_error(error) -> tuple[str, str]:
     """(class name, message) of the error the step itself raised, not Dagster's wrapper."""
     if error.cls_name in ("DagsterExecutionStepExecutionError", "DagsterUserCodeProcessError") and error.cause:
         error = error.cause
@@ -350,7 +350,7 @@ def failure_lines(instance: dg.DagsterInstance, guarded: GuardedRun) -> list[str
                   "wait for the run that holds the slot, or stop it (UI: Runs -> Terminate), or raise "
                   "RECALL_PIPELINE_SLOT_WAIT_SECONDS to wait longer; then run again")
     elif step_failures:
-        name, text = _own_error(step_failures[0].dagster_event.step_failure_data.error)
+        name, text = own_error(step_failures[0].dagster_event.step_failure_data.error)
         lines = [f"failed step: {step_failures[0].step_key}", f"error: {name}: {text}"]
         advice = NEXT_STEPS.get(name, "fix the cause above, then run `recall-pipeline run` again")
     else:
