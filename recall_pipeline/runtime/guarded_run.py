@@ -58,7 +58,7 @@ def sleep_between_slot_checks() -> None:
 
     In Dagster 1.13.27 ``InstanceConcurrencyContext.interval_to_next_pending_claim_check``
     returns ``min([0, ...])``, never above 0, so ``sleep_til_ready`` never sleeps and the waiting
-    run holds one core at ~100 % (the spin seen in issue 12). This returns the time until the next
+    run holds one core at ~100 % (seen on a run waiting for the warehouse slot). This returns the time until the next
     claim check instead (at most 15 s by Dagster's own back-off). Applied only in the CLI's
     process and only to that release.
     """

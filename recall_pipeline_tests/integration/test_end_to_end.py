@@ -428,7 +428,7 @@ def test_two_tower_index_serves_any_version_by_config(pipeline):
 
 
 def test_a_home_in_the_flat_layout_is_migrated_by_the_next_materialization(pipeline, monkeypatch, capsys):
-    """Issue 12, section 5: a home of before (model/, items.faiss and manifest.json directly in
+    """A home of an earlier release (model/, items.faiss and manifest.json directly in
     indexes/two_tower/): readers say to materialize two_tower_index, the CLI serves from MLflow,
     and the next materialization publishes the versioned layout and removes the flat files."""
     import shutil

@@ -1,7 +1,7 @@
 """A planted feedback attack on the bundled slice, through the real inbox and feedback refresh.
 
 50 new accounts each rate one niche target item 5 stars within one minute. With one filler
-rating each, as in issue 12, the attack moves nothing here: the protocol holds out each user's
+rating each, the attack moves nothing here: the protocol holds out each user's
 last 20% (at least one row), so an account with two ratings trains on the target alone, and
 EASE's item-item weights towards the target do not depend on the target's own count
 (``bench/perf/feedback_burst.py``: top-100 share 0.050 before, 0.043 after, mean over ten targets).

@@ -1,4 +1,4 @@
-"""Issue 12, section 1, as a user meets it: `recall-pipeline run` in real processes, killed with
+"""Crash recovery as a user meets it: `recall-pipeline run` in real processes, killed with
 SIGKILL, stopped with SIGTERM, or waiting for a slot that another live run holds."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def slots(instance: dg.DagsterInstance) -> tuple[list[str], list[str]]:
 
 
 def test_a_killed_run_never_blocks_the_next(sampled_home, tmp_path):
-    """The reproduction of issue 12: SIGKILL during recall_model, then a third run."""
+    """A killed run never blocks the next: SIGKILL during recall_model, then a third run."""
     home = sampled_home
     before = published(home)
     second = cli(home, tmp_path / "second.log", *SAMPLE)
@@ -167,7 +167,7 @@ item_columns: {item_id: sku, title: name, year: null, genres: null, description:
 
 
 def test_a_failed_run_ends_with_the_step_the_error_and_what_to_do(tmp_path):
-    """Issue 12, section 4: the last lines name the failing step and the error's own message."""
+    """The last lines name the failing step and the error's own message."""
     (tmp_path / "items.csv").write_text("sku,name\nm1,Alien\nm2,Heat\n")
     (tmp_path / "events.csv").write_text("who,what,stars,time\nann,m1,4,2020-01-01\n")
     (tmp_path / "source.yaml").write_text(BAD_SOURCE)
@@ -183,7 +183,7 @@ def test_a_failed_run_ends_with_the_step_the_error_and_what_to_do(tmp_path):
 
 
 def test_recall_says_when_the_stored_serving_copy_is_stale(sampled_home, monkeypatch, capsys):
-    """Issue 12, section 4: the CLI no longer falls back silently when the stored index is stale."""
+    """The CLI no longer falls back silently when the stored index is stale."""
     from recall_pipeline.cli import main as cli_main
     from recall_pipeline.settings import HOME_ENV
 

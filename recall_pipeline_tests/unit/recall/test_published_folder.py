@@ -1,4 +1,4 @@
-"""Versions behind one pointer file (issue 12, section 5): the switch is atomic, a killed build is
+"""Versions behind one pointer file: the switch is atomic, a killed build is
 cleaned up and never pointed at, the previous version is kept, an earlier flat layout goes."""
 
 from __future__ import annotations
