@@ -90,13 +90,17 @@ def env(name: str, environ: Mapping[str, str] | None = None) -> str:
 
 
 # Dagster's instance settings for a local home: DuckDB allows one writing process, so the steps
-# that write the warehouse share one slot of the "warehouse" pool; runs whose process is gone are
+# that write the warehouse share one slot of the "warehouse" pool, and a run launched from the UI,
+# the schedule or a sensor waits in Dagster's run queue (idle, shown as Queued) while another run
+# is in progress, instead of starting and waiting for the slot inside a step; runs whose process is gone are
 # recovered before each launch and by the daemon's run monitoring (recall_pipeline.runtime.run_recovery);
 # no telemetry (often offline).
 INSTANCE_YAML = """\
 concurrency:
   pools:
     default_limit: 1
+  runs:
+    max_concurrent_runs: 1
 run_launcher:
   module: recall_pipeline.runtime.run_recovery
   class: RecoveringRunLauncher
@@ -110,13 +114,18 @@ telemetry:
 # Earlier defaults: a home whose dagster.yaml is exactly one of these gets the current one.
 # (A dagster.yaml edited by hand that still names ``recall_pipeline.run_recovery`` keeps
 # working too: that module re-exports the launcher from its new place.)
-OLD_INSTANCE_YAMLS = ("""\
+_BEFORE_THE_RUN_QUEUE = INSTANCE_YAML.replace("  runs:\n    max_concurrent_runs: 1\n", "")
+OLD_INSTANCE_YAMLS = (
+    """\
 concurrency:
   pools:
     default_limit: 1
 telemetry:
   enabled: false
-""", INSTANCE_YAML.replace("recall_pipeline.runtime.run_recovery", "recall_pipeline.run_recovery"))
+""",
+    _BEFORE_THE_RUN_QUEUE.replace("recall_pipeline.runtime.run_recovery", "recall_pipeline.run_recovery"),
+    _BEFORE_THE_RUN_QUEUE,
+)
 
 
 @dataclass(frozen=True)

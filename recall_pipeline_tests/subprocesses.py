@@ -26,9 +26,9 @@ import time
 import dagster as dg
 from recall_pipeline.runtime.run_recovery import owner_tags
 
-@dg.op(pool="warehouse")
+@dg.op(pool={pool})
 def hold_warehouse_slot():
-    print("holding the warehouse slot", flush=True)
+    print({message!r}, flush=True)
     time.sleep(600)
 
 @dg.job
@@ -110,8 +110,10 @@ def cli(home: HomeLayout, log: Path, *args: str, **env: str) -> Process:
     return Process([str(BIN / "recall-pipeline"), *args], home_env(home, **env), log)
 
 
-def slot_holder(env: dict[str, str], log: Path) -> Process:
-    """Start a run that holds the warehouse slot; returns once it holds it."""
-    holder = Process([sys.executable, "-c", HOLDER], env, log)
-    holder.wait_for("holding the warehouse slot", 120)
+def slot_holder(env: dict[str, str], log: Path, pool: str | None = "warehouse") -> Process:
+    """Start a run that holds the warehouse slot (``pool`` None: a run in progress that holds
+    no slot); returns once its step is running."""
+    message = "holding the warehouse slot" if pool else "running, holding no slot"
+    holder = Process([sys.executable, "-c", HOLDER.format(pool=repr(pool), message=message)], env, log)
+    holder.wait_for(message, 120)
     return holder

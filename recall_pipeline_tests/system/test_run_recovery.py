@@ -138,8 +138,7 @@ def test_existing_homes_get_the_new_instance_settings_unless_edited(tmp_path):
 def test_an_instance_file_of_the_previous_release_still_loads_its_launcher(tmp_path):
     """Homes written before the runtime package existed name ``recall_pipeline.run_recovery``:
     an untouched one is upgraded, an edited one keeps loading through the alias module."""
-    previous = OLD_INSTANCE_YAMLS[-1]
-    assert "module: recall_pipeline.run_recovery\n" in previous
+    [previous] = [text for text in OLD_INSTANCE_YAMLS if "module: recall_pipeline.run_recovery\n" in text]
     untouched = HomeLayout(tmp_path / "untouched")
     untouched.dagster_home.mkdir(parents=True)
     (untouched.dagster_home / "dagster.yaml").write_text(previous)
@@ -150,6 +149,20 @@ def test_an_instance_file_of_the_previous_release_still_loads_its_launcher(tmp_p
     edited.create()
     with dg.DagsterInstance.from_config(str(edited.dagster_home)) as instance:
         assert type(instance.run_launcher) is run_recovery.RecoveringRunLauncher
+
+
+def test_runs_launched_through_the_instance_queue_one_at_a_time(tmp_path):
+    """A second run waits in Dagster's run queue (Queued, no process) while one is in progress,
+    whoever launched it; homes of the previous release get the queue on their next start."""
+    home = HomeLayout(tmp_path / "home").create()
+    with dg.DagsterInstance.from_config(str(home.dagster_home)) as instance:
+        assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 1  # what the daemon reads
+    earlier = HomeLayout(tmp_path / "earlier")
+    earlier.dagster_home.mkdir(parents=True)
+    (earlier.dagster_home / "dagster.yaml").write_text(OLD_INSTANCE_YAMLS[-1])
+    assert "max_concurrent_runs" not in OLD_INSTANCE_YAMLS[-1]
+    assert (earlier.create().dagster_home / "dagster.yaml").read_text() == INSTANCE_YAML
 
 
 def test_slot_wait_seconds_from_the_environment(monkeypatch):

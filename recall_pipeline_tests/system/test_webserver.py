@@ -91,13 +91,17 @@ def test_ui_shows_the_graph_and_runs_a_materialization(dagster_dev):
     repo = graphql(port, """{ repositoriesOrError { ... on RepositoryConnection { nodes {
         name location { name } schedules { name } sensors { name } } } } }""")["repositoriesOrError"]["nodes"][0]
     assert [s["name"] for s in repo["schedules"]] == ["nightly_refresh"]
-    assert [s["name"] for s in repo["sensors"]] == ["feedback_inbox_sensor"]
+    assert sorted(s["name"] for s in repo["sensors"]) == ["feedback_inbox_sensor", "published_freshness_sensor",
+                                                         "run_failure_recorder"]
 
-    # a run killed with SIGKILL still holds the warehouse slot: the launch must not wait for it
-    dead = slot_holder(home_env(home), home.root / "holder.log")
+    # a run killed with SIGKILL still holds the warehouse slot: recovery frees it
+    dead = slot_holder(home_env(home), home.root / "dead.log")
     dead.popen.send_signal(signal.SIGKILL)
     dead.wait(timeout=30)
-
+    # another run is in progress (the CLI's, holding no slot): a run launched from the UI waits
+    # in the run queue, with no process of its own, instead of starting beside it and spinning
+    # on the warehouse slot once they meet
+    holder = slot_holder(home_env(home), home.root / "busy.log", pool=None)
     params = {"selector": {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"],
                            "jobName": "__ASSET_JOB",
                            "assetSelection": [{"path": ["raw_interactions"]}, {"path": ["raw_items"]}]},
@@ -105,19 +109,32 @@ def test_ui_shows_the_graph_and_runs_a_materialization(dagster_dev):
     launched = graphql(port, LAUNCH, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
-    deadline, status = time.time() + 180, None
+
+    def status() -> str:
+        return graphql(port, "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
+                       {"id": run_id})["runOrError"]["status"]
+
+    waited = time.time() + 8
+    while time.time() < waited:  # two dequeue ticks at least
+        assert status() == "QUEUED"
+        time.sleep(1)
+    # the run in progress dies with SIGKILL: recovery ends it, and the queue moves on
+    holder.popen.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    deadline, ended = time.time() + 180, None
     while time.time() < deadline:
-        status = graphql(port, "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
-                         {"id": run_id})["runOrError"]["status"]
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+        ended = status()
+        if ended in ("SUCCESS", "FAILURE", "CANCELED"):
             break
         time.sleep(1)
-    assert status == "SUCCESS"
+    assert ended == "SUCCESS"
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(home.dagster_home)) as instance:
-        [killed] = instance.get_runs(filters=dg.RunsFilter(job_name="slot_holder"))
-        assert killed.status == dg.DagsterRunStatus.FAILURE  # by the launcher or by run monitoring
+        killed = instance.get_runs(filters=dg.RunsFilter(job_name="slot_holder"))
+        assert [run.status for run in killed] == [dg.DagsterRunStatus.FAILURE] * 2  # by the launcher or run monitoring
+        started = instance.get_run_record_by_id(run_id).start_time
+        assert started >= max(instance.get_run_record_by_id(run.run_id).end_time for run in killed)
         assert instance.get_run_by_id(run_id).tags["recall_pipeline/launcher_host"]
 
     import duckdb
