@@ -127,7 +127,10 @@ def _print_outputs(layout: HomeLayout, run_id: str) -> None:
 
 
 def recall(user_id: str, k: int) -> int:
-    """Print a user's newest recall list with item text, read-only."""
+    """Print a user's newest recall list with item text and every route that proposed each item
+    at its rank (``ease#3,two_tower#4``), read-only."""
+    from recall_pipeline.core.recall.routes import ROUTES
+
     layout = home_layout()
     if not layout.warehouse.exists():
         print(f"no warehouse at {layout.warehouse}; run `make run` first", file=sys.stderr)
@@ -136,7 +139,8 @@ def recall(user_id: str, k: int) -> int:
         with duckdb.connect(str(layout.warehouse), read_only=True) as con:
             # compare as text: works for integer and text ids alike, "42" included
             rows = con.execute(
-                "select c.rank, c.item_id, i.item_text, c.score, c.route from recall.latest c "
+                "select c.rank, c.item_id, i.item_text, c.score, "
+                + ", ".join(f"c.rank_{name}" for name in ROUTES) + " from recall.latest c "
                 "join clean.items i using (item_id) where c.user_id::varchar = ? order by c.rank limit ?",
                 [user_id, k]).fetchall()
     except duckdb.IOException as exc:
@@ -148,8 +152,9 @@ def recall(user_id: str, k: int) -> int:
     if not rows:
         print(f"user {user_id} has no recall list in {layout.warehouse}", file=sys.stderr)
         return 1
-    for rank, item_id, text, score, route in rows:
-        print(f"{rank:>3}  {score:6.3f}  {str(item_id):>8}  {text}  [{route}]")
+    for rank, item_id, text, score, *ranks in rows:
+        routes = ",".join(f"{name}#{at}" for name, at in zip(ROUTES, ranks) if at)
+        print(f"{rank:>3}  {score:6.3f}  {str(item_id):>8}  {text}  [{routes}]")
     return 0
 
 
@@ -275,16 +280,18 @@ def _serving_model(layout: HomeLayout, model_version: str, ids, vectors, encoder
     return model, build_exact_index(two_tower.item_vectors(model)), key, trust
 
 
-def sql(query: str) -> int:
-    """Run one SQL statement on the warehouse, read-only, and print the result."""
+def sql(query: str, published: bool = False) -> int:
+    """Run one SQL statement on the warehouse (``published``: on the read copy users query,
+    ``published.duckdb``), read-only, and print the result."""
     import polars as pl
 
     layout = home_layout()
+    path = layout.published if published else layout.warehouse
     try:
-        with duckdb.connect(str(layout.warehouse), read_only=True) as con:
+        with duckdb.connect(str(path), read_only=True) as con:
             frame = con.sql(query).pl()
     except duckdb.Error as exc:
-        print(f"{layout.warehouse}: {exc}", file=sys.stderr)
+        print(f"{path}: {exc}", file=sys.stderr)
         return 1
     with pl.Config(tbl_rows=100, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=160):
         print(frame)
@@ -325,9 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     recall_cmd.add_argument("--items", help="comma-separated item ids: a new user's history, oldest first")
     recall_cmd.add_argument("--model-version", default="champion",
                             help="with --items: a registered version number, alias or 'latest'")
-    recall_cmd.add_argument("-k", type=int, default=20)
+    recall_cmd.add_argument("-k", type=int, default=20, help="how many items to print (default 20)")
     sql_cmd = commands.add_parser("sql", help="run a read-only SQL query on the warehouse")
-    sql_cmd.add_argument("query")
+    sql_cmd.add_argument("query", help="one SQL statement, e.g. \"select * from recall.latest limit 5\"")
+    sql_cmd.add_argument("--published", action="store_true",
+                         help="query the read copy users query (published.duckdb: recall.latest, eval.metrics, "
+                              "catalog.items, ...) instead of the warehouse")
     commands.add_parser("init-home", help="create the home folder and Dagster's instance file")
     gen_cmd = commands.add_parser("generate", help="write a synthetic source (files and source.yaml)")
     gen_cmd.add_argument("--size", type=str.upper, choices=["S", "M", "L"],
@@ -353,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("recall needs a USER_ID or --items")
         return recall(args.user_id, args.k)
     if args.command == "sql":
-        return sql(args.query)
+        return sql(args.query, args.published)
     if args.command == "generate":
         return generate(args)
     home_layout().create()

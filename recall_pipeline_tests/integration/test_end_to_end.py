@@ -288,8 +288,20 @@ def test_cli_queries_the_results(pipeline, monkeypatch, capsys):
     assert cli_main(["recall", "1", "-k", "3"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and lines[0].lstrip().startswith("1 ") and "Genres:" in "".join(lines)
+    # each line names every route that proposed the item, at its rank in that route's list
+    names = ("two_tower", "lm_profile", "lm_interest", "ease", "popularity", "text_cf")
+    ranks = sql(home, f"select {', '.join(f'rank_{n}' for n in names)} from recall.latest "
+                      "where user_id = 1 order by rank limit 3")
+    for line, row in zip(lines, ranks):
+        assert line.endswith("[" + ",".join(f"{n}#{at}" for n, at in zip(names, row) if at) + "]")
     assert cli_main(["sql", "select count(*) as n from recall.latest"]) == 0
     assert str(SAMPLE_USERS * 100) in capsys.readouterr().out
+    # the read copy: catalog.items is there, clean.items (a warehouse table) is not
+    assert cli_main(["sql", "--published", "select count(*) as n from catalog.items"]) == 0
+    [(items,)] = sql(home, "select count(*) from clean.items")
+    assert str(items) in capsys.readouterr().out
+    assert cli_main(["sql", "--published", "select count(*) from clean.items"]) == 1
+    assert str(home.published) in capsys.readouterr().err
     assert cli_main(["recall", "999999"]) == 1
 
 
