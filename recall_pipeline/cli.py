@@ -68,7 +68,8 @@ def run(source: str | None, sample_users: int | None, max_train_seconds: float |
     import dagster as dg
 
     from recall_pipeline.runtime import guarded_run
-    from recall_pipeline.definitions import build_definitions, data_source_from_env
+    from recall_pipeline.definitions import build_definitions
+    from recall_pipeline.resources import data_source_from_env
 
     data_source = data_source_from_env()
     if sample_users:

@@ -6,36 +6,33 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dagster as dg
-import yaml
 
 from recall_pipeline.defs.evaluation.evaluation_report import evaluation_report
 from recall_pipeline.defs.executors import executor_from_env
-from recall_pipeline.defs.freshness import freshness_sensor, published_freshness_checks
-from recall_pipeline.defs.run_failures import run_failure_recorder
 from recall_pipeline.defs.features.item_embeddings import item_embeddings
 from recall_pipeline.defs.features.rating_matrix import rating_matrix
 from recall_pipeline.defs.features.user_profiles import user_profiles
+from recall_pipeline.defs.freshness import freshness_sensor, published_freshness_checks
 from recall_pipeline.defs.ingest.cleaned_interactions import cleaned_interactions
 from recall_pipeline.defs.ingest.cleaned_item_text import cleaned_item_text
-from recall_pipeline.defs.ingest.raw_interactions_and_items import raw_interactions_and_items
 from recall_pipeline.defs.ingest.feedback_events import feedback_events
+from recall_pipeline.defs.ingest.raw_interactions_and_items import raw_interactions_and_items
 from recall_pipeline.defs.jobs import feedback_refresh_job, recall_job
-from recall_pipeline.defs.schedules import nightly_refresh
-from recall_pipeline.defs.sensors import feedback_inbox_sensor
 from recall_pipeline.defs.recall.faiss_index import faiss_index
 from recall_pipeline.defs.recall.published_warehouse import published_warehouse
 from recall_pipeline.defs.recall.recall_candidates import recall_candidates
 from recall_pipeline.defs.recall.two_tower_index import two_tower_index
+from recall_pipeline.defs.run_failures import run_failure_recorder
+from recall_pipeline.defs.schedules import nightly_refresh
+from recall_pipeline.defs.sensors import feedback_inbox_sensor
 from recall_pipeline.defs.training.ease_model import ease_model
 from recall_pipeline.defs.training.recall_model import recall_model
 from recall_pipeline.defs.training.text_cf_model import text_cf_model
 from recall_pipeline.resources import (
-    DataSource, MlflowTracking, PipelineHome, TextEncoderResource, Warehouse,
+    DataSource, MlflowTracking, PipelineHome, TextEncoderResource, Warehouse, data_source_from_env,
 )
-from recall_pipeline.settings import SOURCE_ENV, HomeLayout, env, home_layout
+from recall_pipeline.settings import HomeLayout, env, home_layout
 
 # Who to ask about an asset, shown in the UI: one policy for the whole graph.
 OWNER = env("RECALL_PIPELINE_OWNER")
@@ -47,22 +44,6 @@ ASSETS = dg.map_asset_specs(
      two_tower_index, recall_candidates,
      evaluation_report, published_warehouse],
 )
-
-
-def data_source_from_env() -> DataSource:
-    """The data source of ``$RECALL_PIPELINE_SOURCE`` (a YAML file), else the bundled data.
-
-    Relative file paths in the YAML are taken relative to the YAML file itself.
-    """
-    path = env(SOURCE_ENV)
-    if not path:
-        return DataSource()
-    source_file = Path(path).expanduser().resolve()
-    settings = yaml.safe_load(source_file.read_text()) or {}
-    for key in ("interactions_path", "items_path"):
-        if settings.get(key):
-            settings[key] = str((source_file.parent / settings[key]).resolve())
-    return DataSource(**settings)
 
 
 def build_resources(home: HomeLayout, data_source: DataSource | None = None) -> dict:

@@ -14,13 +14,14 @@ from typing import Iterator, Literal
 import dagster as dg
 import duckdb
 import polars as pl
+import yaml
 from pydantic import PrivateAttr
 
 from recall_pipeline.core.ingest import sources
 from recall_pipeline.core.ingest.interactions import CleaningRules
 from recall_pipeline.core.warehouse_sql import insert_by_name
 from recall_pipeline.defs.config import config_from
-from recall_pipeline.settings import HomeLayout
+from recall_pipeline.settings import SOURCE_ENV, HomeLayout, env
 
 
 class Warehouse(dg.ConfigurableResource):
@@ -225,3 +226,19 @@ class MlflowTracking(dg.ConfigurableResource):
                 raise model_registry.RegistryUnavailableError(
                     model_registry.unavailable_message(self.tracking_uri, exc)) from exc
             raise
+
+
+def data_source_from_env() -> DataSource:
+    """The data source of ``$RECALL_PIPELINE_SOURCE`` (a YAML file), else the bundled data.
+
+    Relative file paths in the YAML are taken relative to the YAML file itself.
+    """
+    path = env(SOURCE_ENV)
+    if not path:
+        return DataSource()
+    source_file = Path(path).expanduser().resolve()
+    settings = yaml.safe_load(source_file.read_text()) or {}
+    for key in ("interactions_path", "items_path"):
+        if settings.get(key):
+            settings[key] = str((source_file.parent / settings[key]).resolve())
+    return DataSource(**settings)

@@ -80,7 +80,8 @@ def main() -> None:
     loading = time.perf_counter()
     import dagster as dg
 
-    from recall_pipeline.definitions import build_definitions, data_source_from_env
+    from recall_pipeline.definitions import build_definitions
+    from recall_pipeline.resources import data_source_from_env
     from recall_pipeline.defs.jobs import feedback_run_config
     from recall_pipeline.settings import HomeLayout
 

@@ -8,7 +8,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from recall_pipeline.definitions import build_definitions, data_source_from_env
+from recall_pipeline.definitions import build_definitions
+from recall_pipeline.resources import data_source_from_env
 from recall_pipeline.resources import DataSource
 from recall_pipeline.settings import HOME_ENV, SOURCE_ENV, HomeLayout
 

@@ -15,7 +15,7 @@ from recall_pipeline.cli import main
 from recall_pipeline.core.ingest import synthetic
 from recall_pipeline.core.ingest.interactions import clean_interactions
 from recall_pipeline.core.ingest.item_text import clean_items
-from recall_pipeline.definitions import data_source_from_env
+from recall_pipeline.resources import data_source_from_env
 from recall_pipeline.settings import SOURCE_ENV
 
 SPEC = synthetic.SyntheticSpec(n_users=120, n_items=600, n_interactions=6_000, n_clusters=8, seed=3)
