@@ -263,17 +263,16 @@ def _serving_model(layout: HomeLayout, model_version: str, ids, vectors, encoder
     version = model_registry.resolve(tracking_uri, model_version)
     key = f"{model_registry.MODEL_NAME}/v{version}"
     try:
-        folder = layout.two_tower_serving.current()
+        with layout.two_tower_serving.reading() as folder:  # kept whole while it is read
+            if read_manifest(folder).model == key:
+                try:
+                    model, index, _ = two_tower_index(folder, ids, vectors, encoder)
+                    return model, index, key, two_tower_trust(folder)
+                except IndexMismatchError as exc:  # stale against the catalogue
+                    print(f"the stored serving copy in {folder} does not match the catalogue ({exc}); "
+                          f"serving {key} from the MLflow registry instead", file=sys.stderr)
     except NotPublishedError as exc:  # never published, or a home in the flat layout of before
         print(f"{exc}; serving {key} from the MLflow registry meanwhile", file=sys.stderr)
-        folder = None
-    if folder is not None and read_manifest(folder).model == key:
-        try:
-            model, index, _ = two_tower_index(folder, ids, vectors, encoder)
-            return model, index, key, two_tower_trust(folder)
-        except IndexMismatchError as exc:  # stale against the catalogue
-            print(f"the stored serving copy in {folder} does not match the catalogue ({exc}); "
-                  f"serving {key} from the MLflow registry instead", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="recall-model-") as tmp:
         downloaded = model_registry.download(tracking_uri, version, Path(tmp))
         model = two_tower.load_for_catalogue(downloaded, ids, vectors, encoder)

@@ -102,6 +102,37 @@ def test_ui_shows_the_graph_and_runs_a_materialization(dagster_dev):
     # in the run queue, with no process of its own, instead of starting beside it and spinning
     # on the warehouse slot once they meet
     holder = slot_holder(home_env(home), home.root / "busy.log", pool=None)
+    try:
+        run_id = launch_beside(port, repo, holder)
+    finally:
+        if holder.popen.poll() is None:  # a failed assertion must not leave the run behind
+            holder.popen.kill()
+            holder.wait(timeout=30)
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home.dagster_home)) as instance:
+        killed = instance.get_runs(filters=dg.RunsFilter(job_name="slot_holder"))
+        assert [run.status for run in killed] == [dg.DagsterRunStatus.FAILURE] * 2  # by the launcher or run monitoring
+        started = instance.get_run_record_by_id(run_id).start_time
+        assert started >= max(instance.get_run_record_by_id(run.run_id).end_time for run in killed)
+        assert instance.get_run_by_id(run_id).tags["recall_pipeline/launcher_host"]
+
+    import duckdb
+
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        assert con.execute("select count(*), min(batch_id) from raw.interactions").fetchall() == [(100_004, run_id)]
+
+    process.send_signal(signal.SIGTERM)  # stopped by its process id, as a script would
+    assert process.wait(timeout=60) == 0  # a clean shutdown, not a kill
+    with pytest.raises(OSError):  # nothing answers on its port any more
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+    assert session_ends(process.pid, timeout=30), "processes of dagster dev's session outlived it"
+
+
+
+def launch_beside(port: int, repo: dict, holder) -> str:
+    """Launch the raw assets from the UI while ``holder``'s run is in progress: the launch waits
+    in the queue; once the holder is killed, it runs and succeeds. Returns its run id."""
     params = {"selector": {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"],
                            "jobName": "__ASSET_JOB",
                            "assetSelection": [{"path": ["raw_interactions"]}, {"path": ["raw_items"]}]},
@@ -128,25 +159,7 @@ def test_ui_shows_the_graph_and_runs_a_materialization(dagster_dev):
             break
         time.sleep(1)
     assert ended == "SUCCESS"
-    import dagster as dg
-
-    with dg.DagsterInstance.from_config(str(home.dagster_home)) as instance:
-        killed = instance.get_runs(filters=dg.RunsFilter(job_name="slot_holder"))
-        assert [run.status for run in killed] == [dg.DagsterRunStatus.FAILURE] * 2  # by the launcher or run monitoring
-        started = instance.get_run_record_by_id(run_id).start_time
-        assert started >= max(instance.get_run_record_by_id(run.run_id).end_time for run in killed)
-        assert instance.get_run_by_id(run_id).tags["recall_pipeline/launcher_host"]
-
-    import duckdb
-
-    with duckdb.connect(str(home.warehouse), read_only=True) as con:
-        assert con.execute("select count(*), min(batch_id) from raw.interactions").fetchall() == [(100_004, run_id)]
-
-    process.send_signal(signal.SIGTERM)  # stopped by its process id, as a script would
-    assert process.wait(timeout=60) == 0  # a clean shutdown, not a kill
-    with pytest.raises(OSError):  # nothing answers on its port any more
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
-    assert session_ends(process.pid, timeout=30), "processes of dagster dev's session outlived it"
+    return run_id
 
 
 def session_ends(session: int, timeout: float) -> bool:

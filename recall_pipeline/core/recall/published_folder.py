@@ -14,9 +14,13 @@ without ``-l``, zip and many backup tools drop or follow symlinks, which would s
 the pointer into a copy or into nothing), and holds a plain version name, so a home moved
 elsewhere keeps working and ``cat CURRENT`` says what serves.
 
-After the switch, version folders other than the new one and the previous one are removed
-(a reader that resolved the pointer just before the switch still finds its folder; one that holds
-a folder across two further publishes does not). Publishing holds an exclusive lock
+After the switch, version folders other than the new one, the previous one and those a reader
+holds are removed. A reader that resolved the pointer just before the switch still finds its
+folder; one that must keep a version for longer (a serving process, a long query) reads it
+through :meth:`PublishedFolder.reading`, which holds a shared lock on the version's lease file
+(``versions/.<name>.lease``) until the block ends or the process dies (the kernel releases it):
+no publish removes a held version, however many follow; the next publish after its release
+does. Without a lease, the retention is the new version and the previous one. Publishing holds an exclusive lock
 (``.CURRENT.lock``; released by the kernel when the process dies), so a staging folder found
 while holding it was left by a killed publish: it is removed, and never pointed at. Entries of a
 legacy layout (``legacy``: glob patterns relative to the root) are removed by the first publish.
@@ -52,10 +56,11 @@ class Cleanup:
     half_built: tuple[str, ...] = ()   # staging folders and pointer temp files of killed publishes
     superseded: tuple[str, ...] = ()   # versions older than the previous one (or never pointed at)
     flat_layout: tuple[str, ...] = ()  # entries of the legacy layout
+    held: tuple[str, ...] = ()         # superseded versions kept because a reader holds them
 
     def __add__(self, other: "Cleanup") -> "Cleanup":
         return Cleanup(self.half_built + other.half_built, self.superseded + other.superseded,
-                       self.flat_layout + other.flat_layout)
+                       self.flat_layout + other.flat_layout, self.held + other.held)
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,44 @@ class PublishedFolder:
                                     f"{self._advice()}")
         return folder
 
+    @contextmanager
+    def reading(self) -> Iterator[Path]:
+        """The current version's folder, kept whole until the block ends: a shared lock on its
+        lease file, which a publish tests before it removes a version. Resolves again if the
+        version went away between reading the pointer and taking the lock."""
+        while True:
+            folder = self.current()
+            with open(self._lease(folder.name), "a") as handle:
+                if fcntl is not None:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+                if folder.is_dir():
+                    yield folder
+                    return
+
+    def _lease(self, name: str) -> Path:
+        return self.versions / f".{name}.lease"
+
+    @contextmanager
+    def _unless_read(self, name: str) -> Iterator[bool]:
+        """Whether no reader holds version ``name`` (True: it may be removed while the block
+        runs, an exclusive lock on its lease keeping new readers out until the lease is gone)."""
+        lease = self._lease(name)
+        if fcntl is None:
+            yield True
+            return
+        # created if missing and unlinked only after the block, under the exclusive lock: a reader
+        # that opens it meanwhile waits, then finds the version gone and resolves again
+        with open(lease, "a") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                lease.unlink(missing_ok=True)
+
     def flat_layout(self) -> list[Path]:
         """The entries of the legacy layout still in the root."""
         return sorted({p for pattern in self.legacy for p in self.root.glob(pattern)})
@@ -151,18 +194,29 @@ class PublishedFolder:
         return Published(target, kept if kept and kept.is_dir() else None, built, cleanup)
 
     def clean(self, keep: set[str]) -> Cleanup:
-        """Remove every version folder but ``keep`` and the entries of the legacy layout (the
-        caller holds the publish lock, or knows nobody publishes)."""
-        superseded = []
+        """Remove every version folder but ``keep`` and those a reader holds (:meth:`reading`),
+        the leases of versions that are gone, and the entries of the legacy layout (the caller
+        holds the publish lock, or knows nobody publishes)."""
+        superseded, held = [], []
         for entry in sorted(self.versions.iterdir()) if self.versions.is_dir() else []:
-            if entry.name not in keep and not entry.name.startswith(STAGING_PREFIX):
-                superseded.append(self._relative(entry))
-                _remove(entry)
+            if entry.name in keep or entry.name.startswith("."):  # staging folders and leases
+                continue
+            with self._unless_read(entry.name) as free:
+                if free:
+                    superseded.append(self._relative(entry))
+                    _remove(entry)
+                else:
+                    held.append(self._relative(entry))
+        for lease in self.versions.glob(".*.lease") if self.versions.is_dir() else []:
+            name = lease.name[1:-len(".lease")]
+            if not (self.versions / name).exists():
+                with self._unless_read(name):
+                    pass  # a lease nobody holds, of a version that is gone: removed
         flat = []
         for entry in self.flat_layout():
             flat.append(self._relative(entry))
             _remove(entry)
-        return Cleanup(superseded=tuple(superseded), flat_layout=tuple(flat))
+        return Cleanup(superseded=tuple(superseded), flat_layout=tuple(flat), held=tuple(held))
 
     def _remove_half_built(self) -> tuple[str, ...]:
         """Staging folders and pointer temp files: under the lock, all were left by killed publishes."""

@@ -77,6 +77,7 @@ def _publication(published) -> dict:
         "removed_half_built": _listed(cleanup.half_built, "none (no killed publish left anything)"),
         "removed_superseded": _listed(cleanup.superseded, "none"),
         "removed_flat_layout": _listed(cleanup.flat_layout, "none (already in the versioned layout)"),
+        "kept_for_readers": _listed(cleanup.held, "none"),
     }
 
 

@@ -209,3 +209,57 @@ def test_the_home_layout_names_the_root_and_the_pointer(tmp_path):
     assert serving.root == home.two_tower_index == tmp_path / "indexes" / "two_tower"
     assert serving.pointer == home.two_tower_pointer and serving.versions == home.two_tower_versions
     assert serving.legacy == home.two_tower_flat_layout == FLAT and serving.publisher == "two_tower_index"
+
+
+HOLDING_READER = r"""
+import sys, time
+from pathlib import Path
+from recall_pipeline.core.recall.published_folder import PublishedFolder
+
+root, release = Path(sys.argv[1]), Path(sys.argv[2])
+with PublishedFolder(root / "CURRENT", root / "versions").reading() as folder:
+    print(folder.name, flush=True)
+    while not release.exists():
+        time.sleep(0.02)
+    print((folder / "model" / "weights").read_text(), (folder / "items.faiss").read_text(), flush=True)
+"""
+
+
+def test_a_reader_keeps_its_version_across_publishes_until_it_lets_go(tmp_path):
+    """A reader in another process holds v1 through three publishes: v1 stays whole while others
+    come and go, and it reads v1's files at the end; after it lets go, the next publish removes
+    v1 and its lease."""
+    published = folder_at(tmp_path)
+    published.publish("v1-a", pair("v1-a"))
+    release = tmp_path / "release"
+    reader = subprocess.Popen([sys.executable, "-c", HOLDING_READER, str(tmp_path), str(release)],
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "v1-a"
+        cleanups = [published.publish(name, pair(name)).cleanup for name in ("v2-b", "v3-c", "v4-d")]
+        assert [c.held for c in cleanups] == [(), ("versions/v1-a/",), ("versions/v1-a/",)]
+        assert cleanups[2].superseded == ("versions/v2-b/",)
+        assert sorted(p.name for p in (tmp_path / "versions").iterdir() if not p.name.startswith(".")) == \
+            ["v1-a", "v3-c", "v4-d"]
+        release.touch()
+        assert reader.stdout.readline().split() == ["v1-a", "v1-a"]  # its model and index, whole
+        assert reader.wait(timeout=30) == 0
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+    after = published.publish("v5-e", pair("v5-e")).cleanup
+    assert after.superseded == ("versions/v1-a/", "versions/v3-c/") and after.held == ()
+    assert sorted(p.name for p in (tmp_path / "versions").iterdir()) == ["v4-d", "v5-e"]  # no lease left
+
+
+def test_a_reader_that_died_holds_nothing(tmp_path):
+    published = folder_at(tmp_path)
+    published.publish("v1-a", pair("v1-a"))
+    release = tmp_path / "release"
+    reader = subprocess.Popen([sys.executable, "-c", HOLDING_READER, str(tmp_path), str(release)],
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    assert reader.stdout.readline().strip() == "v1-a"
+    reader.send_signal(signal.SIGKILL)
+    reader.wait(timeout=30)
+    published.publish("v2-b", pair("v2-b"))
+    assert published.publish("v3-c", pair("v3-c")).cleanup.superseded == ("versions/v1-a/",)
