@@ -210,6 +210,12 @@ class HomeLayout:
         return self.models / "text_cf" / "text_cf.npz"
 
     @property
+    def route_settings(self) -> Path:
+        """The fusion the last full refresh chose on its validation cut (``route_settings``), with
+        every candidate's figures; read by ``ease_model`` and ``recall_candidates``."""
+        return self.models / "route_settings" / "route_settings.json"
+
+    @property
     def reports(self) -> Path:
         return self.root / "reports"
 

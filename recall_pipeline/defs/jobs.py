@@ -31,9 +31,9 @@ def feedback_evaluation(value: str | None = None) -> str:
 def feedback_refresh_job(evaluation: str | None = None):
     """The feedback refresh: what depends on new feedback, with or without the evaluation."""
     evaluation = feedback_evaluation(evaluation)
-    # the TextCF and EASE models are refit nightly: a feedback refresh scores with the stored ones
+    # the TextCF and EASE models and the fusion are chosen nightly: a feedback refresh reuses them
     selection = (dg.AssetSelection.assets("feedback_events").downstream()
-                 - dg.AssetSelection.assets("text_cf_model", "ease_model"))
+                 - dg.AssetSelection.assets("text_cf_model", "ease_model", "route_settings"))
     if evaluation == "defer":
         selection = selection - dg.AssetSelection.assets("evaluation_report")
     return dg.define_asset_job(
@@ -43,7 +43,7 @@ def feedback_refresh_job(evaluation: str | None = None):
         description="Append new feedback and refresh only what depends on it: cleaning, split, the "
                     "profiles and recall lists of the users whose history changed (everyone else's "
                     "are copied from the published run), and the published copy; item embeddings, "
-                    "the LM index and the last full refresh's EASE and TextCF models are reused, the recall "
+                    "the LM index and the last full refresh's EASE and TextCF models and fusion are reused, the recall "
                     "model is retrained only past the configured threshold of new training "
                     f"interactions; evaluation: {evaluation} ({FEEDBACK_EVALUATION_ENV}).",
     )

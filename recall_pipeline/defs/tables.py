@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from recall_pipeline.core.evaluation.evaluation_report import EvaluationInputs
+from recall_pipeline.core.features import user_profiles
 from recall_pipeline.core.features.item_embeddings import as_matrix
 from recall_pipeline.core.features.rating_matrix import RatingMatrix, read_rating_matrix
 from recall_pipeline.core.ids import require_same_ids
@@ -15,6 +17,7 @@ from recall_pipeline.core.recall import incremental
 from recall_pipeline.core.recall.index import read_index, read_manifest
 from recall_pipeline.core.recall.recall_candidates import RecallInputs, two_tower_route
 from recall_pipeline.core.recall.routes import RouteSettings
+from recall_pipeline.core.recall.validation_routes import Catalogue, ModelLists, load_model_lists
 from recall_pipeline.core.training import text_cf
 from recall_pipeline.core.training.training_pairs import read_training_pairs
 from recall_pipeline.resources import PipelineHome, Warehouse
@@ -45,14 +48,10 @@ def rating_matrix(warehouse: Warehouse) -> RatingMatrix:
 
 def interest_vectors(warehouse: Warehouse) -> tuple[np.ndarray, np.ndarray]:
     """(owner user id, vector) of every interest: the k-means interests and the encoded
-    interest text of each profile."""
-    interests = warehouse.query("select user_id, embedding from features.user_interests")
-    texts = warehouse.query("select user_id, interest_embedding as embedding from features.user_profiles "
-                            "where interest_embedding is not null")
-    both = pl.concat([interests, texts.cast({"embedding": interests.schema["embedding"]})])
-    if both.is_empty():
-        return both["user_id"].to_numpy(), np.zeros((0, 1), dtype=np.float32)
-    return both["user_id"].to_numpy(), np.ascontiguousarray(both["embedding"].to_numpy(), dtype=np.float32)
+    interest text of each profile (``user_profiles.interest_vectors``)."""
+    return user_profiles.interest_vectors(
+        warehouse.query("select user_id, embedding from features.user_interests"),
+        warehouse.query("select user_id, interest_embedding from features.user_profiles"))
 
 
 MODEL_FOLDER = "model"  # the serving model's folder inside a published two_tower_index version
@@ -191,3 +190,36 @@ def training_inputs(warehouse: Warehouse, home: PipelineHome):
                             "from features.interactions_split where part = 'train'")
     return TrainingInputs(train, rm, ids, vectors, encoder)
 
+
+
+@dataclass(frozen=True)
+class SelectionInputs:
+    """What ``route_settings`` chooses from: the split's training part with its validation cut
+    (never a test row), the catalogue, the stored TextCF model's setting, the serving two-tower
+    version's validation lists and trust, and the checksum of the current validation cut."""
+
+    train: pl.DataFrame
+    catalogue: Catalogue
+    text_cf_setting: tuple[float, float, float] | None
+    model_lists: ModelLists | None
+    cut: str
+    trust: float
+
+
+def selection_inputs(warehouse: Warehouse, home: PipelineHome) -> SelectionInputs:
+    """:class:`SelectionInputs` from the warehouse, the LM index and the published serving version."""
+    from recall_pipeline.core.training import model_registry
+    from recall_pipeline.core.training.recall_model import data_snapshot
+
+    train = warehouse.query("select user_id, item_id, rating, timestamp, part, val_part, is_relevant "
+                            "from features.interactions_split where part = 'train'")
+    ids, vectors, encoder = item_vectors(warehouse)
+    lm_index, _ = read_index(home.layout.item_index, encoder, ids, vectors)
+    items = warehouse.query("select item_id, title, year, genres from clean.items")
+    serving = serving_folder(home)
+    stored = text_cf.load(home.layout.text_cf_model, encoder)
+    return SelectionInputs(
+        train=train, catalogue=Catalogue(ids, vectors, encoder, lm_index, items),
+        text_cf_setting=(stored.lam, stored.alpha, stored.blend) if stored else None,
+        model_lists=load_model_lists(serving / MODEL_FOLDER), cut=data_snapshot(train)[model_registry.VALIDATION_CUT],
+        trust=two_tower_trust(serving))

@@ -13,7 +13,7 @@ from recall_pipeline.settings import HomeLayout
 
 ASSETS = {"raw_interactions", "raw_items", "feedback_events", "cleaned_item_text", "cleaned_interactions",
           "rating_matrix", "item_embeddings", "user_profiles", "recall_model", "text_cf_model", "ease_model", "faiss_index",
-          "two_tower_index", "recall_candidates", "evaluation_report", "published_warehouse"}
+          "two_tower_index", "route_settings", "recall_candidates", "evaluation_report", "published_warehouse"}
 
 
 def test_graph_has_every_asset_group_and_check(tmp_path):
@@ -29,7 +29,9 @@ def test_graph_has_every_asset_group_and_check(tmp_path):
             "ease_model_fits_catalogue"} <= checks
     # recall_candidates reads the EASE model the graph shows, not one it solves on the side
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey("recall_candidates")).parent_keys}
-    assert "ease_model" in parents
+    assert {"ease_model", "route_settings"} <= parents
+    # the EASE model is fitted with the variant the run's fusion chose
+    assert "route_settings" in {k.to_user_string() for k in graph.get(dg.AssetKey("ease_model")).parent_keys}
     recall_job = definitions.resolve_job_def("recall_job")
     assert {key.to_user_string() for key in recall_job.asset_layer.selected_asset_keys} == ASSETS
     for key in graph.get_all_asset_keys():
@@ -48,7 +50,7 @@ def test_jobs_schedule_and_sensor(tmp_path):
     feedback_job = definitions.resolve_job_def("feedback_refresh_job")
     selected = {key.to_user_string() for key in feedback_job.asset_layer.selected_asset_keys}
     # new feedback refreshes what depends on interactions, and reuses embeddings, the LM index and
-    # the TextCF and EASE models (the recall model retrains only past its threshold of new data); the evaluation is deferred
+    # the TextCF and EASE models and the fusion (the recall model retrains only past its threshold of new data); the evaluation is deferred
     # to the nightly full refresh unless configured to run
     assert selected == {"feedback_events", "cleaned_interactions", "rating_matrix", "user_profiles",
                         "recall_model", "two_tower_index", "recall_candidates", "published_warehouse"}

@@ -46,6 +46,7 @@ K = 100
 BOUND = 0.01           # with the guard: at most +1 percentage point over the no-attack share
 MIN_RISE = 0.30        # without it: at least +30 points (measured: +71)
 ATTACK_START = datetime(2016, 12, 1, 10, 0, 0)
+PINNED = {"ops": {"route_settings": {"config": {"search": False}}}}
 
 
 def sql(home: HomeLayout, query: str, params: list | None = None) -> pl.DataFrame:
@@ -103,7 +104,9 @@ def attacked(tmp_path_factory):
     timings = {}
     with dg.instance_for_test() as instance:
         started = time.perf_counter()
-        full = defs.resolve_job_def("recall_job").execute_in_process(instance=instance)
+        # the fusion pinned at its defaults (EASE votes): on 14 users the per-run choice may serve
+        # one route alone, and this test measures what the guard keeps out of EASE's weights
+        full = defs.resolve_job_def("recall_job").execute_in_process(instance=instance, run_config=PINNED)
         timings["full run"] = time.perf_counter() - started
         assert full.success
         before = lists(home)

@@ -12,7 +12,7 @@ import polars as pl
 
 from recall_pipeline.core.evaluation import baselines
 from recall_pipeline.core.evaluation.protocol import (
-    MAX_EVALUATION_CELLS, EvaluationData, Report, build_evaluation_data, evaluate,
+    BASELINE_VALIDATION_USERS, MAX_EVALUATION_CELLS, EvaluationData, Report, build_evaluation_data, evaluate,
 )
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
 from recall_pipeline.core.features.user_profiles import profile_scorer
@@ -53,11 +53,6 @@ class EvaluationInputs:
     serving_pairs: pl.DataFrame | None = None  # the (user, item) pairs the serving version trained on
     quarantined: pl.DataFrame | None = None  # reason, rows: quarantine.interactions by reason
     route_settings: RouteSettings = field(default_factory=RouteSettings)  # those the published run used
-
-
-def baselines_fit(shape: tuple[int, int], enabled: bool, max_cells: int) -> bool:
-    """Whether the dense CF baselines run: enabled and users x items within ``max_cells``."""
-    return enabled and shape[0] * shape[1] <= max_cells
 
 
 def ingest_rows(quarantined: pl.DataFrame | None) -> list[dict]:
@@ -125,7 +120,8 @@ def judged_split(split: pl.DataFrame, serving_pairs: pl.DataFrame | None) -> tup
 
 
 def evaluate_published(inputs: EvaluationInputs, with_baselines: bool,
-                       max_cells: int | None = MAX_EVALUATION_CELLS) -> Evaluation:
+                       max_cells: int | None = MAX_EVALUATION_CELLS,
+                       baseline_users: int = BASELINE_VALIDATION_USERS) -> Evaluation:
     """The protocol's figures for the published lists (cold slice: the TextCF model, or without
     one the two-tower model, ranking the cold items from their text), every route alone and, if asked, the baselines, on the
     split less any test row the serving model trained on, each slice on a seeded sample of its
@@ -136,7 +132,7 @@ def evaluate_published(inputs: EvaluationInputs, with_baselines: bool,
     data = build_evaluation_data(split, inputs.rm, inputs.genres, inputs.item_vectors, max_cells)
     report = evaluate(split, data, lists_from_frame(inputs.rm, inputs.candidates),
                       final_cold=text_cf_scorer(inputs) or inputs.two_tower, routes=route_scorers(inputs),
-                      with_baselines=with_baselines)
+                      with_baselines=with_baselines, baseline_users=baseline_users)
     report.rows.extend(data.sample_rows())
     report.rows.extend(ingest_rows(inputs.quarantined))
     return Evaluation(report, data, moved)

@@ -118,8 +118,24 @@ def _ingest_html(rows: list[dict]) -> str:
             "(feedback attacks), kept out of training and of every list.</p><ul>" + items + "</ul>")
 
 
+def selection_html(how: str, record: dict) -> str:
+    """The fusion the evaluated lists served and how it was chosen (``route_selection``): the
+    decision, the figures on the validation cut of each route alone and of the best candidates."""
+    if how != "searched" or not record:
+        return (f"<h2>Fusion</h2><p>{html.escape(how)}: the route settings were given by config, not chosen "
+                "on validation.</p>")
+    routes = pl.DataFrame([{"route": name, **figures} for name, figures in record["routes"].items()])
+    top = pl.DataFrame(record["candidates"]).sort("recall@50", descending=True).head(10)
+    left_out = "".join(f"<li>{html.escape(n)}: {html.escape(w)}</li>" for n, w in record.get("left_out", {}).items())
+    return (f"<h2>Fusion chosen on the validation cut</h2><p>{html.escape(record['decision'])}. "
+            f"{record['users']:,} held-out users, {len(record['candidates'])} candidates in {record['seconds']:.1f} s"
+            f"{' (time budget reached)' if record['budget_reached'] else ''}; the test split was not read.</p>"
+            + (f"<p>Routes not searched:</p><ul>{left_out}</ul>" if left_out else "")
+            + f"<h3>Each route alone</h3>{_table_html(routes)}<h3>Best candidates</h3>{_table_html(top)}")
+
+
 def render_html(report: Report, images: dict[str, bytes], run_id: str, model_version: str,
-                exclusion_note: str = "") -> str:
+                exclusion_note: str = "", selection: str = "") -> str:
     sections = []
     users = {r["metric"]: int(r["value"]) for r in report.rows if r["slice"] == USERS_SLICE}
     for slice_name in SLICE_ORDER:
@@ -129,6 +145,7 @@ def render_html(report: Report, images: dict[str, bytes], run_id: str, model_ver
             sample = (f"<p>A seeded sample of {scored:,} of the slice's {total:,} users "
                       f"(max_evaluation_cells).</p>" if scored is not None and scored < total else "")
             sections.append(f"<h2>{slice_name} slice</h2>{sample}{_table_html(table)}")
+    sections.append(selection)
     sections.append(_ingest_html(report.rows))
     tuning = "".join(
         f"<li>{html.escape(name)}: {html.escape(t['parameter'])} = {t['value']:g} "

@@ -187,6 +187,18 @@ def profile_tables(train: pl.DataFrame, items: pl.DataFrame, item_ids: np.ndarra
     return profiles.join(texts, on="user_id", how="left"), multi_interests(train, item_ids, item_vectors, settings)
 
 
+def interest_vectors(interests: pl.DataFrame, profiles: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(owner user id, vector) of every interest the ``lm_interest`` route searches with: the
+    k-means interests (``features.user_interests``: user_id, embedding) and each profile's
+    encoded interest text (``features.user_profiles``: user_id, interest_embedding)."""
+    texts = (profiles.filter(pl.col("interest_embedding").is_not_null())
+             .select("user_id", pl.col("interest_embedding").alias("embedding")))
+    both = pl.concat([interests.select("user_id", "embedding"), texts.cast({"embedding": interests.schema["embedding"]})])
+    if both.is_empty():
+        return both["user_id"].to_numpy(), np.zeros((0, 1), dtype=np.float32)
+    return both["user_id"].to_numpy(), np.ascontiguousarray(both["embedding"].to_numpy(), dtype=np.float32)
+
+
 def profile_scorer(user_vectors: np.ndarray, item_vectors: np.ndarray):
     """The history vectors as a dense scorer (the ``lm_profile`` route, for evaluation): inner
     products of user profiles and item embeddings (``user_vectors`` aligned with the rating

@@ -39,27 +39,25 @@ from recall_pipeline.core.training.ease import windowed as windowed_ease
 ROUTES = ("two_tower", "lm_profile", "lm_interest", "ease", "popularity", "text_cf")
 
 
-# The text_cf route's weight in the fused lists: the largest of 0 to 1 whose lists keep validation
-# Recall@50 within 0.001 of the lists without the route (bench/tuning/tune_fusion.py,
-# bench/results/tuning/tune_fusion.txt). On the bundled data 0.05 does (-0.0002); above it every weight
-# costs recall (0.1: -0.0028, 0.3: -0.0078), and so does reserving the lists' last places for it.
-# TextCF ranks the cold slice; in the lists, the two-tower route already brings about 3 items
-# without training interactions into each top 50, and a team that wants more exposure for new
-# items raises weight_text_cf (the trade is in that file).
+# The text_cf route's starting weight in the fused lists (``route_settings`` chooses each run's
+# on its validation cut): the largest of 0 to 1 whose lists kept validation Recall@50 within
+# 0.001 of the lists without the route on the bundled data (bench/tuning/tune_fusion.py,
+# bench/results/tuning/tune_fusion.txt).
 TEXT_CF_WEIGHT = 0.05
 
 
 @dataclass(frozen=True)
 class RouteSettings:
-    """Route depth, fusion weights, popularity discount and diversity, chosen on the fit/held-out
-    validation cut (``bench/tuning/tune_fusion.py``): the highest validation Recall@50 among the settings
-    whose lists keep long-tail share@50 >= 0.10 and coverage@50 >= 2.7x EASE's (differences under
-    0.001 count as equal; then the highest coverage): two-tower 1.0, EASE 1.0, the LM routes 0,
-    popularity discount 0.075, MMR lambda 1.0 (the fused order: at these weights MMR 0.7 cost
-    validation recall and coverage alike, 0.3550 / 0.328 against 0.3587 / 0.332; a team that
-    wants genre diversity lowers it). The grid and its figures are in
-    ``bench/results/tuning/tune_fusion.txt``. The two-tower weight is then scaled by the serving
-    model version's trust (``core.training.route_trust``), chosen on that version's own cut."""
+    """Route depth, fusion weights, popularity discount, RRF constant, MMR diversity and the EASE
+    route's fit and recency weighting: what the nightly lists are computed with.
+
+    Each full run chooses its own on its validation cut (``route_settings``,
+    ``core.recall.route_selection``), starting from these defaults, which were chosen once on
+    the bundled data's validation cut (``bench/tuning/tune_fusion.py``,
+    ``bench/results/tuning/tune_fusion.txt``): two-tower 1.0, EASE 1.0, the LM routes 0,
+    popularity discount 0.075, MMR lambda 1.0 (the fused order; a team that wants genre
+    diversity lowers it, and the selection then ranks the fused order it no longer serves). The
+    two-tower weight is scaled by the serving model version's trust (``core.training.route_trust``)."""
 
     depth: int = 200
     weights: dict[str, float] = field(default_factory=lambda: {
@@ -73,8 +71,9 @@ class RouteSettings:
     ease_max_items: int = EASE_MAX_ITEMS  # above it, EASE over the most-interacted items
     # The EASE route weighs a user's history by recency (RatingMatrix.recency_weighted): the
     # latest interaction 1, older ones decaying with the place from the end towards the floor.
-    # Chosen on the validation cut (bench/tuning/tune_fusion.py): the EASE route's validation Recall@50
-    # 0.3082 unweighted, 0.3323 at tau 5 / floor 0.1. tau 0: unweighted, as the EASE baseline.
+    # Start chosen on the bundled validation cut (bench/tuning/tune_fusion.py): the EASE route's
+    # validation Recall@50 0.3082 unweighted, 0.3323 at tau 5 / floor 0.1. tau 0: unweighted, as
+    # the EASE baseline; each run's selection tries both.
     ease_recency_tau: float = 5.0
     ease_recency_floor: float = 0.1
     # ... and adds what users take up near each other in time (core.training.ease.windowed):

@@ -18,6 +18,10 @@ from recall_pipeline.core.checksums import frame_sha256
 from recall_pipeline.core.evaluation.baselines import validation_recall
 from recall_pipeline.core.evaluation.protocol import validation_matrices
 from recall_pipeline.core.features.rating_matrix import RatingMatrix, build_rating_matrix
+from recall_pipeline.core.recall.ranking import top_k_scored
+from recall_pipeline.core.recall.route_selection import selection_rows
+from recall_pipeline.core.recall.routes import RouteSettings
+from recall_pipeline.core.recall.validation_routes import save_model_lists
 from recall_pipeline.core.training import model_registry, route_trust, two_tower
 from recall_pipeline.core.training.model_registry import Judgement
 from recall_pipeline.core.training.training_pairs import holdout_less_pairs, read_training_pairs, save_training_pairs
@@ -151,24 +155,42 @@ def training_part(split: pl.DataFrame) -> pl.DataFrame:
     return split.filter(pl.col("part") == "train")
 
 
-def trust_of(result: two_tower.TrainingResult, split: pl.DataFrame, rm: RatingMatrix, lm_vectors: np.ndarray,
-             training: two_tower.TrainingSettings = two_tower.TrainingSettings()) -> route_trust.Trust:
-    """The version's trust factor in the fused lists (``core.training.route_trust``), from its
-    early-stopping model on the validation cut, with the validation's sample of users."""
+def validation_phase(result: two_tower.TrainingResult, split: pl.DataFrame, rm: RatingMatrix):
+    """(the validation cut's fit part as a rating matrix, its held-out relevance, the version's
+    early-stopping model as a dense scorer over the fit histories): what the trust and the
+    stored validation lists are computed from."""
     train = training_part(split)
     fit_rows = train.filter(pl.col("val_part") == "fit").with_columns(part=pl.lit("train"))
     fit = build_rating_matrix(fit_rows, rm.item_ids, rm.user_ids)
     _, holdout = validation_matrices(train, rm)
     model = result.validation_model if result.validation_model is not None else result.model
-    scorer = two_tower.dense_scorer(model, fit_sequences(train, rm), len(rm.user_ids))
+    return fit, holdout, two_tower.dense_scorer(model, fit_sequences(train, rm), len(rm.user_ids))
+
+
+def trust_of(result: two_tower.TrainingResult, split: pl.DataFrame, rm: RatingMatrix, lm_vectors: np.ndarray,
+             training: two_tower.TrainingSettings = two_tower.TrainingSettings()) -> route_trust.Trust:
+    """The version's trust factor in the fused lists (``core.training.route_trust``), from its
+    early-stopping model on the validation cut, with the validation's sample of users."""
+    fit, holdout, scorer = validation_phase(result, split, rm)
     return route_trust.two_tower_trust(scorer, fit, two_tower.validation_sample(holdout, training), lm_vectors)
+
+
+def validation_lists(result: two_tower.TrainingResult, split: pl.DataFrame, rm: RatingMatrix,
+                     depth: int = RouteSettings.depth, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(user ids, their lists): the early-stopping model's top ``depth`` items on the validation
+    cut for the users the fusion is chosen on (``route_selection.selection_rows``), stored with
+    the version so that each run's choice can weigh the two-tower route without retraining."""
+    fit, holdout, scorer = validation_phase(result, split, rm)
+    rows = selection_rows(holdout, seed=seed)
+    lists, _ = top_k_scored(scorer, rows, depth, len(rm.item_ids), fit.matrix, seed)
+    return rm.user_ids[rows], lists
 
 
 def register_and_judge(result: two_tower.TrainingResult, split: pl.DataFrame, rm: RatingMatrix,
                        item_ids: np.ndarray, lm_vectors: np.ndarray, encoder: str, folder: Path,
                        tracking_uri: str, mlflow_run_id: str, tags: dict[str, str],
                        training: two_tower.TrainingSettings = two_tower.TrainingSettings(),
-                       trust: float = 1.0) -> Outcome:
+                       trust: float = 1.0, model_lists: tuple[np.ndarray, np.ndarray] | None = None) -> Outcome:
     """Save and register the trained model (with its ``trust`` factor, which the recall reads
     from the saved model), judge it against the champion on training data alone
     (:func:`judge`) and move the alias if the new version is at least as good."""
@@ -178,6 +200,8 @@ def register_and_judge(result: two_tower.TrainingResult, split: pl.DataFrame, rm
         "validation_recall_at_50": result.best_validation_recall, route_trust.CONFIG_KEY: float(trust)})
     save_training_pairs(train, folder)
     snapshot = data_snapshot(train)
+    if model_lists is not None:
+        save_model_lists(folder, *model_lists, item_ids, snapshot[model_registry.VALIDATION_CUT])
     champion = model_registry.champion_version(tracking_uri)
     version = model_registry.register_version(tracking_uri, mlflow_run_id, folder, {
         **tags, model_registry.VALIDATION_CUT: snapshot[model_registry.VALIDATION_CUT],
@@ -279,12 +303,13 @@ def train_and_register(inputs: TrainingInputs, settings: ModelSettings, folder: 
                    lm_top=lm_top)
     trust = trust_of(result, inputs.split, inputs.rm, inputs.lm_vectors, settings.training)
     info(f"trust in the fused lists: {trust.factor} (validation Recall@50 by factor: {trust.recall})")
+    model_lists = validation_lists(result, inputs.split, inputs.rm, seed=settings.training.seed)
     outcome = register_and_judge(
         result, inputs.split, inputs.rm, inputs.item_ids, inputs.lm_vectors, inputs.encoder, folder, tracking_uri,
         mlflow_run_id, tags={"dagster_run_id": dagster_run_id, "encoder": inputs.encoder,
                              route_trust.CONFIG_KEY: str(trust.factor),
                              **{k: str(v) for k, v in snapshot.items()}}, training=settings.training,
-        trust=trust.factor)
+        trust=trust.factor, model_lists=model_lists)
     judgement = outcome.promotion.judgement
     tracker.log_metrics({"best_epoch": result.best_epoch, "best_validation_recall_at_50": result.best_validation_recall,
                          "train_seconds": result.seconds, route_trust.CONFIG_KEY: trust.factor,

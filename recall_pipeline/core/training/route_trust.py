@@ -1,8 +1,11 @@
 """How much say a newly trained two-tower model gets in the fused lists, chosen on its own
 validation cut.
 
-The fusion weights are chosen once, on the bundled data's validation cut (``bench/tuning/tune_fusion.py``),
-where the two-tower model and the EASE route are about as good. A model trained elsewhere may
+The fusion's starting weights were chosen on the bundled data's validation cut
+(``bench/tuning/tune_fusion.py``), where the two-tower model and the EASE route are about as good;
+each full run then chooses its own weights (``route_settings``), scoring every candidate with
+the serving version's trust applied, so the trust is the version's safeguard and the run's
+choice is made on top of it. A model trained elsewhere may
 not be (another catalogue, a time budget that stops it early, a poor setting), and fused 1:1
 with EASE a weak model's lists push EASE's hits out: at L a barely trained model filled 78% of
 the lists and brought warm Recall@50 from the EASE route's 0.22 to 0.03. So each version gets a

@@ -32,6 +32,10 @@ import scipy.sparse as sp
 CONSTANT = 1.0                  # the constant feature's value (unit LM vectors have norm 1)
 LAMBDA_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)   # relative to mean eigenvalue of C x that of G
 ALPHA_GRID = (0.0, 0.5, 1.0)
+# The cold scorer's blend of TextCF with the raw text similarity of the user's history (the LM's
+# own view, ``W = I``): 0 TextCF alone, 1 the LM alone; chosen on pseudo-cold validation items.
+BLEND_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+BLEND_SAMPLE_USERS, BLEND_SAMPLE_ITEMS = 256, 5_000
 ANY_ENCODER = ""                # :func:`load` without the encoder check (reading its metadata)
 
 
@@ -71,6 +75,7 @@ class TextCF:
     alpha: float
     untrained_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     fit_run: str = ""
+    blend: float = 0.0   # the share of the LM's own view in ``weights`` (:func:`blended`)
 
     def user_queries(self, train: sp.csr_matrix, features: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Query vectors of the users at ``rows`` (their scores are queries @ features.T), in the
@@ -102,29 +107,62 @@ def fit(train: sp.csr_matrix, features: np.ndarray, lam: float, alpha: float = 0
 
 
 def fit_for_serving(train: sp.csr_matrix, item_ids: np.ndarray, features: np.ndarray, lam: float,
-                    alpha: float, fit_run: str) -> TextCF:
-    """:func:`fit` on the whole training matrix, recording the items it has no interaction for
-    (the route's candidates) and the run that fitted it."""
-    return replace(fit(train, features, lam, alpha), untrained_ids=untrained(train, item_ids), fit_run=fit_run)
+                    alpha: float, fit_run: str, blend: float = 0.0) -> TextCF:
+    """:func:`fit` on the whole training matrix (:func:`blended` with the LM's view by
+    ``blend``), recording the items it has no interaction for (the route's candidates) and the
+    run that fitted it."""
+    model = blended(fit(train, features, lam, alpha), train, features, blend)
+    return replace(model, untrained_ids=untrained(train, item_ids), fit_run=fit_run)
+
+
+def blended(model: TextCF, train: sp.csr_matrix, features: np.ndarray, blend: float) -> TextCF:
+    """``model`` with weights ``(1 - blend) W / s_W + blend I / s_I``: TextCF mixed with the raw
+    text similarity of the user's history to the item (``I``: the LM's own view, no learning),
+    each scaled by its scores' spread (``s``) on a seeded sample of users, so ``blend`` is a share
+    of the two views whatever their scales. 0: the model unchanged; 1: the LM's view alone."""
+    if blend <= 0:
+        return model
+    identity = np.eye(len(model.weights))
+    if blend >= 1:
+        return replace(model, weights=identity, blend=1.0)
+    rows = np.flatnonzero(np.diff(sp.csr_matrix(train).indptr) > 0)
+    rows = np.sort(np.random.default_rng(0).permutation(rows)[:BLEND_SAMPLE_USERS])
+    history = history_features(sp.csr_matrix(train)[rows], features, 0.0)
+    items = np.sort(np.random.default_rng(0).permutation(len(features))[:BLEND_SAMPLE_ITEMS])
+    sample = np.asarray(features[items], dtype=np.float64)
+    spread = [float(np.std(history @ w @ sample.T)) for w in (model.weights, identity)]
+    if min(spread) <= 0:
+        return model
+    weights = (1.0 - blend) * model.weights / spread[0] + blend * identity / spread[1]
+    return replace(model, weights=weights, blend=float(blend))
 
 
 @dataclass(frozen=True)
 class Tuned:
-    """The chosen (lam, alpha), its pseudo-cold Recall@20, and every setting's figure."""
+    """The chosen (lam, alpha) and blend, the pseudo-cold Recall@20 of that choice, and every
+    setting's figure (the blends' at the chosen lam and alpha)."""
 
     lam: float
     alpha: float
     recall: float
     grid: dict[tuple[float, float], float]
+    blend: float = 0.0
+    blends: dict[float, float] = field(default_factory=dict)
 
 
 def tune(fit_train: sp.csr_matrix, features: np.ndarray, judge, lambdas=LAMBDA_GRID,
-         alphas=ALPHA_GRID) -> Tuned:
+         alphas=ALPHA_GRID, blends=BLEND_GRID) -> Tuned:
     """Fit every (lam, alpha) on ``fit_train`` and keep the one ``judge`` (a model -> pseudo-cold
-    Recall@20) scores highest; ties keep the earlier (smaller lam, smaller alpha) setting."""
+    Recall@20) scores highest; then, at that setting, every blend with the LM's own view
+    (:func:`blended`; 0: TextCF alone, 1: the LM alone, so the chosen cold scorer is never below
+    either single scorer on pseudo-cold validation). Ties keep the earlier setting (smaller lam,
+    smaller alpha, smaller blend)."""
     grid = {(lam, alpha): float(judge(fit(fit_train, features, lam, alpha))) for alpha in alphas for lam in lambdas}
     (lam, alpha), best = max(grid.items(), key=lambda kv: kv[1])
-    return Tuned(lam, alpha, best, grid)
+    model = fit(fit_train, features, lam, alpha)
+    mixed = {b: (best if b == 0 else float(judge(blended(model, fit_train, features, b)))) for b in blends}
+    blend = max(mixed, key=lambda b: (mixed[b], -b))
+    return Tuned(lam, alpha, mixed[blend], grid, blend, mixed)
 
 
 @dataclass(frozen=True)
@@ -187,7 +225,7 @@ def save(model: TextCF, path: Path, encoder: str, tuned: Tuned | None = None) ->
     reader sees the previous model or this one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"lam": model.lam, "alpha": model.alpha, "encoder": encoder, "fit_run": model.fit_run,
-            "pseudo_cold_recall@20": tuned.recall if tuned else None}
+            "blend": model.blend, "pseudo_cold_recall@20": tuned.recall if tuned else None}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("wb") as handle:
         np.savez(handle, meta=np.array(json.dumps(meta)), weights=model.weights, untrained_ids=_storable(model.untrained_ids))
@@ -210,4 +248,4 @@ def load(path: Path, encoder: str) -> TextCF | None:
     if encoder != ANY_ENCODER and meta["encoder"] != encoder:
         raise ValueError(f"{path}: fitted on item vectors of {meta['encoder']}, the catalogue's are "
                          f"{encoder}; re-materialize text_cf_model")
-    return TextCF(weights, meta["lam"], meta["alpha"], ids, meta["fit_run"])
+    return TextCF(weights, meta["lam"], meta["alpha"], ids, meta["fit_run"], meta.get("blend", 0.0))

@@ -4,7 +4,11 @@ import dagster as dg
 import polars as pl
 
 from recall_pipeline.core.evaluation import evaluation_report as evaluation
-from recall_pipeline.core.evaluation.report_html import log_to_mlflow, metrics_table, plots, render_html, write_report
+from recall_pipeline.core.evaluation.protocol import BASELINE_VALIDATION_USERS
+from recall_pipeline.core.evaluation.report_html import (
+    log_to_mlflow, metrics_table, plots, render_html, selection_html, write_report,
+)
+from recall_pipeline.core.recall.chosen_settings import load_choice
 from recall_pipeline.core.recall.list_rows import route_shares
 from recall_pipeline.defs import tables
 from recall_pipeline.defs.metadata import markdown_table
@@ -14,18 +18,19 @@ RANGE_CHECK = "metrics_within_unit_interval"
 
 
 class EvaluationConfig(dg.Config):
-    """Whether to compute the CF baselines (EASE, ItemKNN tuned on validation) in this run, and
-    how many users x items each slice may rank.
+    """Whether to compute the CF baselines (MostPopular, ItemKNN and EASE tuned on validation)
+    in this run, on how many held-out users they are tuned, and how many users x items each
+    slice may rank.
 
-    The baselines hold dense users x items scores: above ``baselines_max_cells`` they are skipped
-    (with a warning) rather than exhaust memory on a large catalogue. Every scored user ranks the
-    whole catalogue (or every cold item): above ``max_evaluation_cells`` a slice is scored on a
-    seeded sample of its users (stored as slice "users" rows of eval.metrics), so evaluating
-    grows with users x K, not users x items.
+    Every scored user ranks the whole catalogue (or every cold item): above
+    ``max_evaluation_cells`` a slice is scored on a seeded sample of its users (stored as slice
+    "users" rows of eval.metrics), so evaluating grows with users x K, not users x items. The
+    baselines are scored on the same users as the lists, at every size; their tuning ranks a
+    seeded sample of at most ``baselines_validation_users`` held-out users per grid value.
     """
 
     baselines: bool = True
-    baselines_max_cells: int = 50_000_000
+    baselines_validation_users: int = BASELINE_VALIDATION_USERS
     max_evaluation_cells: int = evaluation.MAX_EVALUATION_CELLS
 
 
@@ -50,10 +55,8 @@ class EvaluationConfig(dg.Config):
 def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig,
                       warehouse: Warehouse, home: PipelineHome, mlflow: MlflowTracking):
     run_id, inputs = context.run.run_id, tables.evaluation_inputs(warehouse, home)
-    with_baselines = evaluation.baselines_fit(inputs.rm.matrix.shape, config.baselines, config.baselines_max_cells)
-    if config.baselines and not with_baselines:
-        context.log.warning(f"baselines skipped: {inputs.rm.matrix.shape} is above baselines_max_cells")
-    evaluated = evaluation.evaluate_published(inputs, with_baselines, config.max_evaluation_cells)
+    evaluated = evaluation.evaluate_published(inputs, config.baselines, config.max_evaluation_cells,
+                                              config.baselines_validation_users)
     report, data = evaluated.report, evaluated.data
     for note in data.sample_notes():
         context.log.warning(f"{note} (max_evaluation_cells {config.max_evaluation_cells:,})")
@@ -65,7 +68,8 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     model_version = inputs.candidates_model_version
     images = plots(report, data.train_counts, route_shares(inputs.candidates))
     path = write_report(home.layout.reports, home.layout.latest_report, run_id,
-                        render_html(report, images, run_id, model_version, evaluated.exclusion_note), images)
+                        render_html(report, images, run_id, model_version, evaluated.exclusion_note,
+                                    _selection(home, inputs)), images)
     with mlflow.start_run("evaluation_report", {"dagster_run_id": run_id, "model_version": model_version}) as (
             tracker, mlflow_run):
         log_to_mlflow(tracker, report, path)
@@ -80,6 +84,14 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
         "warm": markdown_table(warm, rows=20), "cold": markdown_table(cold),
         "report": dg.MetadataValue.path(str(path)), "mlflow_run_id": mlflow_run.info.run_id,
         "model_version": model_version, **_figures(evaluated, inputs)})
+
+
+def _selection(home: PipelineHome, inputs) -> str:
+    """The report's fusion section: the stored choice when the evaluated lists served it."""
+    choice = load_choice(home.layout.route_settings)
+    if choice is None or choice.settings.to_json() != inputs.route_settings.to_json():
+        return selection_html("not recorded", {})
+    return selection_html(choice.how, choice.record)
 
 
 def _figures(evaluated, inputs) -> dict:

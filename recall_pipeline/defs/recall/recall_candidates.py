@@ -6,10 +6,13 @@ what the shards read to the shard location, with the users to compute and their 
 shards' rows into ``recall.candidates``, the checks, publishing).
 """
 
+import dataclasses
+
 import dagster as dg
 
 from recall_pipeline.core.features import changed_users
 from recall_pipeline.core.recall import incremental, published_tables, recall_shards
+from recall_pipeline.core.recall.chosen_settings import load_choice
 from recall_pipeline.core.recall import recall_candidates as candidates
 from recall_pipeline.core.shards import ShardStore, ShardTask
 from recall_pipeline.core.recall.routes import ROUTES, RouteSettings
@@ -21,44 +24,30 @@ from recall_pipeline.resources import PipelineHome, Warehouse
 
 COVERAGE_CHECK = "every_user_has_candidates"
 NO_TRAIN_CHECK = "no_training_item_recalled"
-DEFAULT_WEIGHTS = RouteSettings().weights
 
 
 class RecallConfig(dg.Config):
-    """List length, route depth, fusion weights, popularity discount and MMR diversity (defaults
-    chosen on the validation cut with bench/tuning/tune_fusion.py)."""
+    """List length, provenance and shards. The fusion (route weights, popularity discount, RRF
+    constant, EASE recency, MMR) is ``route_settings``': chosen on the full refresh's validation
+    cut, or pinned there."""
 
     k: int = 100
-    depth: int = RouteSettings.depth
-    weight_two_tower: float = DEFAULT_WEIGHTS["two_tower"]
-    weight_ease: float = DEFAULT_WEIGHTS["ease"]
-    weight_lm_profile: float = DEFAULT_WEIGHTS["lm_profile"]
-    weight_lm_interest: float = DEFAULT_WEIGHTS["lm_interest"]
-    weight_popularity: float = DEFAULT_WEIGHTS["popularity"]
-    weight_text_cf: float = DEFAULT_WEIGHTS["text_cf"]
-    popularity_discount: float = RouteSettings.popularity_discount
-    mmr_lambda: float = RouteSettings.mmr_lambda
-    # EASE's fit (lambda, item cap, windowed term) is ease_model's config; its recency is here
-    ease_recency_tau: float = RouteSettings.ease_recency_tau  # 0: the history unweighted
-    ease_recency_floor: float = RouteSettings.ease_recency_floor
     # compute the routes fused with weight 0 too, for their rank_<route> columns (default: not)
     compute_zero_weight_routes: bool = RouteSettings.compute_zero_weight_routes
     shards: int = 0  # shards by a hash of the user id (0: $RECALL_PIPELINE_SHARDS, default 1)
     # "auto": in feedback_refresh_job only the users whose history changed ("changed"), else "all"
     recompute: str = changed_users.AUTO
 
-    def settings(self) -> RouteSettings:
-        weights = {name: getattr(self, f"weight_{name}") for name in ROUTES}
-        return RouteSettings(depth=self.depth, weights=weights, mmr_lambda=self.mmr_lambda,
-                             popularity_discount=self.popularity_discount,
-                             ease_recency_tau=self.ease_recency_tau, ease_recency_floor=self.ease_recency_floor,
-                             mmr_pool=max(2 * self.k, self.depth),
-                             compute_zero_weight_routes=self.compute_zero_weight_routes)
+    def settings(self, chosen: RouteSettings) -> RouteSettings:
+        """The chosen fusion with this run's list length and provenance."""
+        return dataclasses.replace(chosen, mmr_pool=max(2 * self.k, chosen.depth),
+                                   compute_zero_weight_routes=self.compute_zero_weight_routes)
 
 
 ASSET = "recall_candidates"
 PREVIEW_COLUMNS = ["user_id", "rank", "item_id", "score", "route", *[f"rank_{n}" for n in ROUTES]]
-UPSTREAM = ("faiss_index", "two_tower_index", "user_profiles", "rating_matrix", "text_cf_model", "ease_model")
+UPSTREAM = ("faiss_index", "two_tower_index", "user_profiles", "rating_matrix", "text_cf_model", "ease_model",
+            "route_settings")
 
 
 @dg.op(ins={name: dg.In(dg.Nothing) for name in UPSTREAM}, out=dg.DynamicOut(ShardTask), pool="warehouse")
@@ -67,7 +56,7 @@ def plan_recall_candidates(context: dg.OpExecutionContext, config: RecallConfig,
     """Which users to compute (a feedback refresh: those whose history changed), the EASE model
     (ease_model's, when it covers the catalogue), and the shards' inputs (checked indexes
     included), by shard."""
-    run_id, settings = context.run.run_id, config.settings()
+    run_id, settings = context.run.run_id, config.settings(chosen_route_settings(context, home))
     changed_only = changed_users.recompute_mode(config.recompute, context.job_name == FEEDBACK_JOB)
     with warehouse.connect() as con:
         models = f"{tables.serving_model_version(warehouse, home)}|text_cf:{tables.text_cf_fit_run(home)}"
@@ -81,6 +70,16 @@ def plan_recall_candidates(context: dg.OpExecutionContext, config: RecallConfig,
     recall_shards.export_plan(store, run_id, plan)
     context.log.info(f"{len(rows)} users to recall in {n_shards} shard(s): {per_shard.rows()}")
     yield from shard_tasks(store, run_id, n_shards, settings=settings, k=config.k)
+
+
+def chosen_route_settings(context: dg.OpExecutionContext, home: PipelineHome) -> RouteSettings:
+    """The fusion ``route_settings`` stored (the defaults before its first materialization)."""
+    choice = load_choice(home.layout.route_settings)
+    if choice is None:
+        context.log.warning("no route settings chosen yet (materialize route_settings): serving the defaults")
+        return RouteSettings()
+    context.log.info(f"route settings of run {choice.run_id} ({choice.how}): {choice.decision}")
+    return choice.settings
 
 
 @dg.op
@@ -132,7 +131,7 @@ def merge_recall_candidates(context: dg.OpExecutionContext, shards: list[dict], 
         dg.AssetCheckSpec(NO_TRAIN_CHECK, asset=ASSET, blocking=True,
                           description="no user is recalled an item of their own training history"),
     ],
-    description="Top-K recall candidates per user (default 100) from six routes: the two-tower "
+    description="Top-K recall candidates per user (default 100) from six routes, fused as route_settings chose: the two-tower "
                 "model (serving version, default the MLflow champion) in the FAISS index of its "
                 "item-tower outputs, the LM history profile in the FAISS index of LM embeddings, the LM interest vectors, EASE item-to-item CF, "
                 "popularity for users without history, and TextCF for items nobody has interacted with; merged by weighted reciprocal-rank fusion "
@@ -144,8 +143,9 @@ def merge_recall_candidates(context: dg.OpExecutionContext, shards: list[dict], 
                 "and not computed: config compute_zero_weight_routes); once its checks "
                 "pass the run is published and the view recall.latest shows it.",
 )
-def recall_candidates(faiss_index, two_tower_index, user_profiles, rating_matrix, text_cf_model, ease_model):
+def recall_candidates(faiss_index, two_tower_index, user_profiles, rating_matrix, text_cf_model, ease_model,
+                      route_settings):
     plan = plan_recall_candidates(faiss_index=faiss_index, two_tower_index=two_tower_index,
                                   user_profiles=user_profiles, rating_matrix=rating_matrix,
-                                  text_cf_model=text_cf_model, ease_model=ease_model)
+                                  text_cf_model=text_cf_model, ease_model=ease_model, route_settings=route_settings)
     return merge_recall_candidates(plan.map(recall_shard).collect())

@@ -1,10 +1,12 @@
 """``ease_model``: the EASE route's item-to-item model, solved once per full refresh."""
 
+import dataclasses
 import time
 
 import dagster as dg
 import numpy as np
 
+from recall_pipeline.core.recall.chosen_settings import load_choice
 from recall_pipeline.core.recall.routes import RouteSettings, fit_ease_route
 from recall_pipeline.core.training.ease.store import load_ease, save_ease
 from recall_pipeline.defs import tables
@@ -15,24 +17,26 @@ CHECK = "ease_model_fits_catalogue"
 
 
 class EaseModelConfig(dg.Config):
-    """EASE's regularisation, the item cap above which it is solved over the most-interacted
-    items, and the windowed term (items taken up at most ``window`` places apart, at
-    ``window_weight`` times EASE's spread; window 0: EASE alone). Defaults chosen on the
-    validation cut with ``bench/tuning/tune_fusion.py``."""
+    """EASE's regularisation and the item cap above which it is solved over the most-interacted
+    items. The windowed term (items taken up at most ``window`` places apart, at
+    ``window_weight`` times EASE's spread; 0: EASE alone) is what ``route_settings`` chose on the
+    validation cut, unless given here."""
 
     lam: float = RouteSettings.ease_lambda
     max_items: int = RouteSettings.ease_max_items
-    window: int = RouteSettings.ease_window
-    window_weight: float = RouteSettings.ease_window_weight
+    window: int | None = None
+    window_weight: float | None = None
 
-    def settings(self) -> RouteSettings:
-        return RouteSettings(ease_lambda=self.lam, ease_max_items=self.max_items, ease_window=self.window,
-                             ease_window_weight=self.window_weight)
+    def settings(self, chosen: RouteSettings) -> RouteSettings:
+        return dataclasses.replace(
+            chosen, ease_lambda=self.lam, ease_max_items=self.max_items,
+            ease_window=chosen.ease_window if self.window is None else self.window,
+            ease_window_weight=chosen.ease_window_weight if self.window_weight is None else self.window_weight)
 
 
 @dg.asset(
     group_name="training",
-    deps=["rating_matrix"],
+    deps=["rating_matrix", "route_settings"],
     kinds={"numpy"},
     pool="warehouse",
     check_specs=[dg.AssetCheckSpec(CHECK, asset=ASSET, blocking=True,
@@ -45,20 +49,23 @@ class EaseModelConfig(dg.Config):
 )
 def ease_model(context: dg.AssetExecutionContext, config: EaseModelConfig, warehouse: Warehouse,
                home: PipelineHome) -> dg.MaterializeResult:
-    rm, settings, path = tables.rating_matrix(warehouse), config.settings(), home.layout.ease_model
+    choice = load_choice(home.layout.route_settings)
+    rm, path = tables.rating_matrix(warehouse), home.layout.ease_model
+    settings = config.settings(choice.settings if choice else RouteSettings())
     started = time.monotonic()
     model = fit_ease_route(rm, settings)
     seconds = time.monotonic() - started
     save_ease(model, path, rm.item_ids, context.run.run_id, settings.ease_max_items, rm.item_counts())
     stored = load_ease(path)
-    why = stored.matches(rm.item_ids, config.lam, config.max_items, config.window, config.window_weight)
+    why = stored.matches(rm.item_ids, settings.ease_lambda, settings.ease_max_items, settings.ease_window,
+                         settings.ease_window_weight)
     sample = np.flatnonzero(np.diff(rm.matrix.indptr) > 0)[:64]
     scores = stored.model.scores(rm.matrix[sample])
     finite = bool(np.isfinite(scores[scores != -np.inf]).all())
     context.log.info(f"EASE: {stored.model.form}, {rm.matrix.shape[1]} items, {seconds:.1f} s")
     return dg.MaterializeResult(
         metadata={"lambda": config.lam, "form": stored.model.form, "items": int(rm.matrix.shape[1]),
-                  "window": config.window, "window_weight": config.window_weight,
+                  "window": settings.ease_window, "window_weight": settings.ease_window_weight,
                   "fit_seconds": dg.MetadataValue.float(round(seconds, 2)),
                   "path": dg.MetadataValue.path(str(path))},
         check_results=[dg.AssetCheckResult(check_name=CHECK, passed=why is None and finite,

@@ -78,9 +78,34 @@ def test_tune_keeps_the_setting_the_judge_scores_highest():
         judged.append((model.lam, model.alpha))
         return 1.0 if (model.lam, model.alpha) == (0.1, 1.0) else 0.5
 
-    tuned = text_cf.tune(train, features, judge, lambdas=(0.01, 0.1), alphas=(0.0, 1.0))
-    assert (tuned.lam, tuned.alpha, tuned.recall) == (0.1, 1.0, 1.0)
+    tuned = text_cf.tune(train, features, judge, lambdas=(0.01, 0.1), alphas=(0.0, 1.0), blends=(0.0,))
+    assert (tuned.lam, tuned.alpha, tuned.recall, tuned.blend) == (0.1, 1.0, 1.0, 0.0)
     assert sorted(judged) == [(0.01, 0.0), (0.01, 1.0), (0.1, 0.0), (0.1, 1.0)]
+
+
+def test_the_blend_spans_textcf_alone_to_the_lm_alone_and_tune_keeps_the_best():
+    """Blend 0 is the model itself, 1 the raw text similarity of the history (W = I), between
+    them each view weighs its share of the scores' spread; tune judges every blend at the chosen
+    setting and keeps the best, so the cold scorer is never below either view alone."""
+    train, vectors = _two_tastes()
+    features = text_cf.item_features(vectors)
+    model = text_cf.fit(train, features, lam=0.01)
+    assert text_cf.blended(model, train, features, 0.0) is model
+    lm = text_cf.blended(model, train, features, 1.0)
+    np.testing.assert_array_equal(lm.weights, np.eye(len(model.weights)))
+    history = sp.csr_matrix(([1.0, 1.0], ([0, 0], [0, 1])), shape=(1, 18))  # two e0 items
+    lm_scores = lm.scorer(history, features)(np.array([0]))[0]
+    assert lm_scores[16] == lm_scores[17]  # text alone cannot tell the cold items apart
+    half = text_cf.blended(model, train, features, 0.5)
+    assert half.blend == 0.5 and not np.allclose(half.weights, model.weights)
+
+    def judge(candidate):  # prefers the LM's view: the raw similarity of e0 histories to item 0
+        return float(candidate.blend)
+
+    tuned = text_cf.tune(train, features, judge, lambdas=(0.01,), alphas=(0.0,), blends=(0.0, 0.5, 1.0))
+    assert (tuned.blend, tuned.recall) == (1.0, 1.0) and tuned.blends == {0.0: 0.0, 0.5: 0.5, 1.0: 1.0}
+    served = text_cf.fit_for_serving(train, np.arange(100, 118), features, 0.01, 0.0, "run-1", blend=1.0)
+    np.testing.assert_array_equal(served.weights, np.eye(len(model.weights)))
 
 
 def test_stored_model_round_trips_and_refuses_another_encoder(tmp_path):
@@ -93,9 +118,12 @@ def test_stored_model_round_trips_and_refuses_another_encoder(tmp_path):
     loaded = text_cf.load(path, "encoder-a")
     np.testing.assert_array_equal(loaded.weights, model.weights)
     assert (loaded.lam, loaded.alpha, loaded.fit_run, loaded.untrained_ids.tolist()) == (0.03, 0.5, "run-1", [116, 117])
+    assert loaded.blend == 0.0
     assert text_cf.load(tmp_path / "missing.npz", "encoder-a") is None
     with pytest.raises(ValueError, match="encoder-a"):
         text_cf.load(path, "encoder-b")
+    text_cf.save(text_cf.fit_for_serving(train, np.arange(100, 118), features, 0.03, 0.5, "run-2", 0.25), path, "e")
+    assert text_cf.load(path, "e").blend == 0.25
 
 
 def test_pseudo_cold_judge_is_the_protocols_cold_ranking_of_training_rows(bundled_split):

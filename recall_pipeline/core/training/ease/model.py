@@ -95,7 +95,9 @@ class EaseModel:
     def _history_p(self, x: sp.csr_matrix, dense: np.ndarray | None = None) -> np.ndarray:
         """h P for the Woodbury form: (h - (h X') K^-1 X) / lam (``dense``: ``x`` as an array, if at hand)."""
         dense = x.toarray() if dense is None else dense
-        return (dense - np.asarray((x @ self.fit.T) @ self.kinv_x)) / self.lam
+        # h X' is users x fit users and mostly filled: as an array its product with K^-1 X is one
+        # BLAS call, ~20x faster than scipy's single-threaded sparse-times-dense on the bundled data
+        return (dense - (x @ self.fit.T).toarray() @ self.kinv_x) / self.lam
 
     def scorer(self, train: sp.csr_matrix, binarize: bool = True) -> Scorer:
         """A scorer over the rows of ``train`` (any matrix over the same items; ``binarize`` as

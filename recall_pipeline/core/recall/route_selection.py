@@ -1,0 +1,417 @@
+"""Choosing the fusion on the run's own validation cut, and never serving worse than its best route.
+
+Every full run ranks each route alone on the validation cut (``validation_routes``: routes
+fitted on the fit part, scored on the held-out part, a seeded sample of users), then searches
+the fusion settings by **coordinate ascent** from a starting point (today's defaults unless
+configured): one setting at a time (which EASE variant, each route's weight, the popularity
+discount, the RRF constant), every value of its grid tried with the others held, the best kept
+if it gains more than ``MIN_GAIN`` validation Recall@50; passes repeat until one changes nothing
+or the time budget ends. A candidate counts only if its lists keep NDCG@10 at least
+``NDCG_FLOOR`` x the best single route's and coverage@50 and long-tail share@50 at least the best
+single route's (the same users, this run's validation figures): the fusion may not buy recall
+with the top of the list or with exposure. Among those, candidates that reach coverage@50 of
+``COVERAGE_VS_PLAIN_EASE`` x plain EASE's come first (a reach target; when none does, the best of
+the others serves). Coordinate ascent is explainable, deterministic and needs ~100 evaluations; a fused list
+is the same arithmetic as ``fusion.reciprocal_rank_fusion`` (tested equal), vectorised over the
+users.
+
+Then the guard: the chosen fusion's per-user Recall@50 is compared with the best single route's
+on the same users by a paired bootstrap (``BOOTSTRAP`` resamples of the users, seeded). Unless
+the fusion is better at ``CONFIDENCE`` (the resampled mean gain's lower quantile above 0), the
+run serves that route alone, and says so. The test split is never read here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from recall_pipeline.core.evaluation.metrics import (
+    catalogue_coverage, hit_matrix, long_tail_share, ndcg_at_k, recall_at_k, relevant_counts,
+)
+from recall_pipeline.core.recall.ranking import tie_order
+from recall_pipeline.core.recall.routes import ROUTES, RouteSettings
+from recall_pipeline.core.training.route_trust import trusted
+
+K, NDCG_K = 50, 10
+WEIGHT_GRID = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+DISCOUNT_GRID = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2)
+RRF_C_GRID = (10.0, 30.0, 60.0, 120.0)
+MIN_GAIN = 1e-4
+MAX_PASSES = 3
+NDCG_FLOOR = 0.95
+# The lists' reach: coverage@50 at least this many times plain EASE's (no recency, no windowed
+# term) on the same validation users. A product choice (the recall stage is to reach well beyond
+# what collaborative filtering alone reaches), set where the bundled data's validation trade of
+# recall for coverage turns steep (bench/tuning/coverage_floor.py); 0: no floor but the best route's.
+COVERAGE_VS_PLAIN_EASE = 2.5
+BOOTSTRAP, CONFIDENCE = 1000, 0.95
+DEFAULT_MAX_USERS = 2_000
+DEFAULT_MAX_CELLS = 2_000_000_000
+
+
+@dataclass(frozen=True)
+class EaseVariant:
+    """How the EASE route scores on the validation cut: recency weighting (tau 0: none) and the
+    windowed term (weight 0: none)."""
+
+    recency_tau: float
+    recency_floor: float
+    window: int
+    window_weight: float
+
+    @classmethod
+    def of(cls, settings: RouteSettings) -> EaseVariant:
+        return cls(settings.ease_recency_tau, settings.ease_recency_floor, settings.ease_window,
+                   settings.ease_window_weight)
+
+    def applied(self, settings: RouteSettings) -> RouteSettings:
+        return dataclasses.replace(settings, ease_recency_tau=self.recency_tau, ease_recency_floor=self.recency_floor,
+                                   ease_window=self.window, ease_window_weight=self.window_weight)
+
+    @property
+    def name(self) -> str:
+        recency = f"recency {self.recency_tau:g}/{self.recency_floor:g}" if self.recency_tau > 0 else "no recency"
+        window = f"window {self.window}x{self.window_weight:g}" if self.window_weight > 0 else "no window"
+        return f"ease[{recency}, {window}]"
+
+
+def plain_ease(start: RouteSettings) -> EaseVariant:
+    """The EASE route without recency weighting or windowed term: plain EASE."""
+    return dataclasses.replace(EaseVariant.of(start), recency_tau=0.0, window_weight=0.0)
+
+
+def ease_variants(start: RouteSettings) -> list[EaseVariant]:
+    """The starting point's EASE route, and with its recency weighting, its windowed term or
+    both turned off (plain EASE): "off" is always a candidate."""
+    on = EaseVariant.of(start)
+    out = [on, dataclasses.replace(on, recency_tau=0.0), dataclasses.replace(on, window_weight=0.0), plain_ease(start)]
+    return list(dict.fromkeys(out))
+
+
+def selection_rows(holdout: sp.csr_matrix, max_users: int = DEFAULT_MAX_USERS,
+                   max_cells: int = DEFAULT_MAX_CELLS, seed: int = 0) -> np.ndarray:
+    """The held-out users the selection scores (rating-matrix rows, ascending): those with a
+    relevant held-out item, a seeded sample of at most ``max_users`` and ``max_cells`` users x
+    items. The recall model stores its validation lists for these same rows."""
+    rows = np.flatnonzero(relevant_counts(holdout))
+    cap = max(1, min(max_users, max_cells // max(holdout.shape[1], 1)))
+    if len(rows) <= cap:
+        return rows
+    return np.sort(np.random.default_rng(seed).choice(rows, cap, replace=False))
+
+
+@dataclass(frozen=True)
+class ValidationRoutes:
+    """Every route's lists on the validation cut for the sampled users (rows of ``relevant``):
+    route -> users x depth item positions (-1 padded); the EASE route once per variant. A route
+    with no list for any user (e.g. no two-tower lists for this cut) is absent."""
+
+    lists: dict[str, np.ndarray]
+    ease: dict[EaseVariant, np.ndarray]
+    relevant: sp.csr_matrix
+    item_counts: np.ndarray       # the fit part's training counts: the popularity discount's
+    head: np.ndarray              # long-tail head of the fit part (metrics.head_items)
+    seed: int = 0
+
+    @property
+    def users(self) -> int:
+        return self.relevant.shape[0]
+
+    def single_routes(self) -> dict[str, np.ndarray]:
+        """Each route alone (each EASE variant under its own name)."""
+        return {**{name: lists for name, lists in self.lists.items() if (lists >= 0).any()},
+                **{variant.name: lists for variant, lists in self.ease.items()}}
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Validation figures of one list set on the sampled users."""
+
+    recall: float
+    ndcg: float
+    coverage: float
+    long_tail: float
+    per_user_recall: np.ndarray = field(repr=False, compare=False)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"recall@50": round(self.recall, 5), "ndcg@10": round(self.ndcg, 5),
+                "coverage@50": round(self.coverage, 5), "long_tail@50": round(self.long_tail, 5)}
+
+
+def figures(lists: np.ndarray, routes: ValidationRoutes) -> Figures:
+    """Recall@50, NDCG@10, coverage@50 (over the catalogue) and long-tail share@50 of ``lists``."""
+    counts = relevant_counts(routes.relevant)
+    hits = hit_matrix(lists[:, :K], routes.relevant)
+    per_user = recall_at_k(hits, counts, K)
+    return Figures(float(per_user.mean()), float(ndcg_at_k(hits, counts, NDCG_K).mean()),
+                   catalogue_coverage(lists, K, len(routes.item_counts)),
+                   float(long_tail_share(lists, K, routes.head).mean()), per_user)
+
+
+class FusedTopK:
+    """``fusion.reciprocal_rank_fusion``'s top K for one set of route lists, vectorised over the
+    users: the union of each user's listed items is found once, then every candidate setting
+    costs a weighted sum and one sort of that union."""
+
+    def __init__(self, lists: dict[str, np.ndarray], n_items: int, seed: int = 0):
+        self.names = list(lists)
+        stacked = np.stack([lists[name] for name in self.names], axis=1)        # users x routes x depth
+        users, n_routes, depth = stacked.shape
+        flat = stacked.reshape(users, n_routes * depth)
+        order = np.argsort(flat, axis=1, kind="stable")
+        ordered = np.take_along_axis(flat, order, axis=1)
+        first = np.ones_like(ordered, dtype=bool)
+        first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+        slots_sorted = np.cumsum(first, axis=1) - 1
+        slots = np.empty_like(slots_sorted)
+        np.put_along_axis(slots, order, slots_sorted, axis=1)
+        width = int(slots_sorted.max(initial=0)) + 2  # the last slot stays empty: a filler that never lists
+        self.items = np.full((users, width), -1, dtype=np.int64)
+        rows = np.repeat(np.arange(users), flat.shape[1]).reshape(flat.shape)
+        self.items[rows[first], slots_sorted[first]] = ordered[first]
+        slots = slots.reshape(users, n_routes, depth)
+        self.entries = []  # per route: (user rows, slots, 0-based positions) of its listed entries
+        for r in range(n_routes):
+            rows_r, positions = np.nonzero(stacked[:, r, :] >= 0)
+            self.entries.append((rows_r, slots[rows_r, r, positions], positions))
+        self.rank = np.arange(1, depth + 1, dtype=np.float64)
+        ties = tie_order(n_items, seed)
+        self.ties = np.where(self.items >= 0, ties[np.where(self.items >= 0, self.items, 0)], np.iinfo(np.int64).max)
+
+    def top(self, weights: dict[str, float], c: float, item_weights: np.ndarray | None, k: int = K) -> np.ndarray:
+        """Users x ``k`` item positions (-1 padded): each item scored ``sum weight / (c + rank)``
+        (routes added in order, as the sparse sum does), times ``item_weights[item]``; ordered by
+        score, then the catalogue's seeded tie order."""
+        fused = np.zeros(self.items.shape, dtype=np.float64)
+        for name, (rows, slots, positions) in zip(self.names, self.entries):
+            fused[rows, slots] += (weights.get(name, 1.0) / (c + self.rank))[positions]
+        if item_weights is not None:
+            fused *= np.where(self.items >= 0, item_weights[np.where(self.items >= 0, self.items, 0)], 0.0)
+        present = (fused != 0) & (self.items >= 0)  # a sparse sum stores no zero: weight-0 votes are absent
+        scores = np.where(present, fused, -np.inf)
+        columns = self._contenders(scores, k)
+        values = np.take_along_axis(scores, columns, axis=1)
+        keys = np.where(np.isfinite(values), np.take_along_axis(self.ties, columns, axis=1), np.iinfo(np.int64).max)
+        order = np.lexsort((keys, -values), axis=1)[:, :k]
+        chosen = np.take_along_axis(columns, order, axis=1)
+        out = np.where(np.isfinite(np.take_along_axis(values, order, axis=1)),
+                       np.take_along_axis(self.items, chosen, axis=1), -1)
+        if out.shape[1] < k:
+            out = np.pad(out, ((0, 0), (0, k - out.shape[1])), constant_values=-1)
+        return out
+
+    def _contenders(self, scores: np.ndarray, k: int) -> np.ndarray:
+        """Per user, columns holding every entry above the k-th score and the k entries equal to it
+        with the best tie ranks (as ``ranking.top_k_dense``): only these can make the top k, so
+        only they are sorted."""
+        width = scores.shape[1]
+        if width <= 2 * k:
+            return np.broadcast_to(np.arange(width), scores.shape)
+        first = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        kth = np.take_along_axis(scores, first, axis=1).min(axis=1, keepdims=True)
+        above = np.where(np.take_along_axis(scores, first, axis=1) > kth, first, -1)
+        tied = np.argpartition(np.where(scores == kth, self.ties, np.iinfo(np.int64).max), k - 1, axis=1)[:, :k]
+        tied = np.where(np.take_along_axis(scores, tied, axis=1) == kth, tied, -1)
+        columns = np.concatenate([above, tied], axis=1)
+        return np.where(columns >= 0, columns, width - 1)  # fillers: the last slot, always absent
+
+
+def in_route_order(lists: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``lists`` in ``ROUTES`` order: the order ``route_lists`` returns and the fusion sums in."""
+    return {name: lists[name] for name in ROUTES if name in lists}
+
+
+def popularity_factors(item_counts: np.ndarray, discount: float) -> np.ndarray | None:
+    """``routes.popularity_weights`` as the fusion applies it (None: no discount)."""
+    from recall_pipeline.core.recall.routes import popularity_weights
+
+    return popularity_weights(item_counts, discount) if discount else None
+
+
+@dataclass
+class Candidate:
+    """One setting tried, its figures, and whether it meets the floors."""
+
+    settings: RouteSettings
+    figures: Figures
+    feasible: bool       # meets the floors set by the best single route
+    reaches: bool        # meets the reach target (coverage vs plain EASE)
+
+    def row(self) -> dict:
+        s = self.settings
+        return {"ease_variant": EaseVariant.of(s).name, **{f"weight_{n}": s.weights.get(n, 1.0) for n in ROUTES},
+                "popularity_discount": s.popularity_discount, "rrf_c": s.rrf_c, **self.figures.as_dict(),
+                "feasible": self.feasible, "reaches": self.reaches}
+
+
+@dataclass
+class Selection:
+    """What the search chose and why: the served settings, the decision, the figures of every
+    single route and every candidate tried, the guard's bootstrap, and the search's time."""
+
+    settings: RouteSettings
+    decision: str
+    chosen: dict[str, float]
+    best_route: str
+    best_route_figures: dict[str, float]
+    routes: dict[str, dict[str, float]]
+    candidates: list[dict]
+    gain: float
+    gain_lower: float
+    users: int
+    seconds: float
+    budget_reached: bool
+    start: dict[str, float]
+    floors: dict[str, float | bool]
+
+    def record(self) -> dict:
+        """JSON-ready: stored with the run and shown in the report."""
+        return {"settings": self.settings.to_json(), "decision": self.decision, "chosen": self.chosen,
+                "best_route": self.best_route, "best_route_figures": self.best_route_figures,
+                "routes": self.routes, "candidates": self.candidates, "gain": self.gain,
+                "gain_lower": self.gain_lower, "users": self.users, "seconds": round(self.seconds, 2),
+                "budget_reached": self.budget_reached, "start": self.start, "floors": self.floors}
+
+
+class Search:
+    """Coordinate ascent over the fusion settings (module docstring)."""
+
+    def __init__(self, routes: ValidationRoutes, start: RouteSettings, trust: float = 1.0,
+                 budget_seconds: float = 60.0, coverage_vs_plain_ease: float = COVERAGE_VS_PLAIN_EASE):
+        self.routes, self.trust, self.budget = routes, trust, budget_seconds
+        if EaseVariant.of(start) not in routes.ease:
+            raise ValueError(f"the starting point's EASE route {EaseVariant.of(start).name} has no validation lists")
+        self.start, n_items = start, len(routes.item_counts)
+        self.fusers = {variant: FusedTopK(in_route_order({**routes.lists, "ease": lists}), n_items, routes.seed)
+                       for variant, lists in routes.ease.items()}
+        self.singles = {name: figures(lists, routes) for name, lists in routes.single_routes().items()}
+        self.best_route = max(self.singles, key=lambda name: (self.singles[name].recall, name))
+        best = self.singles[self.best_route]
+        self.floors = (NDCG_FLOOR * best.ndcg, best.coverage, best.long_tail)
+        plain = routes.ease.get(plain_ease(start))
+        self.reach = coverage_vs_plain_ease * figures(plain, routes).coverage if plain is not None else 0.0
+        self.tried: dict[str, Candidate] = {}
+        self.started = time.monotonic()
+
+    def measure(self, settings: RouteSettings) -> Candidate:
+        key = _key(settings)
+        if key not in self.tried:
+            served = trusted(settings, self.trust)
+            lists = self.fusers[EaseVariant.of(settings)].top(
+                served.weights, served.rrf_c, popularity_factors(self.routes.item_counts, served.popularity_discount))
+            found = figures(lists, self.routes)
+            ndcg, coverage, long_tail = self.floors
+            feasible = found.ndcg >= ndcg and found.coverage >= coverage and found.long_tail >= long_tail
+            self.tried[key] = Candidate(settings, found, feasible, found.coverage >= self.reach)
+        return self.tried[key]
+
+    def coordinates(self) -> list[tuple[str, list]]:
+        """(name, values) of every setting searched: routes with no list for any sampled user
+        (or the two-tower route at trust 0) are left at their starting weight."""
+        searched = [("ease_variant", list(self.routes.ease))]
+        for name in ROUTES:
+            lists = self.routes.ease[next(iter(self.routes.ease))] if name == "ease" else self.routes.lists.get(name)
+            if lists is not None and (lists >= 0).any() and not (name == "two_tower" and self.trust <= 0):
+                searched.append((f"weight_{name}", list(WEIGHT_GRID)))
+        return searched + [("popularity_discount", list(DISCOUNT_GRID)), ("rrf_c", list(RRF_C_GRID))]
+
+    def out_of_time(self) -> bool:
+        return time.monotonic() - self.started > self.budget
+
+    def run(self) -> tuple[Candidate, bool]:
+        """The best candidate found, and whether the time budget cut the search short."""
+        current = self.measure(self.start)
+        for _ in range(MAX_PASSES):
+            moved = False
+            for name, values in self.coordinates():
+                if self.out_of_time():
+                    return current, True
+                best = max((self.measure(_with(current.settings, name, v)) for v in values), key=_order)
+                if _order(best) > _order(current) and (_order(best)[:2] > _order(current)[:2]
+                                                       or best.figures.recall > current.figures.recall + MIN_GAIN):
+                    current, moved = best, True
+            if not moved:
+                break
+        return current, False
+
+
+def _order(candidate: Candidate) -> tuple:
+    """Floors met first, then the reach target (soft: when no candidate reaches it, the best
+    that meets the floors still serves), then validation Recall@50."""
+    return (candidate.feasible, candidate.feasible and candidate.reaches, candidate.figures.recall)
+
+
+def _with(settings: RouteSettings, name: str, value) -> RouteSettings:
+    if name == "ease_variant":
+        return value.applied(settings)
+    if name.startswith("weight_"):
+        return dataclasses.replace(settings, weights=dict(settings.weights, **{name[len("weight_"):]: float(value)}))
+    return dataclasses.replace(settings, **{name: float(value)})
+
+
+def _key(settings: RouteSettings) -> str:
+    return settings.to_json()
+
+
+def paired_gain(fused: np.ndarray, single: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """(mean per-user gain of ``fused`` over ``single``, its lower ``CONFIDENCE`` bound from a
+    paired bootstrap over users)."""
+    diff = np.asarray(fused, dtype=np.float64) - np.asarray(single, dtype=np.float64)
+    if not len(diff):
+        return 0.0, 0.0
+    means = diff[np.random.default_rng(seed).integers(0, len(diff), (BOOTSTRAP, len(diff)))].mean(axis=1)
+    return float(diff.mean()), float(np.quantile(means, 1.0 - CONFIDENCE))
+
+
+def route_alone(start: RouteSettings, routes: ValidationRoutes, name: str) -> RouteSettings:
+    """Settings whose lists are route ``name``'s alone for every user with history: its weight 1,
+    every other route 0 but popularity (only users without history have its lists), no
+    discount. An EASE variant's name serves the EASE route with that variant."""
+    variants = {variant.name: variant for variant in routes.ease}
+    route = "ease" if name in variants else name
+    settings = variants[name].applied(start) if name in variants else start
+    weights = {r: (1.0 if r == route else 0.0) for r in ROUTES}
+    weights["popularity"] = start.weights.get("popularity", 1.0) if route != "popularity" else 1.0
+    return dataclasses.replace(settings, weights=weights, popularity_discount=0.0)
+
+
+def select(routes: ValidationRoutes, start: RouteSettings, trust: float = 1.0,
+           budget_seconds: float = 60.0, coverage_vs_plain_ease: float = COVERAGE_VS_PLAIN_EASE) -> Selection:
+    """Search the fusion (:class:`Search`), then guard it against the best single route."""
+    started = time.monotonic()
+    search = Search(routes, start, trust, budget_seconds, coverage_vs_plain_ease)
+    searched, cut_short = search.run()
+    single = search.singles[search.best_route]
+    best, gain, lower = searched, *paired_gain(searched.figures.per_user_recall, single.per_user_recall, routes.seed)
+    if searched.reaches and not (searched.feasible and lower > 0):  # the reach target cost too much: without it
+        fallback = max((c for c in search.tried.values() if c.feasible), key=lambda c: c.figures.recall, default=None)
+        if fallback is not None and fallback is not searched:
+            best, gain, lower = fallback, *paired_gain(fallback.figures.per_user_recall, single.per_user_recall,
+                                                       routes.seed)
+    if best.feasible and lower > 0:
+        settings = best.settings
+        decision = (f"fusion: Recall@50 {best.figures.recall:.4f} against {search.best_route} alone "
+                    f"{single.recall:.4f} (gain {gain:+.4f}, {CONFIDENCE:.0%} lower bound {lower:+.4f})"
+                    + ("" if best.reaches else f"; coverage@50 {best.figures.coverage:.4f} short of the reach "
+                                               f"target {search.reach:.4f}"))
+        chosen = best.figures
+    else:
+        settings = route_alone(start, routes, search.best_route)
+        why = "meets no floor" if not best.feasible else f"gain {gain:+.4f} not above the noise (lower bound {lower:+.4f})"
+        decision = f"{search.best_route} alone: the best fusion ({best.figures.recall:.4f}) {why}"
+        chosen = single
+    start_figures = search.measure(search.start).figures
+    return Selection(
+        settings=settings, decision=decision, chosen=chosen.as_dict(), best_route=search.best_route,
+        best_route_figures=single.as_dict(), routes={n: f.as_dict() for n, f in search.singles.items()},
+        candidates=[c.row() for c in search.tried.values()], gain=round(gain, 5), gain_lower=round(lower, 5),
+        users=routes.users, seconds=time.monotonic() - started, budget_reached=cut_short,
+        start=start_figures.as_dict(), floors={**dict(zip(("ndcg@10", "coverage@50", "long_tail@50"),
+                                                          (round(f, 5) for f in search.floors))),
+                                               "coverage@50 reach target": round(search.reach, 5),
+                                               "reached": chosen.coverage >= search.reach})

@@ -1,0 +1,94 @@
+"""The fusion each full run chooses, end to end on a small generated catalogue: the published lists
+are at least as good as their best route and better than plain EASE, the choice is stored with
+its figures, and the test split never changes it."""
+
+from __future__ import annotations
+
+import json
+import dagster as dg
+import duckdb
+import pytest
+import yaml
+
+from recall_pipeline.core.ingest import synthetic
+from recall_pipeline.core.recall.chosen_settings import SEARCHED, load_choice
+from recall_pipeline.core.recall.routes import ROUTES
+from recall_pipeline.definitions import build_definitions
+from recall_pipeline.resources import DataSource
+from recall_pipeline.settings import HomeLayout
+
+SOURCE = {"users": 300, "items": 600, "interactions": 15_000}
+RUN_CONFIG = {"ops": {"recall_model": {"config": {"max_epochs": 4}}}}
+
+
+def data_source(path) -> DataSource:
+    settings = yaml.safe_load(path.read_text())
+    for key in ("interactions_path", "items_path"):
+        settings[key] = str(path.parent / settings[key])
+    return DataSource(**settings)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fusion-choice")
+    source = synthetic.write_source(synthetic.generate(synthetic.spec_for(**SOURCE)), root / "source", "parquet")
+    home = HomeLayout(root / "home").create()
+    defs = build_definitions(home, data_source(source))
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("recall_job").execute_in_process(run_config=RUN_CONFIG, instance=instance)
+        assert result.success
+        first = json.loads(home.route_settings.read_text())
+        # corrupt every test row: shuffle the test parts' items and flip their relevance
+        with duckdb.connect(str(home.warehouse)) as con:
+            con.execute("""
+                update features.interactions_split as s set item_id = t.other, is_relevant = not s.is_relevant
+                from (select user_id, item_id, timestamp,
+                             lead(item_id, 7, item_id) over (order by user_id, timestamp, item_id) as other
+                      from features.interactions_split where part <> 'train') as t
+                where s.part <> 'train' and s.user_id = t.user_id and s.item_id = t.item_id
+                  and s.timestamp = t.timestamp""")
+            changed = con.execute("select count(*) from features.interactions_split where part <> 'train'").fetchone()[0]
+        again = defs.resolve_implicit_global_asset_job_def().get_subset(
+            asset_selection={dg.AssetKey("route_settings")}).execute_in_process(instance=instance)
+        assert again.success
+    return home, first, json.loads(home.route_settings.read_text()), changed, result.run_id
+
+
+def warm_recall(home: HomeLayout, run_id: str) -> dict[str, float]:
+    """Warm Recall@50 of every model the run's evaluation scored."""
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        return dict(con.execute("select model, value from eval.metrics where run_id = ? and slice = 'warm' "
+                                "and metric = 'recall' and k = 50", [run_id]).fetchall())
+
+
+def test_final_lists_are_no_worse_than_the_best_route_and_beat_plain_ease(pipeline):
+    home, *_, run_id = pipeline
+    figures = warm_recall(home, run_id)
+    routes = {name: value for name, value in figures.items() if name.startswith("route:")}
+    assert len(routes) >= 5
+    assert figures["final"] >= max(routes.values()) - 0.01, figures
+    assert figures["final"] > figures["EASE"], figures
+
+
+def test_the_choice_is_stored_with_every_candidate_and_served(pipeline):
+    home, first, *_, run_id = pipeline
+    choice = load_choice(home.route_settings)
+    assert choice.how == SEARCHED and choice.record["users"] > 0
+    record = choice.record
+    assert set(record["routes"]) >= {"two_tower", "lm_profile", "lm_interest"}
+    assert any(name.startswith("ease[no recency, no window]") for name in record["routes"])
+    assert len(record["candidates"]) >= 20 and record["left_out"] == {}
+    best = max(c["recall@50"] for c in record["candidates"] if c["feasible"])
+    assert record["chosen"]["recall@50"] >= record["best_route_figures"]["recall@50"]
+    assert record["chosen"]["recall@50"] in (best, record["best_route_figures"]["recall@50"])
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        [(served,)] = con.execute("select route_settings from recall.refreshes where run_id = ?", [run_id]).fetchall()
+    assert json.loads(served)["weights"] == {n: json.loads(first["settings"])["weights"][n] for n in ROUTES}
+
+
+def test_corrupting_the_test_parts_changes_no_choice(pipeline):
+    _, first, again, changed, _ = pipeline
+    assert changed > 0
+    assert again["settings"] == first["settings"]
+    for key in ("chosen", "routes", "candidates", "decision"):
+        assert again["record"][key] == first["record"][key], key

@@ -1,0 +1,130 @@
+"""Choosing the fusion on validation: the vectorised fusion equals the served one, and on routes
+whose answer is known the search finds it and the guard keeps a route that the fusion only ties."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recall_pipeline.core.evaluation.metrics import head_items
+from recall_pipeline.core.recall import route_selection as rs
+from recall_pipeline.core.recall.routes import ROUTES, RouteSettings, merge_routes
+
+N_ITEMS, N_USERS, DEPTH = 400, 300, 60
+START = RouteSettings(depth=DEPTH)
+
+
+def random_lists(rng, users=N_USERS, depth=DEPTH, n_items=N_ITEMS, pad=0.1) -> np.ndarray:
+    lists = np.stack([rng.permutation(n_items)[:depth] for _ in range(users)])
+    lists[rng.random(lists.shape) < pad] = -1
+    return lists
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fused_top_k_is_the_served_fusion(seed):
+    """The search scores exactly the lists merge_routes would serve (MMR lambda 1), for random
+    lists, weights (0 included), RRF constants and popularity discounts."""
+    rng = np.random.default_rng(seed)
+    lists = {name: random_lists(rng, users=80) for name in ROUTES}
+    counts = rng.integers(0, 50, N_ITEMS)
+    weights = {name: float(rng.choice([0.0, 0.05, 0.5, 1.0, 2.0])) for name in ROUTES}
+    c, discount = float(rng.choice([10.0, 60.0])), float(rng.choice([0.0, 0.1]))
+    settings = RouteSettings(depth=DEPTH, weights=weights, rrf_c=c, popularity_discount=discount, mmr_lambda=1.0)
+    served = merge_routes(lists, np.eye(N_ITEMS, dtype=np.float32), rs.K, settings, counts).items
+    fast = rs.FusedTopK(lists, N_ITEMS).top(weights, c, rs.popularity_factors(counts, discount))
+    np.testing.assert_array_equal(fast, served)
+
+
+def relevant_matrix(rng, users=N_USERS, per_user=5) -> sp.csr_matrix:
+    rows = np.repeat(np.arange(users), per_user)
+    cols = np.concatenate([rng.choice(N_ITEMS, per_user, replace=False) for _ in range(users)])
+    return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(users, N_ITEMS))
+
+
+def informed(rng, relevant: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+    """Random lists in which ``users`` find their relevant items at the top."""
+    lists = random_lists(rng, pad=0.0)
+    for user in users:
+        hits = relevant[user].indices
+        rest = [i for i in lists[user] if i not in set(hits)]
+        lists[user] = np.r_[hits, rest][:DEPTH]
+    return lists
+
+
+def routes_of(lists: dict[str, np.ndarray], relevant, counts) -> rs.ValidationRoutes:
+    ease = lists.pop("ease")
+    return rs.ValidationRoutes(lists=lists, ease={rs.EaseVariant.of(START): ease}, relevant=relevant,
+                               item_counts=counts, head=head_items(counts, np.arange(N_ITEMS)))
+
+
+def test_one_informative_route_among_noise_dominates():
+    rng = np.random.default_rng(3)
+    relevant, counts = relevant_matrix(rng), rng.integers(1, 30, N_ITEMS)
+    lists = {name: random_lists(rng) for name in ("two_tower", "lm_profile", "lm_interest", "ease")}
+    lists["text_cf"] = informed(rng, relevant, np.arange(N_USERS))
+    selection = rs.select(routes_of(lists, relevant, counts), START)
+    assert selection.best_route == "text_cf"
+    weights = selection.settings.weights
+    assert all(weights["text_cf"] > weights[name] for name in ("two_tower", "lm_profile", "lm_interest", "ease"))
+    assert selection.chosen["recall@50"] == pytest.approx(1.0)
+
+
+def test_two_complementary_routes_fuse_above_both():
+    rng = np.random.default_rng(4)
+    relevant, counts = relevant_matrix(rng), rng.integers(1, 30, N_ITEMS)
+    half = N_USERS // 2
+    lists = {"ease": informed(rng, relevant, np.arange(half)),
+             "two_tower": informed(rng, relevant, np.arange(half, N_USERS)),
+             "lm_profile": random_lists(rng)}
+    selection = rs.select(routes_of(lists, relevant, counts), START)
+    assert selection.decision.startswith("fusion")
+    assert selection.chosen["recall@50"] > max(f["recall@50"] for f in selection.routes.values()) + 0.3
+    assert selection.settings.weights["ease"] > 0 and selection.settings.weights["two_tower"] > 0
+
+
+def test_a_fusion_within_the_noise_serves_the_best_route_alone():
+    """Two copies of one route: no fusion can beat it, so the route serves alone (its weight 1,
+    every other route 0 but popularity, no discount)."""
+    rng = np.random.default_rng(5)
+    relevant, counts = relevant_matrix(rng), rng.integers(1, 30, N_ITEMS)
+    good = informed(rng, relevant, np.arange(0, N_USERS, 2))
+    selection = rs.select(routes_of({"ease": good, "two_tower": good.copy()}, relevant, counts), START)
+    assert "alone" in selection.decision and selection.gain_lower <= 0
+    served = selection.settings.weights
+    route = selection.best_route if selection.best_route in ROUTES else "ease"
+    assert served[route] == 1.0 and served["popularity"] == START.weights["popularity"]
+    assert all(served[name] == 0.0 for name in ROUTES if name not in (route, "popularity"))
+    assert selection.settings.popularity_discount == 0.0
+
+
+def test_paired_gain_bounds_the_noise():
+    rng = np.random.default_rng(6)
+    single = rng.random(500)
+    assert rs.paired_gain(single, single) == (0.0, 0.0)
+    mean, lower = rs.paired_gain(single + 0.05, single)
+    assert mean == pytest.approx(0.05) and lower == pytest.approx(0.05)
+    noisy = single + rng.normal(0.0, 0.3, 500)
+    mean, lower = rs.paired_gain(noisy, single)
+    assert lower < mean and lower < 0.0 < mean + 0.05
+
+
+def test_the_ease_variants_always_include_plain_ease():
+    variants = rs.ease_variants(RouteSettings())
+    assert len(variants) == 4 and variants[0] == rs.EaseVariant.of(RouteSettings())
+    assert rs.EaseVariant(0.0, 0.1, 20, 0.0) in variants
+    assert rs.ease_variants(dataclasses.replace(RouteSettings(), ease_recency_tau=0.0, ease_window_weight=0.0)) == [
+        rs.EaseVariant(0.0, 0.1, 20, 0.0)]
+
+
+def test_selection_rows_are_seeded_and_capped():
+    rng = np.random.default_rng(7)
+    keep = np.where(np.arange(50) % 5, 1.0, 0.0)  # every fifth user has nothing held out
+    holdout = (sp.diags(keep) @ relevant_matrix(rng, users=50)).tocsr()
+    holdout.eliminate_zeros()
+    everyone = rs.selection_rows(holdout)
+    assert everyone.tolist() == [r for r in range(50) if r % 5]
+    capped = rs.selection_rows(holdout, max_users=10)
+    assert len(capped) == 10 and set(capped) <= set(everyone) and (np.diff(capped) > 0).all()
+    assert capped.tolist() == rs.selection_rows(holdout, max_users=10).tolist()
+    assert len(rs.selection_rows(holdout, max_cells=20 * N_ITEMS)) == 20
