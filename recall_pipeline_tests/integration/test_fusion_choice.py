@@ -37,6 +37,8 @@ def pipeline(tmp_path_factory):
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def("recall_job").execute_in_process(run_config=RUN_CONFIG, instance=instance)
         assert result.success
+        mlflow_run = [m for m in result.get_asset_materialization_events()
+                      if m.asset_key.to_user_string() == "route_settings"][0].materialization.metadata["mlflow_run_id"].value
         first = json.loads(home.route_settings.read_text())
         # corrupt every test row: shuffle the test parts' items and flip their relevance
         with duckdb.connect(str(home.warehouse)) as con:
@@ -51,7 +53,7 @@ def pipeline(tmp_path_factory):
         again = defs.resolve_implicit_global_asset_job_def().get_subset(
             asset_selection={dg.AssetKey("route_settings")}).execute_in_process(instance=instance)
         assert again.success
-    return home, first, json.loads(home.route_settings.read_text()), changed, result.run_id
+    return home, first, json.loads(home.route_settings.read_text()), changed, mlflow_run, result.run_id
 
 
 def warm_recall(home: HomeLayout, run_id: str) -> dict[str, float]:
@@ -86,8 +88,20 @@ def test_the_choice_is_stored_with_every_candidate_and_served(pipeline):
     assert json.loads(served)["weights"] == {n: json.loads(first["settings"])["weights"][n] for n in ROUTES}
 
 
+def test_the_report_and_mlflow_show_the_choice(pipeline):
+    import mlflow
+
+    home, first, _, _, mlflow_run, _ = pipeline
+    record = first["record"]
+    page = home.latest_report.read_text()
+    assert "Fusion chosen on the validation cut" in page and record["decision"].split(":")[0] in page
+    run = mlflow.MlflowClient(f"sqlite:///{home.mlflow_db}").get_run(mlflow_run)
+    assert run.data.metrics["chosen_recall_at_50"] == pytest.approx(record["chosen"]["recall@50"])
+    assert run.data.params["weight_ease"] == str(json.loads(first["settings"])["weights"]["ease"])
+
+
 def test_corrupting_the_test_parts_changes_no_choice(pipeline):
-    _, first, again, changed, _ = pipeline
+    _, first, again, changed, *_ = pipeline
     assert changed > 0
     assert again["settings"] == first["settings"]
     for key in ("chosen", "routes", "candidates", "decision"):

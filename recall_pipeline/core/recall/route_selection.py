@@ -7,11 +7,12 @@ configured): one setting at a time (which EASE variant, each route's weight, the
 discount, the RRF constant), every value of its grid tried with the others held, the best kept
 if it gains more than ``MIN_GAIN`` validation Recall@50; passes repeat until one changes nothing
 or the time budget ends. A candidate counts only if its lists keep NDCG@10 at least
-``NDCG_FLOOR`` x the best single route's and coverage@50 and long-tail share@50 at least the best
-single route's (the same users, this run's validation figures): the fusion may not buy recall
-with the top of the list or with exposure. Among those, candidates that reach coverage@50 of
-``COVERAGE_VS_PLAIN_EASE`` x plain EASE's come first (a reach target; when none does, the best of
-the others serves). Coordinate ascent is explainable, deterministic and needs ~100 evaluations; a fused list
+``NDCG_FLOOR`` x the best single route's, and coverage@50 and long-tail share@50 at least plain
+EASE's (the same users, this run's validation figures): the fusion may not buy recall with the
+top of the list, nor reach less of the catalogue than collaborative filtering alone. Among those,
+candidates whose coverage@50 reaches ``COVERAGE_VS_PLAIN_EASE`` x plain EASE's come first (a
+reach target; when none does, or the ones that do lose the guard below, the best of the others
+serves). Coordinate ascent is explainable, deterministic and needs ~100 evaluations; a fused list
 is the same arithmetic as ``fusion.reciprocal_rank_fusion`` (tested equal), vectorised over the
 users.
 
@@ -56,9 +57,10 @@ DEFAULT_MAX_CELLS = 2_000_000_000
 
 @dataclass(frozen=True)
 class EaseVariant:
-    """How the EASE route scores on the validation cut: recency weighting (tau 0: none) and the
-    windowed term (weight 0: none)."""
+    """How the EASE route scores on the validation cut: its regularisation, recency weighting
+    (tau 0: none) and windowed term (weight 0: none)."""
 
+    lam: float
     recency_tau: float
     recency_floor: float
     window: int
@@ -66,30 +68,35 @@ class EaseVariant:
 
     @classmethod
     def of(cls, settings: RouteSettings) -> EaseVariant:
-        return cls(settings.ease_recency_tau, settings.ease_recency_floor, settings.ease_window,
+        return cls(settings.ease_lambda, settings.ease_recency_tau, settings.ease_recency_floor, settings.ease_window,
                    settings.ease_window_weight)
 
     def applied(self, settings: RouteSettings) -> RouteSettings:
-        return dataclasses.replace(settings, ease_recency_tau=self.recency_tau, ease_recency_floor=self.recency_floor,
-                                   ease_window=self.window, ease_window_weight=self.window_weight)
+        return dataclasses.replace(settings, ease_lambda=self.lam, ease_recency_tau=self.recency_tau,
+                                   ease_recency_floor=self.recency_floor, ease_window=self.window,
+                                   ease_window_weight=self.window_weight)
 
     @property
     def name(self) -> str:
         recency = f"recency {self.recency_tau:g}/{self.recency_floor:g}" if self.recency_tau > 0 else "no recency"
         window = f"window {self.window}x{self.window_weight:g}" if self.window_weight > 0 else "no window"
-        return f"ease[{recency}, {window}]"
+        return f"ease[lambda {self.lam:g}, {recency}, {window}]"
 
 
-def plain_ease(start: RouteSettings) -> EaseVariant:
-    """The EASE route without recency weighting or windowed term: plain EASE."""
-    return dataclasses.replace(EaseVariant.of(start), recency_tau=0.0, window_weight=0.0)
+def plain_ease(start: RouteSettings, lam: float | None = None) -> EaseVariant:
+    """The EASE route without recency weighting or windowed term (plain EASE), at ``lam``
+    (default the starting point's)."""
+    return dataclasses.replace(EaseVariant.of(start), lam=start.ease_lambda if lam is None else float(lam),
+                               recency_tau=0.0, window_weight=0.0)
 
 
-def ease_variants(start: RouteSettings) -> list[EaseVariant]:
-    """The starting point's EASE route, and with its recency weighting, its windowed term or
-    both turned off (plain EASE): "off" is always a candidate."""
-    on = EaseVariant.of(start)
-    out = [on, dataclasses.replace(on, recency_tau=0.0), dataclasses.replace(on, window_weight=0.0), plain_ease(start)]
+def ease_variants(start: RouteSettings, lam: float | None = None) -> list[EaseVariant]:
+    """The starting point's EASE route, and at ``lam`` (plain EASE's best regularisation on the
+    validation cut; default the start's) with its recency weighting and windowed term each on or
+    off: "off" (plain EASE) is always a candidate."""
+    on = dataclasses.replace(EaseVariant.of(start), lam=start.ease_lambda if lam is None else float(lam))
+    out = [EaseVariant.of(start), on, dataclasses.replace(on, recency_tau=0.0), dataclasses.replace(on, window_weight=0.0),
+           plain_ease(start, on.lam)]
     return list(dict.fromkeys(out))
 
 
@@ -117,6 +124,7 @@ class ValidationRoutes:
     item_counts: np.ndarray       # the fit part's training counts: the popularity discount's
     head: np.ndarray              # long-tail head of the fit part (metrics.head_items)
     seed: int = 0
+    lambdas: dict[str, float] = field(default_factory=dict)  # how the EASE route's lambda was chosen
 
     @property
     def users(self) -> int:
@@ -268,6 +276,7 @@ class Selection:
     budget_reached: bool
     start: dict[str, float]
     floors: dict[str, float | bool]
+    ease_lambda: dict[str, float] = field(default_factory=dict)
 
     def record(self) -> dict:
         """JSON-ready: stored with the run and shown in the report."""
@@ -275,7 +284,8 @@ class Selection:
                 "best_route": self.best_route, "best_route_figures": self.best_route_figures,
                 "routes": self.routes, "candidates": self.candidates, "gain": self.gain,
                 "gain_lower": self.gain_lower, "users": self.users, "seconds": round(self.seconds, 2),
-                "budget_reached": self.budget_reached, "start": self.start, "floors": self.floors}
+                "budget_reached": self.budget_reached, "start": self.start, "floors": self.floors,
+                "ease_lambda": self.ease_lambda}
 
 
 class Search:
@@ -292,9 +302,10 @@ class Search:
         self.singles = {name: figures(lists, routes) for name, lists in routes.single_routes().items()}
         self.best_route = max(self.singles, key=lambda name: (self.singles[name].recall, name))
         best = self.singles[self.best_route]
-        self.floors = (NDCG_FLOOR * best.ndcg, best.coverage, best.long_tail)
-        plain = routes.ease.get(plain_ease(start))
-        self.reach = coverage_vs_plain_ease * figures(plain, routes).coverage if plain is not None else 0.0
+        plain = [figures(lists, routes) for v, lists in routes.ease.items() if v.recency_tau <= 0 and v.window_weight <= 0]
+        plain_figures = max(plain, key=lambda f: f.recall) if plain else best
+        self.floors = (NDCG_FLOOR * best.ndcg, plain_figures.coverage, plain_figures.long_tail)
+        self.reach = coverage_vs_plain_ease * plain_figures.coverage
         self.tried: dict[str, Candidate] = {}
         self.started = time.monotonic()
 
@@ -414,4 +425,5 @@ def select(routes: ValidationRoutes, start: RouteSettings, trust: float = 1.0,
         start=start_figures.as_dict(), floors={**dict(zip(("ndcg@10", "coverage@50", "long_tail@50"),
                                                           (round(f, 5) for f in search.floors))),
                                                "coverage@50 reach target": round(search.reach, 5),
-                                               "reached": chosen.coverage >= search.reach})
+                                               "reached": chosen.coverage >= search.reach},
+        ease_lambda=routes.lambdas)

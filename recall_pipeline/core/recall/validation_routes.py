@@ -22,12 +22,14 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from recall_pipeline.core.evaluation.metrics import head_items
-from recall_pipeline.core.evaluation.protocol import validation_matrices
+from recall_pipeline.core.evaluation.metrics import head_items, hit_matrix, recall_at_k, relevant_counts
+from recall_pipeline.core.evaluation.protocol import EASE_GRID, validation_matrices
 from recall_pipeline.core.features.rating_matrix import RatingMatrix, build_rating_matrix
 from recall_pipeline.core.features.user_profiles import ProfileSettings, interest_vectors, profile_tables
 from recall_pipeline.core.ids import storable_ids
-from recall_pipeline.core.recall.route_selection import EaseVariant, ValidationRoutes, ease_variants, selection_rows
+from recall_pipeline.core.recall.route_selection import (
+    EaseVariant, ValidationRoutes, ease_variants, plain_ease, selection_rows,
+)
 from recall_pipeline.core.recall.routes import ROUTES, RouteSettings, TextCFRoute, ease_route, route_lists
 from recall_pipeline.core.training import text_cf
 from recall_pipeline.core.training.ease import windowed as windowed_ease
@@ -144,24 +146,50 @@ def validation_routes(train: pl.DataFrame, catalogue: Catalogue, start: RouteSet
     if cold is None:
         notes["text_cf"] = "no TextCF model stored"
     counts = fit.item_counts()
-    return ValidationRoutes(lists={n: v for n, v in lists.items() if (v >= 0).any()},
-                            ease=ease_lists(fit, start, rows), relevant=holdout[rows],
-                            item_counts=counts, head=head_items(counts, fit.item_ids), seed=start.seed), notes
+    ease, by_lambda = ease_lists(fit, start, rows, holdout[rows])
+    notes_lambda = {f"plain EASE validation Recall@50 at lambda {lam:g}": round(v, 5) for lam, v in by_lambda.items()}
+    return ValidationRoutes(lists={n: v for n, v in lists.items() if (v >= 0).any()}, ease=ease,
+                            relevant=holdout[rows], item_counts=counts, head=head_items(counts, fit.item_ids),
+                            seed=start.seed, lambdas=notes_lambda), notes
 
 
-def ease_lists(fit: RatingMatrix, start: RouteSettings, rows: np.ndarray) -> dict[EaseVariant, np.ndarray]:
-    """The EASE route's lists for ``rows`` under every variant (``route_selection.ease_variants``):
-    one fit per windowed term, recency applied when scoring."""
+def ease_lists(fit: RatingMatrix, start: RouteSettings, rows: np.ndarray,
+               relevant: sp.csr_matrix) -> tuple[dict[EaseVariant, np.ndarray], dict[float, float]]:
+    """(the EASE route's lists for ``rows`` under every variant, plain EASE's validation Recall@50
+    by regularisation). The regularisation is plain EASE's best on these users over the
+    baselines' grid (as the EASE baseline is tuned), then the variants
+    (``route_selection.ease_variants``) are built at it: one fit per (lambda, windowed term),
+    recency applied when scoring."""
     has_history = rows[np.diff(fit.matrix.indptr)[rows] > 0]
     slot = np.searchsorted(rows, has_history)
     models, out = {}, {}
-    for variant in ease_variants(start):
+
+    def lists_of(variant: EaseVariant) -> np.ndarray:
         settings = variant.applied(start)
-        term = (settings.ease_window, settings.ease_window_weight)
+        term = (settings.ease_lambda, settings.ease_window, settings.ease_window_weight)
         if term not in models:
-            models[term] = windowed_ease.fit(fit, settings.ease_lambda, settings.ease_max_items, *term, settings.seed)
+            models[term] = windowed_ease.fit(fit, settings.ease_lambda, settings.ease_max_items, settings.ease_window,
+                                             settings.ease_window_weight, settings.seed)
         lists = np.full((len(rows), settings.depth), -1, dtype=np.int64)
         if len(has_history):
             lists[slot] = ease_route(fit, settings, has_history, models[term])
-        out[variant] = lists
-    return out
+        return lists
+
+    recall = {}
+    for lam in sorted({*EASE_GRID, start.ease_lambda}):
+        variant = plain_ease(start, lam)
+        out[variant] = lists_of(variant)
+        recall[lam] = recall_at_50(out[variant], relevant)
+        models.pop((lam, start.ease_window, 0.0), None)  # plain EASE at a lambda not kept: free it
+    best = max(recall, key=lambda lam: (recall[lam], -abs(np.log(lam / start.ease_lambda))))
+    kept = set(ease_variants(start, best))
+    out = {v: lists for v, lists in out.items() if v in kept}
+    for variant in ease_variants(start, best):
+        if variant not in out:
+            out[variant] = lists_of(variant)
+    return out, recall
+
+
+def recall_at_50(lists: np.ndarray, relevant: sp.csr_matrix) -> float:
+    """Mean validation Recall@50 of ``lists`` (rows of ``relevant``)."""
+    return float(recall_at_k(hit_matrix(lists[:, :50], relevant), relevant_counts(relevant), 50).mean())

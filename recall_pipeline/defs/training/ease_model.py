@@ -17,21 +17,20 @@ CHECK = "ease_model_fits_catalogue"
 
 
 class EaseModelConfig(dg.Config):
-    """EASE's regularisation and the item cap above which it is solved over the most-interacted
-    items. The windowed term (items taken up at most ``window`` places apart, at
-    ``window_weight`` times EASE's spread; 0: EASE alone) is what ``route_settings`` chose on the
-    validation cut, unless given here."""
+    """The item cap above which EASE is solved over the most-interacted items. EASE's
+    regularisation ``lam`` and the windowed term (items taken up at most ``window`` places apart,
+    at ``window_weight`` times EASE's spread; 0: EASE alone) are what ``route_settings`` chose on
+    the validation cut, unless given here."""
 
-    lam: float = RouteSettings.ease_lambda
+    lam: float | None = None
     max_items: int = RouteSettings.ease_max_items
     window: int | None = None
     window_weight: float | None = None
 
     def settings(self, chosen: RouteSettings) -> RouteSettings:
-        return dataclasses.replace(
-            chosen, ease_lambda=self.lam, ease_max_items=self.max_items,
-            ease_window=chosen.ease_window if self.window is None else self.window,
-            ease_window_weight=chosen.ease_window_weight if self.window_weight is None else self.window_weight)
+        pinned = {"ease_lambda": self.lam, "ease_window": self.window, "ease_window_weight": self.window_weight}
+        return dataclasses.replace(chosen, ease_max_items=self.max_items,
+                                   **{name: value for name, value in pinned.items() if value is not None})
 
 
 @dg.asset(
@@ -64,7 +63,7 @@ def ease_model(context: dg.AssetExecutionContext, config: EaseModelConfig, wareh
     finite = bool(np.isfinite(scores[scores != -np.inf]).all())
     context.log.info(f"EASE: {stored.model.form}, {rm.matrix.shape[1]} items, {seconds:.1f} s")
     return dg.MaterializeResult(
-        metadata={"lambda": config.lam, "form": stored.model.form, "items": int(rm.matrix.shape[1]),
+        metadata={"lambda": settings.ease_lambda, "form": stored.model.form, "items": int(rm.matrix.shape[1]),
                   "window": settings.ease_window, "window_weight": settings.ease_window_weight,
                   "fit_seconds": dg.MetadataValue.float(round(seconds, 2)),
                   "path": dg.MetadataValue.path(str(path))},
