@@ -87,7 +87,7 @@ def plain_ease(start: RouteSettings, lam: float | None = None) -> EaseVariant:
     """The EASE route without recency weighting or windowed term (plain EASE), at ``lam``
     (default the starting point's)."""
     return dataclasses.replace(EaseVariant.of(start), lam=start.ease_lambda if lam is None else float(lam),
-                               recency_tau=0.0, window_weight=0.0)
+                               recency_tau=0.0, window=0, window_weight=0.0)
 
 
 def ease_variants(start: RouteSettings, lam: float | None = None) -> list[EaseVariant]:
@@ -95,8 +95,9 @@ def ease_variants(start: RouteSettings, lam: float | None = None) -> list[EaseVa
     validation cut; default the start's) with its recency weighting and windowed term each on or
     off: "off" (plain EASE) is always a candidate."""
     on = dataclasses.replace(EaseVariant.of(start), lam=start.ease_lambda if lam is None else float(lam))
-    out = [EaseVariant.of(start), on, dataclasses.replace(on, recency_tau=0.0), dataclasses.replace(on, window_weight=0.0),
-           plain_ease(start, on.lam)]
+    # no windowed term is window 0 (as a fitted model records it), so settings and model agree
+    out = [EaseVariant.of(start), on, dataclasses.replace(on, recency_tau=0.0),
+           dataclasses.replace(on, window=0, window_weight=0.0), plain_ease(start, on.lam)]
     return list(dict.fromkeys(out))
 
 

@@ -113,7 +113,7 @@ def test_the_ease_variants_always_include_plain_ease():
     start = RouteSettings()
     variants = rs.ease_variants(start, lam=400.0)
     assert variants[0] == rs.EaseVariant.of(start) and len(variants) == 5
-    assert rs.plain_ease(start, 400.0) == rs.EaseVariant(400.0, 0.0, 0.1, 20, 0.0) in variants
+    assert rs.plain_ease(start, 400.0) == rs.EaseVariant(400.0, 0.0, 0.1, 0, 0.0) in variants
     assert {(v.recency_tau > 0, v.window_weight > 0) for v in variants if v.lam == 400.0} == {
         (True, True), (True, False), (False, True), (False, False)}
     plain = dataclasses.replace(start, ease_recency_tau=0.0, ease_window_weight=0.0)

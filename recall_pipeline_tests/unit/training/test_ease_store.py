@@ -50,6 +50,10 @@ def test_a_stored_model_is_refused_for_another_catalogue_or_settings(tmp_path):
     assert "catalogue changed" in reusable_ease(tmp_path / "ease.npz", ids[:-1], 5.0, 100)[1]
     assert "settings changed" in reusable_ease(tmp_path / "ease.npz", ids, 6.0, 100)[1]
     assert load_ease(tmp_path / "ease.npz").model.n_items == 6
+    # no windowed term is one setting whatever the window says (weight 0 fits EASE alone)
+    stored = load_ease(tmp_path / "ease.npz")
+    assert stored.matches(ids, 5.0, 100, window=20, window_weight=0.0) is None
+    assert "settings changed" in stored.matches(ids, 5.0, 100, window=20, window_weight=0.5)
 
 
 def test_the_item_counts_of_the_fit_are_kept_with_the_model(tmp_path):

@@ -56,11 +56,16 @@ class StoredEase:
         """Why this model cannot serve the current catalogue and settings (None: it can)."""
         if self.items_sha256 != ids_sha256(item_ids):
             return "the catalogue changed since the stored EASE model was fitted"
-        stored = (self.model.lam, self.max_items, self.model.window, self.model.window_weight)
-        if stored != (float(lam), int(max_items), int(window), float(window_weight)):
+        stored = (self.model.lam, self.max_items, *_term(self.model.window, self.model.window_weight))
+        if stored != (float(lam), int(max_items), *_term(window, window_weight)):
             return (f"the EASE settings changed (stored lambda, max items, window, window weight {stored}; "
                     f"now {(lam, max_items, window, window_weight)})")
         return None
+
+
+def _term(window: int, weight: float) -> tuple[int, float]:
+    """A windowed term as (window, weight); weight 0 or window 0 is no term at all: (0, 0.0)."""
+    return (0, 0.0) if weight <= 0 or window < 1 else (int(window), float(weight))
 
 
 def save_ease(model: EaseModel, path: Path, item_ids: np.ndarray, fit_run: str, max_items: int,
