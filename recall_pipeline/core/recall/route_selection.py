@@ -68,8 +68,9 @@ class EaseVariant:
 
     @classmethod
     def of(cls, settings: RouteSettings) -> EaseVariant:
-        return cls(settings.ease_lambda, settings.ease_recency_tau, settings.ease_recency_floor, settings.ease_window,
-                   settings.ease_window_weight)
+        term = settings.ease_window > 0 and settings.ease_window_weight > 0  # else no term: window 0
+        return cls(settings.ease_lambda, settings.ease_recency_tau, settings.ease_recency_floor,
+                   settings.ease_window if term else 0, settings.ease_window_weight if term else 0.0)
 
     def applied(self, settings: RouteSettings) -> RouteSettings:
         return dataclasses.replace(settings, ease_lambda=self.lam, ease_recency_tau=self.recency_tau,
