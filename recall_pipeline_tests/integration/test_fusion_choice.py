@@ -78,7 +78,7 @@ def test_the_choice_is_stored_with_every_candidate_and_served(pipeline):
     assert choice.how == SEARCHED and choice.record["users"] > 0
     record = choice.record
     assert set(record["routes"]) >= {"two_tower", "lm_profile", "lm_interest"}
-    assert any(name.startswith("ease[no recency, no window]") for name in record["routes"])
+    assert any("no recency, no window" in name for name in record["routes"])
     assert len(record["candidates"]) >= 20 and record["left_out"] == {}
     best = max(c["recall@50"] for c in record["candidates"] if c["feasible"])
     assert record["chosen"]["recall@50"] >= record["best_route_figures"]["recall@50"]
