@@ -389,7 +389,10 @@ def test_mlflow_holds_the_model_runs_versions_and_champion(pipeline):
     assert (tags["judged_on"], tags["validation_sha256"]) == ("same validation cut", run.data.params["validation_sha256"])
     assert sql(home, "select distinct split_part(model_version, '+', 1) from recall.latest") == [
         ("recall_two_tower/v2",)]
-    assert sql(home, "select count(*) from recall.latest where rank_two_tower is not null")[0][0] > 0
+    # the serving version's lists are in the published lists whenever the run's fusion gives it a say
+    [(settings,)] = sql(home, "select route_settings from recall.refreshes where run_id = ?", [second.run_id])
+    voted = sql(home, "select count(*) from recall.latest where rank_two_tower is not null")[0][0]
+    assert (voted > 0) == (json.loads(settings)["weights"]["two_tower"] > 0)
 
 
 def test_evaluation_report_alone_evaluates_the_published_lists(pipeline):

@@ -302,7 +302,8 @@ class Search:
         self.fusers = {variant: FusedTopK(in_route_order({**routes.lists, "ease": lists}), n_items, routes.seed)
                        for variant, lists in routes.ease.items()}
         self.singles = {name: figures(lists, routes) for name, lists in routes.single_routes().items()}
-        self.best_route = max(self.singles, key=lambda name: (self.singles[name].recall, name))
+        servable = [name for name in self.singles if not (name == "two_tower" and trust <= 0)]  # trust 0: no say
+        self.best_route = max(servable, key=lambda name: (self.singles[name].recall, name))
         best = self.singles[self.best_route]
         plain = [figures(lists, routes) for v, lists in routes.ease.items() if v.recency_tau <= 0 and v.window_weight <= 0]
         plain_figures = max(plain, key=lambda f: f.recall) if plain else best

@@ -131,3 +131,18 @@ def test_selection_rows_are_seeded_and_capped():
     assert len(capped) == 10 and set(capped) <= set(everyone) and (np.diff(capped) > 0).all()
     assert capped.tolist() == rs.selection_rows(holdout, max_users=10).tolist()
     assert len(rs.selection_rows(holdout, max_cells=20 * N_ITEMS)) == 20
+
+
+def test_a_version_without_trust_is_never_served_alone():
+    """At trust 0 the two-tower route has no say in the served lists: even when its validation
+    lists are the best, the route served alone is the best of the others."""
+    rng = np.random.default_rng(8)
+    relevant, counts = relevant_matrix(rng), rng.integers(1, 30, N_ITEMS)
+    lists = {"two_tower": informed(rng, relevant, np.arange(N_USERS)), "ease": informed(rng, relevant, np.arange(20))}
+    trusted_model = rs.select(routes_of(dict(lists), relevant, counts), START, trust=1.0)
+    assert trusted_model.best_route == "two_tower"
+    untrusted = rs.select(routes_of(dict(lists), relevant, counts), START, trust=0.0)
+    assert untrusted.best_route.startswith("ease[")
+    assert untrusted.chosen["recall@50"] < trusted_model.chosen["recall@50"]
+    # its weight is not searched either: every candidate keeps the starting weight
+    assert {c["weight_two_tower"] for c in untrusted.candidates} == {START.weights["two_tower"]}
