@@ -124,6 +124,8 @@ def selection_html(how: str, record: dict) -> str:
     if how != "searched" or not record:
         return (f"<h2>Fusion</h2><p>{html.escape(how)}: the route settings were given by config, not chosen "
                 "on validation.</p>")
+    if not record.get("candidates"):
+        return f"<h2>Fusion</h2><p>{html.escape(record['decision'])}.</p>"
     routes = pl.DataFrame([{"route": name, **figures} for name, figures in record["routes"].items()])
     top = pl.DataFrame(record["candidates"]).sort("recall@50", descending=True).head(10)
     left_out = "".join(f"<li>{html.escape(n)}: {html.escape(w)}</li>" for n, w in record.get("left_out", {}).items())

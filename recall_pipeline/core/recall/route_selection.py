@@ -396,8 +396,12 @@ def route_alone(start: RouteSettings, routes: ValidationRoutes, name: str) -> Ro
 
 def select(routes: ValidationRoutes, start: RouteSettings, trust: float = 1.0,
            budget_seconds: float = 60.0, coverage_vs_plain_ease: float = COVERAGE_VS_PLAIN_EASE) -> Selection:
-    """Search the fusion (:class:`Search`), then guard it against the best single route."""
+    """Search the fusion (:class:`Search`), then guard it against the best single route. Without
+    a held-out user to score, nothing can be chosen: the starting point serves, and says so."""
     started = time.monotonic()
+    if not routes.users:
+        return Selection(start, "the starting point: no held-out user to choose on", {}, "", {}, {}, [], 0.0, 0.0, 0,
+                         time.monotonic() - started, False, {}, {})
     search = Search(routes, start, trust, budget_seconds, coverage_vs_plain_ease)
     searched, cut_short = search.run()
     single = search.singles[search.best_route]

@@ -121,6 +121,10 @@ def validation_routes(train: pl.DataFrame, catalogue: Catalogue, start: RouteSet
     stored TextCF model's (lambda, alpha, blend), refitted on the fit part (None: no TextCF route)."""
     fit, holdout = fit_matrix(train, catalogue.item_ids)
     rows = selection_rows(holdout, max_users, seed=start.seed)
+    counts = fit.item_counts()
+    if not len(rows):  # nothing held out to choose on (a tiny catalogue)
+        return ValidationRoutes({}, {EaseVariant.of(start): np.zeros((0, start.depth), dtype=np.int64)}, holdout[rows],
+                                counts, head_items(counts, fit.item_ids), start.seed), {"all": "no held-out user"}
     users = fit.user_ids[rows]
     fit_rows = train.filter((pl.col("val_part") == "fit") & pl.col("user_id").is_in(users)).with_columns(part=pl.lit("train"))
     profiles, interests = profile_tables(fit_rows, catalogue.items, catalogue.item_ids, catalogue.item_vectors,
@@ -145,7 +149,6 @@ def validation_routes(train: pl.DataFrame, catalogue: Catalogue, start: RouteSet
         notes["two_tower"] = why
     if cold is None:
         notes["text_cf"] = "no TextCF model stored"
-    counts = fit.item_counts()
     ease, by_lambda = ease_lists(fit, start, rows, holdout[rows])
     notes_lambda = {f"plain EASE validation Recall@50 at lambda {lam:g}": round(v, 5) for lam, v in by_lambda.items()}
     return ValidationRoutes(lists={n: v for n, v in lists.items() if (v >= 0).any()}, ease=ease,

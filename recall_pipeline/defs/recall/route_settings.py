@@ -86,6 +86,8 @@ def route_settings(context: dg.AssetExecutionContext, config: RouteSettingsConfi
                                 for k, v in _metrics(f"route_{name}", f).items()},
                              "search_seconds": selection.seconds, "candidates": len(selection.candidates)})
         tracker.log_dict(record, "route_selection.json")
+    if not selection.users:
+        return dg.MaterializeResult(metadata={"how": SEARCHED, "decision": selection.decision, "users": 0})
     candidates = pl.DataFrame(selection.candidates).sort("recall@50", descending=True)
     return dg.MaterializeResult(metadata={
         "how": SEARCHED, "decision": selection.decision, "best_route": selection.best_route,

@@ -146,3 +146,13 @@ def test_a_version_without_trust_is_never_served_alone():
     assert untrusted.chosen["recall@50"] < trusted_model.chosen["recall@50"]
     # its weight is not searched either: every candidate keeps the starting weight
     assert {c["weight_two_tower"] for c in untrusted.candidates} == {START.weights["two_tower"]}
+
+
+def test_without_held_out_users_the_starting_point_serves():
+    rng = np.random.default_rng(9)
+    empty = sp.csr_matrix((0, N_ITEMS))
+    routes = rs.ValidationRoutes(lists={}, ease={rs.EaseVariant.of(START): np.zeros((0, DEPTH), dtype=np.int64)},
+                                 relevant=empty, item_counts=rng.integers(1, 30, N_ITEMS),
+                                 head=np.zeros(N_ITEMS, dtype=bool))
+    selection = rs.select(routes, START)
+    assert selection.settings == START and "no held-out user" in selection.decision and selection.users == 0
