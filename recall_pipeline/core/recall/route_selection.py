@@ -47,8 +47,9 @@ MAX_PASSES = 3
 NDCG_FLOOR = 0.95
 # The lists' reach: coverage@50 at least this many times plain EASE's (no recency, no windowed
 # term) on the same validation users. A product choice (the recall stage is to reach well beyond
-# what collaborative filtering alone reaches), set where the bundled data's validation trade of
-# recall for coverage turns steep (bench/tuning/coverage_floor.py); 0: no floor but the best route's.
+# what collaborative filtering alone reaches): on the bundled data's validation cut 2.5x costs
+# about one standard error of Recall@50 for 1.6x the coverage (bench/tuning/coverage_floor.py);
+# 0: no target. route_settings config coverage_vs_plain_ease sets it per deployment.
 COVERAGE_VS_PLAIN_EASE = 2.5
 BOOTSTRAP, CONFIDENCE = 1000, 0.95
 DEFAULT_MAX_USERS = 2_000

@@ -19,7 +19,8 @@ class RouteSettingsConfig(dg.Config):
     """The search's starting point (``search`` true) or the settings served as given (false:
     pinned, nothing searched): route weights, popularity discount, RRF constant, MMR lambda (not
     searched: the search ranks the fused order, lambda 1), the EASE route's recency weighting and
-    windowed term, and each route's depth; the sample of held-out users and the time budget."""
+    windowed term, and each route's depth; the sample of held-out users, the time budget and the
+    reach target."""
 
     search: bool = True
     weight_two_tower: float = DEFAULTS.weights["two_tower"]
@@ -38,6 +39,8 @@ class RouteSettingsConfig(dg.Config):
     depth: int = DEFAULTS.depth
     max_users: int = route_selection.DEFAULT_MAX_USERS
     time_budget_seconds: float = 120.0
+    # the reach target: coverage@50 of the lists at least this many times plain EASE's (0: none)
+    coverage_vs_plain_ease: float = route_selection.COVERAGE_VS_PLAIN_EASE
 
     def start(self) -> RouteSettings:
         return RouteSettings(
@@ -74,7 +77,8 @@ def route_settings(context: dg.AssetExecutionContext, config: RouteSettingsConfi
     routes, left_out = validation_routes(
         inputs.train, inputs.catalogue, start, encoder.get().encode, ProfileSettings(rating_max=data_source.rating_max),
         inputs.text_cf_setting, inputs.model_lists, inputs.cut, config.max_users)
-    selection = route_selection.select(routes, start, inputs.trust, config.time_budget_seconds)
+    selection = route_selection.select(routes, start, inputs.trust, config.time_budget_seconds,
+                                       config.coverage_vs_plain_ease)
     record = {**selection.record(), "left_out": left_out, "two_tower_trust": inputs.trust}
     save_choice(home.layout.route_settings, ChosenSettings(selection.settings, SEARCHED, run_id, record))
     context.log.info(f"route settings: {selection.decision}; {len(selection.candidates)} candidates in "
