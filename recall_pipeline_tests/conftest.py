@@ -50,6 +50,9 @@ SLOW_FILES = {
     "integration/test_memory_ceiling.py": 37, "integration/test_odd_paths.py": 32,
     "integration/test_feedback_refresh.py": 31, "system/test_distributed.py": 30,
     "integration/test_feedback_burst.py": 29, "unit/evaluation/test_protocol.py": 26,
+    "unit/training/test_two_tower.py": 14, "integration/test_user_files.py": 13,
+    "system/test_run_monitoring.py": 11, "unit/training/test_champion_rule.py": 7,
+    "unit/training/test_model_registry.py": 5,
 }
 
 
