@@ -35,7 +35,7 @@ from recall_pipeline.core.evaluation.metrics import (
     catalogue_coverage, hit_matrix, long_tail_share, ndcg_at_k, recall_at_k, relevant_counts,
 )
 from recall_pipeline.core.recall.ranking import tie_order
-from recall_pipeline.core.recall.routes import ROUTES, RouteSettings
+from recall_pipeline.core.recall.routes import ROUTES, RouteSettings, popularity_weights
 from recall_pipeline.core.training.route_trust import trusted
 
 K, NDCG_K = 50, 10
@@ -239,8 +239,6 @@ def in_route_order(lists: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def popularity_factors(item_counts: np.ndarray, discount: float) -> np.ndarray | None:
     """``routes.popularity_weights`` as the fusion applies it (None: no discount)."""
-    from recall_pipeline.core.recall.routes import popularity_weights
-
     return popularity_weights(item_counts, discount) if discount else None
 
 
@@ -314,7 +312,7 @@ class Search:
         self.started = time.monotonic()
 
     def measure(self, settings: RouteSettings) -> Candidate:
-        key = _key(settings)
+        key = settings.to_json()
         if key not in self.tried:
             served = trusted(settings, self.trust)
             lists = self.fusers[EaseVariant.of(settings)].top(
@@ -367,10 +365,6 @@ def _with(settings: RouteSettings, name: str, value) -> RouteSettings:
     if name.startswith("weight_"):
         return dataclasses.replace(settings, weights=dict(settings.weights, **{name[len("weight_"):]: float(value)}))
     return dataclasses.replace(settings, **{name: float(value)})
-
-
-def _key(settings: RouteSettings) -> str:
-    return settings.to_json()
 
 
 def paired_gain(fused: np.ndarray, single: np.ndarray, seed: int = 0) -> tuple[float, float]:
