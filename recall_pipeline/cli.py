@@ -2,7 +2,7 @@
 
     recall-pipeline run [--source source.yaml] [--sample-users N] [--max-train-seconds S]
     recall-pipeline recall USER_ID [-k 20]
-    recall-pipeline recall --items 1,260,1196 [-k 20] [--model-version champion]
+    recall-pipeline recall --items 1,260,1196 [-k 20] [--model-version served]
     recall-pipeline sql "select ... from recall.latest ..."
     recall-pipeline init-home
     recall-pipeline generate --size M --out data/m [--seed 0] [--users N --items N --interactions N]
@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -30,6 +31,7 @@ TRY_SQL = ("select c.rank, c.item_id, i.item_text, round(c.score, 3) as score "
            "where c.user_id = {user} order by c.rank limit 10;")
 
 
+SERVED = "served"  # ad-hoc recall's default model version: the serving version's two-tower model
 LOG_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
@@ -160,12 +162,12 @@ def recall(user_id: str, k: int) -> int:
 
 
 def recall_items(items: str, k: int, model_version: str) -> int:
-    """Recall for a new user given as a list of item ids, from a registered model version
-    (default the champion) and its index, with each item's routes."""
+    """Recall for a new user given as a list of item ids, with the models the published lists
+    used (the serving version; another registered two-tower version by ``model_version``), with
+    each item's routes."""
     layout = home_layout()
     _prepare_environment(layout)
     from recall_pipeline.core.recall import adhoc
-    from recall_pipeline.core.recall.index import IndexMismatchError, read_index
 
     try:
         with duckdb.connect(str(layout.warehouse), read_only=True) as con:
@@ -185,36 +187,17 @@ def recall_items(items: str, k: int, model_version: str) -> int:
     import numpy as np
 
     vectors = np.ascontiguousarray(catalogue["embedding"].to_numpy(), dtype=np.float32)
-    from recall_pipeline.core.training.two_tower import EncoderMismatchError
-
-    try:
-        model, model_index, key, trust = _serving_model(layout, model_version, ids, vectors, catalogue["model"][0])
-    except (LookupError, EncoderMismatchError) as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    try:
-        lm_index, _ = read_index(layout.item_index, catalogue["model"][0], ids, vectors)
-    except IndexMismatchError as exc:
-        print(f"{exc} (or run `make run`, which rebuilds it)", file=sys.stderr)
-        return 1
-    from recall_pipeline.core.features.rating_matrix import read_rating_matrix
-    from recall_pipeline.core.recall.incremental import published_route_settings
-
-    try:
-        with duckdb.connect(str(layout.warehouse), read_only=True) as con:
-            matrix = read_rating_matrix(con)
-            settings = published_route_settings(con)
-    except ValueError as exc:
-        print(f"{layout.warehouse}: {exc}", file=sys.stderr)
-        return 1
-    counts = matrix.item_counts() if np.array_equal(matrix.item_ids, ids) else None
-    ease, text_cf_route = _stored_routes(layout, ids, vectors, catalogue["model"][0], settings)
+    with _served_parts(layout) as parts:  # the version is kept whole while it is read
+        served = _served_models(layout, parts, model_version, ids, vectors, catalogue["model"][0])
+        if served is None:
+            return 1
+    model, model_index, key, trust, lm_index, settings, counts, ease, text_cf_route = served
     merged = adhoc.history_recall(np.array([known[item] for item in wanted]), model, model_index, lm_index,
                                   vectors, k, settings, train_counts=counts, ease=ease, text_cf=text_cf_route,
                                   trust=trust)
     texts = catalogue["item_text"].to_list()
     print(f"recall for a new user who liked {', '.join(wanted)} ({key}, two-tower trust {trust:g}; "
-          f"the published run's route settings):")
+          f"the published run's models and route settings):")
     for rank, (position, score) in enumerate(zip(merged.items[0], merged.scores[0]), start=1):
         if position < 0:
             break
@@ -224,55 +207,110 @@ def recall_items(items: str, k: int, model_version: str) -> int:
     return 0
 
 
-def _stored_routes(layout: HomeLayout, ids, vectors, encoder: str, settings):
-    """(the EASE model, the TextCF route) the published lists were computed with; None, with the
-    reason on stderr, for one that is not stored or does not fit the catalogue and settings."""
+@contextmanager
+def _served_parts(layout: HomeLayout):
+    """The current serving version's parts, held by a reader's lease; a home whose lists were
+    published before serving versions existed: the models as their assets last wrote them."""
+    from recall_pipeline.core.recall.published_folder import NotPublishedError
+    from recall_pipeline.core.recall.serving_version import ServingParts
+
+    try:
+        with layout.serving.published.reading() as folder:
+            yield ServingParts.of_version(folder)
+            return
+    except NotPublishedError:
+        pass
+    print("no serving version published yet (materialize recall_candidates): reading the models as their "
+          "assets last wrote them", file=sys.stderr)
+    try:
+        two_tower = layout.two_tower_serving.current()
+    except NotPublishedError as exc:
+        two_tower = layout.two_tower_versions / "none"
+        print(exc, file=sys.stderr)
+    yield ServingParts(layout.ease_model, layout.text_cf_model, layout.route_settings, two_tower, layout.item_index)
+
+
+def _served_models(layout: HomeLayout, parts, model_version: str, ids, vectors, encoder: str):
+    """What ad-hoc recall fuses, all from ``parts``: (two-tower model, its index, version key,
+    trust, LM index, the published run's route settings, the item counts of the EASE model's fit,
+    the EASE model, the TextCF route); None, with the reason on stderr, when one is unusable."""
+    import numpy as np
+
+    from recall_pipeline.core.features.rating_matrix import read_rating_matrix
+    from recall_pipeline.core.recall.incremental import published_route_settings
+    from recall_pipeline.core.recall.index import IndexMismatchError, read_index
+    from recall_pipeline.core.training.two_tower import EncoderMismatchError
+
+    try:
+        model, model_index, key, trust = _serving_model(layout, parts.two_tower, model_version, ids, vectors, encoder)
+        lm_index, _ = read_index(parts.lm_index, encoder, ids, vectors)
+    except (LookupError, EncoderMismatchError) as exc:
+        print(exc, file=sys.stderr)
+        return None
+    except IndexMismatchError as exc:
+        print(f"{exc} (or run `make run`, which rebuilds it)", file=sys.stderr)
+        return None
+    try:
+        with duckdb.connect(str(layout.warehouse), read_only=True) as con:
+            matrix = read_rating_matrix(con)
+            settings = published_route_settings(con)
+    except ValueError as exc:
+        print(f"{layout.warehouse}: {exc}", file=sys.stderr)
+        return None
+    stored_ease, text_cf_route = _stored_routes(parts, ids, vectors, encoder, settings)
+    counts = stored_ease.item_counts if stored_ease is not None and stored_ease.item_counts is not None else (
+        matrix.item_counts() if np.array_equal(matrix.item_ids, ids) else None)
+    return (model, model_index, key, trust, lm_index, settings, counts,
+            stored_ease.model if stored_ease else None, text_cf_route)
+
+
+def _stored_routes(parts, ids, vectors, encoder: str, settings):
+    """(the stored EASE model with its fit's item counts, the TextCF route) of ``parts``; None,
+    with the reason on stderr, for one that is not stored or does not fit the catalogue and settings."""
     from recall_pipeline.core.training.ease.store import reusable_ease
     from recall_pipeline.core.recall.routes import TextCFRoute
     from recall_pipeline.core.training import text_cf
 
-    ease, why = reusable_ease(layout.ease_model, ids, settings.ease_lambda, settings.ease_max_items,
+    ease, why = reusable_ease(parts.ease, ids, settings.ease_lambda, settings.ease_max_items,
                               settings.ease_window, settings.ease_window_weight)
     if ease is None:
         print(f"the EASE route is left out: {why}", file=sys.stderr)
-    ease_model = ease.model if ease else None
     try:
-        model = text_cf.load(layout.text_cf_model, encoder)
+        model = text_cf.load(parts.text_cf, encoder)
     except ValueError as exc:  # fitted on another encoder's vectors
         print(f"the text_cf route is left out: {exc}", file=sys.stderr)
-        return ease_model, None
+        return ease, None
     if model is None:
         print("the text_cf route is left out: no TextCF model stored yet (materialize text_cf_model)", file=sys.stderr)
-        return ease_model, None
-    return ease_model, TextCFRoute.build(model, text_cf.item_features(vectors), ids)
+        return ease, None
+    return ease, TextCFRoute.build(model, text_cf.item_features(vectors), ids)
 
 
-def _serving_model(layout: HomeLayout, model_version: str, ids, vectors, encoder: str):
-    """(model, its index, version key, its trust factor): the published serving copy (resolved
-    once: model and index from one version folder) when it is the requested version and matches
-    the catalogue, else the version downloaded from MLflow, indexed here."""
+def _serving_model(layout: HomeLayout, folder: Path, model_version: str, ids, vectors, encoder: str):
+    """(model, its index, version key, its trust factor): the serving version's two-tower copy
+    in ``folder`` when it is the requested version and matches the catalogue, else the version
+    downloaded from MLflow, indexed here."""
     from recall_pipeline.core.training import model_registry
     from recall_pipeline.core.training import two_tower
     from recall_pipeline.core.recall.index import IndexMismatchError, build_exact_index, read_manifest
-    from recall_pipeline.core.recall.published_folder import NotPublishedError
     from recall_pipeline.definitions import build_resources
     from recall_pipeline.core.training.route_trust import saved_trust
     from recall_pipeline.defs.tables import two_tower_index, two_tower_trust
 
     tracking_uri = build_resources(layout)["mlflow"].tracking_uri
-    version = model_registry.resolve(tracking_uri, model_version)
+    served = read_manifest(folder).model if (folder / "manifest.json").is_file() else None
+    if model_version == SERVED and served is not None:
+        version = served.rsplit("/v", 1)[-1]
+    else:
+        version = model_registry.resolve(tracking_uri, "champion" if model_version == SERVED else model_version)
     key = f"{model_registry.MODEL_NAME}/v{version}"
-    try:
-        with layout.two_tower_serving.reading() as folder:  # kept whole while it is read
-            if read_manifest(folder).model == key:
-                try:
-                    model, index, _ = two_tower_index(folder, ids, vectors, encoder)
-                    return model, index, key, two_tower_trust(folder)
-                except IndexMismatchError as exc:  # stale against the catalogue
-                    print(f"the stored serving copy in {folder} does not match the catalogue ({exc}); "
-                          f"serving {key} from the MLflow registry instead", file=sys.stderr)
-    except NotPublishedError as exc:  # never published, or a home in the flat layout of before
-        print(f"{exc}; serving {key} from the MLflow registry meanwhile", file=sys.stderr)
+    if served == key:
+        try:
+            model, index, _ = two_tower_index(folder, ids, vectors, encoder)
+            return model, index, key, two_tower_trust(folder)
+        except IndexMismatchError as exc:  # stale against the catalogue
+            print(f"the stored serving copy in {folder} does not match the catalogue ({exc}); "
+                  f"serving {key} from the MLflow registry instead", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="recall-model-") as tmp:
         downloaded = model_registry.download(tracking_uri, version, Path(tmp))
         model = two_tower.load_for_catalogue(downloaded, ids, vectors, encoder)
@@ -330,8 +368,9 @@ def main(argv: list[str] | None = None) -> int:
                                                     "a new user given as item ids (--items)")
     recall_cmd.add_argument("user_id", nargs="?")
     recall_cmd.add_argument("--items", help="comma-separated item ids: a new user's history, oldest first")
-    recall_cmd.add_argument("--model-version", default="champion",
-                            help="with --items: a registered version number, alias or 'latest'")
+    recall_cmd.add_argument("--model-version", default=SERVED,
+                            help="with --items: 'served' (default: the two-tower version the published lists "
+                                 "used), or a registered version number, alias ('champion') or 'latest'")
     recall_cmd.add_argument("-k", type=int, default=20, help="how many items to print (default 20)")
     sql_cmd = commands.add_parser("sql", help="run a read-only SQL query on the warehouse")
     sql_cmd.add_argument("query", help="one SQL statement, e.g. \"select * from recall.latest limit 5\"")

@@ -13,6 +13,7 @@ from pathlib import Path
 from collections.abc import Mapping
 
 from recall_pipeline.core.recall.published_folder import PublishedFolder
+from recall_pipeline.core.recall.serving_version import ServingLayout
 
 HOME_ENV = "RECALL_PIPELINE_HOME"
 SOURCE_ENV = "RECALL_PIPELINE_SOURCE"
@@ -199,21 +200,32 @@ class HomeLayout:
 
     @property
     def ease_model(self) -> Path:
-        """The EASE model the last full refresh solved (``recall_candidates``), which feedback
-        refreshes reuse for the users whose history changed (``core.training.ease.store``)."""
+        """The EASE model the last ``ease_model`` materialization solved (``core.training.ease.store``);
+        a recall run stages it into its serving version (:attr:`serving`), which feedback
+        refreshes and ad-hoc recall read."""
         return self.models / "ease" / "ease.npz"
 
     @property
     def text_cf_model(self) -> Path:
-        """The TextCF model (``text_cf_model``) that ranks items nobody has interacted with, read
-        by ``recall_candidates`` (route ``text_cf``) and ``evaluation_report`` (the cold slice)."""
+        """The TextCF model (``text_cf_model``) that ranks items nobody has interacted with, served
+        by ``recall_candidates`` (route ``text_cf``), which publishes it in its serving version,
+        read from there by ``evaluation_report`` (the cold slice)."""
         return self.models / "text_cf" / "text_cf.npz"
 
     @property
     def route_settings(self) -> Path:
-        """The fusion the last full refresh chose on its validation cut (``route_settings``), with
-        every candidate's figures; read by ``ease_model`` and ``recall_candidates``."""
+        """The fusion the last ``route_settings`` materialization chose on its validation cut, with
+        every candidate's figures; read by ``ease_model`` and ``recall_candidates``, which stages
+        it into its serving version."""
         return self.models / "route_settings" / "route_settings.json"
+
+    @property
+    def serving(self) -> ServingLayout:
+        """The serving versions (``serving/CURRENT``, ``serving/versions/<run>/``): the models each
+        published run's lists were computed with, made current with those lists once the run's
+        checks pass; ad-hoc recall, feedback refreshes and the evaluation read them
+        (``core.recall.serving_version``)."""
+        return ServingLayout(self.root / "serving")
 
     @property
     def reports(self) -> Path:

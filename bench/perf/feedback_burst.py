@@ -95,9 +95,10 @@ def main() -> None:
     full_seconds = time.perf_counter() - started
     home = PipelineHome(root=str(root))
     warehouse = Warehouse(path=str(home.layout.warehouse))
-    inputs = tables.recall_inputs(warehouse, home)
+    parts = tables.staged_parts(home)  # the full run's models
+    inputs = tables.recall_inputs(warehouse, parts)
     ids, vectors, encoder = tables.item_vectors(warehouse)
-    model, model_index, _ = tables.two_tower_index(home.layout.two_tower_index, ids, vectors, encoder)
+    model, model_index, _ = tables.two_tower_index(parts.two_tower, ids, vectors, encoder)
     raw = warehouse.query("select * from raw.interactions where source_kind <> 'feedback'")
     known = warehouse.query("select item_id from clean.items")["item_id"]
     split = split_interactions(clean_interactions(raw, known, CleaningRules(), datetime.now())[0])

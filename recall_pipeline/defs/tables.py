@@ -17,8 +17,10 @@ from recall_pipeline.core.recall import incremental
 from recall_pipeline.core.recall.index import read_index, read_manifest
 from recall_pipeline.core.recall.recall_candidates import RecallInputs, two_tower_route
 from recall_pipeline.core.recall.routes import RouteSettings
+from recall_pipeline.core.recall.serving_version import ServingParts, read_manifest as read_version_manifest
 from recall_pipeline.core.recall.validation_routes import Catalogue, ModelLists, load_model_lists
 from recall_pipeline.core.training import text_cf
+from recall_pipeline.core.training.ease.store import load_ease
 from recall_pipeline.core.training.training_pairs import read_training_pairs
 from recall_pipeline.resources import PipelineHome, Warehouse
 
@@ -83,6 +85,27 @@ def serving_folder(home: PipelineHome) -> Path:
     return home.layout.two_tower_serving.current()
 
 
+def staged_parts(home: PipelineHome) -> ServingParts:
+    """The models as their assets last wrote them: what a full refresh's recall serves."""
+    layout = home.layout
+    return ServingParts(layout.ease_model, layout.text_cf_model, layout.route_settings, serving_folder(home),
+                        layout.item_index)
+
+
+def published_parts(home: PipelineHome, run_id: str) -> ServingParts:
+    """The serving version of the published recall run ``run_id``: the models its lists were
+    computed with. A home whose lists were published before serving versions existed has none:
+    its staged models are read instead."""
+    version = home.layout.serving.current_or_none()
+    if version is None:
+        return staged_parts(home)
+    served = read_version_manifest(version)["run_id"]
+    if served != run_id:
+        raise RuntimeError(f"the serving version {version} is of run {served}, the published lists of run {run_id}: "
+                           f"materialize recall_candidates to publish lists and models together")
+    return ServingParts.of_version(version)
+
+
 def training_rows(warehouse: Warehouse) -> pl.DataFrame:
     """The training part of the split, as the models read it."""
     return warehouse.query("select user_id, item_id, rating, timestamp, part from features.interactions_split "
@@ -91,7 +114,8 @@ def training_rows(warehouse: Warehouse) -> pl.DataFrame:
 
 def evaluation_inputs(warehouse: Warehouse, home: PipelineHome) -> EvaluationInputs:
     """What ``evaluation_report`` scores: the published lists, the split, the catalogue, the
-    profiles and the serving two-tower model, checked to share the rating matrix's axes."""
+    profiles and the models of the published serving version (the two-tower model, TextCF, the
+    EASE model), checked to share the rating matrix's axes."""
     from recall_pipeline.core.training import recall_model, two_tower
 
     if not warehouse.has_table("recall.published_runs"):
@@ -103,19 +127,31 @@ def evaluation_inputs(warehouse: Warehouse, home: PipelineHome) -> EvaluationInp
     require_same_ids(rm.item_ids, items["item_id"].to_numpy(), "clean.items against the rating matrix's items")
     run_id, model_version = warehouse.query(
         "select any_value(run_id), any_value(model_version) from recall.latest").row(0)
-    serving = serving_folder(home)  # the model and its training pairs from one published version
-    model, _ = two_tower_model(serving, ids, vectors, encoder)
+    parts = published_parts(home, run_id)  # the models the published lists were computed with
+    model, _ = two_tower_model(parts.two_tower, ids, vectors, encoder)
     scorer = two_tower.dense_scorer(model, recall_model.training_sequences(split, rm), len(rm.user_ids))
     return EvaluationInputs(
         split=split, rm=rm, item_vectors=vectors, genres=items["genres"].to_list(), two_tower=scorer,
-        text_cf=text_cf.load(home.layout.text_cf_model, encoder),
-        serving_pairs=read_training_pairs(serving / MODEL_FOLDER, split),
+        text_cf=text_cf.load(parts.text_cf, encoder), ease=served_ease(parts, rm.item_ids),
+        serving_pairs=read_training_pairs(parts.two_tower / MODEL_FOLDER, split),
         candidates=warehouse.query("select user_id, rank, item_id, route from recall.latest"),
         candidates_run_id=run_id, candidates_model_version=model_version,
         route_settings=run_route_settings(warehouse, run_id),
         profiles=warehouse.query("select user_id, embedding from features.user_profiles"),
         quarantined=quarantine_counts(warehouse),
         **dict(zip(("interest_owners", "interests"), interest_vectors(warehouse))))
+
+
+def served_ease(parts: ServingParts, item_ids: np.ndarray):
+    """The EASE model of ``parts`` when it covers the catalogue (None: none stored, and the
+    evaluation fits the route's model itself)."""
+    stored = load_ease(parts.ease)
+    if stored is None:
+        return None
+    why = stored.matches(item_ids, *stored.fit_settings)
+    if why:
+        raise RuntimeError(f"{parts.ease}: {why}; materialize recall_candidates to publish lists and models together")
+    return stored.model
 
 
 def run_route_settings(warehouse: Warehouse, run_id: str) -> RouteSettings:
@@ -131,16 +167,16 @@ def quarantine_counts(warehouse: Warehouse) -> pl.DataFrame | None:
     return warehouse.query("select reason, count(*) as rows from quarantine.interactions group by reason")
 
 
-def recall_inputs(warehouse: Warehouse, home: PipelineHome, users: np.ndarray | None = None) -> RecallInputs:
-    """What ``recall_candidates`` reads: the catalogue, both indexes (each checked against what
-    it serves), the rating matrix, the profiles and the serving model's user vectors; of the
-    given ``users`` only (None: every user), with the item counts of the whole matrix."""
+def recall_inputs(warehouse: Warehouse, parts: ServingParts, users: np.ndarray | None = None) -> RecallInputs:
+    """What ``recall_candidates`` reads: the catalogue, both indexes of ``parts`` (each checked
+    against what it serves), the rating matrix, the profiles and the serving model's user
+    vectors; of the given ``users`` only (None: every user), with the item counts of the whole
+    matrix."""
     ids, vectors, encoder = item_vectors(warehouse)
-    lm_index, lm_manifest = read_index(home.layout.item_index, encoder, ids, vectors)
+    lm_index, lm_manifest = read_index(parts.lm_index, encoder, ids, vectors)
     rm = rating_matrix(warehouse)
     counts = rm.item_counts()
-    serving = serving_folder(home)
-    model, model_index, manifest = two_tower_index(serving, ids, vectors, encoder)
+    model, model_index, manifest = two_tower_index(parts.two_tower, ids, vectors, encoder)
     owners, interests = interest_vectors(warehouse)
     profiles = warehouse.query("select user_id, embedding from features.user_profiles order by user_id")
     train = training_rows(warehouse)
@@ -153,7 +189,7 @@ def recall_inputs(warehouse: Warehouse, home: PipelineHome, users: np.ndarray | 
         lm_index_type=lm_manifest.index_type, rm=rm, profiles=profiles,
         interest_owners=owners, interests=interests, model_key=manifest.model,
         model_route=two_tower_route(model, model_index, train, rm), item_counts=counts,
-        text_cf=text_cf.load(home.layout.text_cf_model, encoder), two_tower_trust=two_tower_trust(serving))
+        text_cf=text_cf.load(parts.text_cf, encoder), two_tower_trust=two_tower_trust(parts.two_tower))
 
 
 def two_tower_trust(folder: Path) -> float:
@@ -164,17 +200,17 @@ def two_tower_trust(folder: Path) -> float:
     return saved_trust(two_tower.read_config(folder / MODEL_FOLDER))
 
 
-def text_cf_fit_run(home: PipelineHome) -> str:
-    """The run that fitted the stored TextCF model ("none" before the first), for a recall run's basis."""
-    model = text_cf.load(home.layout.text_cf_model, text_cf.ANY_ENCODER)
+def text_cf_fit_run(parts: ServingParts) -> str:
+    """The run that fitted the TextCF model of ``parts`` ("none" before the first), for a recall run's basis."""
+    model = text_cf.load(parts.text_cf, text_cf.ANY_ENCODER)
     return model.fit_run if model else "none"
 
 
-def serving_model_version(warehouse: Warehouse, home: PipelineHome) -> str:
+def serving_model_version(warehouse: Warehouse, parts: ServingParts) -> str:
     """The version key recall's rows will carry (``RecallInputs.model_version``), read from the
-    serving index's manifest and the embeddings' model without loading either."""
+    two-tower index's manifest of ``parts`` and the embeddings' model without loading either."""
     encoders = warehouse.query("select distinct model from features.item_embeddings")["model"].to_list()
-    return f"{read_manifest(serving_folder(home)).model}+{'|'.join(sorted(encoders))}"
+    return f"{read_manifest(parts.two_tower).model}+{'|'.join(sorted(encoders))}"
 
 
 def training_inputs(warehouse: Warehouse, home: PipelineHome):

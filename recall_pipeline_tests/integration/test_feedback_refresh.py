@@ -1,21 +1,35 @@
 """A feedback refresh costs what the feedback touches: on a slice of the bundled data, after a
-full refresh, a feedback file for one known user and one new user recomputes only their lists
-(and those of users without history), copies everyone else's rows from the published run,
-publishes, and defers the evaluation unless configured to run it."""
+full refresh (and a second one whose check fails, after writing other models), a feedback file
+for one known user and one new user recomputes only their lists (and those of users without
+history) with the models the published lists used, copies everyone else's rows from the
+published run, publishes, and defers the evaluation unless configured to run it."""
 
 from __future__ import annotations
 
 import dagster as dg
 import duckdb
+import numpy as np
 import pytest
 
+from recall_pipeline import cli
+from recall_pipeline.core.evaluation.evaluation_report import route_scorers
+from recall_pipeline.core.recall import published_tables
+from recall_pipeline.core.recall.routes import fit_ease_route
+from recall_pipeline.core.recall.serving_version import EASE, read_manifest
+from recall_pipeline.core.training.ease.store import load_ease
 from recall_pipeline.definitions import build_definitions
+from recall_pipeline.defs import tables
 from recall_pipeline.defs.jobs import feedback_run_config
-from recall_pipeline.resources import DataSource
-from recall_pipeline.settings import HomeLayout
+from recall_pipeline.resources import DataSource, PipelineHome, Warehouse
+from recall_pipeline.settings import HOME_ENV, HomeLayout
 
 SAMPLE_USERS = 8
 NEW_USER = 999_999
+# the failed refresh's own choices: another EASE regularisation and a pinned fusion
+FAILED_LAMBDA = 37.0
+FAILED_CONFIG = {"ops": {"ease_model": {"config": {"lam": FAILED_LAMBDA}},
+                         "route_settings": {"config": {"search": False, "popularity_discount": 0.5}}}}
+FAILED_ASSETS = [dg.AssetKey(name) for name in ("text_cf_model", "route_settings", "ease_model", "recall_candidates")]
 ROW = ("user_id", "rank", "item_id", "score", "route", "model_version",
        "rank_two_tower", "rank_lm_profile", "rank_lm_interest", "rank_ease", "rank_popularity")
 
@@ -41,6 +55,12 @@ def refreshed(tmp_path_factory):
     with dg.instance_for_test() as instance:
         full = build_definitions(home, source).resolve_job_def("recall_job").execute_in_process(instance=instance)
         assert full.success
+        full_ease = load_ease(home.serving.current_or_none() / EASE)
+        with pytest.MonkeyPatch.context() as patch:  # the next refresh's lists fail their check
+            patch.setattr(published_tables, "check_and_publish", lambda con, run_id, k: (1, 0, False))
+            failed = build_definitions(home, source).resolve_job_def("recall_job").execute_in_process(
+                instance=instance, run_config=FAILED_CONFIG, asset_selection=FAILED_ASSETS, raise_on_error=False)
+        assert not failed.success
         user = sql(home.warehouse, "select min(user_id) from features.user_index")[0][0]
         seen = {i for (i,) in sql(home.warehouse, "select item_id from clean.interactions where user_id = ?", [user])}
         new_items = [i for (i,) in sql(home.warehouse, "select item_id from features.item_sides "
@@ -63,7 +83,8 @@ def refreshed(tmp_path_factory):
         evaluated = build_definitions(home, source, feedback_evaluation="run").resolve_job_def(
             "feedback_refresh_job").execute_in_process(instance=instance, run_config=config)
         assert evaluated.success
-    return dict(home=home, full=full, deferred=deferred, evaluated=evaluated, user=user, new_items=new_items,
+    return dict(home=home, full=full, failed=failed, full_ease=full_ease, deferred=deferred, evaluated=evaluated,
+                user=user, new_items=new_items,
                 published_after_deferred=published_after_deferred, texts_before=texts_before, texts_after=texts_after)
 
 
@@ -117,5 +138,61 @@ def test_the_published_copy_shows_the_new_lists_and_the_last_evaluation(refreshe
     runs = {r for (r,) in sql(home.published, "select distinct run_id from eval.metrics")}
     assert runs == {full.run_id, evaluated.run_id}
     assert sql(home.published, "select distinct run_id from recall.latest") == [(evaluated.run_id,)]
-    assert sql(home.published, "select mode from recall.refreshes order by created_at") == [
-        ("all",), ("changed",), ("changed",)]
+    # every computed run is recorded; the failed one was never published
+    failed = refreshed["failed"]
+    assert sql(home.published, "select run_id, mode from recall.refreshes order by created_at") == [
+        (full.run_id, "all"), (failed.run_id, "all"), (deferred.run_id, "changed"), (evaluated.run_id, "changed")]
+    assert sql(home.published, "select run_id from recall.published_runs order by published_at") == [
+        (full.run_id,), (deferred.run_id,), (evaluated.run_id,)]
+
+
+def test_a_failed_refresh_leaves_the_published_version_serving(refreshed, monkeypatch, capsys):
+    home, full, failed = refreshed["home"], refreshed["full"], refreshed["failed"]
+    # the failed refresh wrote its own models; none of them serves
+    assert load_ease(home.ease_model).model.lam == FAILED_LAMBDA
+    merge = {k: v.value for k, v in failed.asset_materializations_for_node("recall_candidates")[0].metadata.items()} \
+        if failed.asset_materializations_for_node("recall_candidates") else {}
+    assert merge.get("published", False) is False
+    assert not (home.serving.pending_root / failed.run_id).exists()
+    # the feedback refreshes served the full refresh's EASE model (their basis names its fit)
+    for run in (refreshed["deferred"], refreshed["evaluated"]):
+        [(basis,)] = sql(home.warehouse, "select basis from recall.refreshes where run_id = ?", [run.run_id])
+        assert f"ease:{full.run_id}" in basis
+    version = home.serving.current_or_none()
+    assert read_manifest(version)["run_id"] == refreshed["evaluated"].run_id
+    served = load_ease(version / EASE)
+    assert served.fit_run == full.run_id and served.model.lam != FAILED_LAMBDA
+    # ad-hoc recall fuses the version's EASE model (the published settings fit it: not left out)
+    monkeypatch.setenv(HOME_ENV, str(home.root))
+    liked = [str(i) for i in refreshed["new_items"][:2]]
+    assert cli.main(["recall", "--items", ",".join(liked), "-k", "5"]) == 0
+    out, err = capsys.readouterr()
+    assert "EASE route is left out" not in err and "ease#" in out
+
+
+def test_ad_hoc_recall_discounts_with_the_counts_the_lists_used(refreshed):
+    """The version's EASE model keeps the item counts of its fit, which the feedback refreshes'
+    lists were discounted with; today's matrix has more rows."""
+    home = refreshed["home"]
+    version = home.serving.current_or_none()
+    ids, vectors, encoder = tables.item_vectors(Warehouse(path=str(home.warehouse)))
+    from recall_pipeline.core.recall.serving_version import ServingParts
+
+    served = cli._served_models(home, ServingParts.of_version(version), cli.SERVED, ids, vectors, encoder)
+    counts, stored = served[6], load_ease(version / EASE).item_counts
+    assert np.array_equal(counts, stored) and np.array_equal(stored, refreshed["full_ease"].item_counts)
+    assert not np.array_equal(counts, tables.rating_matrix(Warehouse(path=str(home.warehouse))).item_counts())
+
+
+def test_the_evaluation_scores_the_ease_model_the_lists_used(refreshed):
+    home = refreshed["home"]
+    inputs = tables.evaluation_inputs(Warehouse(path=str(home.warehouse)), PipelineHome(root=str(home.root)))
+    assert inputs.candidates_run_id == refreshed["evaluated"].run_id
+    rows = np.flatnonzero(np.diff(inputs.rm.matrix.indptr) > 0)[:4]
+    served = refreshed["full_ease"].model
+    weighted = inputs.rm.recency_weighted(inputs.route_settings.ease_recency_tau,
+                                          inputs.route_settings.ease_recency_floor)
+    expected = served.scores(weighted[rows], binarize=False)
+    assert np.allclose(route_scorers(inputs)["ease"](rows), expected)
+    refit = fit_ease_route(inputs.rm, inputs.route_settings).scores(weighted[rows], binarize=False)
+    assert not np.allclose(refit, expected)  # a refit on today's matrix is another model

@@ -34,23 +34,4 @@ def test_a_home_path_with_a_quote_and_a_space_works(tmp_path):
     assert "it's my home" in stored.info.artifact_uri or "it%27s%20my%20home" in stored.info.artifact_uri
 
 
-def test_a_whole_run_in_such_a_home_and_recall_from_it(tmp_path):
-    """The real CLI, end to end, in a home named ``it's a home``: Dagster's storage, DuckDB,
-    MLflow, FAISS and the published copy all live under the odd path."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    home = tmp_path / "it's a home"
-    env = {**os.environ, "RECALL_PIPELINE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
-    cli = str(Path(sys.executable).with_name("recall-pipeline"))
-    run = subprocess.run([cli, "run", "--sample-users", "8"], env=env, cwd=tmp_path, capture_output=True,
-                         text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    recalled = subprocess.run([cli, "recall", "--items", "1,3,10", "-k", "3"], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=300)
-    assert recalled.returncode == 0, recalled.stderr[-2000:]
-    assert len([line for line in recalled.stdout.splitlines() if line.strip()[:1].isdigit()]) == 3
-    with duckdb.connect(str(home / "published.duckdb"), read_only=True) as con:
-        assert con.execute("select count(distinct user_id) from recall.latest").fetchone()[0] == 8
+# A whole CLI run and recall in such a home: system/test_crash_recovery.py (its home is named "it's a home").

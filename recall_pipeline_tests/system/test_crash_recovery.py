@@ -22,11 +22,21 @@ IN_TRAINING = r"recall_model - validation epoch"
 
 @pytest.fixture(scope="module")
 def sampled_home(tmp_path_factory) -> HomeLayout:
-    """A home with one successful sampled run: its published copy is what the crashes must keep."""
-    home = HomeLayout(tmp_path_factory.mktemp("crash-home")).create()
+    """A home with one successful sampled run: its published copy is what the crashes must keep.
+    Its path holds a quote and a space: Dagster's storage, DuckDB, MLflow, FAISS and the
+    published copy all live under it (no SQL or URI is assembled around a raw path)."""
+    home = HomeLayout(tmp_path_factory.mktemp("crash-home") / "it's a home").create()
     first = cli(home, home.root / "first.log", *SAMPLE)
     assert first.wait(timeout=300) == 0, first.output()[-4000:]
     return home
+
+
+def test_a_home_path_with_a_quote_and_a_space_runs_and_recalls(sampled_home, tmp_path):
+    with duckdb.connect(str(sampled_home.published), read_only=True) as con:
+        assert con.execute("select count(distinct user_id) from recall.latest").fetchone()[0] == 8
+    recalled = cli(sampled_home, tmp_path / "recall.log", "recall", "--items", "1,3,10", "-k", "3")
+    assert recalled.wait(timeout=300) == 0, recalled.output()[-4000:]
+    assert len([line for line in recalled.output().splitlines() if line.strip()[:1].isdigit()]) == 3
 
 
 def instance_of(home: HomeLayout) -> dg.DagsterInstance:
@@ -190,7 +200,7 @@ def test_recall_says_when_the_stored_serving_copy_is_stale(sampled_home, monkeyp
     monkeypatch.setenv(HOME_ENV, str(sampled_home.root))
     with duckdb.connect(str(sampled_home.warehouse), read_only=True) as con:
         liked = [str(item) for (item,) in con.execute("select item_id from clean.items order by item_id limit 2").fetchall()]
-    manifest = sampled_home.two_tower_serving.current() / "manifest.json"
+    manifest = sampled_home.serving.current_or_none() / "two_tower" / "manifest.json"
     original = manifest.read_text()
     manifest.write_text(original.replace('"embeddings_sha256": "', '"embeddings_sha256": "stale-'))
     try:

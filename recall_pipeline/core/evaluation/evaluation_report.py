@@ -19,6 +19,7 @@ from recall_pipeline.core.features.user_profiles import profile_scorer
 from recall_pipeline.core.ids import positions
 from recall_pipeline.core.recall.list_rows import lists_from_frame, vectors_by_user
 from recall_pipeline.core.recall.routes import RouteSettings, ease_route_scorer, interest_scorer
+from recall_pipeline.core.training.ease.model import EaseModel
 from recall_pipeline.core.training.text_cf import TextCF, item_features
 from recall_pipeline.core.training.training_pairs import test_rows_trained_on, without
 
@@ -50,6 +51,7 @@ class EvaluationInputs:
     interests: np.ndarray
     two_tower: baselines.Scorer     # the serving model version as a dense scorer
     text_cf: TextCF | None = None   # the stored TextCF model: final's cold scorer when present
+    ease: EaseModel | None = None   # the EASE model the published lists used (None: fitted here on rm)
     serving_pairs: pl.DataFrame | None = None  # the (user, item) pairs the serving version trained on
     quarantined: pl.DataFrame | None = None  # reason, rows: quarantine.interactions by reason
     route_settings: RouteSettings = field(default_factory=RouteSettings)  # those the published run used
@@ -67,8 +69,9 @@ def ingest_rows(quarantined: pl.DataFrame | None) -> list[dict]:
 
 
 def route_scorers(inputs: EvaluationInputs) -> dict[str, baselines.Scorer]:
-    """Each recall route as a dense scorer, so that each can be evaluated alone (the EASE route
-    with the published run's settings: its lambda, recency weighting and windowed term)."""
+    """Each recall route as a dense scorer, so that each can be evaluated alone: the EASE route
+    is the model the published lists used (after a feedback refresh, the one of the full refresh
+    it reused, not a refit on today's matrix), with the published run's recency weighting."""
     rm, vectors = inputs.rm, inputs.item_vectors
     profiles = inputs.profiles
     user_vectors = vectors_by_user(rm, profiles["user_id"].to_numpy(),
@@ -76,7 +79,7 @@ def route_scorers(inputs: EvaluationInputs) -> dict[str, baselines.Scorer]:
     owners = positions(rm.user_ids, inputs.interest_owners, "interest users")
     routes = {"two_tower": inputs.two_tower, "lm_profile": profile_scorer(user_vectors, vectors),
               "lm_interest": interest_scorer(rm, owners, inputs.interests, vectors),
-              "ease": ease_route_scorer(rm, inputs.route_settings)}
+              "ease": ease_route_scorer(rm, inputs.route_settings, inputs.ease)}
     if inputs.text_cf is not None:  # as the route serves it: only the items untrained when it was fitted
         proposed = np.isin(rm.item_ids, inputs.text_cf.untrained_ids)
         scorer = text_cf_scorer(inputs)

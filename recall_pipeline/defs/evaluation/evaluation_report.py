@@ -88,7 +88,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
 
 def _selection(home: PipelineHome, inputs) -> str:
     """The report's fusion section: the stored choice when the evaluated lists served it."""
-    choice = load_choice(home.layout.route_settings)
+    choice = load_choice(tables.published_parts(home, inputs.candidates_run_id).route_settings)
     if choice is None or choice.settings.to_json() != inputs.route_settings.to_json():
         return selection_html("not recorded", {})
     return selection_html(choice.how, choice.record)

@@ -7,15 +7,18 @@ shards' rows into ``recall.candidates``, the checks, publishing).
 """
 
 import dataclasses
+from pathlib import Path
 
 import dagster as dg
 
 from recall_pipeline.core.features import changed_users
-from recall_pipeline.core.recall import incremental, published_tables, recall_shards
+from recall_pipeline.core.recall import incremental, published_tables, recall_shards, serving_version
+from recall_pipeline.core.recall.serving_version import ServingParts
 from recall_pipeline.core.recall.chosen_settings import load_choice
 from recall_pipeline.core.recall import recall_candidates as candidates
 from recall_pipeline.core.shards import ShardStore, ShardTask
-from recall_pipeline.core.recall.routes import ROUTES, RouteSettings
+from recall_pipeline.core.recall.routes import ROUTES, RouteSettings, fit_ease_route
+from recall_pipeline.core.training.ease.store import save_ease
 from recall_pipeline.defs import tables
 from recall_pipeline.defs.jobs import FEEDBACK_JOB
 from recall_pipeline.defs.metadata import markdown_table
@@ -53,28 +56,64 @@ UPSTREAM = ("faiss_index", "two_tower_index", "user_profiles", "rating_matrix", 
 @dg.op(ins={name: dg.In(dg.Nothing) for name in UPSTREAM}, out=dg.DynamicOut(ShardTask), pool="warehouse")
 def plan_recall_candidates(context: dg.OpExecutionContext, config: RecallConfig, warehouse: Warehouse,
                            home: PipelineHome):
-    """Which users to compute (a feedback refresh: those whose history changed), the EASE model
-    (ease_model's, when it covers the catalogue), and the shards' inputs (checked indexes
-    included), by shard."""
-    run_id, settings = context.run.run_id, config.settings(chosen_route_settings(context, home))
+    """The models this run serves, staged as its serving version (``core.recall.serving_version``),
+    which users to compute (a feedback refresh: those whose history changed), and the shards'
+    inputs (checked indexes included), by shard."""
+    run_id = context.run.run_id
+    parts = stage_serving_version(context, warehouse, home)
+    settings = config.settings(chosen_route_settings(context, parts.route_settings))
     changed_only = changed_users.recompute_mode(config.recompute, context.job_name == FEEDBACK_JOB)
+    models = f"{tables.serving_model_version(warehouse, parts)}|text_cf:{tables.text_cf_fit_run(parts)}"
     with warehouse.connect() as con:
-        models = f"{tables.serving_model_version(warehouse, home)}|text_cf:{tables.text_cf_fit_run(home)}"
-        plan = incremental.plan_run(con, run_id, changed_only, home.layout.ease_model, models, settings, config.k)
+        plan = incremental.plan_run(con, run_id, changed_only, parts.ease, models, settings, config.k)
+    if plan.ease is None:  # no EASE model for this catalogue: fitted here, served and published with the lists
+        rm = tables.rating_matrix(warehouse)
+        save_ease(fit_ease_route(rm, settings), parts.ease, rm.item_ids, run_id, settings.ease_max_items,
+                  rm.item_counts())
+        serving_version.record_part(parts.ease.parent, serving_version.EASE, f"fitted by run {run_id}: {plan.reason}")
+        with warehouse.connect() as con:
+            plan = incremental.plan_run(con, run_id, changed_only, parts.ease, models, settings, config.k)
     context.log.info(plan.reason)
-    if plan.ease is not None:  # the run scores with the stored model, so with its fit settings
-        settings = settings.with_ease_fit(*plan.ease.fit_settings)
-    inputs = candidates.with_stored_counts(tables.recall_inputs(warehouse, home, plan.users), plan.ease)
+    settings = settings.with_ease_fit(*plan.ease.fit_settings)  # the run scores with the model's fit settings
+    inputs = candidates.with_stored_counts(tables.recall_inputs(warehouse, parts, plan.users), plan.ease)
     store, n_shards, rows = open_store(context, home, ASSET), shard_count(config.shards), recall_shards.all_user_rows(inputs)
-    per_shard = recall_shards.export_inputs(store, run_id, inputs, rows, n_shards, plan.ease and plan.ease.model)
+    per_shard = recall_shards.export_inputs(store, run_id, inputs, rows, n_shards, plan.ease.model)
     recall_shards.export_plan(store, run_id, plan)
     context.log.info(f"{len(rows)} users to recall in {n_shards} shard(s): {per_shard.rows()}")
     yield from shard_tasks(store, run_id, n_shards, settings=settings, k=config.k)
 
 
-def chosen_route_settings(context: dg.OpExecutionContext, home: PipelineHome) -> RouteSettings:
-    """The fusion ``route_settings`` stored (the defaults before its first materialization)."""
-    choice = load_choice(home.layout.route_settings)
+def stage_serving_version(context: dg.OpExecutionContext, warehouse: Warehouse, home: PipelineHome) -> ServingParts:
+    """Link the models this run serves into its pending serving version and return its parts: a
+    full refresh serves what its assets just wrote; a feedback refresh the current version's
+    EASE, TextCF and route settings with the two-tower and LM indexes of its own run. First
+    finishes a publication a killed run left half done, and removes what runs that ended without
+    publishing staged."""
+    layout, run_id = home.layout.serving, context.run.run_id
+    with warehouse.connect() as con:
+        finished = serving_version.finish_interrupted(layout, incremental.latest_published_run(con))
+    if finished:
+        context.log.warning(finished)
+    ended = [run for run in serving_version.pending_runs(layout) if run != run_id and _ended(context.instance, run)]
+    for removed in serving_version.remove_pending(layout, ended):
+        context.log.warning(f"removed {removed}: staged by a run that ended without publishing")
+    parts, current = tables.staged_parts(home), layout.current_or_none()
+    if context.job_name == FEEDBACK_JOB and current is not None:
+        parts = parts.with_nightly_models_of(current)
+    manifest = serving_version.stage(parts, layout.pending(run_id), run_id)
+    sources = ", ".join(f"{name}: {part['source']}" for name, part in manifest["parts"].items())
+    context.log.info(f"serving version staged from {sources}")
+    return ServingParts.of_version(layout.pending(run_id))
+
+
+def _ended(instance: dg.DagsterInstance, run_id: str) -> bool:
+    run = instance.get_run_by_id(run_id)
+    return run is None or run.is_finished
+
+
+def chosen_route_settings(context: dg.OpExecutionContext, path: Path) -> RouteSettings:
+    """The fusion ``route_settings`` stored at ``path`` (the defaults before its first materialization)."""
+    choice = load_choice(path)
     if choice is None:
         context.log.warning("no route settings chosen yet (materialize route_settings): serving the defaults")
         return RouteSettings()
@@ -92,9 +131,11 @@ def recall_shard(context: dg.OpExecutionContext, task: ShardTask) -> dict:
 
 
 @dg.op(out={"result": dg.Out(), "coverage": dg.Out(), "no_train": dg.Out()}, pool="warehouse")
-def merge_recall_candidates(context: dg.OpExecutionContext, shards: list[dict], warehouse: Warehouse):
+def merge_recall_candidates(context: dg.OpExecutionContext, shards: list[dict], warehouse: Warehouse,
+                            home: PipelineHome):
     """The shards' rows into ``recall.candidates`` (one transaction: a retried run replaces its
-    own rows), the checks, and publishing once they pass; then the shard files are removed."""
+    own rows), the checks, and, once they pass, publishing the lists and then the serving version
+    of their models; then the shard files are removed."""
     store, run_id, k = ShardStore(shards[0]["url"], ASSET), context.run.run_id, shards[0]["k"]
     parts = recall_shards.candidate_parts(store, run_id, {s["shard"]: s["parts"] for s in shards})
     plan, index_type = recall_shards.exported_plan(store, run_id), recall_shards.exported_meta(store, run_id)["lm_index_type"]
@@ -103,6 +144,7 @@ def merge_recall_candidates(context: dg.OpExecutionContext, shards: list[dict], 
         computed = incremental.computed_summary(con, run_id, PREVIEW_COLUMNS)
         short, leaked, published = published_tables.check_and_publish(con, run_id, k)
     store.remove(run_id)
+    serving = publish_serving_version(context, home, published)
     yield dg.AssetCheckResult(check_name=COVERAGE_CHECK, passed=short == 0, metadata={"users_short": short})
     yield dg.AssetCheckResult(check_name=NO_TRAIN_CHECK, passed=leaked == 0,
                               metadata={"training_items_recalled": leaked})
@@ -113,10 +155,25 @@ def merge_recall_candidates(context: dg.OpExecutionContext, shards: list[dict], 
         "dagster/row_count": stored.rows, "users": stored.recomputed_users + stored.copied_users,
         "users_recomputed": stored.recomputed_users, "users_copied": stored.copied_users,
         "copied_from": plan.previous_run or "none", "recompute_reason": plan.reason,
-        "published": published, "k": k, "shards": len(shards), "index_type": index_type,
+        "published": published, "serving_version": serving, "k": k, "shards": len(shards), "index_type": index_type,
         "distinct_items": computed.distinct_items, "route_shares": markdown_table(computed.route_shares),
         "preview": markdown_table(computed.preview),
     })
+
+
+def publish_serving_version(context: dg.OpExecutionContext, home: PipelineHome, published: bool) -> str:
+    """Make this run's staged models current with its lists, or, when the checks failed, leave
+    the current version and say so; returns the version that serves now."""
+    layout, run_id = home.layout.serving, context.run.run_id
+    if published:
+        version = serving_version.publish(layout, run_id)
+        context.log.info(f"serving version {version.folder} is current (previous: {version.previous or 'none'})")
+        return version.folder.name
+    serving_version.remove_pending(layout, [run_id])
+    current = layout.published.current_name() or "none"
+    context.log.warning(f"a check failed: nothing was published; serving version {current} stays current, "
+                        "with the lists it was published with")
+    return current
 
 
 @dg.graph_asset(
@@ -141,7 +198,9 @@ def merge_recall_candidates(context: dg.OpExecutionContext, shards: list[dict], 
                 "Appended to DuckDB recall.candidates per run with each "
                 "route's rank of the item (rank_<route>, null: not proposed, or the route fused with weight 0 "
                 "and not computed: config compute_zero_weight_routes); once its checks "
-                "pass the run is published and the view recall.latest shows it.",
+                "pass the run is published and the view recall.latest shows it, and the models its "
+                "lists were computed with become the current serving version (serving/CURRENT) with "
+                "them; a run whose check fails leaves the previous lists and version current.",
 )
 def recall_candidates(faiss_index, two_tower_index, user_profiles, rating_matrix, text_cf_model, ease_model,
                       route_settings):

@@ -44,7 +44,8 @@ class EaseModelConfig(dg.Config):
     description="EASE (core/training/ease/): item-to-item collaborative filtering in closed form over "
                 "the training matrix, plus a term for items taken up near each other in time. Stored "
                 "atomically at models/ease/ease.npz with the item counts of its fit; recall_candidates "
-                "scores every user with it, feedback refreshes and ad-hoc recall reuse it.",
+                "scores every user with it and publishes it in the run's serving version (serving/), "
+                "which feedback refreshes and ad-hoc recall reuse.",
 )
 def ease_model(context: dg.AssetExecutionContext, config: EaseModelConfig, warehouse: Warehouse,
                home: PipelineHome) -> dg.MaterializeResult:
