@@ -1,6 +1,6 @@
 """``recall-pipeline``: run the whole graph, or look at a user's recall list.
 
-    recall-pipeline run [--source source.yaml] [--sample-users N] [--max-train-seconds S]
+    recall-pipeline run [--source source.yaml] [--sample-users N] [--max-train-seconds S] [--accept-drop]
     recall-pipeline recall USER_ID [-k 20]
     recall-pipeline recall --items 1,260,1196 [-k 20] [--model-version served]
     recall-pipeline sql "select ... from recall.latest ..."
@@ -42,14 +42,19 @@ def _prepare_environment(layout: HomeLayout) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def run_config(max_train_seconds: float | None) -> dict:
-    """The run config of ``run``: INFO logs, and the training budget when one is given."""
-    if max_train_seconds is None:
-        return LOG_INFO
-    return {**LOG_INFO, "ops": {"recall_model": {"config": {"max_train_seconds": max_train_seconds}}}}
+def run_config(max_train_seconds: float | None, accept_drop: bool = False) -> dict:
+    """The run config of ``run``: INFO logs, the training budget when one is given, and whether
+    the quality gate lets a drop of the lists' validation figure through."""
+    ops = {}
+    if max_train_seconds is not None:
+        ops["recall_model"] = {"config": {"max_train_seconds": max_train_seconds}}
+    if accept_drop:
+        ops["route_settings"] = {"config": {"accept_drop": True}}
+    return {**LOG_INFO, "ops": ops} if ops else LOG_INFO
 
 
-def run(source: str | None, sample_users: int | None, max_train_seconds: float | None = None) -> int:
+def run(source: str | None, sample_users: int | None, max_train_seconds: float | None = None,
+        accept_drop: bool = False) -> int:
     """Materialize every asset on the configured source and print where the outputs are.
 
     Runs whose process is gone are recovered first; the run itself gives up waiting for a pool
@@ -80,7 +85,7 @@ def run(source: str | None, sample_users: int | None, max_train_seconds: float |
     job = build_definitions(layout, data_source).resolve_job_def("recall_job")
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        guarded = guarded_run.execute(job, instance, run_config(max_train_seconds), wait_limit)
+        guarded = guarded_run.execute(job, instance, run_config(max_train_seconds, accept_drop), wait_limit)
         steps = instance.get_run_step_stats(guarded.run_id)
         dagster_run = instance.get_run_by_id(guarded.run_id)
         status = dagster_run.status.value if dagster_run else "NOT STARTED"
@@ -362,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     run_cmd = commands.add_parser("run", help="materialize the whole asset graph")
     run_cmd.add_argument("--source", help="YAML file describing your interaction and item files")
     run_cmd.add_argument("--sample-users", type=int, help="bundled data: keep the first N users")
+    run_cmd.add_argument("--accept-drop", action="store_true",
+                         help="publish even if the lists' validation Recall@50 dropped beyond the noise "
+                              "against the published version's (the quality gate)")
     run_cmd.add_argument("--max-train-seconds", type=float,
                          help="time budget of the recall model's training (default: none)")
     recall_cmd = commands.add_parser("recall", help="print a user's newest recall list, or recall for "
@@ -394,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     gen_cmd.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     args = parser.parse_args(argv)
     if args.command == "run":
-        return run(args.source, args.sample_users, args.max_train_seconds)
+        return run(args.source, args.sample_users, args.max_train_seconds, args.accept_drop)
     if args.command == "recall":
         if args.items:
             return recall_items(args.items, args.k, args.model_version)

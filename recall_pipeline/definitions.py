@@ -29,6 +29,7 @@ from recall_pipeline.defs.schedules import nightly_refresh
 from recall_pipeline.defs.sensors import feedback_inbox_sensor
 from recall_pipeline.defs.training.ease_model import ease_model
 from recall_pipeline.defs.training.recall_model import recall_model
+from recall_pipeline.defs.training.rejudge_champion import rejudge_champion_job
 from recall_pipeline.defs.training.text_cf_model import text_cf_model
 from recall_pipeline.resources import (
     DataSource, MlflowTracking, PipelineHome, TextEncoderResource, Warehouse, data_source_from_env,
@@ -69,7 +70,7 @@ def build_definitions(home: HomeLayout | None = None, data_source: DataSource | 
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=freshness,
-        jobs=[recall_job, feedback_refresh_job(feedback_evaluation)],
+        jobs=[recall_job, feedback_refresh_job(feedback_evaluation), rejudge_champion_job],
         schedules=[nightly_refresh],
         sensors=[feedback_inbox_sensor, freshness_sensor(freshness), run_failure_recorder],
         resources=build_resources(home or home_layout(), data_source),

@@ -23,7 +23,7 @@ SAMPLE_USERS = 8
 CHECKS = {"raw_items_reconcile", "raw_rows_reconcile", "embeddings_finite_unit_norm_one_per_item",
           "index_matches_embeddings", "two_tower_index_matches_model",
           "every_user_has_candidates", "no_training_item_recalled", "metrics_within_unit_interval",
-          "ease_model_fits_catalogue", "freshness_check"}
+          "ease_model_fits_catalogue", "freshness_check", "lists_no_worse_than_published"}
 
 
 def run_job(home: HomeLayout, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
@@ -61,6 +61,11 @@ def test_runs_succeed_and_every_check_passes(pipeline):
         evaluations = result.get_asset_check_evaluations()
         assert {e.check_name for e in evaluations} == CHECKS
         assert all(e.passed for e in evaluations), [e.check_name for e in evaluations if not e.passed]
+    # the quality gate: nothing to compare before the first publication; then the same cut
+    gates = [next(e for e in r.get_asset_check_evaluations() if e.check_name == "lists_no_worse_than_published")
+             for r in (first, second)]
+    assert gates[0].metadata["basis"].value == "no published version yet"
+    assert gates[1].metadata["basis"].value.startswith("same cut") and gates[1].metadata["users"].value > 0
 
 
 def test_raw_rows_reconcile_and_nothing_is_quarantined(pipeline):

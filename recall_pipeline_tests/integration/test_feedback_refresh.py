@@ -196,3 +196,23 @@ def test_the_evaluation_scores_the_ease_model_the_lists_used(refreshed):
     assert np.allclose(route_scorers(inputs)["ease"](rows), expected)
     refit = fit_ease_route(inputs.rm, inputs.route_settings).scores(weighted[rows], binarize=False)
     assert not np.allclose(refit, expected)  # a refit on today's matrix is another model
+
+
+def test_the_champion_is_judged_again_on_the_feedback_no_version_trained_on(refreshed):
+    """After feedback, the current holdout holds interactions no version trained on: the job
+    scores the champion on them (and would move the alias to a strictly better version)."""
+    import mlflow
+
+    from recall_pipeline.core.training import model_registry
+
+    home = refreshed["home"]
+    with dg.instance_for_test() as instance:
+        result = build_definitions(home, DataSource(sample_users=SAMPLE_USERS)).resolve_job_def(
+            "rejudge_champion_job").execute_in_process(instance=instance)
+    assert result.success
+    [event] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    meta = {k: v.value for k, v in event.event_specific_data.metadata.items()}
+    assert meta["champion_before"] == meta["champion_after"] == "1" and meta["users"] > 0
+    client = mlflow.MlflowClient(f"sqlite:///{home.mlflow_db}")
+    tags = client.get_model_version(model_registry.MODEL_NAME, "1").tags
+    assert float(tags["rejudged_judged_recall_at_50"]) == pytest.approx(meta["v1_recall@50"], abs=1e-5)

@@ -121,3 +121,61 @@ def test_corrupting_the_test_parts_changes_no_choice(pipeline):
     assert again["settings"] == first["settings"]
     for key in ("chosen", "routes", "candidates", "decision", "floors", "ease_lambda", "left_out"):
         assert again["record"][key] == first["record"][key], key
+
+
+# A planted regression: the LM history profile alone (popularity for users without history),
+# pinned by config; complete lists, but far below the searched fusion on validation.
+PLANTED = {"search": False, **{f"weight_{name}": 0.0 for name in ROUTES}, "weight_lm_profile": 1.0,
+           "weight_popularity": 1.0}
+GATED = [dg.AssetKey(name) for name in ("route_settings", "ease_model", "recall_candidates")]
+
+
+@pytest.fixture(scope="module")
+def gated(pipeline):
+    """After the published run: the planted regression (stopped by the gate), then the same with
+    the drop accepted (published)."""
+    home, *_, published_run = pipeline
+    source = data_source(home.root.parent / "source" / "source.yaml")
+    job = build_definitions(home, source).resolve_job_def("recall_job")
+    runs = {}
+    with dg.instance_for_test() as instance:
+        for name, accept in (("stopped", False), ("accepted", True)):
+            config = {"ops": {"route_settings": {"config": {**PLANTED, "accept_drop": accept}}}}
+            runs[name] = job.execute_in_process(run_config=config, instance=instance, asset_selection=GATED,
+                                                raise_on_error=False)
+    return home, published_run, runs
+
+
+def gate_of(result) -> dg.AssetCheckEvaluation:
+    [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == "lists_no_worse_than_published"]
+    return evaluation
+
+
+def test_the_gate_stops_a_planted_regression_and_the_previous_lists_stay(gated):
+    home, published_run, runs = gated
+    stopped = runs["stopped"]
+    assert not stopped.success
+    gate = gate_of(stopped)
+    meta = {k: v.value for k, v in gate.metadata.items()}
+    assert not gate.passed and meta["basis"].startswith("same cut")
+    assert meta["new_recall@50"] < meta["published_recall@50"] - 0.02 and meta["upper_bound"] < 0
+    assert f"{meta['new_recall@50']:.4f}" in meta["message"] and f"{meta['published_recall@50']:.4f}" in meta["message"]
+    assert "--accept-drop" in meta["message"] and "accept_drop: true" in meta["message"]
+    assert stopped.asset_materializations_for_node("recall_candidates") == []  # never computed
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        published = [r for (r,) in con.execute("select run_id from recall.published_runs order by published_at").fetchall()]
+    assert published[0] == published_run and stopped.run_id not in published
+
+
+def test_an_accepted_drop_is_published_with_its_models(gated):
+    home, published_run, runs = gated
+    accepted = runs["accepted"]
+    assert accepted.success
+    gate = gate_of(accepted)
+    assert gate.passed and gate.metadata["accepted"].value is True
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        [(latest,)] = con.execute("select distinct run_id from recall.latest").fetchall()
+        [(served,)] = con.execute("select route_settings from recall.refreshes where run_id = ?", [latest]).fetchall()
+    assert latest == accepted.run_id
+    assert json.loads(served)["weights"]["ease"] == 0.0 and json.loads(served)["weights"]["lm_profile"] == 1.0
+    assert home.serving.published.current_name() == accepted.run_id

@@ -70,7 +70,7 @@ def sql(home: HomeLayout, query: str) -> list[tuple]:
 CHECKS = {"raw_items_reconcile", "raw_rows_reconcile", "embeddings_finite_unit_norm_one_per_item",
           "index_matches_embeddings", "two_tower_index_matches_model",
           "every_user_has_candidates", "no_training_item_recalled", "metrics_within_unit_interval",
-          "ease_model_fits_catalogue", "freshness_check"}
+          "ease_model_fits_catalogue", "freshness_check", "lists_no_worse_than_published"}
 
 
 def test_run_succeeds_with_all_checks(user_run):

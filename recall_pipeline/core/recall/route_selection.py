@@ -128,6 +128,9 @@ class ValidationRoutes:
     head: np.ndarray              # long-tail head of the fit part (metrics.head_items)
     seed: int = 0
     lambdas: dict[str, float] = field(default_factory=dict)  # how the EASE route's lambda was chosen
+    user_ids: np.ndarray | None = None  # the sampled users' ids, in row order
+    # EASE lists of variants scored but never searched (the published settings', for the quality gate)
+    extra_ease: dict[EaseVariant, np.ndarray] = field(default_factory=dict)
 
     @property
     def users(self) -> int:
@@ -235,6 +238,19 @@ class FusedTopK:
 def in_route_order(lists: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """``lists`` in ``ROUTES`` order: the order ``route_lists`` returns and the fusion sums in."""
     return {name: lists[name] for name in ROUTES if name in lists}
+
+
+def score(routes: ValidationRoutes, settings: RouteSettings, trust: float = 1.0) -> Figures:
+    """The validation figures of the lists ``settings`` fuse from ``routes`` (any EASE variant
+    with lists, searched or kept apart), as the search measures a candidate."""
+    variant = EaseVariant.of(settings)
+    ease = routes.ease.get(variant, routes.extra_ease.get(variant))
+    if ease is None:
+        raise ValueError(f"no validation lists for the EASE route {variant.name}")
+    served = trusted(settings, trust)
+    fused = FusedTopK(in_route_order({**routes.lists, "ease": ease}), len(routes.item_counts), routes.seed)
+    return figures(fused.top(served.weights, served.rrf_c,
+                             popularity_factors(routes.item_counts, served.popularity_discount)), routes)
 
 
 def popularity_factors(item_counts: np.ndarray, discount: float) -> np.ndarray | None:

@@ -115,10 +115,12 @@ def fit_matrix(train: pl.DataFrame, item_ids: np.ndarray) -> tuple[RatingMatrix,
 def validation_routes(train: pl.DataFrame, catalogue: Catalogue, start: RouteSettings,
                       encode: Callable[[list[str]], np.ndarray] | None, profile_settings: ProfileSettings,
                       text_cf_setting: tuple[float, float, float] | None, model_lists: ModelLists | None, cut: str,
-                      max_users: int) -> tuple[ValidationRoutes, dict[str, str]]:
+                      max_users: int, also: RouteSettings | None = None) -> tuple[ValidationRoutes, dict[str, str]]:
     """Every route's lists on the validation cut of ``train`` (the split's training part with
     ``val_part`` and ``is_relevant``), and why any route is left out. ``text_cf_setting``: the
-    stored TextCF model's (lambda, alpha, blend), refitted on the fit part (None: no TextCF route)."""
+    stored TextCF model's (lambda, alpha, blend), refitted on the fit part (None: no TextCF route).
+    ``also``: other settings to score on the same lists (the published version's, for the quality
+    gate): their EASE variant's lists are kept apart, never searched."""
     fit, holdout = fit_matrix(train, catalogue.item_ids)
     rows = selection_rows(holdout, max_users, seed=start.seed)
     counts = fit.item_counts()
@@ -150,19 +152,22 @@ def validation_routes(train: pl.DataFrame, catalogue: Catalogue, start: RouteSet
     if cold is None:
         notes["text_cf"] = "no TextCF model stored"
     ease, by_lambda = ease_lists(fit, start, rows, holdout[rows])
+    extra = {}
+    if also is not None and EaseVariant.of(also) not in ease:
+        extra = ease_lists(fit, also, rows, holdout[rows], only_start=True)[0]
     notes_lambda = {f"plain EASE validation Recall@50 at lambda {lam:g}": round(v, 5) for lam, v in by_lambda.items()}
     return ValidationRoutes(lists={n: v for n, v in lists.items() if (v >= 0).any()}, ease=ease,
                             relevant=holdout[rows], item_counts=counts, head=head_items(counts, fit.item_ids),
-                            seed=start.seed, lambdas=notes_lambda), notes
+                            seed=start.seed, lambdas=notes_lambda, user_ids=users, extra_ease=extra), notes
 
 
 def ease_lists(fit: RatingMatrix, start: RouteSettings, rows: np.ndarray,
-               relevant: sp.csr_matrix) -> tuple[dict[EaseVariant, np.ndarray], dict[float, float]]:
+               relevant: sp.csr_matrix, only_start: bool = False) -> tuple[dict[EaseVariant, np.ndarray], dict[float, float]]:
     """(the EASE route's lists for ``rows`` under every variant, plain EASE's validation Recall@50
     by regularisation). The regularisation is plain EASE's best on these users over the
     baselines' grid (as the EASE baseline is tuned), then the variants
     (``route_selection.ease_variants``) are built at it: one fit per (lambda, windowed term),
-    recency applied when scoring."""
+    recency applied when scoring. ``only_start``: the starting point's variant alone."""
     has_history = rows[np.diff(fit.matrix.indptr)[rows] > 0]
     slot = np.searchsorted(rows, has_history)
     models, out = {}, {}
@@ -178,6 +183,8 @@ def ease_lists(fit: RatingMatrix, start: RouteSettings, rows: np.ndarray,
             lists[slot] = ease_route(fit, settings, has_history, models[term])
         return lists
 
+    if only_start:
+        return {EaseVariant.of(start): lists_of(EaseVariant.of(start))}, {}
     recall = {}
     for lam in sorted({*EASE_GRID, start.ease_lambda}):
         variant = plain_ease(start, lam)

@@ -220,3 +220,55 @@ def apply_champion_rule(tracking_uri: str, version: str, judgement: Judgement,
     if promoted:
         registry.set_registered_model_alias(name, CHAMPION, version)
     return Promotion(version, promoted, before, judgement)
+
+
+def versions(tracking_uri: str, name: str = MODEL_NAME) -> list[str]:
+    """Every registered version number, newest first."""
+    found = client(tracking_uri).search_model_versions(name_filter(name))
+    return [str(v) for v in sorted((int(v.version) for v in found), reverse=True)]
+
+
+@dataclass(frozen=True)
+class Rejudgement:
+    """Registered versions scored again on today's data: validation Recall@50 by version, all on
+    the same held-out users and interactions, and the champion before and after."""
+
+    values: dict[str, float]
+    users: int
+    interactions: int
+    champion_before: str | None
+    champion_after: str | None
+    skipped: dict[str, str]   # version -> why it was not scored
+
+    @property
+    def reason(self) -> str:
+        if not self.values:
+            return f"nothing re-judged ({self.skipped or 'no version'}); the champion stays"
+        scores = ", ".join(f"v{v} {value:.4f}" for v, value in sorted(self.values.items(), key=lambda kv: -int(kv[0])))
+        moved = (f"champion moves from v{self.champion_before} to v{self.champion_after}"
+                 if self.champion_after != self.champion_before else f"champion v{self.champion_before} stays")
+        return f"{moved}: validation Recall@50 {scores} ({REJUDGED_ON}: {self.users} users, {self.interactions} interactions)"
+
+
+REJUDGED_ON = "current holdout less every judged version's training pairs"
+
+
+def rejudged_champion(values: dict[str, float], champion: str | None) -> str | None:
+    """The champion after a re-judgement: another version only when strictly better than the
+    champion on the same held-out data (a tie keeps it); no scored champion: the best version."""
+    if not values:
+        return champion
+    best = max(values, key=lambda version: (values[version], int(version)))
+    if champion in values and values[best] <= values[champion]:
+        return champion
+    return best
+
+
+def apply_rejudgement(tracking_uri: str, rejudgement: Rejudgement, name: str = MODEL_NAME) -> None:
+    """Record each version's figure as tags and move the alias when the champion changed."""
+    registry = client(tracking_uri)
+    for version, value in rejudgement.values.items():
+        registry.set_model_version_tag(name, version, f"rejudged_{JUDGED_METRIC}", f"{value:.6f}")
+        registry.set_model_version_tag(name, version, "rejudged_users", str(rejudgement.users))
+    if rejudgement.champion_after and rejudgement.champion_after != rejudgement.champion_before:
+        registry.set_registered_model_alias(name, CHAMPION, rejudgement.champion_after)

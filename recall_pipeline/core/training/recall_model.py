@@ -260,6 +260,46 @@ def judge(result: two_tower.TrainingResult, train: pl.DataFrame, rm: RatingMatri
     return Judgement(model_registry.FRESH_HOLDOUT, score(candidate), score(champion_model), users, interactions)
 
 
+def rejudge(train: pl.DataFrame, rm: RatingMatrix, item_ids: np.ndarray, lm_vectors: np.ndarray, encoder: str,
+            tracking_uri: str, candidates: int = 3,
+            training: two_tower.TrainingSettings = two_tower.TrainingSettings()) -> model_registry.Rejudgement:
+    """The champion and the ``candidates`` newest other versions judged again on today's
+    training data: each served model (trained on all of its own training part) is scored on the
+    current validation holdout less every (user, item) pair any of them trained on, each user's
+    history being the current fit part, so that no version is scored on anything it trained on
+    and all on the same users (a seeded sample on a large catalogue). A champion that was
+    promoted by a cut-short refit, or on a cut that has moved since, is judged here like the
+    others. A version trained on another encoder, or saved without its training pairs, is
+    skipped, with the reason. Nothing here reads a test row."""
+    train = training_part(train)
+    champion = model_registry.champion_version(tracking_uri)
+    others = [v for v in model_registry.versions(tracking_uri) if v != champion][:candidates]
+    models, pairs, skipped = {}, [], {}
+    with tempfile.TemporaryDirectory(prefix="rejudge-") as tmp:
+        for version in ([champion] if champion else []) + others:
+            folder = model_registry.download(tracking_uri, version, Path(tmp) / version)
+            model, trained_on = serving_or_none(folder, item_ids, lm_vectors, encoder), read_training_pairs(folder, train)
+            if model is None or trained_on is None:
+                skipped[version] = "trained on another encoder" if model is None else "no training pairs stored"
+                continue
+            models[version] = model
+            pairs.append(trained_on)
+    if not models:
+        return model_registry.Rejudgement({}, 0, 0, champion, champion, skipped)
+    judged = holdout_less_pairs(train, pl.concat(pairs))
+    fit_matrix, holdout = validation_matrices(judged, rm)
+    holdout = two_tower.validation_sample(holdout, training)
+    users, interactions = _counts(holdout)
+    if not users:
+        return model_registry.Rejudgement({}, 0, 0, champion, champion,
+                                          {**skipped, "all": "no held-out interaction that none of them trained on"})
+    fit = fit_sequences(judged, rm)
+    values = {version: validation_recall(two_tower.dense_scorer(model, fit, len(rm.user_ids)), fit_matrix, holdout)
+              for version, model in models.items()}
+    return model_registry.Rejudgement(values, users, interactions, champion,
+                                      model_registry.rejudged_champion(values, champion), skipped)
+
+
 def _counts(holdout) -> tuple[int, int]:
     """(held-out users with a relevant interaction, relevant held-out interactions)."""
     return int((np.diff(holdout.indptr) > 0).sum()), int(holdout.nnz)

@@ -4,8 +4,9 @@ import dagster as dg
 import polars as pl
 
 from recall_pipeline.core.features.user_profiles import ProfileSettings
-from recall_pipeline.core.recall import route_selection
-from recall_pipeline.core.recall.chosen_settings import PINNED, SEARCHED, ChosenSettings, save_choice
+from recall_pipeline.core.recall import quality_gate, route_selection
+from recall_pipeline.core.recall.chosen_settings import PINNED, SEARCHED, ChosenSettings, load_choice, save_choice
+from recall_pipeline.core.recall.serving_version import ServingParts
 from recall_pipeline.core.recall.routes import ROUTES, RouteSettings
 from recall_pipeline.core.recall.validation_routes import validation_routes
 from recall_pipeline.defs import tables
@@ -13,6 +14,7 @@ from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.resources import DataSource, MlflowTracking, PipelineHome, TextEncoderResource, Warehouse
 
 DEFAULTS = RouteSettings()
+GATE_CHECK = "lists_no_worse_than_published"
 
 
 class RouteSettingsConfig(dg.Config):
@@ -41,6 +43,9 @@ class RouteSettingsConfig(dg.Config):
     time_budget_seconds: float = 120.0
     # the reach target: coverage@50 of the lists at least this many times plain EASE's (0: none)
     coverage_vs_plain_ease: float = route_selection.COVERAGE_VS_PLAIN_EASE
+    # publish even if the lists' validation Recall@50 dropped beyond the noise against the
+    # published version's (the quality gate; recall-pipeline run --accept-drop)
+    accept_drop: bool = False
 
     def start(self) -> RouteSettings:
         return RouteSettings(
@@ -55,6 +60,9 @@ class RouteSettingsConfig(dg.Config):
     deps=["rating_matrix", "item_embeddings", "cleaned_item_text", "faiss_index", "two_tower_index", "text_cf_model"],
     kinds={"numpy", "mlflow"},
     pool="warehouse",
+    check_specs=[dg.AssetCheckSpec(GATE_CHECK, asset="route_settings", blocking=True,
+                                   description="the quality gate: the lists' validation Recall@50 is not below the "
+                                               "published version's beyond the noise (core/recall/quality_gate.py)")],
     description="The fusion the lists serve, chosen on this run's validation cut (core/recall/route_selection.py): "
                 "every route built on the fit part and scored on the held-out part (a seeded sample of "
                 "users), then a coordinate search over the EASE variant (recency, windowed term, each "
@@ -68,19 +76,29 @@ class RouteSettingsConfig(dg.Config):
 def route_settings(context: dg.AssetExecutionContext, config: RouteSettingsConfig, warehouse: Warehouse,
                    home: PipelineHome, encoder: TextEncoderResource, data_source: DataSource,
                    mlflow: MlflowTracking) -> dg.MaterializeResult:
-    run_id, start = context.run.run_id, config.start()
-    if not config.search:
+    run_id, start, published = context.run.run_id, config.start(), _published_choice(home)
+    if not config.search and published is None:  # pinned, and nothing to compare with
         save_choice(home.layout.route_settings, ChosenSettings(start, PINNED, run_id, {}))
         context.log.info("route settings pinned by config: no search")
-        return dg.MaterializeResult(metadata={"how": PINNED, "settings": dg.MetadataValue.json(start.to_json())})
+        gate = quality_gate.nothing_to_compare("no published version yet")
+        return dg.MaterializeResult(metadata={"how": PINNED, "settings": dg.MetadataValue.json(start.to_json())},
+                                    check_results=[_gate_check(gate)])
     inputs = tables.selection_inputs(warehouse, home)
     routes, left_out = validation_routes(
         inputs.train, inputs.catalogue, start, encoder.get().encode, ProfileSettings(rating_max=data_source.rating_max),
-        inputs.text_cf_setting, inputs.model_lists, inputs.cut, config.max_users)
+        inputs.text_cf_setting, inputs.model_lists, inputs.cut, config.max_users,
+        also=published.settings if published else None)
+    if not config.search:
+        save_choice(home.layout.route_settings, ChosenSettings(start, PINNED, run_id, _gated_record({}, routes, start, inputs)))
+        gate = _gate(context, published, routes, start, inputs, config.accept_drop)
+        return dg.MaterializeResult(metadata={"how": PINNED, "settings": dg.MetadataValue.json(start.to_json())},
+                                    check_results=[_gate_check(gate)])
     selection = route_selection.select(routes, start, inputs.trust, config.time_budget_seconds,
                                        config.coverage_vs_plain_ease)
-    record = {**selection.record(), "left_out": left_out, "two_tower_trust": inputs.trust}
+    record = _gated_record({**selection.record(), "left_out": left_out, "two_tower_trust": inputs.trust},
+                           routes, selection.settings, inputs)
     save_choice(home.layout.route_settings, ChosenSettings(selection.settings, SEARCHED, run_id, record))
+    gate = _gate(context, published, routes, selection.settings, inputs, config.accept_drop)
     context.log.info(f"route settings: {selection.decision}; {len(selection.candidates)} candidates in "
                      f"{selection.seconds:.1f} s on {selection.users} users; left out: {left_out or 'none'}")
     with mlflow.start_run("route_settings", {"dagster_run_id": run_id}) as (tracker, mlflow_run):
@@ -91,7 +109,8 @@ def route_settings(context: dg.AssetExecutionContext, config: RouteSettingsConfi
                              "search_seconds": selection.seconds, "candidates": len(selection.candidates)})
         tracker.log_dict(record, "route_selection.json")
     if not selection.users:
-        return dg.MaterializeResult(metadata={"how": SEARCHED, "decision": selection.decision, "users": 0})
+        return dg.MaterializeResult(metadata={"how": SEARCHED, "decision": selection.decision, "users": 0},
+                                    check_results=[_gate_check(gate)])
     candidates = pl.DataFrame(selection.candidates).sort("recall@50", descending=True)
     return dg.MaterializeResult(metadata={
         "how": SEARCHED, "decision": selection.decision, "best_route": selection.best_route,
@@ -105,7 +124,50 @@ def route_settings(context: dg.AssetExecutionContext, config: RouteSettingsConfi
         "routes": markdown_table(pl.DataFrame([{"route": n, **f} for n, f in selection.routes.items()])),
         "candidates": markdown_table(candidates, rows=25),
         "mlflow_run_id": mlflow_run.info.run_id,
-    })
+    }, check_results=[_gate_check(gate)])
+
+
+def _published_choice(home: PipelineHome) -> ChosenSettings | None:
+    """The route settings (and their validation record) of the current serving version."""
+    version = home.layout.serving.current_or_none()
+    return load_choice(ServingParts.of_version(version).route_settings) if version is not None else None
+
+
+def _served_figures(routes, settings: RouteSettings, inputs) -> quality_gate.UserFigures | None:
+    """Per-user validation Recall@50 of the lists ``settings`` fuse (None: no held-out user)."""
+    if not routes.users:
+        return None
+    return quality_gate.UserFigures(inputs.cut, routes.user_ids,
+                                    route_selection.score(routes, settings, inputs.trust).per_user_recall)
+
+
+def _gated_record(record: dict, routes, settings: RouteSettings, inputs) -> dict:
+    """``record`` with the served lists' per-user figures: what the next run's gate compares with."""
+    ours = _served_figures(routes, settings, inputs)
+    return {**record, "validation_users": ours.to_json() if ours else None}
+
+
+def _gate(context: dg.AssetExecutionContext, published: ChosenSettings | None, routes, settings: RouteSettings,
+          inputs, accept_drop: bool) -> quality_gate.GateResult:
+    """The quality gate against the current serving version (``core.recall.quality_gate``)."""
+    ours = _served_figures(routes, settings, inputs)
+    if published is None or ours is None:
+        gate = quality_gate.nothing_to_compare("no published version yet" if published is None
+                                               else "no held-out user", inputs.cut)
+    else:
+        stored = quality_gate.UserFigures.from_json(published.record.get("validation_users"))
+        if stored is not None and stored.cut == inputs.cut:
+            gate = quality_gate.judge(ours, stored, quality_gate.SAME_CUT, published.run_id, accept_drop)
+        else:
+            theirs = _served_figures(routes, published.settings, inputs)
+            gate = quality_gate.judge(ours, theirs, quality_gate.MOVED_CUT, published.run_id, accept_drop)
+    (context.log.info if gate.passed and not gate.accepted else context.log.warning)(f"quality gate: {gate.message}")
+    return gate
+
+
+def _gate_check(gate: quality_gate.GateResult) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(check_name=GATE_CHECK, passed=gate.passed, description=gate.message,
+                               metadata={**gate.as_metadata(), "message": gate.message})
 
 
 def _metrics(prefix: str, figures: dict[str, float]) -> dict[str, float]:

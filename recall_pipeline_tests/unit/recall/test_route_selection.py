@@ -156,3 +156,19 @@ def test_without_held_out_users_the_starting_point_serves():
                                  head=np.zeros(N_ITEMS, dtype=bool))
     selection = rs.select(routes, START)
     assert selection.settings == START and "no held-out user" in selection.decision and selection.users == 0
+
+
+def test_score_is_what_the_search_measures_and_reads_variants_kept_apart():
+    rng = np.random.default_rng(8)
+    relevant, counts = relevant_matrix(rng), rng.integers(1, 30, N_ITEMS)
+    lists = {name: random_lists(rng) for name in ("two_tower", "lm_profile", "ease")}
+    routes = routes_of(lists, relevant, counts)
+    settings = RouteSettings(depth=DEPTH, weights={**START.weights, "lm_profile": 0.5}, popularity_discount=0.1)
+    measured = rs.Search(routes, START).measure(settings).figures
+    assert rs.score(routes, settings).as_dict() == measured.as_dict()
+    np.testing.assert_array_equal(rs.score(routes, settings).per_user_recall, measured.per_user_recall)
+    other = dataclasses.replace(START, ease_lambda=START.ease_lambda * 2)
+    with pytest.raises(ValueError, match="no validation lists"):
+        rs.score(routes, other)
+    kept_apart = dataclasses.replace(routes, extra_ease={rs.EaseVariant.of(other): random_lists(rng)})
+    assert 0.0 <= rs.score(kept_apart, other).recall <= 1.0

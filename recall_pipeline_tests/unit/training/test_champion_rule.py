@@ -176,3 +176,27 @@ def test_the_trust_factor_reads_training_data_alone_and_travels_with_the_saved_m
     two_tower.save_model(first.model, world["item_ids"], tmp_path / "v" / "model", {CONFIG_KEY: 0.25})
     two_tower.save_model(first.model, world["item_ids"], tmp_path / "old" / "model")  # saved before trust existed
     assert [saved_trust(two_tower.read_config(tmp_path / name / "model")) for name in ("v", "old")] == [0.25, 1.0]
+
+
+def test_rejudging_scores_every_version_on_what_none_trained_on(world, history):
+    """On the grown data, v1 and v2 (the same seeded training) are scored on the holdout less
+    both versions' pairs: equal figures, the same users as the champion rule's fresh holdout,
+    and a tie keeps the champion; the test parts play no part."""
+    champion = model_registry.champion_version(world["uri"])
+    rm = rm_of(world, world["after"])
+    rejudged = recall_model.rejudge(world["after"], rm, world["item_ids"], world["lm"], ENCODER, world["uri"])
+    judged = judge(world, history["grown"], world["after"], champion)
+    assert set(rejudged.values) >= {"1", "2"} and rejudged.skipped == {}
+    assert rejudged.values["1"] == pytest.approx(rejudged.values["2"])
+    assert (rejudged.users, rejudged.interactions) == (judged.users, judged.interactions)
+    assert rejudged.champion_after == rejudged.champion_before == champion
+    again = recall_model.rejudge(corrupt_test_parts(world["after"], 3), rm, world["item_ids"], world["lm"], ENCODER,
+                                 world["uri"])
+    assert again.values == rejudged.values
+
+
+def test_a_rejudged_champion_moves_only_to_a_strictly_better_version():
+    assert model_registry.rejudged_champion({"1": 0.30, "2": 0.30}, "1") == "1"  # a tie keeps it
+    assert model_registry.rejudged_champion({"1": 0.30, "2": 0.31, "3": 0.29}, "1") == "2"
+    assert model_registry.rejudged_champion({"2": 0.2, "3": 0.2}, None) == "3"  # none yet: the best, newest first
+    assert model_registry.rejudged_champion({}, "4") == "4"
