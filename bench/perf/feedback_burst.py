@@ -12,6 +12,7 @@ top K holds the target (mean over targets) and the rows the guard quarantined.
 
     .venv/bin/python -m bench.perf.feedback_burst [--sample-users 14] [--targets 10] [--home DIR]
                                              [--attacks 50x1,50x3,...]   (accounts x fillers)
+                                             [--attacks sleeper,camouflaged,slow,trickle]
 
 Recorded run: bench/results/perf/feedback_burst.txt.
 """
@@ -44,6 +45,7 @@ from recall_pipeline.core.recall.routes import RouteSettings  # noqa: E402
 
 ATTACKS = ((50, 1), (100, 1), (200, 1), (50, 2), (50, 3), (20, 3), (19, 3))
 KS = (20, 50, 100)
+NAMED = ("sleeper", "camouflaged", "slow", "trickle")
 START = datetime(2016, 12, 1, 10, 0, 0)
 
 
@@ -66,13 +68,62 @@ def attack_frame(raw: pl.DataFrame, target: int, popular: list[int], accounts: i
     rows = []
     for n in range(accounts):
         when = START + timedelta(seconds=n)
-        rows.append((first + n, target, when))
-        rows += [(first + n, popular[(n + f) % len(popular)], when + timedelta(seconds=f + 1)) for f in range(fillers)]
+        rows.append((first + n, target, 5.0, when))
+        rows += [(first + n, popular[(n + f) % len(popular)], 5.0, when + timedelta(seconds=f + 1))
+                 for f in range(fillers)]
+    return with_feedback(raw, rows)
+
+
+def with_feedback(raw: pl.DataFrame, rows: list[tuple]) -> pl.DataFrame:
+    """``raw`` plus (user, item, rating, time) rows arriving as feedback."""
     frame = pl.DataFrame({"user_id": [str(r[0]) for r in rows], "item_id": [str(r[1]) for r in rows],
-                          "rating": ["5"] * len(rows), "timestamp": [r[2].isoformat() for r in rows]})
+                          "rating": [f"{r[2]:g}" for r in rows], "timestamp": [r[3].isoformat() for r in rows]})
     frame = with_provenance(frame, "attack.csv", "feedback-bench").with_columns(
         source_kind=pl.lit("feedback"), event_type=pl.lit(None, pl.String))
     return pl.concat([raw, frame.select(raw.columns)])
+
+
+DAY, MINUTE = timedelta(days=1), timedelta(minutes=1)
+
+
+def named_attack(kind: str, raw: pl.DataFrame, target: int, popular: list[int], ordinary: list[int]) -> pl.DataFrame:
+    """The attacks an attacker tries against a guard that keys on new accounts (30 accounts unless
+    said; ``popular``: the most rated items, ``ordinary``: the next ones):
+
+    - ``sleeper``: each rates 6 popular items over the month before, then all rate the target 5
+      stars within 30 minutes, then 4 more ordinary ratings over two days;
+    - ``camouflaged``: 30 new accounts over 10 minutes, each rating the target 5 stars and three
+      ordinary items 3 stars;
+    - ``slow``: 30 new accounts over 6 days, 5 a day, each rating the target 5 stars and two
+      popular items 4 stars;
+    - ``trickle``: 24 sleepers (6 popular items over the month before), 4 a day over 6 days.
+    """
+    first, rows = int(raw["user_id"].cast(pl.Int64).max()) + 1000, []
+
+    def sleeper(account: int, n: int, push: datetime, after: int = 4) -> None:
+        rows.extend((account, popular[(n + h) % len(popular)], 4.0, push - 30 * DAY + h * 5 * DAY) for h in range(6))
+        rows.append((account, target, 5.0, push))
+        rows.extend((account, ordinary[(n + h) % len(ordinary)], 3.5, push + (h + 1) * 12 * timedelta(hours=1))
+                    for h in range(after))
+
+    for n in range(24 if kind == "trickle" else 30):
+        account = first + n
+        if kind == "sleeper":
+            sleeper(account, n, START + n * MINUTE)
+        elif kind == "camouflaged":
+            when = START + n * 20 * timedelta(seconds=1)
+            rows.append((account, target, 5.0, when))
+            rows.extend((account, ordinary[(n + h) % len(ordinary)], 3.0, when + (h + 1) * timedelta(seconds=3))
+                        for h in range(3))
+        elif kind == "slow":
+            when = START + (n // 5) * DAY + (n % 5) * 37 * MINUTE
+            rows.append((account, target, 5.0, when))
+            rows.extend((account, popular[(n + h) % len(popular)], 4.0, when + (h + 1) * MINUTE) for h in range(2))
+        elif kind == "trickle":
+            sleeper(account, n, START + (n // 4) * DAY + (n % 4) * 53 * MINUTE, after=0)
+        else:
+            raise ValueError(f"unknown attack {kind!r}")
+    return with_feedback(raw, rows)
 
 
 def main() -> None:
@@ -81,9 +132,9 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=10)
     parser.add_argument("--home", type=Path, help="a home folder a full run already filled (else a new one)")
     parser.add_argument("--attacks", default=",".join(f"{a}x{f}" for a, f in ATTACKS),
-                        help="comma-separated ACCOUNTSxFILLERS")
+                        help="comma-separated ACCOUNTSxFILLERS, or named attacks: sleeper, camouflaged, slow, trickle")
     args = parser.parse_args()
-    attacks = [tuple(int(n) for n in a.split("x")) for a in args.attacks.split(",")]
+    attacks = [a if a in NAMED else tuple(int(n) for n in a.split("x")) for a in args.attacks.split(",")]
 
     from recall_pipeline.defs import tables
     from recall_pipeline.resources import PipelineHome, Warehouse
@@ -105,7 +156,8 @@ def main() -> None:
     honest = np.sort(split["user_id"].unique().to_numpy())
     counts = split.filter(pl.col("part") == "train").group_by("item_id").len()
     targets = counts.filter(pl.col("len") == 1)["item_id"].sort().head(args.targets).to_list()
-    popular = counts.sort(["len", "item_id"], descending=[True, False])["item_id"].head(10).to_list()
+    ranked = counts.sort(["len", "item_id"], descending=[True, False])["item_id"]
+    popular, ordinary = ranked.head(10).to_list(), ranked.slice(10, 40).to_list()
 
     def lists(raw_rows: pl.DataFrame, guard: bool):
         clean, quarantine = clean_interactions(raw_rows, known, CleaningRules(), datetime.now(),
@@ -131,17 +183,24 @@ def main() -> None:
     print(f"# full run {'reused' if args.home else f'{full_seconds:.0f} s'}; share of honest users whose top K holds the target")
     print(f"{'attack':<28} {'guard':<6} {header}  quarantined rows")
     print(f"{'none':<28} {'-':<6} " + " ".join(f"{v:<7.3f}" for v in base) + "  0")
-    for accounts, fillers in attacks:
+    every_row = clean_interactions(raw, known, CleaningRules(), datetime.now(), BurstSettings(feedback_only=False))[1]
+    print(f"# without an attack, the guard looking at every row (feedback_only=False) flags "
+          f"{every_row.filter(pl.col('reason') == 'suspected_burst').height} of {raw.height} rows")
+    for attack in attacks:
         for guard in (False, True):
-            results, held = [], []
+            results, held, sizes = [], [], []
             for target in targets:
-                rm, items, quarantined = lists(attack_frame(raw, target, popular, accounts, fillers), guard)
+                attacked = (named_attack(attack, raw, target, popular, ordinary) if attack in NAMED
+                            else attack_frame(raw, target, popular, *attack))
+                rm, items, quarantined = lists(attacked, guard)
                 results.append(shares(rm, items, target))
                 held.append(quarantined)
-            name = f"{accounts} x (target + {fillers} filler{'s' if fillers > 1 else ''})"
+                sizes.append(attacked.height - raw.height)
+            name = (attack if attack in NAMED else
+                    f"{attack[0]} x (target + {attack[1]} filler{'s' if attack[1] > 1 else ''})")
             print(f"{name:<28} {'on' if guard else 'off':<6} "
                   + " ".join(f"{v:<7.3f}" for v in np.mean(results, axis=0))
-                  + f"  {int(np.mean(held))} of {accounts * (fillers + 1)}")
+                  + f"  {int(np.mean(held))} of {int(np.mean(sizes))}")
     print(f"# {time.perf_counter() - started:.0f} s in all")
 
 

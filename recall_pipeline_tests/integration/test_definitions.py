@@ -82,6 +82,9 @@ def test_cli_training_budget_is_valid_run_config(tmp_path):
     resolved = dg.validate_run_config(job, run_config(600.0))
     assert resolved["ops"]["recall_model"]["config"]["max_train_seconds"] == 600.0
     assert dg.validate_run_config(job, run_config(None))["ops"]["recall_model"]["config"]["max_train_seconds"] == 0.0
+    # --accept-drop lets the quality gate pass a drop
+    assert dg.validate_run_config(job, run_config(None, True))["ops"]["route_settings"]["config"]["accept_drop"] is True
+    assert dg.validate_run_config(job, run_config(None))["ops"]["route_settings"]["config"]["accept_drop"] is False
 
 
 # The one module that defines two assets (they are loaded together, from the same files).

@@ -168,7 +168,7 @@ def test_the_burst_is_quarantined_named_and_counted(attacked):
     assert quarantined.is_empty()
     cleaned = materialization(guarded, "cleaned_interactions")
     assert cleaned["suspected_burst_rows"] == n and cleaned["quarantined"] == n
-    assert f"suspected burst on item {attacked['target']}: {ACCOUNTS} accounts" in cleaned["suspected_bursts"]
+    assert f"suspected burst on item {attacked['target']}: {ACCOUNTS} new or thin accounts" in cleaned["suspected_bursts"]
     assert attacked["guarded_metrics"] == {"quarantined_rows": n, "suspected_burst_rows": n}
     assert materialization(guarded, "evaluation_report")["suspected_burst_rows"] == n
     assert f"<code>suspected_burst_rows</code>: {n}" in attacked["guarded_report"]
@@ -188,5 +188,5 @@ def test_the_guarded_detail_names_item_window_and_count(attacked):
     assert set(quarantine["reason"]) == {REASON} and quarantine.height == len(attacked["rows"])
     assert set(quarantine["source_file"]) == {str(home.inbox / "attack.csv")}
     [detail] = quarantine["detail"].unique().to_list()
-    assert (f"item {attacked['target']}: {ACCOUNTS} accounts" in detail
+    assert (f"item {attacked['target']}: {ACCOUNTS} new or thin accounts" in detail
             and "between 2016-12-01 10:00:00 and 2016-12-01 10:00:49" in detail and "window 3600 s" in detail)

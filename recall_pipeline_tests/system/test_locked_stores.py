@@ -1,47 +1,79 @@
 """An MLflow store that another process holds locked fails with a clear error naming it.
 
-System tier: each test waits out MLflow's fixed 20-second SQLite busy timeout (its sessions set
-``PRAGMA busy_timeout = 20000`` whatever the URI says), time in which other tests run.
+System tier: each case waits out MLflow's fixed 20-second SQLite busy timeout (its sessions set
+``PRAGMA busy_timeout = 20000`` whatever the URI says); the two cases wait side by side, in
+threads, each on a store of its own.
 """
 
 from __future__ import annotations
+
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
 from recall_pipeline.core.training import model_registry
 
 
-def test_only_a_missing_champion_means_none_a_locked_store_fails_clearly(tmp_path):
-    import sqlite3
-
-    uri = f"sqlite:///{tmp_path / 'registry.db'}"
-    assert model_registry.champion_version(uri) is None                 # no registered model
-    model_registry.client(uri).create_registered_model(model_registry.MODEL_NAME)
-    assert model_registry.champion_version(uri) is None                 # a model, no alias
-    holder = sqlite3.connect(tmp_path / "registry.db", isolation_level=None)
-    holder.execute("begin exclusive")                                    # another process writing
-    try:
-        with pytest.raises(model_registry.RegistryUnavailableError, match="registry.db is locked, unreachable or broken .*database is locked"):
-            model_registry.champion_version(uri)
-    finally:
-        holder.execute("rollback")
-        holder.close()
-
-
-def test_a_store_locked_during_a_run_fails_with_the_store_named(tmp_path):
-    import sqlite3
-
-    from recall_pipeline.resources import MlflowTracking
-
-    tracking = MlflowTracking(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=str(tmp_path / "a"))
-    with tracking.start_run("creates the store", {}) as (tracker, _):
-        tracker.log_metric("x", 1.0)
-    holder = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
+@contextmanager
+def locked(db: Path):
+    """Another connection holding an exclusive lock on ``db`` (a process writing)."""
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     holder.execute("begin exclusive")
     try:
-        with pytest.raises(model_registry.RegistryUnavailableError, match="mlflow.db is locked, unreachable or broken"):
-            with tracking.start_run("blocked", {}) as (tracker, _):
-                tracker.log_metric("x", 2.0)
+        yield
     finally:
         holder.execute("rollback")
         holder.close()
+
+
+def champion_when_locked(folder: Path) -> dict:
+    uri = f"sqlite:///{folder / 'registry.db'}"
+    seen = {"no model": model_registry.champion_version(uri)}
+    model_registry.client(uri).create_registered_model(model_registry.MODEL_NAME)
+    seen["a model, no alias"] = model_registry.champion_version(uri)
+    with locked(folder / "registry.db"):
+        try:
+            model_registry.champion_version(uri)
+        except model_registry.RegistryUnavailableError as exc:
+            seen["locked"] = exc
+    return seen
+
+
+def run_when_locked(folder: Path) -> Exception | None:
+    from recall_pipeline.resources import MlflowTracking
+
+    tracking = MlflowTracking(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", artifact_root=str(folder / "a"))
+    with tracking.start_run("creates the store", {}) as (tracker, _):
+        tracker.log_metric("x", 1.0)
+    with locked(folder / "mlflow.db"):
+        try:
+            with tracking.start_run("blocked", {}) as (tracker, _):
+                tracker.log_metric("x", 2.0)
+        except model_registry.RegistryUnavailableError as exc:
+            return exc
+    return None
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    with ThreadPoolExecutor(2) as pool:
+        champion = pool.submit(champion_when_locked, tmp_path_factory.mktemp("registry"))
+        run = pool.submit(run_when_locked, tmp_path_factory.mktemp("tracking"))
+        return champion.result(), run.result()
+
+
+def test_only_a_missing_champion_means_none_a_locked_store_fails_clearly(outcomes):
+    seen, _ = outcomes
+    assert seen["no model"] is None and seen["a model, no alias"] is None
+    assert isinstance(seen.get("locked"), model_registry.RegistryUnavailableError)
+    assert "registry.db is locked, unreachable or broken" in str(seen["locked"])
+    assert "database is locked" in str(seen["locked"])
+
+
+def test_a_store_locked_during_a_run_fails_with_the_store_named(outcomes):
+    _, error = outcomes
+    assert isinstance(error, model_registry.RegistryUnavailableError)
+    assert "mlflow.db is locked, unreachable or broken" in str(error)

@@ -1,18 +1,24 @@
-"""Coordinated bursts: many new accounts giving one item an extreme rating within a short window.
+"""Coordinated pushes: many suspicious accounts giving one item an extreme rating within a short window.
 
-A feedback loop can be pushed: a few dozen fresh accounts that each rate one target item 5 stars
-(plus a filler rating or two, to look like users) make the item co-occur with what honest users
+A feedback loop can be pushed: a few dozen accounts that each rate one target item 5 stars
+(plus some filler ratings, to look like users) make the item co-occur with what honest users
 liked, and collaborative filtering then recalls it for everyone (a shilling or fake-account
 attack). Honest bulk activity looks different: the accounts that rate a new blockbuster in its
-first hour mostly have a history.
+first hour or week mostly have a real history.
 
-A **burst** is, for one item and one direction (high or low ratings):
+A **burst** is, for one item and one direction (high or low ratings), and for one of the windows
+(``window_seconds``, an hour by default, and the slower ``day_window_seconds`` and
+``week_window_seconds``: an attack spread over days, a few accounts at a time, is the same
+cluster seen from further):
 
-- at least ``min_accounts`` distinct *low-history* accounts, each giving the item an *extreme*
-  rating, all within ``window_seconds`` of the first;
-- a low-history account has at most ``max_prior_history`` interactions (any item) older than one
-  window before its rating: what it did in the same session (its filler ratings) does not count
-  as history;
+- at least ``min_accounts`` distinct *suspicious* accounts, each giving the item an *extreme*
+  rating, all within the window of the first;
+- a suspicious account is **new** (at most ``max_prior_history`` interactions, any item, older
+  than ``window_seconds`` before its rating: what it did in the same session, its filler
+  ratings, does not count as history) or **thin**, whatever its age: at most ``thin_history``
+  interactions in all besides this rating. A sleeper account that rated six ordinary movies
+  over a month before the push, and four after, is thin; the bundled data's users (20 ratings or
+  more each) never are;
 - an extreme rating is within ``extreme_share`` of the rating range from its top (high) or, with
   ``include_low``, from its bottom (low). On the 0.5-5 scale with the default 0.15 that is 4.5
   and 5.0 (high) and 0.5 and 1.0 (low); on a 1-5 scale, 5 and 1. Implicit feedback (no rating)
@@ -28,9 +34,10 @@ loop. ``feedback_only=False`` looks at every row.
 Overlapping or touching windows (consecutive burst ratings less than a window apart) form one
 burst. What is quarantined: every row of each burst account within one window before the burst's
 first rating to one window after its last, i.e. the burst rating and the filler ratings of the
-same session. The account's rows outside that span stay clean (at most ``max_prior_history``
-older ones, by construction, and any later ones), so that an honest newcomer caught in a burst
-keeps the rest of their history.
+same session (or, for a slow burst, of the same days). The account's other rows stay clean, so
+that an honest account caught in a burst keeps the rest of its history. The windows are tried
+shortest first, and an account in a burst already is not looked at again over a longer one: a
+fast burst keeps its short quarantine span.
 """
 
 from __future__ import annotations
@@ -52,7 +59,12 @@ class BurstSettings:
     enabled: bool = True
     min_accounts: int = 20
     window_seconds: int = 3600
+    # the same test over longer windows, for pushes spread over days (0: that window is off)
+    day_window_seconds: int = 86_400
+    week_window_seconds: int = 604_800
     max_prior_history: int = 3
+    # at most this many interactions in all besides the rating: a thin account, whatever its age
+    thin_history: int = 12
     extreme_share: float = 0.15
     include_low: bool = True
     min_share_of_item: float = 0.5
@@ -77,14 +89,14 @@ def find_bursts(rows: pl.DataFrame, settings: BurstSettings = BurstSettings(), r
     ``rows``: valid interactions with ``key`` (unique per row), ``user_id``, ``item_id``,
     ``rating`` (Float64; ignored when ``implicit``) and ``timestamp`` (Datetime), and optionally
     ``eligible`` (Boolean: only such rows can be burst ratings; ``settings.feedback_only`` is the
-    caller's to apply). The history that decides whether an account is new is taken from
+    caller's to apply). The history that decides whether an account is new or thin is taken from
     ``rows`` themselves, so pass every valid interaction, not only the new ones.
     """
     out_schema = {key: rows.schema[key] if key in rows.columns else pl.Int64, "burst": pl.Int64,
                   "detail": pl.String}
     if not settings.enabled or rows.is_empty():
         return pl.DataFrame(schema=out_schema)
-    window = int(settings.window_seconds)
+    base = int(settings.window_seconds)
     high, low = _extreme_thresholds(settings, rating_min, rating_max)
     polarity = (pl.lit("high") if implicit else
                 pl.when(pl.col("rating") >= high).then(pl.lit("high"))
@@ -93,25 +105,52 @@ def find_bursts(rows: pl.DataFrame, settings: BurstSettings = BurstSettings(), r
         polarity = pl.when(pl.col("eligible")).then(polarity)
     frame = rows.select(key, "user_id", "item_id", sec=pl.col("timestamp").dt.epoch("s"), polarity=polarity)
     seconds = frame["sec"].to_numpy()
-    origin, stride = int(seconds.min()), int(seconds.max() - seconds.min()) + window + 1
+    origin, span = int(seconds.min()), int(seconds.max() - seconds.min())
 
-    # history older than one window before each row, per account
+    # history older than one window before each row, and in all, per account
     frame = frame.sort("user_id", "sec").with_columns(
-        user_rank=pl.col("user_id").rank("dense").cast(pl.Int64) - 1)
-    ranks = frame["user_rank"].to_numpy()
+        user_rank=pl.col("user_id").rank("dense").cast(pl.Int64) - 1, others=pl.len().over("user_id") - 1)
+    ranks, stride = frame["user_rank"].to_numpy(), span + base + 1
     keys = _group_keys(ranks, frame["sec"].to_numpy(), origin, stride)
     user_start = np.searchsorted(keys, ranks * stride)
-    prior = np.maximum(np.searchsorted(keys, keys - window, side="left") - user_start, 0)
+    prior = np.maximum(np.searchsorted(keys, keys - base, side="left") - user_start, 0)
     frame = frame.with_columns(prior=pl.Series(prior, dtype=pl.Int64))
 
-    # each low-history account's first extreme rating of an item, by item and direction
+    # each suspicious (new or thin) account's first extreme rating of an item, by item and direction
     candidates = (
-        frame.filter(pl.col("polarity").is_not_null() & (pl.col("prior") <= settings.max_prior_history))
+        frame.filter(pl.col("polarity").is_not_null()
+                     & ((pl.col("prior") <= settings.max_prior_history) | (pl.col("others") <= settings.thin_history)))
         .sort("sec").unique(["item_id", "polarity", "user_id"], keep="first")
         .sort("item_id", "polarity", "sec")
     )
     if candidates.height < settings.min_accounts:
         return pl.DataFrame(schema=out_schema)
+    found, offset = [], 0
+    slow = (int(settings.day_window_seconds), int(settings.week_window_seconds))
+    for window in dict.fromkeys((base, *(w for w in slow if w > 0))):  # shortest first
+        if candidates.height < settings.min_accounts:
+            break
+        part, members = _bursts_in(frame, candidates, window, settings, (high, low), implicit, key, origin,
+                                   span + window + 1)
+        if not part.is_empty():
+            found.append(part.with_columns(pl.col("burst") + offset))
+            offset += int(part["burst"].max()) + 1
+            # an account in a burst already is not looked at again over a longer window
+            candidates = candidates.join(members, on=["item_id", "polarity", "user_id"], how="anti",
+                                         maintain_order="left")
+    if not found:
+        return pl.DataFrame(schema=out_schema)
+    quarantined = pl.concat(found).unique(key, keep="first", maintain_order=True)
+    return quarantined.select(pl.col(key).cast(out_schema[key]), "burst", "detail").sort(key)
+
+
+def _bursts_in(frame: pl.DataFrame, candidates: pl.DataFrame, window: int, settings: BurstSettings,
+               thresholds: tuple[float, float], implicit: bool, key: str, origin: int,
+               stride: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(the quarantined rows (``key``, ``burst``, ``detail``) of the bursts within ``window``, their
+    member ratings (``item_id``, ``polarity``, ``user_id``))."""
+    empty = (pl.DataFrame(schema={key: frame.schema[key], "burst": pl.Int64, "detail": pl.String}),
+             candidates.select("item_id", "polarity", "user_id").clear())
     changes = candidates.select((pl.col("item_id") != pl.col("item_id").shift(1))
                                 | (pl.col("polarity") != pl.col("polarity").shift(1))).to_series()
     groups = np.cumsum(changes.fill_null(True).to_numpy()) - 1  # one number per (item, direction)
@@ -131,7 +170,7 @@ def find_bursts(rows: pl.DataFrame, settings: BurstSettings = BurstSettings(), r
 
     flagged_start = (accounts >= settings.min_accounts) & (accounts >= settings.min_share_of_item * ratings)
     if not flagged_start.any():
-        return pl.DataFrame(schema=out_schema)
+        return empty
     cover = np.zeros(len(c_keys) + 1, dtype=np.int64)
     np.add.at(cover, np.flatnonzero(flagged_start), 1)
     np.add.at(cover, end[flagged_start], -1)
@@ -148,6 +187,7 @@ def find_bursts(rows: pl.DataFrame, settings: BurstSettings = BurstSettings(), r
     bursts = members.group_by("burst").agg(
         pl.col("item_id").first(), pl.col("polarity").first(),
         first=pl.col("sec").min(), last=pl.col("sec").max(), accounts=pl.col("user_id").n_unique())
+    high, low = thresholds
 
     def describe(burst: dict) -> str:
         start = datetime(1970, 1, 1) + timedelta(seconds=burst["first"])
@@ -155,10 +195,10 @@ def find_bursts(rows: pl.DataFrame, settings: BurstSettings = BurstSettings(), r
         extreme = f">= {high:g}" if burst["polarity"] == "high" else f"<= {low:g}"
         if implicit:
             extreme = "(implicit feedback)"
-        return (f"suspected burst on item {burst['item_id']}: {burst['accounts']} accounts with at most "
-                f"{settings.max_prior_history} earlier interactions rated it {extreme} between {start} and "
-                f"{stop} (window {window} s, threshold {settings.min_accounts} accounts); their rows within "
-                f"{window} s of the burst are quarantined")
+        return (f"suspected burst on item {burst['item_id']}: {burst['accounts']} new or thin accounts (at most "
+                f"{settings.max_prior_history} earlier interactions, or {settings.thin_history} in all) rated it "
+                f"{extreme} between {start} and {stop} (window {window} s, threshold {settings.min_accounts} "
+                f"accounts); their rows within {window} s of the burst are quarantined")
 
     bursts = bursts.with_columns(detail=pl.Series([describe(b) for b in bursts.iter_rows(named=True)],
                                                   dtype=pl.String))
@@ -166,9 +206,9 @@ def find_bursts(rows: pl.DataFrame, settings: BurstSettings = BurstSettings(), r
     quarantined = (
         frame.select(key, "user_id", "sec").join(spans, on="user_id")
         .filter(pl.col("sec").is_between(pl.col("first") - window, pl.col("last") + window))
-        .sort("burst").unique(key, keep="first")
+        .sort("burst").unique(key, keep="first").select(key, "burst", "detail")
     )
-    return quarantined.select(pl.col(key).cast(out_schema[key]), "burst", "detail").sort(key)
+    return quarantined, members.select("item_id", "polarity", "user_id")
 
 
 def burst_summary(quarantine: pl.DataFrame) -> pl.DataFrame:

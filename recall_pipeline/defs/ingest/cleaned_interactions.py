@@ -14,7 +14,7 @@ from recall_pipeline.resources import DataSource, Warehouse
 RECONCILE_CHECK = "raw_rows_reconcile"
 
 BurstConfig = config_from(BurstSettings, "BurstConfig",
-                          "When ratings count as a coordinated burst of new accounts, whose rows are "
+                          "When ratings count as a coordinated burst of new or thin accounts, whose rows are "
                           "quarantined as suspected_burst (see recall_pipeline.core.ingest.bursts); "
                           "enabled=false turns the guard off.")
 
@@ -28,8 +28,8 @@ BurstConfig = config_from(BurstSettings, "BurstConfig",
                                    description="raw rows = clean rows + quarantined rows")],
     description="Valid interactions with typed ids, ratings and timestamps (DuckDB "
                 "clean.interactions). Every rejected row is in quarantine.interactions with "
-                "its reason; raw = clean + quarantined. Coordinated bursts (many new accounts "
-                "rating one item at an extreme within an hour) are quarantined as suspected_burst.",
+                "its reason; raw = clean + quarantined. Coordinated pushes (many new or thin accounts "
+                "rating one item at an extreme within an hour, a day or a week) are quarantined as suspected_burst.",
 )
 def cleaned_interactions(context: dg.AssetExecutionContext, config: BurstConfig, data_source: DataSource,
                          warehouse: Warehouse):

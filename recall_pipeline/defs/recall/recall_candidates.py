@@ -165,6 +165,8 @@ def publish_serving_version(context: dg.OpExecutionContext, home: PipelineHome, 
     """Make this run's staged models current with its lists, or, when the checks failed, leave
     the current version and say so; returns the version that serves now."""
     layout, run_id = home.layout.serving, context.run.run_id
+    if published and layout.published.current_name() == run_id:  # a retried merge: published already
+        return run_id
     if published:
         version = serving_version.publish(layout, run_id)
         context.log.info(f"serving version {version.folder} is current (previous: {version.previous or 'none'})")

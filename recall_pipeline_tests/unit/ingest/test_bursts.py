@@ -22,8 +22,9 @@ def frame(events: list[tuple]) -> pl.DataFrame:
                 "timestamp": pl.Datetime("us")})
 
 
-def established(users: range, history: int = 10) -> list[tuple]:
-    """Users with ``history`` ratings of ordinary items, weeks before T0."""
+def established(users: range, history: int = 20) -> list[tuple]:
+    """Users with ``history`` ratings of ordinary items, weeks before T0 (the bundled data's
+    users have 20 or more; 12 or fewer in all is a thin account)."""
     return [(u, 100 + h, 3.5, T0 - 30 * DAY + h * timedelta(hours=1)) for u in users for h in range(history)]
 
 
@@ -50,7 +51,7 @@ def test_a_burst_of_new_accounts_is_flagged_with_its_filler_ratings():
     assert set(found["row"]) == attack_rows  # the 50 target ratings and the 50 fillers, nothing else
     assert found["burst"].n_unique() == 1
     detail = found["detail"][0]
-    assert f"item {TARGET}" in detail and "50 accounts" in detail and ">= 4.325" in detail
+    assert f"item {TARGET}" in detail and "50 new or thin accounts" in detail and ">= 4.325" in detail
     assert "between 2016-12-01 10:00:00 and 2016-12-01 10:00:49" in detail and "window 3600 s" in detail
 
 
@@ -76,26 +77,33 @@ def test_the_account_count_threshold():
     assert flagged_rows(honest + attack(range(1000, 1050)), BurstSettings(enabled=False)) == set()
 
 
+HOUR_ONLY = BurstSettings(day_window_seconds=0, week_window_seconds=0)
+
+
 def test_the_window():
     # 30 accounts, one every 190 s: 92 minutes in all, at most 19 in any hour
     slow = attack(range(1000, 1030), spacing=timedelta(seconds=190))
-    assert flagged_rows(slow) == set()
-    assert len(flagged_rows(slow, BurstSettings(window_seconds=2 * 3600))) == 60
+    assert flagged_rows(slow, HOUR_ONLY) == set()
+    assert len(flagged_rows(slow, BurstSettings(window_seconds=2 * 3600, day_window_seconds=0,
+                                                week_window_seconds=0))) == 60
+    assert len(flagged_rows(slow)) == 60  # the day's window sees them all
     overlapping = find_bursts(frame(slow), BurstSettings(min_accounts=15))
     assert overlapping.height == 60 and overlapping["burst"].n_unique() == 1  # overlapping windows: one burst
     # 19 accounts in 19 s and a 20th 3599 s after the first: a burst; 3600 s after: none
     for delay, rows in ((3599, 40), (3600, 0)):
         last = [(1019, TARGET, 5.0, T0 + timedelta(seconds=delay)),
                 (1019, FILLER, 4.0, T0 + timedelta(seconds=delay + 5))]
-        assert len(flagged_rows(attack(range(1000, 1019)) + last)) == rows
+        assert len(flagged_rows(attack(range(1000, 1019)) + last, HOUR_ONLY)) == rows
 
 
 def test_the_history_threshold_counts_only_history_older_than_the_window():
     aged = [(u, 100 + h, 3.0, T0 - 2 * DAY + h * timedelta(minutes=1)) for u in range(1000, 1030) for h in range(3)]
     assert len(flagged_rows(aged + attack(range(1000, 1030)))) == 30 * 2  # 3 old ratings: still new
     older = [(u, 100 + h, 3.0, T0 - 2 * DAY + h * timedelta(minutes=1)) for u in range(1000, 1030) for h in range(4)]
-    assert flagged_rows(older + attack(range(1000, 1030))) == set()  # 4: established
-    assert len(flagged_rows(older + attack(range(1000, 1030)), BurstSettings(max_prior_history=4))) == 60
+    not_thin = BurstSettings(thin_history=4)  # 4 old ratings and a filler: 5 besides the target
+    assert flagged_rows(older + attack(range(1000, 1030)), not_thin) == set()  # 4: established
+    assert len(flagged_rows(older + attack(range(1000, 1030)), BurstSettings(max_prior_history=4, thin_history=4))) == 60
+    assert len(flagged_rows(older + attack(range(1000, 1030)))) == 60  # but thin: 5 interactions besides it
     # ten filler ratings in the same session do not make an account established
     session = [(u, 100 + h, 3.0, T0 - timedelta(minutes=10) + h * timedelta(seconds=1))
                for u in range(1000, 1030) for h in range(10)]
@@ -134,7 +142,7 @@ def test_only_eligible_rows_can_be_burst_ratings_but_all_rows_are_history():
     assert find_bursts(eligible).is_empty()
     assert find_bursts(eligible.with_columns(eligible=pl.lit(True))).height == 60
     # ineligible (source) rows still make an account established
-    older = [(u, 100 + h, 3.0, T0 - 2 * DAY + h * timedelta(minutes=1)) for u in range(1000, 1030) for h in range(4)]
+    older = [(u, 100 + h, 3.0, T0 - 2 * DAY + h * timedelta(minutes=1)) for u in range(1000, 1030) for h in range(20)]
     mixed = frame(older + events).with_columns(eligible=pl.col("row") >= len(older))
     assert find_bursts(mixed).is_empty()
 
@@ -181,3 +189,44 @@ def test_bundled_data_has_no_burst(bundled_raw):
     clean, quarantine = clean_interactions(raw_interactions, items["item_id"], CleaningRules(), datetime.now(),
                                            BurstSettings(feedback_only=False))
     assert quarantine.is_empty() and clean.height == raw_interactions.height
+
+
+def sleepers(users: range, item: int = TARGET, start: datetime = T0, spacing: timedelta = timedelta(minutes=1),
+             before: int = 6, after: int = 4) -> list[tuple]:
+    """Accounts that rate ``before`` ordinary popular items over the month before the push, the
+    target 5 stars (one per ``spacing``), then ``after`` more ordinary ones over two days."""
+    events = []
+    for n, u in enumerate(users):
+        events += [(u, 10 + (u + h) % 10, 4.0, start - 30 * DAY + h * 5 * DAY) for h in range(before)]
+        events.append((u, item, 5.0, start + n * spacing))
+        events += [(u, 20 + (u + h) % 10, 3.5, start + (h + 1) * 12 * timedelta(hours=1)) for h in range(after)]
+    return events
+
+
+def test_sleeper_accounts_are_thin_whatever_their_age():
+    honest = established(range(1, 31))
+    found = find_bursts(frame(honest + sleepers(range(1000, 1030))))
+    targets = found.join(frame(honest + sleepers(range(1000, 1030))), on="row").filter(pl.col("item_id") == TARGET)
+    assert targets.height == 30 and "30 new or thin accounts" in found["detail"][0]
+    assert not set(found["row"]) & set(range(len(honest)))  # the honest users' rows stay clean
+    # with a real history (20 ratings besides) the same accounts are left alone
+    assert flagged_rows(honest + sleepers(range(1000, 1030), before=16, after=4)) == set()
+
+
+def test_a_push_spread_over_days_is_seen_by_the_longer_windows():
+    # 30 thin accounts, 5 a day for six days: never 20 in an hour or a day, 30 in a week
+    slow = [e for day in range(6) for e in sleepers(range(1000 + 5 * day, 1005 + 5 * day), start=T0 + day * DAY)]
+    assert flagged_rows(slow, BurstSettings(week_window_seconds=0)) == set()
+    found = find_bursts(frame(slow))
+    assert "window 604800 s" in found["detail"][0]
+    events = frame(slow)
+    assert found.join(events, on="row").filter(pl.col("item_id") == TARGET).height == 30
+
+
+def test_a_camouflaged_burst_of_new_accounts_is_flagged():
+    # 30 new accounts over ten minutes, each rating the target 5 stars and three others 3 stars
+    camouflaged = [e for n, u in enumerate(range(1000, 1030))
+                   for e in [(u, TARGET, 5.0, T0 + n * timedelta(seconds=20))]
+                   + [(u, 40 + (u + h) % 50, 3.0, T0 + n * timedelta(seconds=20) + (h + 1) * timedelta(seconds=3))
+                      for h in range(3)]]
+    assert len(flagged_rows(established(range(1, 31)) + camouflaged)) == 30 * 4
