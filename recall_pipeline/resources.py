@@ -177,12 +177,13 @@ class TextEncoderResource(dg.ConfigurableResource):
     _encoder = PrivateAttr(default=None)
 
     def get(self):
-        """The loaded :class:`~recall_pipeline.core.features.encode.TextEncoder` (loaded once)."""
+        """The loaded :class:`~recall_pipeline.core.features.encode.TextEncoder` (loaded once per
+        process and setting: ``encode.shared_encoder``)."""
         if self._encoder is None:
-            from recall_pipeline.core.features.encode import TextEncoder
+            from recall_pipeline.core.features.encode import shared_encoder
 
-            self._encoder = TextEncoder(self.model or None, self.device or None, self.batch_size,
-                                        self.max_length or None, self.num_threads or None)
+            self._encoder = shared_encoder(self.model or None, self.device or None, self.batch_size,
+                                           self.max_length or None, self.num_threads or None)
         return self._encoder
 
 

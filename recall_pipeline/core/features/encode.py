@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -176,3 +176,12 @@ class TextEncoder:
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
                 out[batch_idx] = pooled.float().cpu().numpy()
         return out
+
+
+@lru_cache(maxsize=4)
+def shared_encoder(model: str | None = None, device: str | None = None, batch_size: int = 64,
+                   max_length: int | None = None, num_threads: int | None = None) -> TextEncoder:
+    """One loaded encoder per setting and process. Loading the model costs seconds; the runs of
+    one process (a test session, a notebook, a long-lived worker) load it once. Encoding never
+    changes the model, and LM fine-tuning trains copies of its layers (``core.training.lm_finetune``)."""
+    return TextEncoder(model, device, batch_size, max_length, num_threads)
