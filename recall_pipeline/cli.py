@@ -219,12 +219,10 @@ def _served_parts(layout: HomeLayout):
     from recall_pipeline.core.recall.published_folder import NotPublishedError
     from recall_pipeline.core.recall.serving_version import ServingParts
 
-    try:
+    if layout.serving.published.current_name() is not None:
         with layout.serving.published.reading() as folder:
             yield ServingParts.of_version(folder)
-            return
-    except NotPublishedError:
-        pass
+        return
     print("no serving version published yet (materialize recall_candidates): reading the models as their "
           "assets last wrote them", file=sys.stderr)
     try:
@@ -237,12 +235,13 @@ def _served_parts(layout: HomeLayout):
 
 def _served_models(layout: HomeLayout, parts, model_version: str, ids, vectors, encoder: str):
     """What ad-hoc recall fuses, all from ``parts``: (two-tower model, its index, version key,
-    trust, LM index, the published run's route settings, the item counts of the EASE model's fit,
+    trust, LM index, the route settings the version's lists used, the item counts of the EASE model's fit,
     the EASE model, the TextCF route); None, with the reason on stderr, when one is unusable."""
     import numpy as np
 
     from recall_pipeline.core.features.rating_matrix import read_rating_matrix
-    from recall_pipeline.core.recall.incremental import published_route_settings
+    from recall_pipeline.core.recall.incremental import published_route_settings, route_settings_of
+    from recall_pipeline.core.recall.serving_version import MANIFEST, read_manifest
     from recall_pipeline.core.recall.index import IndexMismatchError, read_index
     from recall_pipeline.core.training.two_tower import EncoderMismatchError
 
@@ -258,7 +257,10 @@ def _served_models(layout: HomeLayout, parts, model_version: str, ids, vectors, 
     try:
         with duckdb.connect(str(layout.warehouse), read_only=True) as con:
             matrix = read_rating_matrix(con)
-            settings = published_route_settings(con)
+            # the settings the version's own lists used (its run's), else the published run's
+            served = parts.ease.parent / MANIFEST
+            settings = (route_settings_of(con, read_manifest(parts.ease.parent)["run_id"]) if served.is_file()
+                        else published_route_settings(con))
     except ValueError as exc:
         print(f"{layout.warehouse}: {exc}", file=sys.stderr)
         return None

@@ -71,7 +71,9 @@ class RouteSettingsConfig(dg.Config):
                 "the fusion beats that route beyond a paired bootstrap's noise, that route serves alone. "
                 "The test split is never read. Stored at models/route_settings/route_settings.json with "
                 "every candidate's figures and logged to MLflow; ease_model and recall_candidates use it, "
-                "feedback refreshes reuse it. Config search=false pins the given settings.",
+                "feedback refreshes reuse it. Config search=false pins the given settings. The quality gate "
+                "(blocking check lists_no_worse_than_published) stops the refresh when the lists' validation "
+                "Recall@50 drops beyond the noise against the published version's (config accept_drop).",
 )
 def route_settings(context: dg.AssetExecutionContext, config: RouteSettingsConfig, warehouse: Warehouse,
                    home: PipelineHome, encoder: TextEncoderResource, data_source: DataSource,
@@ -89,16 +91,17 @@ def route_settings(context: dg.AssetExecutionContext, config: RouteSettingsConfi
         inputs.text_cf_setting, inputs.model_lists, inputs.cut, config.max_users,
         also=published.settings if published else None)
     if not config.search:
-        save_choice(home.layout.route_settings, ChosenSettings(start, PINNED, run_id, _gated_record({}, routes, start, inputs)))
-        gate = _gate(context, published, routes, start, inputs, config.accept_drop)
+        ours = _served_figures(routes, start, inputs)
+        save_choice(home.layout.route_settings, ChosenSettings(start, PINNED, run_id, _gated_record({}, ours)))
+        gate = _gate(context, published, ours, routes, inputs, config.accept_drop)
         return dg.MaterializeResult(metadata={"how": PINNED, "settings": dg.MetadataValue.json(start.to_json())},
                                     check_results=[_gate_check(gate)])
     selection = route_selection.select(routes, start, inputs.trust, config.time_budget_seconds,
                                        config.coverage_vs_plain_ease)
-    record = _gated_record({**selection.record(), "left_out": left_out, "two_tower_trust": inputs.trust},
-                           routes, selection.settings, inputs)
+    ours = _served_figures(routes, selection.settings, inputs)
+    record = _gated_record({**selection.record(), "left_out": left_out, "two_tower_trust": inputs.trust}, ours)
     save_choice(home.layout.route_settings, ChosenSettings(selection.settings, SEARCHED, run_id, record))
-    gate = _gate(context, published, routes, selection.settings, inputs, config.accept_drop)
+    gate = _gate(context, published, ours, routes, inputs, config.accept_drop)
     context.log.info(f"route settings: {selection.decision}; {len(selection.candidates)} candidates in "
                      f"{selection.seconds:.1f} s on {selection.users} users; left out: {left_out or 'none'}")
     with mlflow.start_run("route_settings", {"dagster_run_id": run_id}) as (tracker, mlflow_run):
@@ -141,16 +144,15 @@ def _served_figures(routes, settings: RouteSettings, inputs) -> quality_gate.Use
                                     route_selection.score(routes, settings, inputs.trust).per_user_recall)
 
 
-def _gated_record(record: dict, routes, settings: RouteSettings, inputs) -> dict:
+def _gated_record(record: dict, ours: quality_gate.UserFigures | None) -> dict:
     """``record`` with the served lists' per-user figures: what the next run's gate compares with."""
-    ours = _served_figures(routes, settings, inputs)
     return {**record, "validation_users": ours.to_json() if ours else None}
 
 
-def _gate(context: dg.AssetExecutionContext, published: ChosenSettings | None, routes, settings: RouteSettings,
-          inputs, accept_drop: bool) -> quality_gate.GateResult:
-    """The quality gate against the current serving version (``core.recall.quality_gate``)."""
-    ours = _served_figures(routes, settings, inputs)
+def _gate(context: dg.AssetExecutionContext, published: ChosenSettings | None,
+          ours: quality_gate.UserFigures | None, routes, inputs, accept_drop: bool) -> quality_gate.GateResult:
+    """The quality gate of ``ours`` (the served lists' figures) against the current serving
+    version (``core.recall.quality_gate``)."""
     if published is None or ours is None:
         gate = quality_gate.nothing_to_compare("no published version yet" if published is None
                                                else "no held-out user", inputs.cut)
