@@ -230,7 +230,7 @@ def _served_parts(layout: HomeLayout):
     except NotPublishedError as exc:
         two_tower = layout.two_tower_versions / "none"
         print(exc, file=sys.stderr)
-    yield ServingParts(layout.ease_model, layout.text_cf_model, layout.route_settings, two_tower, layout.item_index)
+    yield layout.staged_parts(two_tower)
 
 
 def _served_models(layout: HomeLayout, parts, model_version: str, ids, vectors, encoder: str):

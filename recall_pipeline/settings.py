@@ -13,7 +13,7 @@ from pathlib import Path
 from collections.abc import Mapping
 
 from recall_pipeline.core.recall.published_folder import PublishedFolder
-from recall_pipeline.core.recall.serving_version import ServingLayout
+from recall_pipeline.core.recall.serving_version import ServingLayout, ServingParts
 
 HOME_ENV = "RECALL_PIPELINE_HOME"
 SOURCE_ENV = "RECALL_PIPELINE_SOURCE"
@@ -226,6 +226,11 @@ class HomeLayout:
         checks pass; ad-hoc recall, feedback refreshes and the evaluation read them
         (``core.recall.serving_version``)."""
         return ServingLayout(self.root / "serving")
+
+    def staged_parts(self, two_tower: Path) -> ServingParts:
+        """The models as their assets last wrote them (what a full refresh serves), with
+        ``two_tower``, a published two-tower version's folder."""
+        return ServingParts(self.ease_model, self.text_cf_model, self.route_settings, two_tower, self.item_index)
 
     @property
     def reports(self) -> Path:

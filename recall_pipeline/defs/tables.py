@@ -87,9 +87,7 @@ def serving_folder(home: PipelineHome) -> Path:
 
 def staged_parts(home: PipelineHome) -> ServingParts:
     """The models as their assets last wrote them: what a full refresh's recall serves."""
-    layout = home.layout
-    return ServingParts(layout.ease_model, layout.text_cf_model, layout.route_settings, serving_folder(home),
-                        layout.item_index)
+    return home.layout.staged_parts(serving_folder(home))
 
 
 def published_parts(home: PipelineHome, run_id: str) -> ServingParts:

@@ -109,7 +109,8 @@ def find_bursts(rows: pl.DataFrame, settings: BurstSettings = BurstSettings(), r
 
     # history older than one window before each row, and in all, per account
     frame = frame.sort("user_id", "sec").with_columns(
-        user_rank=pl.col("user_id").rank("dense").cast(pl.Int64) - 1, others=pl.len().over("user_id") - 1)
+        user_rank=pl.col("user_id").rank("dense").cast(pl.Int64) - 1, others=pl.len().over("user_id") - 1,
+        item_code=pl.col("item_id").rank("dense").cast(pl.Int64) - 1)
     ranks, stride = frame["user_rank"].to_numpy(), span + base + 1
     keys = _group_keys(ranks, frame["sec"].to_numpy(), origin, stride)
     user_start = np.searchsorted(keys, ranks * stride)
@@ -125,13 +126,17 @@ def find_bursts(rows: pl.DataFrame, settings: BurstSettings = BurstSettings(), r
     )
     if candidates.height < settings.min_accounts:
         return pl.DataFrame(schema=out_schema)
-    found, offset = [], 0
     slow = (int(settings.day_window_seconds), int(settings.week_window_seconds))
-    for window in dict.fromkeys((base, *(w for w in slow if w > 0))):  # shortest first
+    windows = list(dict.fromkeys((base, *(w for w in slow if w > 0))))  # shortest first
+    # every rating of each item by time (any account, any rating): the item's ratings in a window
+    stride = span + max(windows) + 1
+    item_ratings = np.sort(_group_keys(frame["item_code"].to_numpy(), frame["sec"].to_numpy(), origin, stride))
+    found, offset = [], 0
+    for window in windows:
         if candidates.height < settings.min_accounts:
             break
-        part, members = _bursts_in(frame, candidates, window, settings, (high, low), implicit, key, origin,
-                                   span + window + 1)
+        part, members = _bursts_in(frame, candidates, item_ratings, window, settings, (high, low), implicit, key,
+                                   origin, stride)
         if not part.is_empty():
             found.append(part.with_columns(pl.col("burst") + offset))
             offset += int(part["burst"].max()) + 1
@@ -144,11 +149,12 @@ def find_bursts(rows: pl.DataFrame, settings: BurstSettings = BurstSettings(), r
     return quarantined.select(pl.col(key).cast(out_schema[key]), "burst", "detail").sort(key)
 
 
-def _bursts_in(frame: pl.DataFrame, candidates: pl.DataFrame, window: int, settings: BurstSettings,
-               thresholds: tuple[float, float], implicit: bool, key: str, origin: int,
+def _bursts_in(frame: pl.DataFrame, candidates: pl.DataFrame, item_ratings: np.ndarray, window: int,
+               settings: BurstSettings, thresholds: tuple[float, float], implicit: bool, key: str, origin: int,
                stride: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(the quarantined rows (``key``, ``burst``, ``detail``) of the bursts within ``window``, their
-    member ratings (``item_id``, ``polarity``, ``user_id``))."""
+    member ratings (``item_id``, ``polarity``, ``user_id``)); ``item_ratings``: the sorted keys of
+    every rating by item and time."""
     empty = (pl.DataFrame(schema={key: frame.schema[key], "burst": pl.Int64, "detail": pl.String}),
              candidates.select("item_id", "polarity", "user_id").clear())
     changes = candidates.select((pl.col("item_id") != pl.col("item_id").shift(1))
@@ -160,13 +166,9 @@ def _bursts_in(frame: pl.DataFrame, candidates: pl.DataFrame, window: int, setti
     accounts = end - np.arange(len(c_keys))
 
     # every rating of the item in the same windows (any account, any rating), for the share
-    all_items = frame.select("item_id", "sec").sort("item_id", "sec")
-    item_codes = all_items.select(pl.col("item_id").rank("dense").cast(pl.Int64) - 1).to_series()
-    lookup = pl.DataFrame({"item_id": all_items["item_id"], "code": item_codes}).unique("item_id")
-    a_keys = _group_keys(item_codes.to_numpy(), all_items["sec"].to_numpy(), origin, stride)
-    c_item = candidates.select("item_id").join(lookup, on="item_id", how="left", maintain_order="left")["code"].to_numpy()
-    c_item_keys = _group_keys(c_item, c_sec, origin, stride)
-    ratings = np.searchsorted(a_keys, c_item_keys + window, side="left") - np.searchsorted(a_keys, c_item_keys, side="left")
+    c_item_keys = _group_keys(candidates["item_code"].to_numpy(), c_sec, origin, stride)
+    ratings = (np.searchsorted(item_ratings, c_item_keys + window, side="left")
+               - np.searchsorted(item_ratings, c_item_keys, side="left"))
 
     flagged_start = (accounts >= settings.min_accounts) & (accounts >= settings.min_share_of_item * ratings)
     if not flagged_start.any():
