@@ -1,6 +1,7 @@
 # The two commands of the README, plus the Dagster UI, the fast tests and the docs.
 #   make run        set up (when needed) and materialize the whole asset graph on the embedded defaults
-#   make test       set up (when needed) and run the test suite (every tier: what CI runs)
+#   make test       set up (when needed, Chromium for the UI test included) and run the test suite
+#                   (every tier: what CI runs)
 #   make dev        set up (when needed) and open the Dagster UI
 #   make test-fast  set up (when needed) and run the unit tier only (pytest -m unit)
 #   make docs       regenerate docs/reference/configuration.md and build the site strictly into site/
@@ -22,7 +23,7 @@ export TOKENIZERS_PARALLELISM := false
 export MALLOC_MMAP_THRESHOLD_ ?= 4294967296
 export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
 
-.PHONY: run test test-fast dev docs setup clean
+.PHONY: run test test-fast dev docs setup chromium clean
 
 setup: $(STAMP)
 
@@ -46,7 +47,16 @@ PYTEST_WORKERS ?= 2
 # for each other (the whole suite 465 s with them, 378 s without, on one 2-core machine).
 test test-fast: export OMP_NUM_THREADS ?= 1
 
-test: $(STAMP)
+# The UI test drives Debian's Chromium (a test tool's own browser download needs more network
+# than a package registry): installed once, when missing and apt-get can (as root).
+export CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || { \
+	  echo "installing Debian's chromium for the UI test"; export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }
+	@test -x $(CHROMIUM) || { echo "the UI test needs Chromium at $(CHROMIUM): install Debian's chromium package, or set CHROMIUM"; exit 1; }
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)

@@ -24,7 +24,7 @@ from recall_pipeline.defs.recall.published_warehouse import published_warehouse
 from recall_pipeline.defs.recall.recall_candidates import recall_candidates
 from recall_pipeline.defs.recall.route_settings import route_settings
 from recall_pipeline.defs.recall.two_tower_index import two_tower_index
-from recall_pipeline.defs.run_failures import run_failure_recorder
+from recall_pipeline.defs.operations.run_failures import run_failure_recorder, run_failures_table
 from recall_pipeline.defs.schedules import nightly_refresh
 from recall_pipeline.defs.sensors import feedback_inbox_sensor
 from recall_pipeline.defs.training.ease_model import ease_model
@@ -44,7 +44,7 @@ ASSETS = dg.map_asset_specs(
     [raw_interactions_and_items, feedback_events, cleaned_item_text, cleaned_interactions,
      rating_matrix, item_embeddings, user_profiles, recall_model, text_cf_model, ease_model, faiss_index,
      two_tower_index, route_settings, recall_candidates,
-     evaluation_report, published_warehouse],
+     evaluation_report, published_warehouse, run_failures_table],
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -117,3 +118,27 @@ def slot_holder(env: dict[str, str], log: Path, pool: str | None = "warehouse") 
     holder = Process([sys.executable, "-c", HOLDER.format(pool=repr(pool), message=message)], env, log)
     holder.wait_for(message, 120)
     return holder
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, process: Process, timeout: float) -> None:
+    """Until ``url`` answers 200; fails with ``process``'s output if it exits or ``timeout`` passes."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.popen.poll() is not None:
+            raise AssertionError(f"exited before answering {url}:\n{process.output()[-4000:]}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:  # not listening yet, or busy starting
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {timeout} s:\n{process.output()[-4000:]}")

@@ -14,16 +14,18 @@ from recall_pipeline.settings import HomeLayout
 ASSETS = {"raw_interactions", "raw_items", "feedback_events", "cleaned_item_text", "cleaned_interactions",
           "rating_matrix", "item_embeddings", "user_profiles", "recall_model", "text_cf_model", "ease_model", "faiss_index",
           "two_tower_index", "route_settings", "recall_candidates", "evaluation_report", "published_warehouse"}
+OBSERVED = {"run_failures"}  # written by a sensor, not by a run: shown in the graph, in no job
 
 
 def test_graph_has_every_asset_group_and_check(tmp_path):
     definitions = build_definitions(HomeLayout(tmp_path))
     graph = definitions.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert keys == ASSETS
+    assert keys == ASSETS | OBSERVED
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
     assert groups["raw_items"] == "ingest" and groups["faiss_index"] == "recall"
     assert groups["ease_model"] == groups["text_cf_model"] == "training"
+    assert groups["run_failures"] == "operations" and not graph.get(dg.AssetKey("run_failures")).is_executable
     checks = {key.name for key in graph.asset_check_keys}
     assert {"raw_rows_reconcile", "every_user_has_candidates", "no_training_item_recalled",
             "ease_model_fits_catalogue"} <= checks

@@ -6,10 +6,13 @@ catalogue whose text carries signal (the two-tower and EASE routes complement ea
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
+
 import dagster as dg
 import duckdb
 import pytest
 import yaml
+from dagster._core.test_utils import freeze_time
 
 from recall_pipeline.core.features.user_profiles import ProfileSettings
 from recall_pipeline.core.ingest import synthetic
@@ -19,8 +22,10 @@ from recall_pipeline.core.recall.routes import ROUTES, RouteSettings
 from recall_pipeline.core.recall.validation_routes import validation_routes
 from recall_pipeline.definitions import build_definitions
 from recall_pipeline.defs import tables
+from recall_pipeline.defs.operations.run_failures import run_failure_recorder
 from recall_pipeline.resources import DataSource, PipelineHome, TextEncoderResource, Warehouse
 from recall_pipeline.settings import HomeLayout
+from recall_pipeline_tests.ui import chromium_page, webserver
 
 SOURCE = {"users": 250, "items": 400, "interactions": 8_000}
 RUN_CONFIG = {"ops": {"recall_model": {"config": {"max_epochs": 3}}}}
@@ -50,7 +55,7 @@ def pipeline(tmp_path_factory):
     home = HomeLayout(root / "home").create()
     source = data_source(source)
     defs = build_definitions(home, source)
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.from_config(str(home.dagster_home)) as instance:  # the UI reads it below
         result = defs.resolve_job_def("recall_job").execute_in_process(run_config=RUN_CONFIG, instance=instance)
         assert result.success
         mlflow_run = [m for m in result.get_asset_materialization_events()
@@ -138,12 +143,33 @@ def gated(pipeline):
     source = data_source(home.root.parent / "source" / "source.yaml")
     job = build_definitions(home, source).resolve_job_def("recall_job")
     runs = {}
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.from_config(str(home.dagster_home)) as instance:
         for name, accept in (("stopped", False), ("accepted", True)):
             config = {"ops": {"route_settings": {"config": {**PLANTED, "accept_drop": accept}}}}
             runs[name] = job.execute_in_process(run_config=config, instance=instance, asset_selection=GATED,
                                                 raise_on_error=False)
+        record_failure(home, instance, runs["stopped"].run_id)
+        evaluate_freshness(home, instance, hours_later=31)  # the nightly schedule's 24 h + 6 h of grace
     return home, published_run, runs
+
+
+def evaluate_freshness(home: HomeLayout, instance: dg.DagsterInstance, hours_later: float) -> None:
+    """The freshness checks of the published lists, run as their sensor runs them, ``hours_later``."""
+    defs = build_definitions(home)
+    keys = {key for key in defs.resolve_asset_graph().asset_check_keys if key.name == "freshness_check"}
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=set(), asset_check_selection=keys)
+    with freeze_time(datetime.now(timezone.utc) + timedelta(hours=hours_later)):
+        assert job.execute_in_process(instance=instance).success
+
+
+def record_failure(home: HomeLayout, instance: dg.DagsterInstance, run_id: str) -> None:
+    """What the daemon's run-failure sensor does for the stopped run."""
+    [failure] = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    context = dg.build_run_status_sensor_context(
+        sensor_name="run_failure_recorder", dagster_event=failure.dagster_event, dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run_id),
+        resources={"warehouse": Warehouse(path=str(home.warehouse))}).for_run_failure()
+    run_failure_recorder(context)
 
 
 def gate_of(result) -> dg.AssetCheckEvaluation:
@@ -179,3 +205,32 @@ def test_an_accepted_drop_is_published_with_its_models(gated):
     assert latest == accepted.run_id
     assert json.loads(served)["weights"]["ease"] == 0.0 and json.loads(served)["weights"]["lm_profile"] == 1.0
     assert home.serving.published.current_name() == accepted.run_id
+
+
+def test_the_ui_shows_the_gate_the_freshness_check_and_the_recorded_failure(gated, tmp_path):
+    """In the Dagster UI (a webserver on the home, a page in headless Chromium): the gate's two
+    verdicts with their figures, the lists' freshness check failing once they are overdue, and
+    the stopped run in the table of recorded failures."""
+    home, _, runs = gated
+    stopped = gate_of(runs["stopped"]).metadata["message"].value
+    accepted = gate_of(runs["accepted"]).metadata["message"].value
+    with webserver(home, tmp_path / "webserver.log") as url, chromium_page() as page:
+        page.goto(f"{url}/assets/route_settings?view=checks&checkDetail=lists_no_worse_than_published")
+        page.get_by_role("tab", name="Execution history").click()
+        history = page.locator("table").filter(has_text="Evaluation result")
+        history.get_by_text(accepted).wait_for()
+        rows = [row.split("\t")[0].strip() for row in history.inner_text().split("\n") if row.strip()]
+        verdicts = [row for row in rows if row in ("Passed", "Failed")]
+        assert verdicts[:2] == ["Passed", "Failed"], rows  # newest first: accepted, then stopped
+        assert history.get_by_text(stopped).is_visible() and "--accept-drop" in stopped
+
+        page.goto(f"{url}/assets/recall_candidates?view=checks&checkDetail=freshness_check")
+        page.get_by_text("Asset is overdue for an update").wait_for()
+        body = page.inner_text("body")
+        latest = body[body.index("Latest execution"):body.index("Metadata", body.index("Latest execution"))]
+        assert "past the allowed distance of 1 day, 6 hours" in latest and "\nFailed\n" in latest, latest
+
+        page.goto(f"{url}/assets/run_failures")
+        page.get_by_text(runs["stopped"].run_id).first.wait_for()
+        body = page.inner_text("body")
+        assert "route_settings: lists_no_worse_than_published" in body and "Row count" in body

@@ -12,9 +12,9 @@ import duckdb
 import pytest
 from dagster._core.events import DagsterEventType
 
-from recall_pipeline.core import run_failures
+from recall_pipeline.core.operations import run_failures
 from recall_pipeline.definitions import build_definitions
-from recall_pipeline.defs.run_failures import run_failure_recorder
+from recall_pipeline.defs.operations.run_failures import run_failure_recorder
 from recall_pipeline.resources import DataSource, Warehouse
 from recall_pipeline.settings import HomeLayout
 
@@ -79,6 +79,10 @@ def test_a_failed_run_is_recorded_once_and_posted(tmp_path, webhook, monkeypatch
     assert (run_id, job, steps) == (run.run_id, "recall_job", "raw_interactions_and_items")
     assert error == f"raw_interactions_and_items: SourceError: {tmp_path / 'missing.csv'}: file not found"
     assert failed_at.timestamp() == pytest.approx(instance.get_run_record_by_id(run.run_id).end_time, abs=1)
+    # the UI shows the table as an asset, its latest materialization the failure just recorded
+    shown = instance.get_latest_materialization_event(dg.AssetKey("run_failures")).asset_materialization
+    assert (shown.metadata["run_id"].value, shown.metadata["steps"].value) == (run.run_id, steps)
+    assert shown.metadata["dagster/row_count"].value == 1 and error in shown.metadata["error"].value
     assert len(received) == 2 and received[0]["type"] == "application/json"
     body = received[0]["body"]
     assert (body["run_id"], body["job_name"], body["steps"]) == (run.run_id, "recall_job", "raw_interactions_and_items")

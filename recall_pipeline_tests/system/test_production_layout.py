@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ from recall_pipeline.settings import HOME_ENV, SOURCE_ENV, HomeLayout
 from recall_pipeline_tests.postgres import (
     DOCKER, fresh_database, instance_env, query, requires_postgres, sqlalchemy_url, tables, write_docker_instance,
 )
-from recall_pipeline_tests.subprocesses import BIN, ROOT, Process, server
+from recall_pipeline_tests.subprocesses import BIN, ROOT, Process, free_port, server, wait_for_http
 
 pytestmark = requires_postgres
 
@@ -76,12 +75,6 @@ sys.exit(0 if result.success else 1)
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def compose_command(service: str, **options: str) -> list[str]:
     """The service's command from compose.yaml, with the value after each given option replaced
     (``h="127.0.0.1"`` replaces the argument after ``-h``)."""
@@ -104,22 +97,6 @@ def compose_env(service: str, local: dict[str, str]) -> dict[str, str]:
     assert not unmapped, f"compose.yaml's {service} settings with no local value in this test: {unmapped}"
     # the image has its commands on PATH; dagster-celery starts `celery` by name
     return {**os.environ, **env, "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
-
-
-def wait_for_http(url: str, process: Process, timeout: float) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.popen.poll() is not None:
-            raise AssertionError(f"exited before answering {url}:\n{process.output()[-4000:]}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:  # not listening yet, or busy starting
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer within {timeout} s:\n{process.output()[-4000:]}")
 
 
 def wait_for_run(instance: dg.DagsterInstance, run_id: str, daemon: Process, deadline: float) -> dg.DagsterRun:

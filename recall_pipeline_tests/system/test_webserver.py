@@ -3,10 +3,8 @@ materialization through it, wait for success, and stop the server by its process
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,32 +14,12 @@ from pathlib import Path
 import pytest
 
 from recall_pipeline.settings import HOME_ENV, HomeLayout
-from recall_pipeline_tests.subprocesses import home_env, slot_holder
-
-ROOT = Path(__file__).resolve().parents[2]
-# Background processes of non-interactive shells ignore SIGINT, and dagster maps SIGTERM onto
-# the SIGINT handler: restore SIGINT's default before exec, or the server cannot be stopped.
-EXEC_WITH_SIGINT = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])"
+from recall_pipeline_tests.subprocesses import EXEC_WITH_SIGINT, ROOT, free_port, home_env, slot_holder
+from recall_pipeline_tests.ui import graphql
 
 LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
   __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
   ... on InvalidSubsetError { message } ... on RunConfigValidationInvalid { errors { message } } } }"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        body = json.loads(response.read())
-    assert "errors" not in body, body
-    return body["data"]
 
 
 @pytest.fixture

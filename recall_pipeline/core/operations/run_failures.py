@@ -50,6 +50,11 @@ def record(con: duckdb.DuckDBPyConnection, failure: RunFailure) -> None:
     insert_by_name(con, TABLE, failure.frame(), where="run_id = ?", params=[failure.run_id])
 
 
+def count(con: duckdb.DuckDBPyConnection) -> int:
+    """How many failed runs the table holds."""
+    return con.execute(f"select count(*) from {TABLE}").fetchone()[0]
+
+
 def post(url: str, failure: RunFailure, timeout: float = WEBHOOK_TIMEOUT_SECONDS) -> int:
     """POST the failure as JSON to ``url``; the HTTP status (an error status raises)."""
     request = urllib.request.Request(url, data=failure.payload(), method="POST",

@@ -1,0 +1,1 @@
+"""The pipeline's own operation: the record of failed runs."""

@@ -1,0 +1,1 @@
+"""Assets of the pipeline's own operation: the table of failed runs (``core.operations``)."""
