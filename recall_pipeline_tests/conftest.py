@@ -76,6 +76,31 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=order)  # stable: the order within a file is kept
 
 
+@pytest.fixture(scope="session", autouse=True)
+def empty_mlflow_store(tmp_path_factory):
+    """A new MLflow store runs MLflow's database migrations (about 3 s here), and most tests
+    start from a new home: each test process has MLflow make one empty store, and the homes its
+    tests create (``HomeLayout.create``) start with a copy of it, byte for byte what MLflow
+    would have made there. Homes the code creates itself (``recall-pipeline init-home``, a clean
+    clone's ``make run``) and the production layout's PostgreSQL store still run the migrations."""
+    import mlflow
+
+    template = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{template}").search_experiments()
+    create = HomeLayout.create
+
+    def create_with_store(self: HomeLayout) -> HomeLayout:
+        home = create(self)
+        if not home.mlflow_db.exists():
+            home.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(template, home.mlflow_db)
+        return home
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(HomeLayout, "create", create_with_store)
+        yield template
+
+
 @pytest.fixture(scope="session")
 def bundled_raw() -> tuple[pl.DataFrame, pl.DataFrame]:
     from recall_pipeline.core.ingest.sources import load_bundled

@@ -190,6 +190,7 @@ def layout(tmp_path_factory) -> Layout:
     root = tmp_path_factory.mktemp("production-layout")
     source = synthetic.write_source(synthetic.generate(synthetic.spec_for(**SOURCE)), root / "source", "parquet")
     embedded, production = HomeLayout(root / "embedded").create(), HomeLayout(root / "production").create()
+    production.mlflow_db.unlink()  # the tests' empty SQLite store (conftest): this home's is on PostgreSQL
     write_docker_instance(production.dagster_home)
     started, services = time.monotonic(), Services(root)
     with fresh_database("recall_dagster") as dagster_db, fresh_database("recall_mlflow") as mlflow_db:
