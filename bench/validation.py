@@ -56,7 +56,7 @@ def validation_model_route(fit_rows: pl.DataFrame, rm, ids: np.ndarray, vectors:
     on the held-out part, not refit; user vectors from the fit part's latest histories."""
     fit_seq = two_tower.build_sequences(fit_rows, rm.user_ids, ids)
     model = two_tower.train_two_tower(vectors, fit_seq, fit_seq, holdout,
-                                      training=two_tower.TrainingSettings(refit=False)).model
+                                      training=two_tower.TrainingSettings(refit="none")).model
     user_rows, history, ratings = fit_seq.last_windows(model.architecture.history_length)
     return ModelRoute(build_exact_index(two_tower.item_vectors(model)), user_rows,
                       two_tower.user_vectors(model, history, ratings))

@@ -68,7 +68,7 @@ def main() -> None:
           f"({counts['cold_interactions']} interactions, {len(data.cold.rows)} users), warm validation "
           f"{counts['warm_test_interactions']} interactions ({len(data.warm.rows)} users), "
           f"fit {counts['validation_fit']} / early-stopping holdout {counts['validation_holdout']}")
-    base = recall_model.settings_from({"max_epochs": args.epochs, "refit": False})
+    base = recall_model.settings_from({"max_epochs": args.epochs, "refit": "none"})
     variants = []
     wanted = set(args.variants.split(","))
     if "frozen" in wanted:

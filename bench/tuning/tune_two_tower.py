@@ -54,7 +54,7 @@ def main() -> None:
     for name, change in VARIANTS.items():
         if args.only and name not in args.only:
             continue
-        settings = settings_from({"refit": False, **change})
+        settings = settings_from({"refit": "none", **change})
         result = two_tower.train_two_tower(vectors, fit, fit, holdout, *settings)
         print(f"{name:<30} {result.best_epoch:>10} {result.best_validation_recall:>9.4f} "
               f"{result.seconds / len(result.history):>8.1f}", flush=True)

@@ -60,7 +60,7 @@ def planted():
 @pytest.fixture(scope="module")
 def trained(planted):
     return two_tower.train_two_tower(planted["lm"], planted["fit"], planted["fit"], planted["holdout"],
-                                     SMALL, replace(FAST, refit=False))
+                                     SMALL, replace(FAST, refit="none"))
 
 
 def test_windows_hold_only_the_users_earlier_items():
@@ -100,14 +100,41 @@ def test_cold_items_are_retrievable_from_text_alone(planted, trained):
     assert own_topic.mean() > 0.9  # chance: 0.25
 
 
-def test_training_is_deterministic(planted):
-    settings = replace(FAST, max_epochs=2, refit=True)
+@pytest.mark.parametrize("refit", ["full", "continue"])
+def test_training_is_deterministic(planted, refit):
+    settings = replace(FAST, max_epochs=2, refit=refit)
     runs = [two_tower.train_two_tower(planted["lm"], planted["train"], planted["fit"], planted["holdout"], SMALL,
                                       settings)
             for _ in range(2)]
     first, second = (r.model.state_dict() for r in runs)
     assert all(torch.equal(first[name], second[name]) for name in first)
-    assert [e["phase"] for e in runs[0].history] == ["validation"] * 2 + ["refit"] * runs[0].best_epoch
+    refits = runs[0].best_epoch if refit == "full" else settings.refit_epochs
+    assert [e["phase"] for e in runs[0].history] == ["validation"] * 2 + ["refit"] * refits
+
+
+def test_continuing_trains_the_validated_model_on_all_of_training(planted):
+    """"continue" starts from the validated model's weights (which it leaves as they were) and
+    trains ``refit_epochs`` passes over all of training, the held-out part's newest items
+    included; "none" serves the validated model itself."""
+    args = (planted["lm"], planted["train"], planted["fit"], planted["holdout"], SMALL)
+    kept = two_tower.train_two_tower(*args, replace(FAST, max_epochs=2, refit="none"))
+    assert kept.served == "validation" and kept.model is kept.validation_model
+    continued = two_tower.train_two_tower(*args, replace(FAST, max_epochs=2, refit="continue", refit_epochs=2))
+    assert continued.served == "refit" and continued.model is not continued.validation_model
+    validated, served = continued.validation_model.state_dict(), continued.model.state_dict()
+    assert all(torch.equal(validated[name], kept.model.state_dict()[name]) for name in validated)  # untouched
+    assert any(not torch.equal(validated[name], served[name]) for name in validated)
+    assert [e["epoch"] for e in continued.history if e["phase"] == "refit"] == [1, 2]
+    newest = np.setdiff1d(planted["train"].items, planted["fit"].items)  # items only in the held-out part
+    if len(newest):
+        assert continued.model.item_tower.has_id[newest].all() and not kept.model.item_tower.has_id[newest].any()
+
+
+def test_unknown_refit_kinds_are_refused():
+    with pytest.raises(ValueError, match="refit must be one of continue, full, none"):
+        two_tower.TrainingSettings(refit="twice")
+    with pytest.raises(ValueError, match="refit_epochs must be at least 1"):
+        two_tower.TrainingSettings(refit_epochs=0)
 
 
 def test_save_load_round_trip_and_a_grown_catalogue(planted, trained, tmp_path):
@@ -143,7 +170,7 @@ def test_loads_models_saved_with_one_settings_dict(planted, trained, tmp_path):
     folder = two_tower.save_model(trained.model, planted["item_ids"], tmp_path / "m", {"encoder": "lm@1"})
     saved = json.loads((folder / "config.json").read_text())
     assert saved["architecture"] == asdict(SMALL) and saved["lm_finetuned"] is False
-    _as_saved_before_the_split(folder, replace(FAST, refit=False))
+    _as_saved_before_the_split(folder, replace(FAST, refit="none"))
     loaded, ids, config = two_tower.load_model(folder)
     assert loaded.architecture == SMALL and not loaded.lm_finetuned and config["encoder"] == "lm@1"
     assert np.array_equal(two_tower.item_vectors(loaded), two_tower.item_vectors(trained.model))
@@ -228,7 +255,7 @@ def test_validation_samples_users_beyond_the_cap_and_the_time_budget_stops_early
     assert np.diff(validation_sample(holdout, replace(FAST, max_validation_cells=1)).indptr).astype(bool).sum() == 1
     assert validation_sample(holdout, replace(FAST, max_validation_users=5)) is not holdout
     assert validation_sample(holdout, FAST) is holdout     # the defaults keep a small catalogue whole
-    budget = replace(FAST, max_epochs=50, patience=50, max_train_seconds=1e-9, refit=False)
+    budget = replace(FAST, max_epochs=50, patience=50, max_train_seconds=1e-9, refit="none")
     result = two_tower.train_two_tower(planted["lm"], planted["fit"], planted["fit"], holdout,
                                        SMALL, budget)
     assert len(result.history) == 1  # stopped after the first epoch: the budget was spent
@@ -264,6 +291,6 @@ def test_a_refit_cut_short_by_the_budget_is_not_served(planted):
     refits = [e for e in cut.history if e["phase"] == "refit"]
     assert refits and refits[-1].get("stopped_by_budget")
     assert cut.served == "validation" and cut.model is cut.validation_model
-    whole = two_tower.train_two_tower(*args, replace(FAST, max_epochs=2, patience=2))
+    whole = two_tower.train_two_tower(*args, replace(FAST, max_epochs=2, patience=2, refit="full"))
     assert whole.served == "refit" and whole.model is not whole.validation_model
     assert not any(e.get("stopped_by_budget") for e in whole.history)

@@ -1,8 +1,10 @@
 """The training loop: seeded epochs, early stopping on validation recall, then a refit.
 
 Validation follows the evaluation protocol: a chronological cut of training only (fit/held-out),
-Recall@50 each epoch, early stopping on it; then a refit on all of training for the best number
-of epochs, so the served model has seen the most recent interactions too. Deterministic on CPU:
+Recall@50 each epoch, early stopping on it; then the served model sees the most recent
+interactions too: by default the validated model trains on for one more pass over all of
+training (``refit`` "continue"), or a new model is trained on all of training for the best
+number of epochs ("full": the model is trained twice). Deterministic on CPU:
 each phase seeds torch (the initial weights) and its own generator (each epoch's order, then
 each batch's id dropout) before building the model; adding, removing or reordering a draw
 changes every published figure.
@@ -67,10 +69,10 @@ def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, ho
                     architecture: Architecture = Architecture(), training: TrainingSettings = TrainingSettings(),
                     log: Callable[[dict], None] = lambda entry: None, lm_top=None) -> TrainingResult:
     """Early-stopped on the validation cut (``fit`` sequences, ``holdout`` relevance, rows as
-    the rating matrix's users), then refit on ``train`` for the best number of epochs. When
-    the time budget stops the refit before it is done, the validated model is the one returned
-    (``served`` "validation"): a refit cut short trained less than the model whose validation
-    figure is known.
+    the rating matrix's users), then refit on ``train`` as ``training.refit`` says: the validated
+    model trained on for ``refit_epochs`` passes ("continue"), or a new model for the best number
+    of epochs ("full"). When the time budget stops the refit before it is done, the validated
+    model is the one returned (``served`` "validation"): a refit cut short was never measured.
 
     ``lm_top`` (a ``core.training.lm_finetune.TopLayers`` over the same catalogue) is given
     exactly when ``training.lm_finetune_layers`` > 0; each phase starts from its original weights."""
@@ -90,12 +92,17 @@ def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, ho
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
+        refit = training.refit != "none"
         tuned = _fit(lm_vectors, fit, architecture, training, None, validate, log, "validation", lm_top,
-                     half_way if training.refit else end)
+                     half_way if refit else end)
         tuned.validation_model = tuned.model
-        if not training.refit:
+        if not refit:
+            tuned.served = "validation"
             return tuned
-        final = _fit(lm_vectors, train, architecture, training, tuned.best_epoch, None, log, "refit", lm_top, end)
+        if training.refit == "full":
+            final = _fit(lm_vectors, train, architecture, training, tuned.best_epoch, None, log, "refit", lm_top, end)
+        else:
+            final = _continue(tuned.model, lm_vectors, train, training, log, end)
     finally:
         torch.use_deterministic_algorithms(previous)
     if final.history and final.history[-1].get("stopped_by_budget"):
@@ -142,6 +149,30 @@ def _fit(lm_vectors: np.ndarray, seq: Sequences, architecture: Architecture, tra
         model.load_state_dict(best_state)
     else:
         result.best_epoch = epochs or training.max_epochs
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _continue(validated: TwoTower, lm_vectors: np.ndarray, seq: Sequences, training: TrainingSettings,
+              log: Callable[[dict], None], deadline: float | None) -> TrainingResult:
+    """A copy of the validated model trained ``training.refit_epochs`` more passes over ``seq``
+    (all of training: the held-out part's newest interactions and what it had seen), with a new
+    optimiser and its own seeded order."""
+    generator = _seeded(training.seed + 1)
+    model = copy.deepcopy(validated)
+    model.item_tower.has_id[np.unique(seq.items)] = True
+    optimizer = _optimizer(model, training)
+    logq = torch.as_tensor(log_q(seq, len(lm_vectors))) if training.logq else None
+    result, started = TrainingResult(model), time.perf_counter()
+    for epoch in range(1, training.refit_epochs + 1):
+        loss = train_epoch(model, seq, optimizer, logq, generator, training, deadline)
+        model.refresh_lm()
+        entry = {"phase": "refit", "epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started}
+        result.history.append(entry)
+        log(entry)
+        if deadline is not None and time.perf_counter() >= deadline:
+            entry["stopped_by_budget"] = True
+            break
     result.seconds = time.perf_counter() - started
     return result
 
