@@ -499,7 +499,7 @@ while not os.path.exists(stop):
         queries += 1
     except Exception as exc:
         failures.append(repr(exc))
-    time.sleep(0.01)
+    time.sleep(0.05)  # a user querying again and again, not a core spinning beside the run
 json.dump({"queries": queries, "failures": failures, "torn": torn}, open(out, "w"))
 """
 

@@ -26,9 +26,13 @@ NAMES_BEFORE_THE_SPLIT = {
 
 
 def changed(value):
-    """A value of the same type as ``value`` that differs from it."""
+    """A value of the same type as ``value`` that differs from it (a text: another choice)."""
     if isinstance(value, bool):
         return not value
+    if isinstance(value, str):
+        from recall_pipeline.core.training.two_tower.settings import REFITS
+
+        return next(choice for choice in REFITS if choice != value)
     return value + 1 if isinstance(value, int) else value * 2 + 0.25
 
 
