@@ -83,15 +83,16 @@ def empty_mlflow_store(tmp_path_factory):
     tests create (``HomeLayout.create``) start with a copy of it, byte for byte what MLflow
     would have made there. Homes the code creates itself (``recall-pipeline init-home``, a clean
     clone's ``make run``) and the production layout's PostgreSQL store still run the migrations."""
-    import mlflow
-
-    template = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    mlflow.MlflowClient(f"sqlite:///{template}").search_experiments()
+    template = tmp_path_factory.getbasetemp() / f"mlflow-template-{os.getpid()}.db"
     create = HomeLayout.create
 
     def create_with_store(self: HomeLayout) -> HomeLayout:
         home = create(self)
         if not home.mlflow_db.exists():
+            if not template.exists():  # made on first use: the unit tier rarely needs it
+                import mlflow
+
+                mlflow.MlflowClient(f"sqlite:///{template}").search_experiments()
             home.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(template, home.mlflow_db)
         return home
