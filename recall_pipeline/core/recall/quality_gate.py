@@ -20,11 +20,14 @@ noise (the upper bound below zero) fails the gate unless the run accepts it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from recall_pipeline.core.recall.chosen_settings import ChosenSettings
 from recall_pipeline.core.recall.route_selection import CONFIDENCE, paired_gain
+from recall_pipeline.core.recall.routes import RouteSettings
 
 SAME_CUT, MOVED_CUT = "same cut: the published version's stored figures", \
     "moved cut: the published version's settings scored on this cut"
@@ -98,3 +101,16 @@ def judge(new: UserFigures, published: UserFigures, basis: str, published_run: s
     dropped = upper < 0
     return GateResult(not dropped or accept_drop, dropped and accept_drop, float(ours.mean()), float(theirs.mean()),
                       change, upper, len(common), basis, published_run, new.cut)
+
+
+def against_published(ours: UserFigures | None, published: ChosenSettings | None, cut: str,
+                      rescore: Callable[[RouteSettings], UserFigures | None], accept_drop: bool = False) -> GateResult:
+    """The gate of ``ours`` (the served lists' figures on ``cut``) against the published
+    version's choice: its stored per-user figures on the same cut, else its settings ``rescore``d
+    on this cut's lists."""
+    if published is None or ours is None:
+        return nothing_to_compare("no published version yet" if published is None else "no held-out user", cut)
+    stored = UserFigures.from_json(published.record.get("validation_users"))
+    if stored is not None and stored.cut == cut:
+        return judge(ours, stored, SAME_CUT, published.run_id, accept_drop)
+    return judge(ours, rescore(published.settings), MOVED_CUT, published.run_id, accept_drop)

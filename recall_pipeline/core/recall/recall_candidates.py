@@ -7,13 +7,15 @@ import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from recall_pipeline.core.training.ease.model import EaseModel
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
-from recall_pipeline.core.training.ease.store import StoredEase
+from recall_pipeline.core.training.ease.store import StoredEase, save_ease
+from recall_pipeline.core.recall import serving_version
 from recall_pipeline.core.recall.published_tables import candidates_frame
 from recall_pipeline.core.recall.routes import (
     ROUTES, MergedLists, ModelRoute, RouteSettings, TextCFRoute, fit_ease_route, merge_routes, route_lists,
@@ -120,6 +122,13 @@ def recall(inputs: RecallInputs, settings: RouteSettings, k: int, rows: np.ndarr
         return MergedLists(none, np.zeros((0, k), np.float32), {name: none for name in ROUTES},
                            np.zeros((0, k), dtype=object))
     return MergedLists.concat(blocks)
+
+
+def fit_missing_ease(rm: RatingMatrix, settings: RouteSettings, path: Path, run_id: str, why: str) -> None:
+    """No stored EASE model fits this catalogue (``why``): fit one on the training matrix into the
+    run's staged version at ``path``, so it is served and published with the lists."""
+    save_ease(fit_ease_route(rm, settings), path, rm.item_ids, run_id, settings.ease_max_items, rm.item_counts())
+    serving_version.record_part(path.parent, serving_version.EASE, f"fitted by run {run_id}: {why}")
 
 
 def with_stored_counts(inputs: RecallInputs, stored: StoredEase | None) -> RecallInputs:

@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -163,6 +164,48 @@ def remove_pending(layout: ServingLayout, runs: list[str]) -> list[str]:
 
 def pending_runs(layout: ServingLayout) -> list[str]:
     return sorted(p.name for p in layout.pending_root.iterdir()) if layout.pending_root.is_dir() else []
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A recall run's staged version: its parts, what was cleaned up first, where each part came from."""
+
+    parts: ServingParts
+    cleaned: list[str]
+    sources: str
+
+
+def stage_for_run(layout: ServingLayout, run_id: str, own: ServingParts, feedback: bool,
+                  published_run: str | None, ended: Callable[[str], bool]) -> Staged:
+    """What a recall run's plan step does before it reads a model: finish a switch a killed run
+    left half done (``published_run``: the run whose lists the warehouse publishes), remove the
+    pending folders of other runs that ``ended`` without publishing, then stage this run's parts:
+    ``own`` (what its assets wrote), or for a ``feedback`` refresh the current version's EASE,
+    TextCF and route settings with its own two-tower and LM indexes."""
+    cleaned = [note for note in [finish_interrupted(layout, published_run)] if note]
+    stale = [run for run in pending_runs(layout) if run != run_id and ended(run)]
+    cleaned += [f"removed {folder}: staged by a run that ended without publishing"
+                for folder in remove_pending(layout, stale)]
+    current = layout.current_or_none()
+    parts = own.with_nightly_models_of(current) if feedback and current is not None else own
+    manifest = stage(parts, layout.pending(run_id), run_id)
+    sources = ", ".join(f"{name}: {part['source']}" for name, part in manifest["parts"].items())
+    return Staged(ServingParts.of_version(layout.pending(run_id)), cleaned, sources)
+
+
+def settle(layout: ServingLayout, run_id: str, lists_published: bool) -> tuple[str, str]:
+    """After the run's checks: publish its staged version with its lists (once: a retried merge
+    finds it current), or drop it and keep the current one. Returns (the version that serves
+    now, what happened)."""
+    if lists_published and layout.published.current_name() == run_id:
+        return run_id, f"serving version {run_id} is current already (a retried merge)"
+    if lists_published:
+        version = publish(layout, run_id)
+        return version.folder.name, f"serving version {version.folder} is current (previous: {version.previous or 'none'})"
+    remove_pending(layout, [run_id])
+    current = layout.published.current_name() or "none"
+    return current, (f"a check failed: nothing was published; serving version {current} stays current, "
+                     "with the lists it was published with")
 
 
 def read_manifest(folder: Path) -> dict:

@@ -17,8 +17,7 @@ from recall_pipeline.core.recall.serving_version import ServingParts
 from recall_pipeline.core.recall.chosen_settings import load_choice
 from recall_pipeline.core.recall import recall_candidates as candidates
 from recall_pipeline.core.shards import ShardStore, ShardTask
-from recall_pipeline.core.recall.routes import ROUTES, RouteSettings, fit_ease_route
-from recall_pipeline.core.training.ease.store import save_ease
+from recall_pipeline.core.recall.routes import ROUTES, RouteSettings
 from recall_pipeline.defs import tables
 from recall_pipeline.defs.jobs import FEEDBACK_JOB
 from recall_pipeline.defs.metadata import markdown_table
@@ -67,10 +66,7 @@ def plan_recall_candidates(context: dg.OpExecutionContext, config: RecallConfig,
     with warehouse.connect() as con:
         plan = incremental.plan_run(con, run_id, changed_only, parts.ease, models, settings, config.k)
     if plan.ease is None:  # no EASE model for this catalogue: fitted here, served and published with the lists
-        rm = tables.rating_matrix(warehouse)
-        save_ease(fit_ease_route(rm, settings), parts.ease, rm.item_ids, run_id, settings.ease_max_items,
-                  rm.item_counts())
-        serving_version.record_part(parts.ease.parent, serving_version.EASE, f"fitted by run {run_id}: {plan.reason}")
+        candidates.fit_missing_ease(tables.rating_matrix(warehouse), settings, parts.ease, run_id, plan.reason)
         with warehouse.connect() as con:
             plan = incremental.plan_run(con, run_id, changed_only, parts.ease, models, settings, config.k)
     context.log.info(plan.reason)
@@ -84,26 +80,16 @@ def plan_recall_candidates(context: dg.OpExecutionContext, config: RecallConfig,
 
 
 def stage_serving_version(context: dg.OpExecutionContext, warehouse: Warehouse, home: PipelineHome) -> ServingParts:
-    """Link the models this run serves into its pending serving version and return its parts: a
-    full refresh serves what its assets just wrote; a feedback refresh the current version's
-    EASE, TextCF and route settings with the two-tower and LM indexes of its own run. First
-    finishes a publication a killed run left half done, and removes what runs that ended without
-    publishing staged."""
-    layout, run_id = home.layout.serving, context.run.run_id
+    """This run's staged serving version (``serving_version.stage_for_run``), logged."""
     with warehouse.connect() as con:
-        finished = serving_version.finish_interrupted(layout, incremental.latest_published_run(con))
-    if finished:
-        context.log.warning(finished)
-    ended = [run for run in serving_version.pending_runs(layout) if run != run_id and _ended(context.instance, run)]
-    for removed in serving_version.remove_pending(layout, ended):
-        context.log.warning(f"removed {removed}: staged by a run that ended without publishing")
-    parts, current = tables.staged_parts(home), layout.current_or_none()
-    if context.job_name == FEEDBACK_JOB and current is not None:
-        parts = parts.with_nightly_models_of(current)
-    manifest = serving_version.stage(parts, layout.pending(run_id), run_id)
-    sources = ", ".join(f"{name}: {part['source']}" for name, part in manifest["parts"].items())
-    context.log.info(f"serving version staged from {sources}")
-    return ServingParts.of_version(layout.pending(run_id))
+        published_run = incremental.latest_published_run(con)
+    staged = serving_version.stage_for_run(home.layout.serving, context.run.run_id, tables.staged_parts(home),
+                                           context.job_name == FEEDBACK_JOB, published_run,
+                                           lambda run: _ended(context.instance, run))
+    for note in staged.cleaned:
+        context.log.warning(note)
+    context.log.info(f"serving version staged from {staged.sources}")
+    return staged.parts
 
 
 def _ended(instance: dg.DagsterInstance, run_id: str) -> bool:
@@ -144,7 +130,8 @@ def merge_recall_candidates(context: dg.OpExecutionContext, shards: list[dict], 
         computed = incremental.computed_summary(con, run_id, PREVIEW_COLUMNS)
         short, leaked, published = published_tables.check_and_publish(con, run_id, k)
     store.remove(run_id)
-    serving = publish_serving_version(context, home, published)
+    serving, settled = serving_version.settle(home.layout.serving, run_id, published)
+    (context.log.info if published else context.log.warning)(settled)
     yield dg.AssetCheckResult(check_name=COVERAGE_CHECK, passed=short == 0, metadata={"users_short": short})
     yield dg.AssetCheckResult(check_name=NO_TRAIN_CHECK, passed=leaked == 0,
                               metadata={"training_items_recalled": leaked})
@@ -159,23 +146,6 @@ def merge_recall_candidates(context: dg.OpExecutionContext, shards: list[dict], 
         "distinct_items": computed.distinct_items, "route_shares": markdown_table(computed.route_shares),
         "preview": markdown_table(computed.preview),
     })
-
-
-def publish_serving_version(context: dg.OpExecutionContext, home: PipelineHome, published: bool) -> str:
-    """Make this run's staged models current with its lists, or, when the checks failed, leave
-    the current version and say so; returns the version that serves now."""
-    layout, run_id = home.layout.serving, context.run.run_id
-    if published and layout.published.current_name() == run_id:  # a retried merge: published already
-        return run_id
-    if published:
-        version = serving_version.publish(layout, run_id)
-        context.log.info(f"serving version {version.folder} is current (previous: {version.previous or 'none'})")
-        return version.folder.name
-    serving_version.remove_pending(layout, [run_id])
-    current = layout.published.current_name() or "none"
-    context.log.warning(f"a check failed: nothing was published; serving version {current} stays current, "
-                        "with the lists it was published with")
-    return current
 
 
 @dg.graph_asset(

@@ -153,16 +153,8 @@ def _gate(context: dg.AssetExecutionContext, published: ChosenSettings | None,
           ours: quality_gate.UserFigures | None, routes, inputs, accept_drop: bool) -> quality_gate.GateResult:
     """The quality gate of ``ours`` (the served lists' figures) against the current serving
     version (``core.recall.quality_gate``)."""
-    if published is None or ours is None:
-        gate = quality_gate.nothing_to_compare("no published version yet" if published is None
-                                               else "no held-out user", inputs.cut)
-    else:
-        stored = quality_gate.UserFigures.from_json(published.record.get("validation_users"))
-        if stored is not None and stored.cut == inputs.cut:
-            gate = quality_gate.judge(ours, stored, quality_gate.SAME_CUT, published.run_id, accept_drop)
-        else:
-            theirs = _served_figures(routes, published.settings, inputs)
-            gate = quality_gate.judge(ours, theirs, quality_gate.MOVED_CUT, published.run_id, accept_drop)
+    gate = quality_gate.against_published(ours, published, inputs.cut,
+                                          lambda settings: _served_figures(routes, settings, inputs), accept_drop)
     (context.log.info if gate.passed and not gate.accepted else context.log.warning)(f"quality gate: {gate.message}")
     return gate
 

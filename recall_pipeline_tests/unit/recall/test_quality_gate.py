@@ -51,3 +51,25 @@ def test_figures_round_trip_through_json():
     again = qg.UserFigures.from_json(stored.to_json())
     assert again.cut == "cut-a" and again.user_ids.tolist() == [3, 9] and again.recall.tolist() == [0.25, 0.5]
     assert qg.UserFigures.from_json(None) is None
+
+
+def test_the_published_figure_is_the_stored_one_on_the_same_cut_and_a_rescore_on_a_moved_one():
+    from recall_pipeline.core.recall.chosen_settings import SEARCHED, ChosenSettings
+    from recall_pipeline.core.recall.routes import RouteSettings
+
+    rng = np.random.default_rng(1)
+    stored = rng.uniform(0.2, 0.6, len(USERS))
+    published = ChosenSettings(RouteSettings(), SEARCHED, "run-1", {"validation_users": figures(stored).to_json()})
+    rescored = []
+
+    def rescore(settings):
+        rescored.append(settings)
+        return figures(stored - 0.1, cut="cut-b")
+
+    same = qg.against_published(figures(stored), published, "cut-a", rescore)
+    assert same.passed and same.basis == qg.SAME_CUT and rescored == []
+    moved = qg.against_published(figures(stored, cut="cut-b"), published, "cut-b", rescore)
+    assert moved.passed and moved.basis == qg.MOVED_CUT and rescored == [RouteSettings()]
+    assert moved.change == pytest.approx(0.1, abs=1e-6)
+    assert qg.against_published(None, published, "cut-a", rescore).basis.startswith("no held-out user")
+    assert qg.against_published(figures(stored), None, "cut-a", rescore).basis.startswith("no published version")

@@ -118,3 +118,26 @@ def test_a_reader_keeps_its_version_across_two_later_publishes(tmp_path):
     cleanup = sv.publish(layout, "e").cleanup
     assert "versions/b/" in cleanup.superseded  # released: the next publish removes it
     assert sorted(p.name for p in layout.published.versions.iterdir() if not p.name.startswith(".")) == ["d", "e"]
+
+
+def test_a_run_stages_after_cleaning_up_and_settles_once(tmp_path):
+    """stage_for_run finishes a killed switch and removes what ended runs staged before it stages;
+    a feedback refresh takes the current version's nightly models; settle publishes once (a
+    retried merge changes nothing) and a failed run leaves the current version."""
+    layout = sv.ServingLayout(tmp_path / "serving")
+    first = sv.stage_for_run(layout, "r1", staged_parts(tmp_path, "one"), False, None, lambda run: True)
+    assert first.cleaned == [] and "ease.npz: " in first.sources
+    assert sv.settle(layout, "r1", True)[0] == "r1"
+    assert sv.settle(layout, "r1", True) == ("r1", "serving version r1 is current already (a retried merge)")
+    sv.stage(staged_parts(tmp_path, "two"), layout.pending("killed"), "killed")   # published lists, pointer not switched
+    sv.stage(staged_parts(tmp_path, "three"), layout.pending("ended"), "ended")   # a run that ended unpublished
+    sv.stage(staged_parts(tmp_path, "four"), layout.pending("live"), "live")     # a run still going
+    own = staged_parts(tmp_path, "five")
+    staged = sv.stage_for_run(layout, "r2", own, True, "killed", lambda run: run != "live")
+    assert staged.cleaned[0].startswith("finished publishing the serving version of run killed")
+    assert staged.cleaned[1:] == [f"removed {layout.pending('ended')}: staged by a run that ended without publishing"]
+    assert sv.pending_runs(layout) == ["live", "r2"] and layout.published.current_name() == "killed"
+    assert staged.parts.ease.read_text() == "two" and staged.parts.lm_index.joinpath("items.faiss").read_text() == "five"
+    current, message = sv.settle(layout, "r2", False)
+    assert current == "killed" and message.startswith("a check failed: nothing was published; serving version killed")
+    assert sv.pending_runs(layout) == ["live"]
