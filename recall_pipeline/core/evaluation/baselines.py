@@ -32,49 +32,89 @@ def most_popular(train: sp.csr_matrix) -> Scorer:
 
 # ItemKNN's item-item similarity is dense up to this size, then sparse, built in column blocks.
 KNN_MAX_DENSE_BYTES = 1 * 2**30
-KNN_DENSE_BYTES_PER_CELL = 16  # float32 similarity, its negated copy, the partition's int64 indices
+KNN_DENSE_BYTES_PER_CELL = 16  # float32 similarity, its transposed copy, the partition's int64 indices
 KNN_BLOCK_COLUMNS = 2_048
 
 
-def item_knn(train: sp.csr_matrix, neighbours: int | float, max_dense_bytes: int | None = None) -> Scorer:
-    """Item-based kNN: cosine over the binary matrix's columns, top ``neighbours`` per item.
+class ItemKNN:
+    """Item-based kNN over one training matrix: cosine over the binary matrix's columns, each
+    item's top ``neighbours`` kept.
 
     Only items with training interactions can be neighbours or be scored above zero, so the
     similarity is computed over those columns alone (float32). While the active items'
-    similarity fits in ``max_dense_bytes`` it is computed whole; above, it stays sparse (only
-    co-occurring items have one) and each item keeps its top ``neighbours`` (ties by item
-    order), so memory grows with the co-occurrences, never with items x items.
+    similarity fits in ``max_dense_bytes`` it is computed whole, once, and each
+    :meth:`scorer` prunes it (tuning tries five neighbour counts on one matrix); above, it stays
+    sparse (only co-occurring items have one) and each item keeps its top ``neighbours`` (ties
+    by item order), so memory grows with the co-occurrences, never with items x items. Either
+    way the pruned similarity is sparse, and a user's scores are their history times it.
     """
-    x = binary(train)
-    active = np.flatnonzero(item_counts(x))
-    xa = x[:, active].astype(np.float32)
-    keep = min(int(neighbours), len(active) - 1)
-    limit = KNN_MAX_DENSE_BYTES if max_dense_bytes is None else max_dense_bytes
-    dense = len(active) ** 2 * KNN_DENSE_BYTES_PER_CELL <= limit
-    similarity = _dense_cosine_top(xa, keep) if dense else _sparse_cosine_top(xa, keep)
-    n_items = x.shape[1]
 
-    def scores(rows: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(rows), n_items))
-        product = xa[rows] @ similarity
-        out[:, active] = product if dense else product.toarray()
-        return out
+    def __init__(self, train: sp.csr_matrix, max_dense_bytes: int | None = None):
+        x = binary(train)
+        self.n_items = x.shape[1]
+        self.active = np.flatnonzero(item_counts(x))
+        self.xa = x[:, self.active].astype(np.float32)
+        limit = KNN_MAX_DENSE_BYTES if max_dense_bytes is None else max_dense_bytes
+        dense = len(self.active) ** 2 * KNN_DENSE_BYTES_PER_CELL <= limit
+        self._cosine = _dense_cosine(self.xa) if dense else None
 
-    return scores
+    def scorer(self, neighbours: int | float) -> Scorer:
+        keep = min(int(neighbours), len(self.active) - 1)
+        if self._cosine is not None:
+            similarity = _top_per_dense_column(self._cosine, keep)
+        else:
+            similarity = _sparse_cosine_top(self.xa, keep)
+        xa, active, n_items = self.xa, self.active, self.n_items
+
+        def scores(rows: np.ndarray) -> np.ndarray:
+            out = np.zeros((len(rows), n_items))
+            out[:, active] = (xa[rows] @ similarity).toarray()
+            return out
+
+        return scores
 
 
-def _dense_cosine_top(xa: sp.csr_matrix, keep: int) -> np.ndarray:
-    """Item-item cosine (dense), each column keeping its top ``keep`` entries."""
+def item_knn(train: sp.csr_matrix, neighbours: int | float, max_dense_bytes: int | None = None) -> Scorer:
+    """ItemKNN's scorer with ``neighbours`` neighbours per item (see :class:`ItemKNN`)."""
+    return ItemKNN(train, max_dense_bytes).scorer(neighbours)
+
+
+def item_knn_maker() -> Callable[[sp.csr_matrix, float], Scorer]:
+    """``item_knn`` for :func:`tune`, computing the similarity once per training matrix: the
+    grid's values all prune the same one."""
+    last: dict = {}
+
+    def make(train: sp.csr_matrix, neighbours: float) -> Scorer:
+        if last.get("train") is not train:
+            last.clear()
+            last.update(train=train, knn=ItemKNN(train))
+        return last["knn"].scorer(neighbours)
+
+    return make
+
+
+def _dense_cosine(xa: sp.csr_matrix) -> np.ndarray:
+    """Item-item cosine (dense), zero on the diagonal."""
     norms = np.sqrt(np.asarray(xa.sum(axis=0)).ravel())
     sim = (xa.T @ xa).toarray()
     sim /= norms[:, None]
     sim /= norms[None, :]
     np.fill_diagonal(sim, 0.0)
-    if 0 < keep < len(sim) - 1:
-        # the neighbours of item j are the top entries of column j
-        drop = np.argpartition(-sim, keep, axis=0)[keep:]
-        np.put_along_axis(sim, drop, 0.0, axis=0)
     return sim
+
+
+def _top_per_dense_column(sim: np.ndarray, keep: int) -> sp.csr_matrix:
+    """``sim`` with each column's top ``keep`` entries only, as a sparse matrix. The neighbours
+    of item j are the top entries of column j; they are selected on a contiguous copy of the
+    columns (the same selection, ties included, as a partition down each column, and faster)."""
+    n = len(sim)
+    if not 0 < keep < n - 1:
+        return sp.csr_matrix(sim)
+    top = np.argpartition(np.ascontiguousarray(-sim.T), keep, axis=1)[:, :keep]
+    rows, columns = top.ravel(), np.repeat(np.arange(n), keep)
+    pruned = sp.csr_matrix((sim[rows, columns], (rows, columns)), shape=sim.shape)
+    pruned.eliminate_zeros()
+    return pruned
 
 
 def _sparse_cosine_top(xa: sp.csr_matrix, keep: int) -> sp.csr_matrix:

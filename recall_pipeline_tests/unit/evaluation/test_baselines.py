@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recall_pipeline.core.evaluation.baselines import ease, fit_ease, item_knn, most_popular, tune, validation_recall
+from recall_pipeline.core.evaluation.baselines import (
+    ease, fit_ease, item_knn, item_knn_maker, most_popular, tune, validation_recall,
+)
 
 
 def reference_ease(x: np.ndarray, lam: float) -> np.ndarray:
@@ -50,6 +52,22 @@ def test_item_knn_keeps_the_top_neighbours():
     assert full[0, 0] == pytest.approx(cos_02) and full[0, 3] == 0.0
     # with one neighbour per item, item 0's only neighbour is item 1, so item 2 does not reach 0
     assert item_knn(x, 1)(np.array([3]))[0, 0] == 0.0
+
+
+def test_item_knn_scores_the_same_dense_sparse_and_from_one_similarity_per_matrix():
+    """The dense similarity (computed once per matrix, pruned per neighbour count) and the
+    sparse one built in column blocks give the same scores, for every count the tuning tries
+    (many users: no two cosines tie, where the two would break ties differently)."""
+    rng = np.random.default_rng(4)
+    x = sp.csr_matrix((rng.random((2000, 30)) < rng.uniform(0.05, 0.5, 30)).astype(float))
+    rows = np.arange(0, 2000, 25)
+    make = item_knn_maker()
+    for neighbours in (1, 3, 10, 40):
+        dense = item_knn(x, neighbours)(rows)
+        sparse = item_knn(x, neighbours, max_dense_bytes=0)(rows)
+        np.testing.assert_allclose(dense, sparse, rtol=1e-6)
+        assert np.array_equal(make(x, neighbours)(rows), dense)
+    assert (dense > 0).sum() > (item_knn(x, 1)(rows) > 0).sum()  # more neighbours reach more items
 
 
 def test_most_popular_and_tuning_on_a_planted_structure():

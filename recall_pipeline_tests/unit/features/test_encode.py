@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from recall_pipeline.core.features.encode import TextEncoder, bundled_model_path
 
@@ -72,3 +73,31 @@ def test_empty_input(encoder, monkeypatch):
     empty = encoder.encode([])
     assert empty.shape == (0, one.shape[1]) == (0, 384)
     assert empty.dtype == one.dtype == np.float32
+
+
+def test_bfloat16_is_close_to_float32_and_keyed_apart(encoder):
+    """The opt-in bfloat16 encoder: vectors within a cosine of 0.9999 of float32's where the
+    CPU multiplies bfloat16 natively, refused where it does not (slower than float32 there);
+    either way its key names the precision, so its vectors are never reused as float32's."""
+    from recall_pipeline.core.features.precision import native_bfloat16
+
+    fast = TextEncoder(device="cpu", precision="bfloat16")
+    assert fast.identity.key() == encoder.identity.key() + "+bfloat16"
+    assert fast.identity.weights_sha256 == encoder.identity.weights_sha256
+    if not native_bfloat16("cpu"):
+        with pytest.raises(RuntimeError, match="no native bfloat16"):
+            fast.encode(TEXTS)
+        return
+    vectors, exact = fast.encode(TEXTS), encoder.encode(TEXTS)
+    assert vectors.dtype == np.float32 and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    cosine = (vectors * exact).sum(1)
+    assert cosine.min() > 0.9999 and not np.array_equal(vectors, exact)
+
+
+def test_unknown_precision_and_finetuning_a_bfloat16_encoder_are_refused():
+    from recall_pipeline.core.training.lm_finetune import TopLayers
+
+    with pytest.raises(ValueError, match="float32, bfloat16"):
+        TextEncoder(precision="float16")
+    with pytest.raises(ValueError, match="precision float32"):
+        TopLayers.from_encoder(TextEncoder(precision="bfloat16"), TEXTS, 1)

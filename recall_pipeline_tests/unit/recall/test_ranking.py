@@ -35,6 +35,32 @@ def test_dense_ties_follow_the_seeded_order_not_the_id():
     assert top_k_dense(scores, 3, seed=3)[0][0, 0] == 17
 
 
+def full_sort_top_k(scores: np.ndarray, k: int, seed: int) -> list[list[int]]:
+    """The protocol's list, written out: every item by (score descending, seeded tie rank),
+    the first k finite ones, -1 padded."""
+    ranks = np.random.default_rng(seed).permutation(scores.shape[1])
+    out = []
+    for row in scores:
+        order = sorted((item for item in range(len(row)) if np.isfinite(row[item])),
+                       key=lambda item: (-row[item], ranks[item]))[:k]
+        out.append(order + [-1] * (k - len(order)))
+    return out
+
+
+def test_dense_top_k_is_the_full_sort_with_or_without_ties_at_the_cut():
+    """Rows whose k-th score is unique take a short path, rows where it repeats the partial
+    sort of their tie ranks: both must give the full sort's list, in one block."""
+    rng = np.random.default_rng(5)
+    for trial in range(60):
+        n_items, k = int(rng.integers(2, 50)), int(rng.integers(1, 55))
+        continuous = rng.standard_normal((6, n_items))
+        few_values = rng.integers(0, 3, (6, n_items)).astype(float)
+        scores = np.where(rng.random((6, 1)) < 0.5, continuous, few_values)  # both kinds of row
+        scores[rng.random(scores.shape) < 0.2] = -np.inf                    # excluded items
+        items, _ = top_k_dense(scores, k, seed=trial)
+        assert items.tolist() == full_sort_top_k(scores, k, seed=trial)
+
+
 def test_search_excludes_each_users_own_items():
     vectors = np.eye(6, dtype=np.float32)
     index = build_exact_index(vectors)
