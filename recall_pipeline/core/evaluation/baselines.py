@@ -45,11 +45,13 @@ class ItemKNN:
     similarity fits in ``max_dense_bytes`` it is computed whole, once, and each
     :meth:`scorer` prunes it (tuning tries five neighbour counts on one matrix); above, it stays
     sparse (only co-occurring items have one) and each item keeps its top ``neighbours`` (ties
-    by item order), so memory grows with the co-occurrences, never with items x items. Either
-    way the pruned similarity is sparse, and a user's scores are their history times it.
+    by item order), so memory grows with the co-occurrences, never with items x items; with
+    ``most_neighbours`` it is ranked once to that many and each smaller count takes a prefix.
+    Either way the pruned similarity is sparse, and a user's scores are their history times it.
     """
 
-    def __init__(self, train: sp.csr_matrix, max_dense_bytes: int | None = None):
+    def __init__(self, train: sp.csr_matrix, max_dense_bytes: int | None = None,
+                 most_neighbours: int | None = None):
         x = binary(train)
         self.n_items = x.shape[1]
         self.active = np.flatnonzero(item_counts(x))
@@ -57,13 +59,15 @@ class ItemKNN:
         limit = KNN_MAX_DENSE_BYTES if max_dense_bytes is None else max_dense_bytes
         dense = len(self.active) ** 2 * KNN_DENSE_BYTES_PER_CELL <= limit
         self._cosine = _dense_cosine(self.xa) if dense else None
+        self.most_neighbours = most_neighbours
+        self._ranked = None
 
     def scorer(self, neighbours: int | float) -> Scorer:
         keep = min(int(neighbours), len(self.active) - 1)
         if self._cosine is not None:
             similarity = _top_per_dense_column(self._cosine, keep)
         else:
-            similarity = _sparse_cosine_top(self.xa, keep)
+            similarity = _first_per_column(self._ranked_up_to(keep), keep)
         xa, active, n_items = self.xa, self.active, self.n_items
 
         def scores(rows: np.ndarray) -> np.ndarray:
@@ -73,21 +77,31 @@ class ItemKNN:
 
         return scores
 
+    def _ranked_up_to(self, keep: int) -> sp.csc_matrix:
+        """The sparse similarity ranked to ``most_neighbours`` (once) when ``keep`` is within
+        it, else to ``keep`` alone."""
+        most = self.most_neighbours
+        if most is None or keep > most:
+            return _ranked_sparse_cosine(self.xa, keep)
+        if self._ranked is None:
+            self._ranked = _ranked_sparse_cosine(self.xa, min(most, len(self.active) - 1))
+        return self._ranked
+
 
 def item_knn(train: sp.csr_matrix, neighbours: int | float, max_dense_bytes: int | None = None) -> Scorer:
     """ItemKNN's scorer with ``neighbours`` neighbours per item (see :class:`ItemKNN`)."""
     return ItemKNN(train, max_dense_bytes).scorer(neighbours)
 
 
-def item_knn_maker() -> Callable[[sp.csr_matrix, float], Scorer]:
-    """``item_knn`` for :func:`tune`, computing the similarity once per training matrix: the
-    grid's values all prune the same one."""
+def item_knn_maker(most_neighbours: int) -> Callable[[sp.csr_matrix, float], Scorer]:
+    """``item_knn`` for :func:`tune` over neighbour counts up to ``most_neighbours``, computing
+    the similarity once per training matrix: the grid's values all prune the same one."""
     last: dict = {}
 
     def make(train: sp.csr_matrix, neighbours: float) -> Scorer:
         if last.get("train") is not train:
             last.clear()
-            last.update(train=train, knn=ItemKNN(train))
+            last.update(train=train, knn=ItemKNN(train, most_neighbours=most_neighbours))
         return last["knn"].scorer(neighbours)
 
     return make
@@ -117,34 +131,45 @@ def _top_per_dense_column(sim: np.ndarray, keep: int) -> sp.csr_matrix:
     return pruned
 
 
-def _sparse_cosine_top(xa: sp.csr_matrix, keep: int) -> sp.csr_matrix:
-    """The same as a sparse matrix, built a block of columns at a time; ties at a column's
-    cut are broken by item order."""
+def _ranked_sparse_cosine(xa: sp.csr_matrix, keep: int) -> sp.csc_matrix:
+    """Each column's top ``keep`` cosines (ties: lower row first), built a block of columns at
+    a time, stored in rank order within each column: the top ``k`` for any ``k`` up to
+    ``keep`` are then each column's first ``k`` entries (:func:`_first_per_column`)."""
     xa = xa.tocsc()
     norms = np.sqrt(np.asarray(xa.sum(axis=0)).ravel())
     n = xa.shape[1]
     step = max(1, KNN_BLOCK_COLUMNS)
-    blocks = []
+    data, indices, counts = [], [], []
     for start in range(0, n, step):
         stop = min(start + step, n)
         block = (xa.T @ xa[:, start:stop]).tocsc()
         block.setdiag(0.0, k=-start)
         block.eliminate_zeros()
         block.data /= norms[block.indices] * np.repeat(norms[start:stop], np.diff(block.indptr))
-        blocks.append(_top_per_column(block, keep))
-    return sp.hstack(blocks, format="csr") if blocks else sp.csr_matrix((0, 0), dtype=np.float32)
+        column_counts = np.diff(block.indptr)
+        column = np.repeat(np.arange(block.shape[1]), column_counts)
+        order = np.lexsort((block.indices, -block.data, column))
+        rank = np.arange(len(order)) - np.repeat(block.indptr[:-1], column_counts)
+        chosen = order[rank < keep] if keep > 0 else order
+        data.append(block.data[chosen])
+        indices.append(block.indices[chosen])
+        counts.append(np.minimum(column_counts, keep) if keep > 0 else column_counts)
+    if not counts:
+        return sp.csc_matrix((n, n), dtype=np.float32)
+    indptr = np.concatenate([[0], np.cumsum(np.concatenate(counts))])
+    # rank order, not row order, within each column: scipy must not sort or merge these
+    return sp.csc_matrix((np.concatenate(data), np.concatenate(indices), indptr), shape=(n, n))
 
 
-def _top_per_column(block: sp.csc_matrix, keep: int) -> sp.csc_matrix:
-    """Each column's ``keep`` largest entries (ties: lower row first)."""
-    counts = np.diff(block.indptr)
-    if keep <= 0 or counts.max(initial=0) <= keep:
-        return block
-    column = np.repeat(np.arange(block.shape[1]), counts)
-    order = np.lexsort((block.indices, -block.data, column))
-    rank = np.arange(len(order)) - np.repeat(block.indptr[:-1], counts)
-    chosen = order[rank < keep]
-    return sp.csc_matrix((block.data[chosen], (block.indices[chosen], column[chosen])), shape=block.shape)
+def _first_per_column(ranked: sp.csc_matrix, keep: int) -> sp.csr_matrix:
+    """The first ``keep`` entries of each column of a :func:`_ranked_sparse_cosine` matrix."""
+    counts = np.diff(ranked.indptr)
+    take = np.minimum(counts, keep) if keep > 0 else counts
+    ends = np.cumsum(take)
+    positions = np.repeat(ranked.indptr[:-1], take) + np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - take, take)
+    first = sp.csc_matrix((ranked.data[positions], ranked.indices[positions], np.concatenate([[0], ends])),
+                          shape=ranked.shape)
+    return first.tocsr()
 
 
 @dataclass(frozen=True)

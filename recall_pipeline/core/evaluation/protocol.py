@@ -269,7 +269,7 @@ def run_baselines(split: pl.DataFrame, data: EvaluationData, seed: int = 0,
     keep[selection_rows(holdout, validation_users, MAX_EVALUATION_CELLS, seed)] = 1.0
     holdout = (sp.diags(keep) @ holdout).tocsr()
     results = [BaselineResult("MostPopular", *scorer_lists(baselines.most_popular(data.rm.matrix), data, seed))]
-    for name, make, grid, parameter in (("ItemKNN", baselines.item_knn_maker(), knn_grid, "neighbours"),
+    for name, make, grid, parameter in (("ItemKNN", baselines.item_knn_maker(int(max(knn_grid))), knn_grid, "neighbours"),
                                         ("EASE", baselines.ease, ease_grid, "lambda")):
         tuned = baselines.tune(make, grid, fit, holdout, seed)
         lists = scorer_lists(make(data.rm.matrix, tuned.value), data, seed)

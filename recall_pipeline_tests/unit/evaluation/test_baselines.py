@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 
 from recall_pipeline.core.evaluation.baselines import (
-    ease, fit_ease, item_knn, item_knn_maker, most_popular, tune, validation_recall,
+    ItemKNN, ease, fit_ease, item_knn, item_knn_maker, most_popular, tune, validation_recall,
 )
 
 
@@ -61,13 +61,25 @@ def test_item_knn_scores_the_same_dense_sparse_and_from_one_similarity_per_matri
     rng = np.random.default_rng(4)
     x = sp.csr_matrix((rng.random((2000, 30)) < rng.uniform(0.05, 0.5, 30)).astype(float))
     rows = np.arange(0, 2000, 25)
-    make = item_knn_maker()
+    make = item_knn_maker(40)
     for neighbours in (1, 3, 10, 40):
         dense = item_knn(x, neighbours)(rows)
         sparse = item_knn(x, neighbours, max_dense_bytes=0)(rows)
         np.testing.assert_allclose(dense, sparse, rtol=1e-6)
         assert np.array_equal(make(x, neighbours)(rows), dense)
     assert (dense > 0).sum() > (item_knn(x, 1)(rows) > 0).sum()  # more neighbours reach more items
+
+
+def test_sparse_item_knn_ranked_once_gives_each_counts_own_neighbours_ties_included():
+    """Above the dense size the similarity is ranked once to the grid's largest count; each
+    smaller count's neighbours must be exactly those a similarity built for it alone keeps,
+    also where cosines tie at the cut (few users: many ties, broken by item order)."""
+    rng = np.random.default_rng(7)
+    x = sp.csr_matrix((rng.random((25, 40)) < 0.25).astype(float))
+    rows = np.arange(25)
+    ranked = ItemKNN(x, max_dense_bytes=0, most_neighbours=12)
+    for neighbours in (1, 2, 5, 12, 30):  # 30: above the ranked count, built for itself
+        assert np.array_equal(ranked.scorer(neighbours)(rows), item_knn(x, neighbours, max_dense_bytes=0)(rows))
 
 
 def test_most_popular_and_tuning_on_a_planted_structure():
