@@ -1,12 +1,14 @@
 """The encoder's arithmetic: float32 (default) or bfloat16 matrix products (opt-in).
 
-On a CPU with native bfloat16 dot products (AVX512-BF16 or AMX) the transformer's linear layers
-run about twice as fast in bfloat16 (``bench/perf/encode_precision.py``). Only those layers
-change: their weights are stored in bfloat16 and their inputs are rounded to it, while the
-embeddings, LayerNorm, softmax, the pooling and the normalisation stay float32. On the bundled
-texts the vectors are within a cosine of 0.9999 of float32's; still, they are other vectors, so
-the precision is part of the encoder's identity (``ModelIdentity.key``): embeddings and indexes
-made at one precision are never reused or mixed with the other's.
+With the transformer's linear layers in bfloat16, a CPU with native bfloat16 dot products
+(AVX512-BF16 or AMX) encodes the bundled item texts 1.75x faster
+(``bench/perf/encode_precision.py``). Those layers store their weights in bfloat16 and round
+their inputs to it, so what they feed (GELU, the attention over bfloat16 queries, keys and
+values) runs in bfloat16 too; the residual sums, LayerNorm, the pooling and the normalisation
+stay float32. Every bundled item text's vector is within a cosine of 0.99996 of float32's;
+still, they are other vectors, so the precision is part of the encoder's identity
+(``ModelIdentity.key``): embeddings and indexes made at one precision are never reused or mixed
+with the other's.
 
 Not the default: float32 vectors are those of sentence-transformers on every machine, and a CPU
 without native bfloat16 emulates it more slowly than float32 (loading refuses that case).
