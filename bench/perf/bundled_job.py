@@ -26,6 +26,8 @@ from pathlib import Path
 
 import duckdb
 
+from bench.machine import cpu_name
+
 ROOT = Path(__file__).resolve().parents[2]
 MAKE_RUN_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false",
                 "MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
@@ -49,12 +51,6 @@ def figures(home: Path) -> dict[tuple, float]:
         rows = con.execute("select model, slice, metric, k, value from eval.metrics").fetchall()
     return {tuple(row[:4]): row[4] for row in rows}
 
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from datetime import datetime
 
@@ -27,17 +26,12 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.machine import cpu_name  # noqa: E402
 from recall_pipeline.core.features.encode import TextEncoder  # noqa: E402
 from recall_pipeline.core.features.precision import native_bfloat16  # noqa: E402
 from recall_pipeline.core.ingest.item_text import clean_items  # noqa: E402
 from recall_pipeline.core.ingest.sources import load_bundled  # noqa: E402
 
-
-def cpu_name() -> str:
-    for line in open("/proc/cpuinfo", encoding="utf-8"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
