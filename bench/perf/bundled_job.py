@@ -52,7 +52,6 @@ def figures(home: Path) -> dict[tuple, float]:
     return {tuple(row[:4]): row[4] for row in rows}
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference", required=True, help="the commit to compare with")
