@@ -31,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 STAGES = ("raw_interactions_and_items", "feedback_events", "cleaned_item_text", "cleaned_interactions",
           "rating_matrix", "item_embeddings", "user_profiles", "recall_model", "text_cf_model", "faiss_index",
-          "two_tower_index", "recall_candidates", "evaluation_report", "published_warehouse")
+          "two_tower_index", "route_settings", "ease_model", "recall_candidates", "evaluation_report",
+          "published_warehouse")
 # a stage's asset keys where they differ from its name (a multi-asset)
 STAGE_KEYS = {"raw_interactions_and_items": ("raw_interactions", "raw_items")}
 SIZES = {"S": (671, 9_066, 100_004), "M": (20_000, 100_000, 1_000_000), "L": (200_000, 1_000_000, 10_000_000)}
