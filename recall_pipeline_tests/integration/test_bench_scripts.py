@@ -150,3 +150,22 @@ def test_project_imports_exist():
                         and importlib.util.find_spec(f"{module}.{name}") is None:
                     problems.append(f"{where}:{node.lineno}: {module} has no {name}")
     assert not problems, "\n".join(problems)
+
+
+def test_scale_stages_are_the_graph_in_order():
+    """``bench.perf.scale`` materializes one stage per process in the order of ``STAGES``: a stage
+    missing from it, or run before its upstream, breaks a long run at the first stage that reads it."""
+    import dagster as dg
+
+    from bench.perf.scale import STAGE_KEYS, STAGES
+    from recall_pipeline.definitions import build_definitions
+    from recall_pipeline.settings import home_layout
+
+    graph = build_definitions(home_layout()).resolve_asset_graph()
+    keys = [key for stage in STAGES for key in STAGE_KEYS.get(stage, (stage,))]
+    position = {key: i for i, key in enumerate(keys)}
+    jobs = {k.to_user_string() for k in graph.materializable_asset_keys} - {"run_failures"}
+    assert set(keys) == jobs
+    for key in keys:
+        parents = {p.to_user_string() for p in graph.get(dg.AssetKey(key)).parent_keys} - {"run_failures"}
+        assert all(position[p] < position[key] for p in parents), (key, parents)
