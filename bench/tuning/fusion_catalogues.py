@@ -5,7 +5,9 @@ search's time).
 
 Catalogues (``--catalogues``, any of):
 - ``bundled``: the bundled MovieLens data;
-- ``S``, ``M``: the generator at those sizes (README: ``recall-pipeline generate``);
+- ``S``, ``M``, ``L``: the generator at those sizes (README: ``recall-pipeline generate``; the
+  recorded L figures come from a per-stage run of ``bench.perf.scale``, its home linked to
+  ``<work>/homes/L`` and tabulated with ``--report-only``);
 - ``nosignal``: 2,000 users, 10,000 items, 100,000 interactions whose titles and genres say
   nothing about the taste clusters (``--no-text-signal``): the LM routes are noise there;
 - ``nosignal-implicit``: the same interactions as implicit feedback (``rating: null``).
@@ -30,7 +32,7 @@ import polars as pl
 import yaml
 
 BIN = Path(sys.executable).parent
-GENERATED = {"S": ["--size", "S"], "M": ["--size", "M"],
+GENERATED = {"S": ["--size", "S"], "M": ["--size", "M"], "L": ["--size", "L"],
              "nosignal": ["--users", "2000", "--items", "10000", "--interactions", "100000", "--no-text-signal"]}
 MODELS = ("final", "route:ease", "route:two_tower", "route:lm_profile", "route:lm_interest", "route:text_cf", "EASE",
           "ItemKNN", "MostPopular")
