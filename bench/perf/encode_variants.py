@@ -1,12 +1,11 @@
-"""Texts encoded per second by the encoder's variants, and how far their vectors are from the default's.
+"""Texts encoded per second by the encoder's precisions, and how far their vectors are from the default's.
 
 Every variant is the pipeline's ``TextEncoder`` (texts by token length, batch 64) on the same
 cleaned item texts, in one run on this machine, so the ratios are free of machine differences:
 
-- ``float32``: the default, torch;
-- ``bfloat16``: torch with bfloat16 linear layers (``core.features.precision``; only where the
-  CPU multiplies bfloat16 natively);
-- ``onnx``: the transformer run by ONNX Runtime (``core.features.onnx_runtime``, the ``onnx`` extra).
+- ``float32``: the default;
+- ``bfloat16``: bfloat16 linear layers (``core.features.precision``; only where the CPU
+  multiplies bfloat16 natively).
 
 Each is timed ``--repeats`` times in alternation and its best time kept. Reported: texts per
 second of each, its ratio to ``float32``, and the cosine of each text's vector with its
@@ -14,7 +13,7 @@ second of each, its ratio to ``float32``, and the cosine of each text's vector w
 The texts are the bundled catalogue's, or with ``--source`` another catalogue's (e.g. one of
 ``recall-pipeline generate``), ``--items`` of them drawn with a fixed seed.
 
-    .venv/bin/python -m bench.perf.encode_variants [--variants float32 bfloat16 onnx] [--source S.yaml] [--items 0] [--threads 2] [--repeats 2]
+    .venv/bin/python -m bench.perf.encode_variants [--variants float32 bfloat16] [--source S.yaml] [--items 0] [--threads 2] [--repeats 2]
 
 Recorded runs: bench/results/perf/encode_variants.txt.
 """
@@ -38,7 +37,7 @@ from recall_pipeline.core.features.encode import TextEncoder  # noqa: E402
 from recall_pipeline.core.features.precision import native_bfloat16  # noqa: E402
 from recall_pipeline.core.ingest.item_text import clean_items  # noqa: E402
 
-SETTINGS = {"float32": {}, "bfloat16": {"precision": "bfloat16"}, "onnx": {"runtime": "onnx"}}
+SETTINGS = {"float32": {}, "bfloat16": {"precision": "bfloat16"}}
 
 
 def item_texts(source: str | None, items: int) -> tuple[list[str], str]:

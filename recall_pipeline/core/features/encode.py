@@ -35,9 +35,6 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # The linear layers' arithmetic (``core.features.precision``): float32, or bfloat16 (opt-in,
 # 1.75x on a CPU with native bfloat16, vectors within a cosine of 0.9999).
 PRECISIONS = ("float32", "bfloat16")
-# What runs the transformer: torch, or ONNX Runtime on CPU (opt-in, ``core.features.onnx_runtime``:
-# 2.5x or more on CPU, vectors within a cosine of 0.9999997).
-RUNTIMES = ("torch", "onnx")
 
 
 def bundled_model_path() -> str:
@@ -57,18 +54,15 @@ def resolve_model(model: str | None) -> str:
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """Name plus a hash of the weights, and the precision when not float32 and the runtime when
-    not torch: what every embedding and index records it was made with, so vectors of two
-    runtimes never mix."""
+    """Name plus a hash of the weights, and the precision when not float32: what every
+    embedding and index records it was made with, so vectors of two runtimes never mix."""
 
     name: str
     weights_sha256: str
     precision: str = "float32"
-    runtime: str = "torch"
 
     def key(self) -> str:
         suffix = "" if self.precision == "float32" else f"+{self.precision}"
-        suffix += "" if self.runtime == "torch" else f"+{self.runtime}"
         return f"{self.name}@{self.weights_sha256[:12]}{suffix}"
 
 
@@ -91,16 +85,10 @@ class TextEncoder:
 
     def __init__(self, model: str | None = None, device: str | None = None, batch_size: int = 64,
                  max_length: int | None = None, num_threads: int | None = None,
-                 precision: str = "float32", runtime: str = "torch") -> None:
+                 precision: str = "float32") -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"encoder precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if runtime not in RUNTIMES:
-            raise ValueError(f"encoder runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-        if runtime == "onnx" and (precision != "float32" or (device or "cpu") != "cpu"):
-            raise ValueError(f"encoder runtime onnx runs float32 on CPU; got precision {precision!r}, device "
-                             f"{device!r} (use the torch runtime for those)")
         self.precision = precision
-        self.runtime = runtime
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.model_ref = resolve_model(model)
@@ -109,10 +97,8 @@ class TextEncoder:
         self.batch_size = batch_size
         self.max_length = max_length or _max_length(self._folder, 256)
         self.num_threads = num_threads
-        # the ONNX runtime is CPU-only: it never picks CUDA by itself
-        self._device = "cpu" if runtime == "onnx" else device
+        self._device = device
         self._model = None
-        self._onnx = None
         self._tokenizer = None
         self._modes = pooling_modes(self._folder)
 
@@ -126,7 +112,7 @@ class TextEncoder:
             name = self._folder.name
         digest = _weights_hash(self._folder) if self._folder else hashlib.sha256(
             self.model_ref.encode()).hexdigest()
-        return ModelIdentity(name=name, weights_sha256=digest, precision=self.precision, runtime=self.runtime)
+        return ModelIdentity(name=name, weights_sha256=digest, precision=self.precision)
 
     @property
     def device(self) -> str:
@@ -145,13 +131,7 @@ class TextEncoder:
         if self.num_threads and self.device == "cpu":
             torch.set_num_threads(self.num_threads)
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_ref)
-        # the ONNX export traces the eager attention (see core.features.onnx_runtime)
-        options = {"attn_implementation": "eager"} if self.runtime == "onnx" else {}
-        self._model = AutoModel.from_pretrained(self.model_ref, **options).to(self.device).eval()
-        if self.runtime == "onnx":
-            from recall_pipeline.core.features.onnx_runtime import OnnxTransformer
-
-            self._onnx = OnnxTransformer(self._model, self._tokenizer, self.num_threads or torch.get_num_threads())
+        self._model = AutoModel.from_pretrained(self.model_ref).to(self.device).eval()
         if self.precision == "bfloat16":
             from recall_pipeline.core.features.precision import to_bfloat16_linears
 
@@ -194,26 +174,18 @@ class TextEncoder:
                 batch_idx = order[start:start + self.batch_size]
                 batch = self._tokenizer([texts[i] for i in batch_idx], padding=True, truncation=True,
                                         max_length=self.max_length, return_tensors="pt").to(self.device)
-                states = self._last_hidden_state(batch)
+                states = self._model(**batch).last_hidden_state.float()
                 pooled = pool(states, batch["attention_mask"], self._modes)
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
                 out[batch_idx] = pooled.float().cpu().numpy()
         return out
 
-    def _last_hidden_state(self, batch):
-        """The transformer's token states of a tokenized batch, float32, by the encoder's runtime."""
-        import torch
-
-        if self._onnx is not None:
-            return torch.from_numpy(self._onnx(batch))
-        return self._model(**batch).last_hidden_state.float()
-
 
 @lru_cache(maxsize=4)
 def shared_encoder(model: str | None = None, device: str | None = None, batch_size: int = 64,
                    max_length: int | None = None, num_threads: int | None = None,
-                   precision: str = "float32", runtime: str = "torch") -> TextEncoder:
+                   precision: str = "float32") -> TextEncoder:
     """One loaded encoder per setting and process. Loading the model costs seconds; the runs of
     one process (a test session, a notebook, a long-lived worker) load it once. Encoding never
     changes the model, and LM fine-tuning trains copies of its layers (``core.training.lm_finetune``)."""
-    return TextEncoder(model, device, batch_size, max_length, num_threads, precision, runtime)
+    return TextEncoder(model, device, batch_size, max_length, num_threads, precision)

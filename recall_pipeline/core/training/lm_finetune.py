@@ -33,9 +33,8 @@ class TopLayers(nn.Module):
     def from_encoder(cls, encoder, texts: Sequence[str], n_layers: int, batch_size: int = 64) -> "TopLayers":
         """Cache the states entering the top ``n_layers`` of ``encoder``'s model for ``texts``
         (catalogue order) and copy those layers, trainable, out of the frozen model."""
-        if encoder.precision != "float32" or encoder.runtime != "torch":
-            raise ValueError("LM fine-tuning trains the encoder's float32 torch layers: use encoder precision "
-                             "float32 and runtime torch")
+        if encoder.precision != "float32":
+            raise ValueError("LM fine-tuning trains the encoder's float32 layers: use encoder precision float32")
         if encoder.pooling != "mean":
             raise ValueError(f"LM fine-tuning supports mean pooling; {encoder.model_ref} uses {encoder.pooling}")
         model, tokenizer = encoder.transformer()

@@ -101,35 +101,3 @@ def test_unknown_precision_and_finetuning_a_bfloat16_encoder_are_refused():
         TextEncoder(precision="float16")
     with pytest.raises(ValueError, match="precision float32"):
         TopLayers.from_encoder(TextEncoder(precision="bfloat16"), TEXTS, 1)
-
-
-def test_onnx_runtime_matches_torch_and_is_keyed_apart(encoder):
-    """The opt-in ONNX Runtime encoder gives torch's vectors up to float rounding, in batches
-    with and without padding (its export is a trace: a mask dropped from it would show in the
-    padded batches), and its key names the runtime, so its vectors are never reused as torch's."""
-    exact = encoder.encode(TEXTS)
-    for batch_size in (1, 2, 64):  # one text a batch: no padding; two: mixed lengths; all at once
-        onnx = TextEncoder(device="cpu", runtime="onnx", batch_size=batch_size)
-        vectors = onnx.encode(TEXTS)
-        assert vectors.dtype == np.float32 and vectors.shape == exact.shape
-        assert (vectors * exact).sum(1).min() > 0.99999
-    assert onnx.identity.key() == encoder.identity.key() + "+onnx"
-    assert onnx.device == "cpu"
-
-
-def test_onnx_runtime_is_refused_where_it_does_not_apply(monkeypatch):
-    """Not with bfloat16, not on CUDA, not for LM fine-tuning (it trains torch layers), and a
-    missing package says which extra to install."""
-    from recall_pipeline.core.features import onnx_runtime
-    from recall_pipeline.core.training.lm_finetune import TopLayers
-
-    with pytest.raises(ValueError, match="torch, onnx"):
-        TextEncoder(runtime="tensorrt")
-    for settings in ({"precision": "bfloat16"}, {"device": "cuda"}):
-        with pytest.raises(ValueError, match="runs float32 on CPU"):
-            TextEncoder(runtime="onnx", **settings)
-    with pytest.raises(ValueError, match="runtime torch"):
-        TopLayers.from_encoder(TextEncoder(runtime="onnx"), TEXTS, 1)
-    monkeypatch.setattr(onnx_runtime, "_importable", lambda name: name != "onnxruntime")
-    with pytest.raises(RuntimeError, match=r"needs onnxruntime: pip install -e '\.\[onnx\]'"):
-        TextEncoder(runtime="onnx").encode(TEXTS)
