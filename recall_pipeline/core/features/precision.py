@@ -2,7 +2,7 @@
 
 With the transformer's linear layers in bfloat16, a CPU with native bfloat16 dot products
 (AVX512-BF16 or AMX) encodes the bundled item texts 1.75x faster
-(``bench/perf/encode_variants.py``). Those layers store their weights in bfloat16 and round
+(``bench/perf/encode_precision.py``). Those layers store their weights in bfloat16 and round
 their inputs to it, so what they feed (GELU, the attention over bfloat16 queries, keys and
 values) runs in bfloat16 too; the residual sums, LayerNorm, the pooling and the normalisation
 stay float32. Every bundled item text's vector is within a cosine of 0.99996 of float32's;

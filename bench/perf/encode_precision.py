@@ -1,6 +1,6 @@
 """Texts encoded per second by the encoder's precisions, and how far their vectors are from the default's.
 
-Every variant is the pipeline's ``TextEncoder`` (texts by token length, batch 64) on the same
+Each precision is the pipeline's ``TextEncoder`` (texts by token length, batch 64) on the same
 cleaned item texts, in one run on this machine, so the ratios are free of machine differences:
 
 - ``float32``: the default;
@@ -13,9 +13,9 @@ second of each, its ratio to ``float32``, and the cosine of each text's vector w
 The texts are the bundled catalogue's, or with ``--source`` another catalogue's (e.g. one of
 ``recall-pipeline generate``), ``--items`` of them drawn with a fixed seed.
 
-    .venv/bin/python -m bench.perf.encode_variants [--variants float32 bfloat16] [--source S.yaml] [--items 0] [--threads 2] [--repeats 2]
+    .venv/bin/python -m bench.perf.encode_precision [--variants float32 bfloat16] [--source S.yaml] [--items 0] [--threads 2] [--repeats 2]
 
-Recorded runs: bench/results/perf/encode_variants.txt.
+Recorded runs: bench/results/perf/encode_precision.txt.
 """
 
 from __future__ import annotations
