@@ -269,10 +269,14 @@ def run_baselines(split: pl.DataFrame, data: EvaluationData, seed: int = 0,
     keep[selection_rows(holdout, validation_users, MAX_EVALUATION_CELLS, seed)] = 1.0
     holdout = (sp.diags(keep) @ holdout).tocsr()
     results = [BaselineResult("MostPopular", *scorer_lists(baselines.most_popular(data.rm.matrix), data, seed))]
-    for name, make, grid, parameter in (("ItemKNN", baselines.item_knn_maker(int(max(knn_grid))), knn_grid, "neighbours"),
-                                        ("EASE", baselines.ease, ease_grid, "lambda")):
-        tuned = baselines.tune(make, grid, fit, holdout, seed)
-        lists = scorer_lists(make(data.rm.matrix, tuned.value), data, seed)
+    # ItemKNN is tuned on one similarity ranked to the grid's largest count, then refit keeping only
+    # the count that won (at L: 20 neighbours of 715,121 items kept instead of 400); the tuning's
+    # maker is made inside the call, so its similarity is freed before the refit builds another
+    for name, tuning, refit, grid, parameter in (
+            ("ItemKNN", lambda: baselines.item_knn_maker(int(max(knn_grid))), baselines.item_knn, knn_grid, "neighbours"),
+            ("EASE", lambda: baselines.ease, baselines.ease, ease_grid, "lambda")):
+        tuned = baselines.tune(tuning(), grid, fit, holdout, seed)
+        lists = scorer_lists(refit(data.rm.matrix, tuned.value), data, seed)
         results.append(BaselineResult(name, *lists, parameter=parameter, tuned=tuned))
     return results
 

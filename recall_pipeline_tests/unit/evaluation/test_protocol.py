@@ -167,3 +167,26 @@ def test_slices_above_the_cell_cap_are_seeded_samples_of_their_users(bundled_spl
     assert again.warm.rows.tolist() == capped.warm.rows.tolist()
     assert build_evaluation_data(split, rm, max_cells=50 * n_items, seed=4).warm.rows.tolist() != again.warm.rows.tolist()
     assert len(build_evaluation_data(split, rm, max_cells=1).warm.rows) == 1   # never an empty slice
+
+
+def test_item_knn_baseline_is_refit_keeping_only_the_count_that_won(monkeypatch, bundled):
+    """Above the dense size ItemKNN is tuned on one similarity ranked to the grid's largest
+    count, then refit on all of training ranked only to the count that won (at L the refit kept
+    400 neighbours of 715,121 items where 20 won). The refit's lists are those of an ItemKNN
+    built for that count alone. The tuning's choice is pinned to the smaller count here: what
+    wins is the tuning's business, tested elsewhere."""
+    from dataclasses import replace
+
+    from recall_pipeline.core.evaluation import baselines
+    from recall_pipeline.core.evaluation.protocol import run_baselines, scorer_lists
+
+    split, rm, data = bundled
+    monkeypatch.setattr(baselines, "KNN_MAX_DENSE_BYTES", 0)  # the sparse path, as at M and L
+    ranked_to = []
+    ranked = baselines._ranked_sparse_cosine
+    monkeypatch.setattr(baselines, "_ranked_sparse_cosine", lambda xa, keep: ranked_to.append(keep) or ranked(xa, keep))
+    tune = baselines.tune
+    monkeypatch.setattr(baselines, "tune", lambda make, grid, *a, **k: replace(tune(make, grid, *a, **k), value=min(grid)))
+    knn = next(r for r in run_baselines(split, data, ease_grid=(200.0,), knn_grid=(5, 50)) if r.name == "ItemKNN")
+    assert knn.tuned.value == 5 and ranked_to == [50, 5]
+    assert np.array_equal(knn.warm_lists, scorer_lists(baselines.item_knn(rm.matrix, 5), data)[0])
