@@ -13,7 +13,7 @@ second of each, its ratio to ``float32``, and the cosine of each text's vector w
 The texts are the bundled catalogue's, or with ``--source`` another catalogue's (e.g. one of
 ``recall-pipeline generate``), ``--items`` of them drawn with a fixed seed.
 
-    .venv/bin/python -m bench.perf.encode_precision [--variants float32 bfloat16] [--source S.yaml] [--items 0] [--threads 2] [--repeats 2]
+    .venv/bin/python -m bench.perf.encode_precision [--source S.yaml] [--items 0] [--threads 2] [--repeats 2]
 
 Recorded runs: bench/results/perf/encode_precision.txt.
 """
@@ -59,7 +59,6 @@ def item_texts(source: str | None, items: int) -> tuple[list[str], str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variants", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--source", help="a source YAML (default: the bundled data)")
     parser.add_argument("--items", type=int, default=0, help="N item texts drawn with seed 0 (0: all)")
     parser.add_argument("--threads", type=int, default=2)
@@ -67,9 +66,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     texts, described = item_texts(args.source, args.items)
-    variants = ["float32"] + [v for v in args.variants if v != "float32"]
-    if "bfloat16" in variants and not native_bfloat16("cpu"):
-        variants.remove("bfloat16")
+    variants = [v for v in SETTINGS if v != "bfloat16" or native_bfloat16("cpu")]
+    if len(variants) < len(SETTINGS):
         print("# bfloat16 left out: this CPU has no native bfloat16")
     print(f"# {datetime.now():%Y-%m-%d %H:%M}, {cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{args.threads} threads")
@@ -85,9 +83,9 @@ def main() -> None:
             vectors[variant] = encoder.encode(texts)
             best[variant] = min(best[variant], time.perf_counter() - started)
     for variant, seconds in best.items():
-        cosine = (vectors["float32"] * vectors[variant]).sum(axis=1)
         line = f"{variant:<9} {len(texts) / seconds:8.1f} texts/s  ({seconds:.1f} s)  {best['float32'] / seconds:.2f}x"
         if variant != "float32":
+            cosine = (vectors["float32"] * vectors[variant]).sum(axis=1)
             line += (f"  cosine to float32: min {cosine.min():.7f}, 1st percentile {np.percentile(cosine, 1):.7f}, "
                      f"mean {cosine.mean():.7f}; below 0.999: {(cosine < 0.999).sum()}")
         print(line)
