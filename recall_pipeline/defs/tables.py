@@ -35,6 +35,11 @@ def item_vectors(warehouse: Warehouse) -> tuple[np.ndarray, np.ndarray, str]:
     return ids, vectors, models[0]
 
 
+def item_texts(warehouse: Warehouse) -> pl.DataFrame:
+    """The items' text fields the user profiles are written from (item_id, title, year, genres)."""
+    return warehouse.query("select item_id, title, year, genres from clean.items")
+
+
 def item_sides(warehouse: Warehouse) -> pl.DataFrame | None:
     """The item sides the previous split stored (None before the first split)."""
     if not warehouse.has_table("features.item_sides"):
@@ -234,7 +239,7 @@ class SelectionInputs:
 
     train: pl.DataFrame
     catalogue: Catalogue
-    text_cf_setting: tuple[float, float, float] | None
+    text_cf_setting: tuple[float, float, float, str] | None
     model_lists: ModelLists | None
     cut: str
     trust: float
@@ -249,11 +254,11 @@ def selection_inputs(warehouse: Warehouse, home: PipelineHome) -> SelectionInput
                             "from features.interactions_split where part = 'train'")
     ids, vectors, encoder = item_vectors(warehouse)
     lm_index, _ = read_index(home.layout.item_index, encoder, ids, vectors)
-    items = warehouse.query("select item_id, title, year, genres from clean.items")
+    items = item_texts(warehouse)
     serving = serving_folder(home)
     stored = text_cf.load(home.layout.text_cf_model, encoder)
     return SelectionInputs(
         train=train, catalogue=Catalogue(ids, vectors, encoder, lm_index, items),
-        text_cf_setting=(stored.lam, stored.alpha, stored.blend) if stored else None,
+        text_cf_setting=(stored.lam, stored.alpha, stored.blend, stored.cold_scorer) if stored else None,
         model_lists=load_model_lists(serving / MODEL_FOLDER), cut=data_snapshot(train)[model_registry.VALIDATION_CUT],
         trust=two_tower_trust(serving))

@@ -18,9 +18,9 @@ from recall_pipeline.core.features.rating_matrix import RatingMatrix
 from recall_pipeline.core.features.user_profiles import profile_scorer
 from recall_pipeline.core.ids import positions
 from recall_pipeline.core.recall.list_rows import lists_from_frame, vectors_by_user
-from recall_pipeline.core.recall.routes import RouteSettings, ease_route_scorer, interest_scorer
+from recall_pipeline.core.recall.routes import LMView, RouteSettings, ease_route_scorer, interest_scorer
 from recall_pipeline.core.training.ease.model import EaseModel
-from recall_pipeline.core.training.text_cf import TextCF, item_features
+from recall_pipeline.core.training.text_cf import TEXT_CF, TextCF, item_features
 from recall_pipeline.core.training.training_pairs import test_rows_trained_on, without
 
 # What cleaning held back, stored beside the figures as rows of model "data", slice "ingest", k 0.
@@ -76,9 +76,9 @@ def route_scorers(inputs: EvaluationInputs) -> dict[str, baselines.Scorer]:
     profiles = inputs.profiles
     user_vectors = vectors_by_user(rm, profiles["user_id"].to_numpy(),
                                    profiles["embedding"].to_numpy().reshape(profiles.height, vectors.shape[1]))
-    owners = positions(rm.user_ids, inputs.interest_owners, "interest users")
+    interests = lm_views(inputs)["lm_interest"]
     routes = {"two_tower": inputs.two_tower, "lm_profile": profile_scorer(user_vectors, vectors),
-              "lm_interest": interest_scorer(rm, owners, inputs.interests, vectors),
+              "lm_interest": interest_scorer(len(rm.user_ids), interests.owners, interests.vectors, vectors),
               "ease": ease_route_scorer(rm, inputs.route_settings, inputs.ease)}
     if inputs.text_cf is not None:  # as the route serves it: only the items untrained when it was fitted
         proposed = np.isin(rm.item_ids, inputs.text_cf.untrained_ids)
@@ -87,11 +87,25 @@ def route_scorers(inputs: EvaluationInputs) -> dict[str, baselines.Scorer]:
     return routes
 
 
+def lm_views(inputs: EvaluationInputs) -> dict[str, LMView]:
+    """The users' LM views as the routes see them (rows of the rating matrix): the history
+    profile (``lm_profile``) and the interest vectors (``lm_interest``)."""
+    rm, profiles = inputs.rm, inputs.profiles
+    return {"lm_profile": LMView(positions(rm.user_ids, profiles["user_id"].to_numpy(), "profile users"),
+                                 profiles["embedding"].to_numpy().reshape(profiles.height, inputs.item_vectors.shape[1])),
+            "lm_interest": LMView(positions(rm.user_ids, inputs.interest_owners, "interest users"), inputs.interests)}
+
+
 def text_cf_scorer(inputs: EvaluationInputs) -> baselines.Scorer | None:
-    """The stored TextCF model as a dense scorer over every item (None: no model stored)."""
-    if inputs.text_cf is None:
+    """The stored TextCF model's cold scorer (TextCF, or the LM view it chose on pseudo-cold
+    validation) as a dense scorer over every item (None: no model stored)."""
+    model = inputs.text_cf
+    if model is None:
         return None
-    return inputs.text_cf.scorer(inputs.rm.matrix, item_features(inputs.item_vectors))
+    if model.cold_scorer == TEXT_CF:
+        return model.scorer(inputs.rm.matrix, item_features(inputs.item_vectors))
+    view = lm_views(inputs)[model.cold_scorer]
+    return interest_scorer(len(inputs.rm.user_ids), view.owners, view.vectors, inputs.item_vectors)
 
 
 @dataclass(frozen=True)

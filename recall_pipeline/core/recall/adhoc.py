@@ -6,8 +6,9 @@ history, most recent last), the stored EASE model of the last full refresh (the 
 by recency, as the nightly route weighs a stored history), the stored TextCF model (items
 without training interactions) and the LM history profile (the mean LM embedding of the items),
 fused, discounted by popularity and re-ranked like the nightly lists; the given items are never
-recalled. What the nightly lists have beyond this: the LM interest route (weight 0 by default),
-which needs the user's interest vectors."""
+recalled. What the nightly lists have beyond this: the LM interest route, which needs the
+user's interest vectors (where the run chose the interest view to rank cold items, the history
+profile ranks them here)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from recall_pipeline.core.features.user_profiles import build_user_profiles
 
 from recall_pipeline.core.training.ease.model import EaseModel
 from recall_pipeline.core.recall.ranking import search_top_k, top_k_dense
-from recall_pipeline.core.recall.routes import MergedLists, RouteSettings, TextCFRoute, merge_routes, text_cf_lists
+from recall_pipeline.core.recall.routes import (
+    LMView, MergedLists, RouteSettings, TextCFRoute, merge_routes, text_cf_lists,
+)
 from recall_pipeline.core.training import two_tower
 from recall_pipeline.core.training.route_trust import trusted
 
@@ -53,7 +56,9 @@ def history_recall(history: np.ndarray, model: two_tower.TwoTower, model_index, 
     if ease is not None and settings.computes("ease"):
         lists["ease"] = ease_list(ease, history, n_items, seen, depth, settings)
     if text_cf is not None and settings.computes("text_cf"):
-        lists["text_cf"] = text_cf_lists(text_cf, seen, row, depth, settings.seed)
+        # no interest text is encoded outside a run: the history profile stands for both LM views
+        views = {name: LMView(row, profile) for name in ("lm_profile", "lm_interest")}
+        lists["text_cf"] = text_cf_lists(text_cf, seen, row, depth, settings.seed, views)
     return merge_routes(lists, lm_vectors, k, settings, train_counts)
 
 

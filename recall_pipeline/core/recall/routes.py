@@ -172,25 +172,48 @@ class TextCFRoute:
         return cls(model, features, candidates, features[candidates].T)
 
 
+@dataclass(frozen=True)
+class LMView:
+    """LM vectors of users as a route sees them: ``owners`` (rows of the users' matrix, several
+    vectors per user allowed: an item scores its best) and ``vectors``."""
+
+    owners: np.ndarray
+    vectors: np.ndarray
+
+
 def text_cf_route(route: TextCFRoute, rm: RatingMatrix, rows: np.ndarray, depth: int,
-                  seed: int = 0) -> np.ndarray:
+                  seed: int = 0, views: dict[str, LMView] | None = None) -> np.ndarray:
     """Per user of ``rows``, the top ``depth`` of the items that had no training interaction when
     the model was fitted (those still in the catalogue, less the user's own training items) by
-    TextCF score: one d-vector per user against those items' features, a block at a time."""
-    return text_cf_lists(route, rm.matrix, rows, depth, seed)
+    the cold scorer the model chose: its TextCF score (one d-vector per user against those
+    items' features, a block at a time) or an LM view of ``views`` (``lm_profile``, ``lm_interest``)."""
+    return text_cf_lists(route, rm.matrix, rows, depth, seed, views)
 
 
 def text_cf_lists(route: TextCFRoute, histories: sp.csr_matrix, rows: np.ndarray, depth: int,
-                  seed: int = 0) -> np.ndarray:
+                  seed: int = 0, views: dict[str, LMView] | None = None) -> np.ndarray:
     """:func:`text_cf_route` over any users x items ``histories`` (an ad-hoc history: one row)."""
     candidates = route.candidates
     lists = np.full((len(rows), depth), -1, dtype=np.int64)
     if not len(candidates) or not len(rows):
         return lists
-    queries = route.model.user_queries(histories, route.features, rows)
-    top, _ = top_k_scored(lambda block: queries[block] @ route.candidate_features, np.arange(len(rows)), depth,
+    top, _ = top_k_scored(cold_scorer(route, histories, rows, views), np.arange(len(rows)), depth,
                           len(candidates), histories[rows][:, candidates].tocsr(), seed)
     return np.where(top >= 0, candidates[np.where(top >= 0, top, 0)], -1)
+
+
+def cold_scorer(route: TextCFRoute, histories: sp.csr_matrix, rows: np.ndarray, views: dict[str, LMView] | None):
+    """Positions into ``rows`` -> their scores of the route's candidates, by the cold scorer the
+    model chose (``text_cf.COLD_SCORERS``)."""
+    name = getattr(route.model, "cold_scorer", "text_cf")
+    if name == "text_cf":
+        queries = route.model.user_queries(histories, route.features, rows)
+        return lambda block: queries[block] @ route.candidate_features
+    if not views or name not in views:
+        raise ValueError(f"the cold items are ranked by the {name} view, and no {name} vectors were given")
+    view = views[name]
+    score = interest_scorer(histories.shape[0], view.owners, view.vectors, route.candidate_features[:-1].T)
+    return lambda block: score(rows[block])
 
 
 @dataclass(frozen=True)
@@ -245,7 +268,8 @@ def route_lists(index, index_item_ids: np.ndarray, rm: RatingMatrix, profile_use
     if len(history) and settings.computes("ease"):
         out["ease"][slot[history]] = ease_route(rm, settings, history, ease)
     if text_cf is not None and len(history) and settings.computes("text_cf"):
-        out["text_cf"][slot[history]] = text_cf_route(text_cf, rm, history, depth, settings.seed)
+        views = {"lm_profile": LMView(profile_rows, profiles), "lm_interest": LMView(owners, interests)}
+        out["text_cf"][slot[history]] = text_cf_route(text_cf, rm, history, depth, settings.seed, views)
     newcomers = rows[~has_history[rows]]
     if len(newcomers) and settings.computes("popularity"):
         scores = baselines.popularity_scores(rm.matrix) if popularity is None else popularity
@@ -341,15 +365,16 @@ def merge_routes(lists: dict[str, np.ndarray], item_vectors: np.ndarray, k: int,
 INTEREST_CELLS = 32_000_000
 
 
-def interest_scorer(rm: RatingMatrix, owners: np.ndarray, vectors: np.ndarray, item_vectors: np.ndarray):
-    """The ``lm_interest`` route as a dense scorer: each item's score is its best interest's
+def interest_scorer(n_users: int, owners: np.ndarray, vectors: np.ndarray, item_vectors: np.ndarray):
+    """The ``lm_interest`` route as a dense scorer over ``item_vectors`` for rows of ``n_users``
+    users (``owners``: the row of each vector): each item's score is its best interest's
     (users without interests score 0). A block's interests are scored in matrix products of
     at most ``INTEREST_CELLS`` cells, then reduced to each user's maximum, rather than one small
     product per user (at 100,000 items the per-user loop took minutes)."""
     order = np.argsort(owners, kind="stable")
     owners, vectors = owners[order], np.ascontiguousarray(vectors[order], dtype=np.float32)
-    starts = np.searchsorted(owners, np.arange(len(rm.user_ids)))
-    ends = np.searchsorted(owners, np.arange(len(rm.user_ids)), side="right")
+    starts = np.searchsorted(owners, np.arange(n_users))
+    ends = np.searchsorted(owners, np.arange(n_users), side="right")
     items_t = np.ascontiguousarray(np.asarray(item_vectors, dtype=np.float32).T)
     per_product = max(1, INTEREST_CELLS // max(items_t.shape[1], 1))
 

@@ -114,11 +114,11 @@ def fit_matrix(train: pl.DataFrame, item_ids: np.ndarray) -> tuple[RatingMatrix,
 
 def validation_routes(train: pl.DataFrame, catalogue: Catalogue, start: RouteSettings,
                       encode: Callable[[list[str]], np.ndarray] | None, profile_settings: ProfileSettings,
-                      text_cf_setting: tuple[float, float, float] | None, model_lists: ModelLists | None, cut: str,
+                      text_cf_setting: tuple[float, float, float, str] | None, model_lists: ModelLists | None, cut: str,
                       max_users: int, also: RouteSettings | None = None) -> tuple[ValidationRoutes, dict[str, str]]:
     """Every route's lists on the validation cut of ``train`` (the split's training part with
     ``val_part`` and ``is_relevant``), and why any route is left out. ``text_cf_setting``: the
-    stored TextCF model's (lambda, alpha, blend), refitted on the fit part (None: no TextCF route).
+    stored TextCF model's (lambda, alpha, blend, cold scorer), refitted on the fit part (None: no TextCF route).
     ``also``: other settings to score on the same lists (the published version's, for the quality
     gate): their EASE variant's lists are kept apart, never searched."""
     fit, holdout = fit_matrix(train, catalogue.item_ids)
@@ -135,8 +135,9 @@ def validation_routes(train: pl.DataFrame, catalogue: Catalogue, start: RouteSet
     features = text_cf.item_features(catalogue.item_vectors)
     cold = None
     if text_cf_setting is not None:
-        lam, alpha, blend = text_cf_setting
-        model = text_cf.fit_for_serving(fit.matrix, catalogue.item_ids, features, lam, alpha, "validation", blend)
+        lam, alpha, blend, scorer = text_cf_setting
+        model = text_cf.fit_for_serving(fit.matrix, catalogue.item_ids, features, lam, alpha, "validation", blend,
+                                        scorer)
         cold = TextCFRoute.build(model, features, catalogue.item_ids)
     others = dataclasses.replace(start, weights={name: 1.0 for name in ROUTES} | {"ease": 0.0, "two_tower": 0.0},
                                  compute_zero_weight_routes=False)

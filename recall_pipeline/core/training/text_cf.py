@@ -36,6 +36,12 @@ ALPHA_GRID = (0.0, 0.5, 1.0)
 # own view, ``W = I``): 0 TextCF alone, 1 the LM alone; chosen on pseudo-cold validation items.
 BLEND_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 BLEND_SAMPLE_USERS, BLEND_SAMPLE_ITEMS = 256, 5_000
+# What ranks the cold items, chosen per run on pseudo-cold validation items (:func:`tune`):
+# TextCF (blended with the LM's view as above), or the LM alone as a recall route sees a user:
+# the history profile (``lm_profile``) or the best of the user's interest vectors
+# (``lm_interest``: k-means interests and the encoded interest text).
+TEXT_CF, LM_PROFILE, LM_INTEREST = "text_cf", "lm_profile", "lm_interest"
+COLD_SCORERS = (TEXT_CF, LM_PROFILE, LM_INTEREST)
 ANY_ENCODER = ""                # :func:`load` without the encoder check (reading its metadata)
 
 
@@ -76,6 +82,7 @@ class TextCF:
     untrained_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     fit_run: str = ""
     blend: float = 0.0   # the share of the LM's own view in ``weights`` (:func:`blended`)
+    cold_scorer: str = TEXT_CF  # what ranks the cold items (:data:`COLD_SCORERS`): these weights or an LM view
 
     def user_queries(self, train: sp.csr_matrix, features: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Query vectors of the users at ``rows`` (their scores are queries @ features.T), in the
@@ -107,12 +114,14 @@ def fit(train: sp.csr_matrix, features: np.ndarray, lam: float, alpha: float = 0
 
 
 def fit_for_serving(train: sp.csr_matrix, item_ids: np.ndarray, features: np.ndarray, lam: float,
-                    alpha: float, fit_run: str, blend: float = 0.0) -> TextCF:
+                    alpha: float, fit_run: str, blend: float = 0.0, cold_scorer: str = TEXT_CF) -> TextCF:
     """:func:`fit` on the whole training matrix (:func:`blended` with the LM's view by
-    ``blend``), recording the items it has no interaction for (the route's candidates) and the
-    run that fitted it."""
+    ``blend``), recording the items it has no interaction for (the route's candidates), the
+    run that fitted it and what ranks the cold items (``cold_scorer``)."""
+    if cold_scorer not in COLD_SCORERS:
+        raise ValueError(f"cold scorer {cold_scorer!r}: expected one of {', '.join(COLD_SCORERS)}")
     model = blended(fit(train, features, lam, alpha), train, features, blend)
-    return replace(model, untrained_ids=untrained(train, item_ids), fit_run=fit_run)
+    return replace(model, untrained_ids=untrained(train, item_ids), fit_run=fit_run, cold_scorer=cold_scorer)
 
 
 def blended(model: TextCF, train: sp.csr_matrix, features: np.ndarray, blend: float) -> TextCF:
@@ -139,8 +148,9 @@ def blended(model: TextCF, train: sp.csr_matrix, features: np.ndarray, blend: fl
 
 @dataclass(frozen=True)
 class Tuned:
-    """The chosen (lam, alpha) and blend, the pseudo-cold Recall@20 of that choice, and every
-    setting's figure (the blends' at the chosen lam and alpha)."""
+    """The chosen (lam, alpha) and blend, the cold scorer chosen, the pseudo-cold Recall@20 of
+    that choice, and every setting's figure (the blends' at the chosen lam and alpha; the LM
+    views' in ``views``)."""
 
     lam: float
     alpha: float
@@ -148,47 +158,61 @@ class Tuned:
     grid: dict[tuple[float, float], float]
     blend: float = 0.0
     blends: dict[float, float] = field(default_factory=dict)
+    cold_scorer: str = TEXT_CF
+    views: dict[str, float] = field(default_factory=dict)
 
 
 def tune(fit_train: sp.csr_matrix, features: np.ndarray, judge, lambdas=LAMBDA_GRID,
-         alphas=ALPHA_GRID, blends=BLEND_GRID) -> Tuned:
+         alphas=ALPHA_GRID, blends=BLEND_GRID, views: dict | None = None) -> Tuned:
     """Fit every (lam, alpha) on ``fit_train`` and keep the one ``judge`` (a model -> pseudo-cold
     Recall@20) scores highest; then, at that setting, every blend with the LM's own view
-    (:func:`blended`; 0: TextCF alone, 1: the LM alone, so the chosen cold scorer is never below
-    either single scorer on pseudo-cold validation). Ties keep the earlier setting (smaller lam,
-    smaller alpha, smaller blend)."""
+    (:func:`blended`; 0: TextCF alone, 1: the LM alone). Then TextCF so blended against each LM
+    view of ``views`` (name -> its pseudo-cold Recall@20, :data:`LM_PROFILE` and
+    :data:`LM_INTEREST`): the best serves, so the cold scorer is never below any single scorer
+    judged here on pseudo-cold validation. Ties keep the earlier setting (smaller lam, smaller
+    alpha, smaller blend, TextCF before an LM view)."""
     grid = {(lam, alpha): float(judge(fit(fit_train, features, lam, alpha))) for alpha in alphas for lam in lambdas}
     (lam, alpha), best = max(grid.items(), key=lambda kv: kv[1])
     model = fit(fit_train, features, lam, alpha)
     mixed = {b: (best if b == 0 else float(judge(blended(model, fit_train, features, b)))) for b in blends}
     blend = max(mixed, key=lambda b: (mixed[b], -b))
-    return Tuned(lam, alpha, mixed[blend], grid, blend, mixed)
+    views = {name: float(value) for name, value in (views or {}).items()}
+    scorer = max([TEXT_CF, *views], key=lambda name: mixed[blend] if name == TEXT_CF else views[name])
+    return Tuned(lam, alpha, mixed[blend] if scorer == TEXT_CF else views[scorer], grid, blend, mixed, scorer, views)
 
 
 @dataclass(frozen=True)
 class PseudoCold:
     """The protocol's rule 4 made from the training part alone: the pseudo-cold split's fit
-    ``matrix``, and the users at ``rows`` (their ``relevant`` pseudo-cold items) who rank the
-    pseudo-cold items at ``columns``."""
+    ``matrix`` (users ``user_ids``, its interaction rows ``fit_rows``), and the users at ``rows``
+    (their ``relevant`` pseudo-cold items) who rank the pseudo-cold items at ``columns``."""
 
     matrix: sp.csr_matrix
     rows: np.ndarray
     columns: np.ndarray
     relevant: sp.csr_matrix
+    user_ids: np.ndarray | None = None
+    fit_rows: pl.DataFrame | None = None
 
     def recall(self, model: TextCF, features: np.ndarray) -> float:
-        """``model``'s pseudo-cold Recall@20 over ``features``: the protocol's cold ranking
-        (``protocol.cold_ranked``: the pseudo-cold items alone, same seeded ties), scoring only
-        those items' columns."""
+        """``model``'s pseudo-cold Recall@20 over ``features``, scoring only the pseudo-cold
+        items' columns (:meth:`recall_of`)."""
+        if not len(self.rows):
+            return 0.0
+        queries = model.user_queries(self.matrix, features, self.rows)
+        cold_features = np.ascontiguousarray(features[self.columns].T)
+        return self.recall_of(lambda block: queries[block] @ cold_features)
+
+    def recall_of(self, score_cold) -> float:
+        """Pseudo-cold Recall@20 of ``score_cold`` (positions into ``rows`` -> their scores of the
+        pseudo-cold items, in ``columns`` order): the protocol's cold ranking
+        (``protocol.cold_ranked``: the pseudo-cold items alone, same seeded ties)."""
         from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts
         from recall_pipeline.core.evaluation.protocol import COLD_K, cold_top_k
 
         if not len(self.rows):
             return 0.0
-        queries = model.user_queries(self.matrix, features, self.rows)
-        cold_features = np.ascontiguousarray(features[self.columns].T)
-        lists, _ = cold_top_k(lambda block: queries[block] @ cold_features, np.arange(len(self.rows)),
-                              len(self.columns))
+        lists, _ = cold_top_k(score_cold, np.arange(len(self.rows)), len(self.columns))
         hits = hit_matrix(lists, self.relevant)
         return float(recall_at_k(hits, relevant_counts(self.relevant), COLD_K).mean())
 
@@ -205,7 +229,8 @@ def pseudo_cold(train_split: pl.DataFrame, item_ids: np.ndarray) -> PseudoCold:
     pseudo = pseudo_cold_split(train_split.filter(pl.col("part") == "train"))
     rm = build_rating_matrix(pseudo, item_ids)
     data = build_evaluation_data(pseudo, rm, max_cells=MAX_EVALUATION_CELLS)
-    return PseudoCold(rm.matrix, data.cold.rows, data.cold_columns, data.cold.relevant)
+    return PseudoCold(rm.matrix, data.cold.rows, data.cold_columns, data.cold.relevant, rm.user_ids,
+                      pseudo.filter(pl.col("part") == "train").select(train_split.columns))
 
 
 def pseudo_cold_judge(train_split: pl.DataFrame, item_ids: np.ndarray, features: np.ndarray):
@@ -213,6 +238,39 @@ def pseudo_cold_judge(train_split: pl.DataFrame, item_ids: np.ndarray, features:
     ``features``): :func:`pseudo_cold` for one feature set."""
     split = pseudo_cold(train_split, item_ids)
     return split.matrix, lambda model: split.recall(model, features)
+
+
+def view_recalls(split: PseudoCold, views: dict[str, tuple[np.ndarray, np.ndarray]],
+                 item_vectors: np.ndarray) -> dict[str, float]:
+    """Each LM view's pseudo-cold Recall@20: ``views`` maps a name to (owner user ids, vectors),
+    the vectors of the pseudo-cold users built from ``split.fit_rows`` alone (several per user
+    allowed: an item scores its best); users without one tie at zero."""
+    from recall_pipeline.core.recall.routes import interest_scorer
+
+    out = {}
+    cold_vectors = np.asarray(item_vectors[split.columns], dtype=np.float32)
+    for name, (owners, vectors) in views.items():
+        sampled = np.isin(owners, split.user_ids[split.rows])
+        rows = np.searchsorted(split.user_ids, owners[sampled])
+        score = interest_scorer(len(split.user_ids), rows, vectors[sampled], cold_vectors)
+        out[name] = split.recall_of(lambda block, score=score: score(split.rows[block]))
+    return out
+
+
+def pseudo_cold_views(split: PseudoCold, items: pl.DataFrame, item_ids: np.ndarray, item_vectors: np.ndarray,
+                      encoder: str, encode, settings) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The LM views (:data:`LM_PROFILE`, :data:`LM_INTEREST`: owner user ids, vectors) of the
+    sampled pseudo-cold users, built as ``user_profiles`` builds them (``settings``: its
+    ``ProfileSettings``; ``encode``: the LM, for the interest texts) from the pseudo-cold fit
+    rows alone, so no pseudo-cold interaction shapes the view judged on it."""
+    from recall_pipeline.core.features.user_profiles import interest_vectors, profile_tables
+
+    users = split.user_ids[split.rows]
+    rows = split.fit_rows.filter(pl.col("user_id").is_in(pl.Series(users)))
+    profiles, interests = profile_tables(rows, items, item_ids, item_vectors, encoder, encode, settings)
+    owners, vectors = interest_vectors(interests, profiles)
+    history = np.asarray(profiles["embedding"].to_list(), dtype=np.float32).reshape(profiles.height, -1)
+    return {LM_PROFILE: (profiles["user_id"].to_numpy(), history), LM_INTEREST: (owners, vectors)}
 
 
 def untrained(train: sp.csr_matrix, item_ids: np.ndarray) -> np.ndarray:
@@ -225,7 +283,8 @@ def save(model: TextCF, path: Path, encoder: str, tuned: Tuned | None = None) ->
     reader sees the previous model or this one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"lam": model.lam, "alpha": model.alpha, "encoder": encoder, "fit_run": model.fit_run,
-            "blend": model.blend, "pseudo_cold_recall@20": tuned.recall if tuned else None}
+            "blend": model.blend, "cold_scorer": model.cold_scorer,
+            "pseudo_cold_recall@20": tuned.recall if tuned else None}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("wb") as handle:
         np.savez(handle, meta=np.array(json.dumps(meta)), weights=model.weights, untrained_ids=_storable(model.untrained_ids))
@@ -248,4 +307,5 @@ def load(path: Path, encoder: str) -> TextCF | None:
     if encoder != ANY_ENCODER and meta["encoder"] != encoder:
         raise ValueError(f"{path}: fitted on item vectors of {meta['encoder']}, the catalogue's are "
                          f"{encoder}; re-materialize text_cf_model")
-    return TextCF(weights, meta["lam"], meta["alpha"], ids, meta["fit_run"], meta.get("blend", 0.0))
+    return TextCF(weights, meta["lam"], meta["alpha"], ids, meta["fit_run"], meta.get("blend", 0.0),
+                  meta.get("cold_scorer", TEXT_CF))

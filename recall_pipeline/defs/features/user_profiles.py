@@ -10,7 +10,7 @@ from recall_pipeline.core.features.user_profiles import ProfileSettings, profile
 from recall_pipeline.defs.config import config_from
 from recall_pipeline.defs.jobs import FEEDBACK_JOB
 from recall_pipeline.defs.metadata import markdown_table
-from recall_pipeline.defs.tables import item_vectors
+from recall_pipeline.defs.tables import item_texts, item_vectors
 from recall_pipeline.resources import DataSource, TextEncoderResource, Warehouse
 
 
@@ -52,7 +52,7 @@ def user_profiles(context: dg.AssetExecutionContext, config: ProfileConfig, data
     train = warehouse.query("select user_id, item_id, rating, timestamp "
                             "from features.interactions_split where part = 'train'")
     train = train if users is None else train.filter(pl.col("user_id").is_in(users))
-    items = warehouse.query("select item_id, title, year, genres from clean.items")
+    items = item_texts(warehouse)
     ids, vectors, model = item_vectors(warehouse)
     profiles, interests = profile_tables(train, items, ids, vectors, model, None if reuse else encoder.get().encode,
                                          settings, previous)

@@ -151,16 +151,41 @@ def test_text_cf_route_proposes_only_items_untrained_at_fit_less_the_users_own()
     assert lists["text_cf"][2].tolist() == [-1, -1, -1] and set(lists["text_cf"][0][:2]) == {2, 3}
 
 
+def test_the_text_cf_route_ranks_its_items_by_the_lm_view_the_run_chose():
+    """With the interest view chosen (on pseudo-cold validation), the route ranks the untrained
+    items by the user's best interest vector, not by TextCF: user 1's two interests read like
+    item 13 and (less) 12, so 13 leads; with the profile view, user 1's profile (toward 12)
+    leads with 12. Without the chosen view's vectors the route refuses, rather than guess."""
+    from dataclasses import replace
+
+    from recall_pipeline.core.recall.routes import LMView, TextCFRoute, text_cf_route
+    from recall_pipeline.core.training import text_cf
+
+    rm, vectors, _ = small_world()
+    features = text_cf.item_features(vectors)
+    model = text_cf.fit_for_serving(rm.matrix, rm.item_ids, features, 0.03, 0.5, "fit", cold_scorer="lm_interest")
+    route = TextCFRoute.build(model, features, rm.item_ids)
+    interests = LMView(np.array([0, 0]), np.array([[0, 0, 0.3, 0], [0, 0, 0, 0.9]], np.float32))
+    profile = LMView(np.array([0]), np.array([[0, 0, 0.8, 0.1]], np.float32))
+    views = {"lm_interest": interests, "lm_profile": profile}
+    assert text_cf_route(route, rm, np.array([0]), depth=2, views=views).tolist() == [[3, 2]]
+    by_profile = TextCFRoute.build(replace(model, cold_scorer="lm_profile"), features, rm.item_ids)
+    assert text_cf_route(by_profile, rm, np.array([0]), depth=2, views=views).tolist() == [[2, 3]]
+    with pytest.raises(ValueError, match="lm_interest"):
+        text_cf_route(route, rm, np.array([0]), depth=2)
+    lists = route_lists(build_exact_index(vectors), rm.item_ids, rm, np.array([1]), profile.vectors,
+                        np.array([1, 1]), interests.vectors, RouteSettings(depth=2), text_cf=route)
+    assert lists["text_cf"][0].tolist() == [3, 2]  # the nightly lists pass the users' views
+
+
 @pytest.mark.parametrize("cells", [10**9, 600, 1])
 def test_interest_scorer_is_each_users_best_interest_whatever_the_product_size(monkeypatch, cells):
     """Batched products (any size, down to one interest at a time) give each item its best
     interest's score, users without interests 0, rows in the order asked."""
-    from recall_pipeline.core.features.rating_matrix import RatingMatrix
     from recall_pipeline.core.recall import routes
 
     rng = np.random.default_rng(0)
     n_users, n_items = 50, 300
-    rm = RatingMatrix(sp.csr_matrix((n_users, n_items)), np.arange(n_users), np.arange(n_items))
     owners = rng.integers(0, n_users, 120)
     owners = owners[owners % 7 != 0]  # users 0, 7, 14, ... have no interest
     vectors = rng.normal(size=(len(owners), 8)).astype(np.float32)
@@ -169,7 +194,7 @@ def test_interest_scorer_is_each_users_best_interest_whatever_the_product_size(m
     expected = np.array([(vectors[owners == r] @ items.T).max(axis=0) if (owners == r).any() else np.zeros(n_items)
                          for r in rows])
     monkeypatch.setattr(routes, "INTEREST_CELLS", cells)
-    np.testing.assert_allclose(routes.interest_scorer(rm, owners, vectors, items)(rows), expected, atol=1e-5)
+    np.testing.assert_allclose(routes.interest_scorer(n_users, owners, vectors, items)(rows), expected, atol=1e-5)
 
 
 def test_the_ease_route_favours_what_goes_with_the_latest_interaction():

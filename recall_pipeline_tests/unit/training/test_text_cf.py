@@ -108,6 +108,64 @@ def test_the_blend_spans_textcf_alone_to_the_lm_alone_and_tune_keeps_the_best():
     np.testing.assert_array_equal(served.weights, np.eye(len(model.weights)))
 
 
+def test_an_lm_view_ranks_the_cold_items_only_where_it_beats_textcf_on_pseudo_cold(tmp_path):
+    """The LM views (history profile, interest vectors) compete with TextCF as blended: the best
+    pseudo-cold Recall@20 serves, a tie keeps TextCF, and the choice is stored with the model."""
+    train, vectors = _two_tastes()
+    features = text_cf.item_features(vectors)
+    flat = lambda model: 0.4  # noqa: E731 - every TextCF setting alike
+    tuned = text_cf.tune(train, features, flat, lambdas=(0.01,), alphas=(0.0,), blends=(0.0,),
+                         views={"lm_profile": 0.3, "lm_interest": 0.5})
+    assert (tuned.cold_scorer, tuned.recall, tuned.views) == ("lm_interest", 0.5, {"lm_profile": 0.3, "lm_interest": 0.5})
+    tied = text_cf.tune(train, features, flat, lambdas=(0.01,), alphas=(0.0,), blends=(0.0,), views={"lm_interest": 0.4})
+    assert (tied.cold_scorer, tied.recall) == ("text_cf", 0.4)
+    assert text_cf.tune(train, features, flat, lambdas=(0.01,), alphas=(0.0,), blends=(0.0,)).cold_scorer == "text_cf"
+    model = text_cf.fit_for_serving(train, np.arange(100, 118), features, 0.01, 0.0, "run-1", 0.0, tuned.cold_scorer)
+    text_cf.save(model, tmp_path / "m.npz", "enc", tuned)
+    assert text_cf.load(tmp_path / "m.npz", "enc").cold_scorer == "lm_interest"
+    with pytest.raises(ValueError, match="two_tower"):
+        text_cf.fit_for_serving(train, np.arange(100, 118), features, 0.01, 0.0, "run-1", cold_scorer="two_tower")
+
+
+def test_view_recalls_rank_the_pseudo_cold_items_by_each_users_best_vector():
+    """30 pseudo-cold items, each of users 0 and 1 with one relevant: a view whose vector is the
+    relevant item's own ranks it first (Recall@20 1), its opposite ranks it last (0); a user
+    with several vectors is scored by the best; a user sampled out (row 2) is not judged."""
+    rng = np.random.default_rng(0)
+    item_vectors = rng.normal(size=(40, 8)).astype(np.float32)
+    columns = np.arange(10, 40)
+    relevant = sp.csr_matrix(([1.0, 1.0], ([0, 1], [3, 7])), shape=(2, 30))
+    split = text_cf.PseudoCold(sp.csr_matrix((3, 40)), np.array([0, 1]), columns, relevant, np.array([5, 6, 9]))
+    good = item_vectors[[13, 17]]
+    views = {"good": (np.array([5, 6]), good), "bad": (np.array([5, 6]), -good),
+             "best_of_two": (np.array([5, 5, 6, 6, 9]), np.vstack([-good[0], good[0], good[1], -good[1], good[0]]))}
+    assert text_cf.view_recalls(split, views, item_vectors) == {"good": 1.0, "bad": 0.0, "best_of_two": 1.0}
+
+
+def test_the_pseudo_cold_views_are_built_from_the_fit_rows_alone(bundled_split):
+    """The views judged on pseudo-cold items come from the pseudo-cold split's fit rows, which
+    hold no pseudo-cold item's interaction, and only the sampled pseudo-cold users get one."""
+    from recall_pipeline.core.features.user_profiles import ProfileSettings
+
+    items, split = bundled_split
+    ids = np.sort(items["item_id"].to_numpy())
+    vectors = np.random.default_rng(0).normal(size=(len(ids), 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def encode(texts):  # a fixed map of the text to a unit vector (the LM's place in this test)
+        out = np.array([np.random.default_rng(sum(map(ord, t))).normal(size=16) for t in texts], np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    pseudo = text_cf.pseudo_cold(split, ids)
+    assert not np.isin(pseudo.fit_rows["item_id"].to_numpy(), ids[pseudo.columns]).any()
+    views = text_cf.pseudo_cold_views(pseudo, items, ids, vectors, "enc", encode, ProfileSettings())
+    sampled = set(pseudo.user_ids[pseudo.rows].tolist())
+    assert set(views["lm_profile"][0].tolist()) <= sampled and set(views["lm_interest"][0].tolist()) <= sampled
+    assert len(set(views["lm_interest"][0].tolist())) > 0.9 * len(sampled)
+    recalls = text_cf.view_recalls(pseudo, views, vectors)
+    assert set(recalls) == {"lm_profile", "lm_interest"} and all(0 < r < 1 for r in recalls.values())
+
+
 def test_stored_model_round_trips_and_refuses_another_encoder(tmp_path):
     train, vectors = _two_tastes()
     features = text_cf.item_features(vectors)
