@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 import yaml
 
@@ -90,6 +91,17 @@ def table(name: str, work: Path) -> tuple[pl.DataFrame, dict]:
     return pl.DataFrame(out), choice
 
 
+def cold_choice(name: str, work: Path) -> str:
+    """What ranks the catalogue's cold items (``text_cf_model``'s choice on pseudo-cold validation)."""
+    path = work / "homes" / name / "models" / "text_cf" / "text_cf.npz"
+    if not path.exists():
+        return "no TextCF model stored"
+    with np.load(path, allow_pickle=False) as stored:
+        meta = json.loads(str(stored["meta"]))
+    return (f"{meta.get('cold_scorer', 'text_cf')} (TextCF blend {meta['blend']}), pseudo-cold Recall@20 "
+            f"{meta['pseudo_cold_recall@20']:.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True)
@@ -105,6 +117,7 @@ def main() -> None:
         with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, tbl_hide_column_data_types=True):
             print(figures)
         print(f"chosen: {record.get('decision', choice['how'])}")
+        print(f"  cold items ranked by: {cold_choice(name, args.work)}")
         print(f"  weights {settings['weights']}, discount {settings['popularity_discount']}, rrf_c {settings['rrf_c']}, "
               f"EASE recency tau {settings['ease_recency_tau']}, window weight {settings['ease_window_weight']}")
         if record:
