@@ -30,10 +30,17 @@ def most_popular(train: sp.csr_matrix) -> Scorer:
     return lambda rows: np.broadcast_to(counts, (len(rows), len(counts)))
 
 
-# ItemKNN's item-item similarity is dense up to this size, then sparse, built in column blocks.
+# ItemKNN's item-item similarity is dense up to this size, then sparse, built in column blocks
+# of at most KNN_BLOCK_COLUMNS columns and KNN_BLOCK_CELLS cells (a block's co-occurrences can
+# reach every item: at 715,121 items 2,048 popular columns held up to 1.5G entries).
 KNN_MAX_DENSE_BYTES = 1 * 2**30
 KNN_DENSE_BYTES_PER_CELL = 16  # float32 similarity, its transposed copy, the partition's int64 indices
 KNN_BLOCK_COLUMNS = 2_048
+KNN_BLOCK_CELLS = 20_000_000
+# Above this many items with interactions, ItemKNN is computed over the most-interacted ones (as
+# EASE is over its EASE_MAX_ITEMS): the others neither score nor vote. The M catalogue (100,000
+# items) is within it; at L it keeps 100,000 of 715,121.
+KNN_MAX_ITEMS = 100_000
 
 
 class ItemKNN:
@@ -48,13 +55,19 @@ class ItemKNN:
     by item order), so memory grows with the co-occurrences, never with items x items; with
     ``most_neighbours`` it is ranked once to that many and each smaller count takes a prefix.
     Either way the pruned similarity is sparse, and a user's scores are their history times it.
+    Above ``max_items`` items with interactions, only the most-interacted take part (ties by
+    item order), so the similarity's size and build time are bounded at any catalogue size.
     """
 
     def __init__(self, train: sp.csr_matrix, max_dense_bytes: int | None = None,
-                 most_neighbours: int | None = None):
+                 most_neighbours: int | None = None, max_items: int | None = None):
         x = binary(train)
         self.n_items = x.shape[1]
-        self.active = np.flatnonzero(item_counts(x))
+        counts = item_counts(x)
+        self.active = np.flatnonzero(counts)
+        max_items = KNN_MAX_ITEMS if max_items is None else max_items
+        if len(self.active) > max_items:
+            self.active = np.sort(np.argsort(-counts, kind="stable")[:max_items])
         self.xa = x[:, self.active].astype(np.float32)
         limit = KNN_MAX_DENSE_BYTES if max_dense_bytes is None else max_dense_bytes
         dense = len(self.active) ** 2 * KNN_DENSE_BYTES_PER_CELL <= limit
@@ -138,7 +151,7 @@ def _ranked_sparse_cosine(xa: sp.csr_matrix, keep: int) -> sp.csc_matrix:
     xa = xa.tocsc()
     norms = np.sqrt(np.asarray(xa.sum(axis=0)).ravel())
     n = xa.shape[1]
-    step = max(1, KNN_BLOCK_COLUMNS)
+    step = max(1, min(KNN_BLOCK_COLUMNS, KNN_BLOCK_CELLS // max(n, 1)))
     data, indices, counts = [], [], []
     for start in range(0, n, step):
         stop = min(start + step, n)

@@ -50,7 +50,7 @@ class EvaluationInputs:
     interest_owners: np.ndarray     # user id of each interest vector
     interests: np.ndarray
     two_tower: baselines.Scorer     # the serving model version as a dense scorer
-    text_cf: TextCF | None = None   # the stored TextCF model: final's cold scorer when present
+    text_cf: TextCF | None = None   # the stored TextCF model: its cold scorer is final's when present
     ease: EaseModel | None = None   # the EASE model the published lists used (None: fitted here on rm)
     serving_pairs: pl.DataFrame | None = None  # the (user, item) pairs the serving version trained on
     quarantined: pl.DataFrame | None = None  # reason, rows: quarantine.interactions by reason
@@ -139,8 +139,8 @@ def judged_split(split: pl.DataFrame, serving_pairs: pl.DataFrame | None) -> tup
 def evaluate_published(inputs: EvaluationInputs, with_baselines: bool,
                        max_cells: int | None = MAX_EVALUATION_CELLS,
                        baseline_users: int = BASELINE_VALIDATION_USERS) -> Evaluation:
-    """The protocol's figures for the published lists (cold slice: the TextCF model, or without
-    one the two-tower model, ranking the cold items from their text), every route alone and, if asked, the baselines, on the
+    """The protocol's figures for the published lists (cold slice: the stored TextCF model's
+    cold scorer, or without one the two-tower model, ranking the cold items from their text), every route alone and, if asked, the baselines, on the
     split less any test row the serving model trained on, each slice on a seeded sample of its
     users above ``max_cells`` (``protocol.sampled_slice``); then how many users each slice's
     figures rest on (``EvaluationData.sample_rows``) and the counts of what cleaning held back

@@ -329,9 +329,9 @@ def evaluate(split: pl.DataFrame, data: EvaluationData, final_lists: np.ndarray,
 
     ``final_lists`` (users x K item positions) are aligned with ``rm.user_ids``. On the cold
     slice, ``final`` is the scorer the pipeline has for items nobody has interacted with
-    (``final_cold``: the TextCF model of the ``text_cf`` route, chosen over the two-tower model on
-    pseudo-cold validation) ranking the cold items alone; the collaborative baselines' cold scores all tie at zero, so theirs are the seeded
-    random order. Each route ``name`` is reported as model ``route:<name>``.
+    (``final_cold``: the cold scorer of the ``text_cf`` route, TextCF or the LM view chosen over
+    it on pseudo-cold validation) ranking the cold items alone; the collaborative baselines'
+    cold scores all tie at zero, so theirs are the seeded random order. Each route ``name`` is reported as model ``route:<name>``.
     """
     report = Report()
     cold, cold_top = cold_ranked(final_cold, data, seed)

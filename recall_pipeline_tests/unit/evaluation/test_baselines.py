@@ -82,6 +82,28 @@ def test_sparse_item_knn_ranked_once_gives_each_counts_own_neighbours_ties_inclu
         assert np.array_equal(ranked.scorer(neighbours)(rows), item_knn(x, neighbours, max_dense_bytes=0)(rows))
 
 
+def test_item_knn_over_the_most_interacted_items_equals_itemknn_without_the_others(monkeypatch):
+    """Above ``max_items`` items with interactions only the most-interacted take part (ties by
+    item order): the scores are those of ItemKNN on the matrix without the other items'
+    columns, the others score 0; and the sparse build gives the same whatever its block size
+    (a block of one column each, when the cells allowed per block are fewer than the items)."""
+    from recall_pipeline.core.evaluation import baselines
+
+    rng = np.random.default_rng(5)
+    x = sp.csr_matrix((rng.random((300, 30)) < rng.uniform(0.02, 0.4, 30)).astype(float))
+    counts = np.asarray(x.sum(axis=0)).ravel()
+    top = np.sort(np.argsort(-counts, kind="stable")[:12])
+    without = sp.csr_matrix(x.toarray() * np.isin(np.arange(30), top))
+    rows = np.arange(0, 300, 7)
+    for dense_bytes in (None, 0):
+        capped = ItemKNN(x, max_dense_bytes=dense_bytes, max_items=12).scorer(5)(rows)
+        np.testing.assert_allclose(capped, item_knn(without, 5, max_dense_bytes=dense_bytes)(rows), rtol=1e-6)
+        assert not capped[:, np.setdiff1d(np.arange(30), top)].any() and capped.any()
+    whole = item_knn(x, 5, max_dense_bytes=0)(rows)
+    monkeypatch.setattr(baselines, "KNN_BLOCK_CELLS", 1)
+    np.testing.assert_array_equal(item_knn(x, 5, max_dense_bytes=0)(rows), whole)
+
+
 def test_most_popular_and_tuning_on_a_planted_structure():
     rng = np.random.default_rng(0)
     # two user groups with disjoint tastes; popularity ignores them, EASE finds them

@@ -64,3 +64,36 @@ def test_the_ease_route_is_scored_with_the_published_runs_settings():
     recency = ease_scores(RouteSettings(ease_lambda=1.0, ease_window=0))
     assert recency[3] > recency[2]
     assert ease_scores(None).tolist() != published.tolist()  # without them: the defaults, another ranking
+
+
+def test_final_ranks_the_cold_items_with_the_cold_scorer_the_run_chose():
+    """With the interest view chosen on pseudo-cold validation, ``final``'s cold scorer is the
+    user's best interest (here user 1's two interests read like items 2 and 3), and
+    ``route:text_cf`` is the same scorer on the items untrained at fit; with TextCF chosen it
+    is TextCF's (which differs)."""
+    from dataclasses import replace
+    from datetime import datetime
+
+    import numpy as np
+
+    from recall_pipeline.core.evaluation.evaluation_report import EvaluationInputs, route_scorers, text_cf_scorer
+    from recall_pipeline.core.features.rating_matrix import build_rating_matrix
+    from recall_pipeline.core.training import text_cf
+
+    split = pl.DataFrame([(1, 10, 4.0, datetime(2020, 1, 1), "train"), (2, 11, 4.0, datetime(2020, 1, 2), "train")],
+                         schema=["user_id", "item_id", "rating", "timestamp", "part"], orient="row")
+    rm = build_rating_matrix(split, np.array([10, 11, 12, 13]))
+    vectors = np.eye(4, dtype=np.float32)
+    chosen = text_cf.fit_for_serving(rm.matrix, rm.item_ids, text_cf.item_features(vectors), 0.03, 0.0, "r",
+                                     cold_scorer="lm_interest")
+    inputs = EvaluationInputs(
+        split=split, rm=rm, candidates=pl.DataFrame(), candidates_run_id="r", candidates_model_version="v",
+        item_vectors=vectors, genres=[[]] * 4,
+        profiles=pl.DataFrame({"user_id": rm.user_ids, "embedding": np.eye(4, dtype=np.float32)[:2]}),
+        interest_owners=np.array([1, 1, 2]), interests=np.array([[0, 0, 0.4, 0], [0, 0, 0, 0.9], [0, 1, 0, 0]],
+                                                                np.float32),
+        two_tower=lambda r: np.zeros((len(r), 4)), text_cf=chosen)
+    np.testing.assert_allclose(text_cf_scorer(inputs)(np.array([0, 1])), [[0, 0, 0.4, 0.9], [0, 1, 0, 0]])
+    np.testing.assert_allclose(route_scorers(inputs)["text_cf"](np.array([0])), [[-np.inf, -np.inf, 0.4, 0.9]])
+    by_text_cf = text_cf_scorer(replace(inputs, text_cf=replace(chosen, cold_scorer="text_cf")))(np.array([0]))
+    assert not np.allclose(by_text_cf, [[0, 0, 0.4, 0.9]])
