@@ -205,7 +205,7 @@ def text_cf_lists(route: TextCFRoute, histories: sp.csr_matrix, rows: np.ndarray
 def cold_scorer(route: TextCFRoute, histories: sp.csr_matrix, rows: np.ndarray, views: dict[str, LMView] | None):
     """Positions into ``rows`` -> their scores of the route's candidates, by the cold scorer the
     model chose (``text_cf.COLD_SCORERS``)."""
-    name = getattr(route.model, "cold_scorer", "text_cf")
+    name = route.model.cold_scorer
     if name == "text_cf":
         queries = route.model.user_queries(histories, route.features, rows)
         return lambda block: queries[block] @ route.candidate_features
