@@ -98,6 +98,34 @@ def test_a_fusion_within_the_noise_serves_the_best_route_alone():
     assert selection.settings.popularity_discount == 0.0
 
 
+def placed(rng, relevant: sp.csr_matrix, users: np.ndarray, at: int) -> np.ndarray:
+    """Random lists in which ``users`` find their relevant items from position ``at`` on."""
+    lists = random_lists(rng, pad=0.0)
+    for user in users:
+        hits = relevant[user].indices
+        rest = [i for i in lists[user] if i not in set(hits)]
+        lists[user] = np.r_[rest[:at], hits, rest[at:]][:DEPTH]
+    return lists
+
+
+def test_the_ndcg_floor_is_set_by_the_best_top_among_routes_tied_on_recall():
+    """The two-tower route finds the relevant items of two more users than EASE (the best route
+    by Recall@50, within the noise) but low in its lists; EASE puts them first: the NDCG@10
+    floor is 0.95x EASE's, not the two-tower route's. A route clearly behind on recall (the LM
+    profile) is no contender."""
+    rng = np.random.default_rng(8)
+    relevant, counts = relevant_matrix(rng), rng.integers(1, 30, N_ITEMS)
+    lists = {"two_tower": placed(rng, relevant, np.arange(152), 40), "ease": placed(rng, relevant, np.arange(150), 0),
+             "lm_profile": placed(rng, relevant, np.arange(100, 200), 0)}
+    routes = routes_of(lists, relevant, counts)
+    search = rs.Search(routes, START)
+    ease = rs.EaseVariant.of(START).name
+    assert search.best_route == "two_tower" and sorted(search.contenders) == sorted([ease, "two_tower"])
+    assert search.singles[ease].ndcg > search.singles["two_tower"].ndcg
+    assert search.floors[0] == pytest.approx(rs.NDCG_FLOOR * search.singles[ease].ndcg)
+    assert rs.select(routes, START).floors["ndcg@10 set by"] == ease
+
+
 def test_paired_gain_bounds_the_noise():
     rng = np.random.default_rng(6)
     single = rng.random(500)
