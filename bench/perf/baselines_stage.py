@@ -45,7 +45,7 @@ def main() -> None:
     warehouse = Warehouse(path=str(Path(args.home).resolve() / "warehouse.duckdb"))
     started = time.perf_counter()
     split, rm = warehouse.query("select * from features.interactions_split"), tables.rating_matrix(warehouse)
-    data = protocol.build_evaluation_data(split, rm)
+    data = protocol.build_evaluation_data(split, rm, max_cells=protocol.MAX_EVALUATION_CELLS)
     print(f"# {datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} CPUs, {len(rm.user_ids):,} users x "
           f"{len(rm.item_ids):,} items, {rm.matrix.nnz:,} training interactions; ItemKNN over at most "
           f"{args.knn_max_items:,} items")
