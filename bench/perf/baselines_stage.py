@@ -21,18 +21,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from bench.perf.scale import vm_hwm_mb
 from recall_pipeline.core.evaluation import baselines, protocol
 from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts
 from recall_pipeline.defs import tables
 from recall_pipeline.resources import Warehouse
-
-
-def peak_mib() -> float:
-    """This process's peak resident memory so far (VmHWM), in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main() -> None:
@@ -50,7 +43,7 @@ def main() -> None:
           f"{len(rm.item_ids):,} items, {rm.matrix.nnz:,} training interactions; ItemKNN over at most "
           f"{args.knn_max_items:,} items")
     print(f"loaded and sampled in {time.perf_counter() - started:.1f} s (warm slice {len(data.warm.rows):,} users), "
-          f"peak {peak_mib():,.0f} MiB")
+          f"peak {vm_hwm_mb():,.0f} MiB")
     started = time.perf_counter()
     results = protocol.run_baselines(split, data)
     seconds = time.perf_counter() - started
@@ -59,7 +52,7 @@ def main() -> None:
         warm = recall_at_k(hit_matrix(result.warm_lists[:, :50], relevant), relevant_counts(relevant), 50).mean()
         tuned = f", {result.parameter} {result.tuned.value:g} of {result.tuned.validation_recall}" if result.tuned else ""
         print(f"{result.name}: warm Recall@50 {warm:.4f}{tuned}")
-    print(f"run_baselines: {seconds:.1f} s, peak {peak_mib():,.0f} MiB")
+    print(f"run_baselines: {seconds:.1f} s, peak {vm_hwm_mb():,.0f} MiB")
 
 
 if __name__ == "__main__":
