@@ -7,8 +7,8 @@ configured): one setting at a time (which EASE variant, each route's weight, the
 discount, the RRF constant), every value of its grid tried with the others held, the best kept
 if it gains more than ``MIN_GAIN`` validation Recall@50; passes repeat until one changes nothing
 or the time budget ends. A candidate counts only if its lists keep NDCG@10 at least
-``NDCG_FLOOR`` x the best single route's (the best of the routes whose Recall@50 the best route
-does not beat beyond the noise: :func:`contenders`), and coverage@50 and long-tail share@50 at least plain
+``NDCG_FLOOR`` x the best single route's beyond the noise (:func:`keeps_the_top`; the best of
+the routes whose Recall@50 the best route does not beat beyond the noise: :func:`contenders`), and coverage@50 and long-tail share@50 at least plain
 EASE's (the same users, this run's validation figures): the fusion may not buy recall with the
 top of the list, nor reach less of the catalogue than collaborative filtering alone. Among those,
 candidates whose coverage@50 reaches ``COVERAGE_VS_PLAIN_EASE`` x plain EASE's come first (a
@@ -26,6 +26,7 @@ run serves that route alone, and says so. The test split is never read here.
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -152,6 +153,7 @@ class Figures:
     coverage: float
     long_tail: float
     per_user_recall: np.ndarray = field(repr=False, compare=False)
+    per_user_ndcg: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, float]:
         return {"recall@50": round(self.recall, 5), "ndcg@10": round(self.ndcg, 5),
@@ -162,10 +164,9 @@ def figures(lists: np.ndarray, routes: ValidationRoutes) -> Figures:
     """Recall@50, NDCG@10, coverage@50 (over the catalogue) and long-tail share@50 of ``lists``."""
     counts = relevant_counts(routes.relevant)
     hits = hit_matrix(lists[:, :K], routes.relevant)
-    per_user = recall_at_k(hits, counts, K)
-    return Figures(float(per_user.mean()), float(ndcg_at_k(hits, counts, NDCG_K).mean()),
-                   catalogue_coverage(lists, K, len(routes.item_counts)),
-                   float(long_tail_share(lists, K, routes.head).mean()), per_user)
+    per_user, ndcg = recall_at_k(hits, counts, K), ndcg_at_k(hits, counts, NDCG_K)
+    return Figures(float(per_user.mean()), float(ndcg.mean()), catalogue_coverage(lists, K, len(routes.item_counts)),
+                   float(long_tail_share(lists, K, routes.head).mean()), per_user, ndcg)
 
 
 class FusedTopK:
@@ -324,8 +325,8 @@ class Search:
         plain = [figures(lists, routes) for v, lists in routes.ease.items() if v.recency_tau <= 0 and v.window_weight <= 0]
         plain_figures = max(plain, key=lambda f: f.recall) if plain else best
         self.contenders = contenders(self.singles, servable, self.best_route, routes.seed)
-        top_ndcg = max(self.singles[name].ndcg for name in self.contenders)
-        self.floors = (NDCG_FLOOR * top_ndcg, plain_figures.coverage, plain_figures.long_tail)
+        self.top = self.singles[max(self.contenders, key=lambda name: self.singles[name].ndcg)]
+        self.floors = (NDCG_FLOOR * self.top.ndcg, plain_figures.coverage, plain_figures.long_tail)
         self.reach = coverage_vs_plain_ease * plain_figures.coverage
         self.tried: dict[str, Candidate] = {}
         self.started = time.monotonic()
@@ -337,8 +338,9 @@ class Search:
             lists = self.fusers[EaseVariant.of(settings)].top(
                 served.weights, served.rrf_c, popularity_factors(self.routes.item_counts, served.popularity_discount))
             found = figures(lists, self.routes)
-            ndcg, coverage, long_tail = self.floors
-            feasible = found.ndcg >= ndcg and found.coverage >= coverage and found.long_tail >= long_tail
+            _, coverage, long_tail = self.floors
+            feasible = (keeps_the_top(found, self.top) and found.coverage >= coverage
+                        and found.long_tail >= long_tail)
             self.tried[key] = Candidate(settings, found, feasible, found.coverage >= self.reach)
         return self.tried[key]
 
@@ -384,6 +386,18 @@ def _with(settings: RouteSettings, name: str, value) -> RouteSettings:
     if name.startswith("weight_"):
         return dataclasses.replace(settings, weights=dict(settings.weights, **{name[len("weight_"):]: float(value)}))
     return dataclasses.replace(settings, **{name: float(value)})
+
+
+def keeps_the_top(found: Figures, top: Figures) -> bool:
+    """Whether ``found``'s NDCG@10 is at least ``NDCG_FLOOR`` x ``top``'s beyond the noise: the
+    one-sided ``CONFIDENCE`` lower bound of the users' mean of (found - NDCG_FLOOR x top), by the
+    normal approximation over the same users, is not below 0. Met on the mean alone, the floor
+    held on validation and missed on the test split (M: 0.957x on validation, 0.933x on test)."""
+    diff = np.asarray(found.per_user_ndcg, np.float64) - NDCG_FLOOR * np.asarray(top.per_user_ndcg, np.float64)
+    if len(diff) < 2:
+        return bool(diff.sum() >= 0)
+    z = statistics.NormalDist().inv_cdf(CONFIDENCE)
+    return bool(diff.mean() - z * diff.std(ddof=1) / np.sqrt(len(diff)) >= 0)
 
 
 def contenders(singles: dict[str, Figures], servable: list[str], best_route: str, seed: int = 0) -> list[str]:

@@ -126,6 +126,26 @@ def test_the_ndcg_floor_is_set_by_the_best_top_among_routes_tied_on_recall():
     assert rs.select(routes, START).floors["ndcg@10 set by"] == ease
 
 
+def test_the_ndcg_floor_must_hold_beyond_the_noise():
+    """A candidate keeps the top when its per-user NDCG@10 stays at or above NDCG_FLOOR x the
+    reference's at the lower confidence bound: 0.96x on the mean passes with little spread
+    between users and fails with much (the same mean), and 0.95x exactly passes only without
+    spread."""
+    rng = np.random.default_rng(9)
+    top = rng.uniform(0.2, 0.6, 2000)
+
+    def fig(ndcg):
+        return rs.Figures(0.0, float(ndcg.mean()), 0.0, 0.0, np.zeros(len(ndcg)), ndcg)
+
+    assert rs.keeps_the_top(fig(top), fig(top)) and rs.keeps_the_top(fig(rs.NDCG_FLOOR * top), fig(top))
+    steady = 0.96 * top + rng.normal(0.0, 0.01, len(top))
+    noisy = 0.96 * top + rng.choice([-0.5, 0.5], len(top))
+    noisy += 0.96 * top.mean() - noisy.mean()  # the same mean as steady's, to the last digit
+    steady += 0.96 * top.mean() - steady.mean()
+    assert rs.keeps_the_top(fig(steady), fig(top)) and not rs.keeps_the_top(fig(noisy), fig(top))
+    assert not rs.keeps_the_top(fig(rs.NDCG_FLOOR * top - 0.001), fig(top))
+
+
 def test_paired_gain_bounds_the_noise():
     rng = np.random.default_rng(6)
     single = rng.random(500)
