@@ -265,11 +265,13 @@ def pseudo_cold_views(split: PseudoCold, items: pl.DataFrame, item_ids: np.ndarr
     rows alone, so no pseudo-cold interaction shapes the view judged on it."""
     from recall_pipeline.core.features.user_profiles import interest_vectors, profile_tables
 
+    if not len(split.rows):  # no pseudo-cold user to judge on (a tiny catalogue): TextCF serves
+        return {}
     users = split.user_ids[split.rows]
     rows = split.fit_rows.filter(pl.col("user_id").is_in(pl.Series(users)))
     profiles, interests = profile_tables(rows, items, item_ids, item_vectors, encoder, encode, settings)
     owners, vectors = interest_vectors(interests, profiles)
-    history = np.asarray(profiles["embedding"].to_list(), dtype=np.float32).reshape(profiles.height, -1)
+    history = np.asarray(profiles["embedding"].to_list(), dtype=np.float32).reshape(profiles.height, item_vectors.shape[1])
     return {LM_PROFILE: (profiles["user_id"].to_numpy(), history), LM_INTEREST: (owners, vectors)}
 
 

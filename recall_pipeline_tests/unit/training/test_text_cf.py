@@ -164,6 +164,9 @@ def test_the_pseudo_cold_views_are_built_from_the_fit_rows_alone(bundled_split):
     assert len(set(views["lm_interest"][0].tolist())) > 0.9 * len(sampled)
     recalls = text_cf.view_recalls(pseudo, views, vectors)
     assert set(recalls) == {"lm_profile", "lm_interest"} and all(0 < r < 1 for r in recalls.values())
+    nobody = text_cf.PseudoCold(pseudo.matrix, pseudo.rows[:0], pseudo.columns, pseudo.relevant[:0], pseudo.user_ids,
+                                pseudo.fit_rows)  # a catalogue too small to hold pseudo-cold users out
+    assert text_cf.pseudo_cold_views(nobody, items, ids, vectors, "enc", encode, ProfileSettings()) == {}
 
 
 def test_stored_model_round_trips_and_refuses_another_encoder(tmp_path):
