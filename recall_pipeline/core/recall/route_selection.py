@@ -8,9 +8,10 @@ discount, the RRF constant), every value of its grid tried with the others held,
 if it gains more than ``MIN_GAIN`` validation Recall@50; passes repeat until one changes nothing
 or the time budget ends. A candidate counts only if its lists keep NDCG@10 at least
 ``NDCG_FLOOR`` x the best single route's beyond the noise (:func:`keeps_the_top`; the best of
-the routes whose Recall@50 the best route does not beat beyond the noise: :func:`contenders`), and coverage@50 and long-tail share@50 at least plain
-EASE's (the same users, this run's validation figures): the fusion may not buy recall with the
-top of the list, nor reach less of the catalogue than collaborative filtering alone. Among those,
+the routes whose Recall@50 the best route does not beat beyond the noise: :func:`contenders`),
+and coverage@50 and long-tail share@50 at least plain EASE's (the same users, this run's
+validation figures): the fusion may not buy recall with the top of the list, nor reach less of
+the catalogue than collaborative filtering alone. Among those,
 candidates whose coverage@50 reaches ``COVERAGE_VS_PLAIN_EASE`` x plain EASE's come first (a
 reach target; when none does, or the ones that do lose the guard below, the best of the others
 serves). Coordinate ascent is explainable, deterministic and needs ~100 evaluations; a fused list
@@ -153,7 +154,7 @@ class Figures:
     coverage: float
     long_tail: float
     per_user_recall: np.ndarray = field(repr=False, compare=False)
-    per_user_ndcg: np.ndarray | None = field(default=None, repr=False, compare=False)
+    per_user_ndcg: np.ndarray = field(repr=False, compare=False)
 
     def as_dict(self) -> dict[str, float]:
         return {"recall@50": round(self.recall, 5), "ndcg@10": round(self.ndcg, 5),
@@ -325,7 +326,8 @@ class Search:
         plain = [figures(lists, routes) for v, lists in routes.ease.items() if v.recency_tau <= 0 and v.window_weight <= 0]
         plain_figures = max(plain, key=lambda f: f.recall) if plain else best
         self.contenders = contenders(self.singles, servable, self.best_route, routes.seed)
-        self.top = self.singles[max(self.contenders, key=lambda name: self.singles[name].ndcg)]
+        self.top_route = max(self.contenders, key=lambda name: self.singles[name].ndcg)  # sets the NDCG floor
+        self.top = self.singles[self.top_route]
         self.floors = (NDCG_FLOOR * self.top.ndcg, plain_figures.coverage, plain_figures.long_tail)
         self.reach = coverage_vs_plain_ease * plain_figures.coverage
         self.tried: dict[str, Candidate] = {}
@@ -470,8 +472,7 @@ def select(routes: ValidationRoutes, start: RouteSettings, trust: float = 1.0,
         users=routes.users, seconds=time.monotonic() - started, budget_reached=cut_short,
         start=start_figures.as_dict(), floors={**dict(zip(("ndcg@10", "coverage@50", "long_tail@50"),
                                                           (round(f, 5) for f in search.floors))),
-                                               "ndcg@10 set by": max(search.contenders,
-                                                                     key=lambda n: search.singles[n].ndcg),
+                                               "ndcg@10 set by": search.top_route,
                                                "coverage@50 reach target": round(search.reach, 5),
                                                "reached": chosen.coverage >= search.reach},
         ease_lambda=routes.lambdas)
