@@ -275,6 +275,20 @@ def pseudo_cold_views(split: PseudoCold, items: pl.DataFrame, item_ids: np.ndarr
     return {LM_PROFILE: (profiles["user_id"].to_numpy(), history), LM_INTEREST: (owners, vectors)}
 
 
+def choose(train_split: pl.DataFrame, items: pl.DataFrame, item_ids: np.ndarray, item_vectors: np.ndarray,
+           encoder: str, encode, settings) -> tuple[Tuned, PseudoCold]:
+    """(the cold scorer chosen on pseudo-cold validation items of ``train_split``'s training part,
+    the pseudo-cold split it was judged on): TextCF's setting and blend (:func:`tune`), then TextCF
+    so blended against the LM views of the pseudo-cold users (:func:`pseudo_cold_views`,
+    :func:`view_recalls`)."""
+    features = item_features(item_vectors)
+    split = pseudo_cold(train_split, item_ids)
+    views = pseudo_cold_views(split, items, item_ids, item_vectors, encoder, encode, settings)
+    tuned = tune(split.matrix, features, lambda model: split.recall(model, features),
+                 views=view_recalls(split, views, item_vectors))
+    return tuned, split
+
+
 def untrained(train: sp.csr_matrix, item_ids: np.ndarray) -> np.ndarray:
     """The ids of the items without a training interaction (the cold items)."""
     return np.asarray(item_ids)[np.diff(sp.csc_matrix(train).indptr) == 0]

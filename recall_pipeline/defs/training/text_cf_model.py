@@ -30,15 +30,11 @@ from recall_pipeline.resources import DataSource, PipelineHome, TextEncoderResou
 def text_cf_model(context: dg.AssetExecutionContext, warehouse: Warehouse, home: PipelineHome,
                   encoder: TextEncoderResource, data_source: DataSource) -> dg.MaterializeResult:
     ids, vectors, encoder_key = tables.item_vectors(warehouse)
-    features = text_cf.item_features(vectors)
-    split = text_cf.pseudo_cold(tables.training_rows(warehouse), ids)
-    views = text_cf.pseudo_cold_views(split, tables.item_texts(warehouse), ids, vectors, encoder_key,
-                                      encoder.get().encode, ProfileSettings(rating_max=data_source.rating_max))
-    tuned = text_cf.tune(split.matrix, features, lambda model: split.recall(model, features),
-                         views=text_cf.view_recalls(split, views, vectors))
+    tuned, split = text_cf.choose(tables.training_rows(warehouse), tables.item_texts(warehouse), ids, vectors,
+                                  encoder_key, encoder.get().encode, ProfileSettings(rating_max=data_source.rating_max))
     rm = tables.rating_matrix(warehouse)
-    model = text_cf.fit_for_serving(rm.matrix, rm.item_ids, features, tuned.lam, tuned.alpha, context.run.run_id,
-                                    tuned.blend, tuned.cold_scorer)
+    model = text_cf.fit_for_serving(rm.matrix, rm.item_ids, text_cf.item_features(vectors), tuned.lam, tuned.alpha,
+                                    context.run.run_id, tuned.blend, tuned.cold_scorer)
     text_cf.save(model, home.layout.text_cf_model, encoder_key, tuned)
     context.log.info(f"cold scorer {tuned.cold_scorer}, pseudo-cold Recall@20 {tuned.recall:.4f}; TextCF: lambda "
                      f"{tuned.lam}, alpha {tuned.alpha}, blend with the LM's view {tuned.blend} (by blend: "
