@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts
 from recall_pipeline.core.scoring import Scorer, binary, item_counts  # noqa: F401 (the baselines' vocabulary)
 # EASE is a baseline and a production route: its model lives with the training code
-from recall_pipeline.core.training.ease.model import EaseModel, ease, fit_ease  # noqa: F401
+from recall_pipeline.core.training.ease.model import EaseModel, ease, ease_maker, fit_ease  # noqa: F401
 from recall_pipeline.core.recall.ranking import top_k_scored
 
 def popularity_scores(train: sp.csr_matrix) -> np.ndarray:

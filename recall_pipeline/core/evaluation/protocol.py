@@ -274,7 +274,7 @@ def run_baselines(split: pl.DataFrame, data: EvaluationData, seed: int = 0,
     # maker is made inside the call, so its similarity is freed before the refit builds another
     for name, tuning, refit, grid, parameter in (
             ("ItemKNN", lambda: baselines.item_knn_maker(int(max(knn_grid))), baselines.item_knn, knn_grid, "neighbours"),
-            ("EASE", lambda: baselines.ease, baselines.ease, ease_grid, "lambda")):
+            ("EASE", baselines.ease_maker, baselines.ease, ease_grid, "lambda")):
         tuned = baselines.tune(tuning(), grid, fit, holdout, seed)
         lists = scorer_lists(refit(data.rm.matrix, tuned.value), data, seed)
         results.append(BaselineResult(name, *lists, parameter=parameter, tuned=tuned))

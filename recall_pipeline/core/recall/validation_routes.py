@@ -33,6 +33,7 @@ from recall_pipeline.core.recall.route_selection import (
 from recall_pipeline.core.recall.routes import ROUTES, RouteSettings, TextCFRoute, ease_route, route_lists
 from recall_pipeline.core.training import text_cf
 from recall_pipeline.core.training.ease import windowed as windowed_ease
+from recall_pipeline.core.training.ease.model import EaseModel, EaseSolver
 
 MODEL_LISTS_FILE = "validation_lists.npz"
 
@@ -167,18 +168,25 @@ def ease_lists(fit: RatingMatrix, start: RouteSettings, rows: np.ndarray,
     """(the EASE route's lists for ``rows`` under every variant, plain EASE's validation Recall@50
     by regularisation). The regularisation is plain EASE's best on these users over the
     baselines' grid (as the EASE baseline is tuned), then the variants
-    (``route_selection.ease_variants``) are built at it: one fit per (lambda, windowed term),
-    recency applied when scoring. ``only_start``: the starting point's variant alone."""
+    (``route_selection.ease_variants``) are built at it: recency applied when scoring, the
+    windowed term added to the plain model of its regularisation. One solver serves the grid
+    (the Gram matrix is computed once), and of the plain models only the start's and the best
+    so far are kept: the windowed fits extend them, with no solve of their own."""
     has_history = rows[np.diff(fit.matrix.indptr)[rows] > 0]
     slot = np.searchsorted(rows, has_history)
+    solver = EaseSolver(fit.matrix, start.ease_max_items)
+    plain: dict[float, EaseModel] = {}
     models, out = {}, {}
 
     def lists_of(variant: EaseVariant) -> np.ndarray:
         settings = variant.applied(start)
-        term = (settings.ease_lambda, settings.ease_window, settings.ease_window_weight)
+        lam = settings.ease_lambda
+        term = (lam, settings.ease_window, settings.ease_window_weight)
         if term not in models:
-            models[term] = windowed_ease.fit(fit, settings.ease_lambda, settings.ease_max_items, settings.ease_window,
-                                             settings.ease_window_weight, settings.seed)
+            if lam not in plain:
+                plain[lam] = solver.fit(lam)[1]
+            models[term] = windowed_ease.fit(fit, lam, settings.ease_max_items, settings.ease_window,
+                                             settings.ease_window_weight, settings.seed, base=plain[lam])
         lists = np.full((len(rows), settings.depth), -1, dtype=np.int64)
         if len(has_history):
             lists[slot] = ease_route(fit, settings, has_history, models[term])
@@ -187,15 +195,20 @@ def ease_lists(fit: RatingMatrix, start: RouteSettings, rows: np.ndarray,
     if only_start:
         return {EaseVariant.of(start): lists_of(EaseVariant.of(start))}, {}
     recall = {}
+
+    def best() -> float:
+        return max(recall, key=lambda lam: (recall[lam], -abs(np.log(lam / start.ease_lambda))))
+
     for lam in sorted({*EASE_GRID, start.ease_lambda}):
         variant = plain_ease(start, lam)
         out[variant] = lists_of(variant)
         recall[lam] = recall_at_50(out[variant], relevant)
-        models.pop((lam, start.ease_window, 0.0), None)  # plain EASE at a lambda not kept: free it
-    best = max(recall, key=lambda lam: (recall[lam], -abs(np.log(lam / start.ease_lambda))))
-    kept = set(ease_variants(start, best))
+        for gone in set(plain) - {best(), start.ease_lambda}:  # a plain model no variant will extend
+            del plain[gone]
+            models.pop((gone, 0, 0.0), None)
+    kept = set(ease_variants(start, best()))
     out = {v: lists for v, lists in out.items() if v in kept}
-    for variant in ease_variants(start, best):
+    for variant in ease_variants(start, best()):
         if variant not in out:
             out[variant] = lists_of(variant)
     return out, recall

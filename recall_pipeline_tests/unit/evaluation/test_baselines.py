@@ -5,8 +5,9 @@ import pytest
 import scipy.sparse as sp
 
 from recall_pipeline.core.evaluation.baselines import (
-    ItemKNN, ease, fit_ease, item_knn, item_knn_maker, most_popular, tune, validation_recall,
+    ItemKNN, ease, ease_maker, fit_ease, item_knn, item_knn_maker, most_popular, tune, validation_recall,
 )
+from recall_pipeline.core.training.ease.model import EaseSolver, _spd_inverse
 
 
 def reference_ease(x: np.ndarray, lam: float) -> np.ndarray:
@@ -36,6 +37,40 @@ def test_weighted_histories_score_as_the_closed_form_of_the_weighted_row(shape, 
     assert np.allclose(scores[:, kept], weights[:, kept] @ ease_b(x[:, kept], 7.0), atol=1e-9)
     assert np.isneginf(np.delete(scores, kept, axis=1)).all()
     assert not np.allclose(scores[:, kept], model.scores(sp.csr_matrix(weights))[:, kept])  # binarised differs
+
+
+@pytest.mark.parametrize("shape,max_items", [((40, 15), 1000), ((15, 40), 1000), ((40, 15), 10)],
+                         ids=["gram", "woodbury", "capped"])
+def test_one_solver_fits_every_regularisation_as_its_own_solve_would(shape, max_items):
+    """The Gram matrix (X X' for Woodbury) is shared across a grid: each value in any order
+    still gives its own closed form, the shared product left intact."""
+    x = (np.random.default_rng(4).random(shape) < 0.3).astype(float)
+    solver = EaseSolver(sp.csr_matrix(x), max_items=max_items)
+    kept = np.sort(np.argsort(-x.sum(axis=0), kind="stable")[:max_items])
+    for lam in (50.0, 3.0, 400.0, 3.0):
+        scores = solver.fit(lam)[0](np.arange(shape[0]))
+        assert np.allclose(scores[:, kept], x[:, kept] @ ease_b(x[:, kept], lam), atol=1e-9)
+        assert np.isneginf(np.delete(scores, kept, axis=1)).all()
+
+
+def test_the_grid_s_maker_solves_each_matrix_it_is_given():
+    rng = np.random.default_rng(5)
+    first, second = ((rng.random((30, 12)) < 0.3).astype(float) for _ in range(2))
+    make = ease_maker()
+    for x in (first, first, second, first):
+        assert np.allclose(make(sp.csr_matrix(x), 9.0)(np.arange(30)), reference_ease(x, 9.0), atol=1e-9)
+
+
+@pytest.mark.parametrize("n", [1, 7, 513, 1100])  # within one block of rows and across several
+def test_the_cholesky_inverse_equals_the_inverse_in_place_and_refuses_a_matrix_not_positive_definite(n):
+    a = np.random.default_rng(n).standard_normal((n, n + 3))
+    spd = a @ a.T + np.eye(n)
+    inverse = spd.copy()
+    _spd_inverse(inverse)
+    assert inverse.flags.c_contiguous and np.allclose(inverse, np.linalg.inv(spd), rtol=1e-9, atol=1e-12)
+    assert np.array_equal(inverse, inverse.T)
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        _spd_inverse(-spd)
 
 
 def ease_b(x: np.ndarray, lam: float) -> np.ndarray:

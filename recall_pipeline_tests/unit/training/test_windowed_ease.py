@@ -63,6 +63,23 @@ def test_every_solve_scores_ease_plus_the_scaled_closed_form_of_the_windowed_ter
         assert np.isneginf(model.scores(sp.csr_matrix(new), binarize=False)[:, others]).all()
 
 
+@pytest.mark.parametrize("n_users, n_items, max_items", [(40, 15, 100), (15, 40, 100), (40, 30, 10)],
+                         ids=["gram", "woodbury", "capped"])
+def test_a_term_added_to_plain_ease_already_fitted_equals_the_whole_fit(n_users, n_items, max_items):
+    rm = matrix_of(random_histories(n_users, n_items, 4), n_items)
+    base = fit_ease(rm.matrix, 7.0, max_items)[1]
+    extended = windowed_ease.fit(rm, 7.0, max_items, 3, 0.8, base=base)
+    whole = windowed_ease.fit(rm, 7.0, max_items, 3, 0.8)
+    new = sp.csr_matrix(np.random.default_rng(5).random((6, n_items)) < 0.4, dtype=float)
+    assert np.allclose(extended.scores(new), whole.scores(new), atol=1e-9)
+    assert extended.window == 3 and base.window == 0  # the base is left as it was
+    assert np.allclose(base.scores(new), fit_ease(rm.matrix, 7.0, max_items)[1].scores(new), atol=1e-12)
+    with pytest.raises(ValueError, match="not plain EASE at 8"):
+        windowed_ease.fit(rm, 8.0, max_items, 3, 0.8, base=base)
+    with pytest.raises(ValueError, match="not plain EASE"):
+        windowed_ease.fit(rm, 7.0, max_items, 3, 0.8, base=extended)
+
+
 def test_the_item_taken_up_next_to_the_history_ranks_above_one_taken_up_far_from_it():
     """Every user takes up a then b, five other items, then c: a, b and c are held by the same
     users, so EASE cannot tell b from c for someone who holds a; b is a's neighbour in time."""

@@ -64,12 +64,16 @@ def window_pairs(rm: RatingMatrix, window: int, columns: np.ndarray | None = Non
 
 
 def fit(rm: RatingMatrix, lam: float, max_items: int | None, window: int, weight: float,
-        seed: int = 0) -> EaseModel:
+        seed: int = 0, base: EaseModel | None = None) -> EaseModel:
     """EASE on ``rm`` (:func:`.model.fit_ease`: the Gram, capped or Woodbury solve) with the
     windowed term of weight ``weight`` (0 or ``window`` 0: EASE alone). A matrix without
     :attr:`rm.recency` (stored before it existed) has no order to take windows in: EASE alone,
-    recorded as window 0, so that a stored model never claims a term it does not have."""
-    model = fit_ease(rm.matrix, lam, max_items)[1]
+    recorded as window 0, so that a stored model never claims a term it does not have.
+    ``base``: plain EASE already fitted on ``rm`` at ``lam`` and ``max_items`` (e.g. while
+    tuning the regularisation), extended instead of solved again."""
+    if base is not None and (base.lam != lam or base.window or base.n_items != rm.matrix.shape[1]):
+        raise ValueError(f"the base model (lambda {base.lam:g}, window {base.window}) is not plain EASE at {lam:g}")
+    model = fit_ease(rm.matrix, lam, max_items)[1] if base is None else base
     if weight <= 0 or window < 1 or rm.recency is None:
         return model
     pairs = window_pairs(rm, window, model.columns)
