@@ -9,7 +9,9 @@ the matrix stores it, whatever its rating (a rating of 0 included).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
@@ -139,23 +141,44 @@ def block_rows(n_items: int, budget_bytes: int = DEFAULT_SCORE_BUDGET_BYTES) -> 
     return max(1, budget_bytes // (max(n_items, 1) * BYTES_PER_CELL))
 
 
+def ranking_threads() -> int:
+    """Threads that rank a block's rows at once: the cores this process may use, or
+    ``OMP_NUM_THREADS`` where set (as BLAS and torch take it; the test suite sets 1), at most 8.
+    The partial sorts and the element-wise passes of :func:`top_k_dense` release the GIL, and
+    between two blocks' BLAS calls they would otherwise run on one core."""
+    cores = len(os.sched_getaffinity(0))
+    asked = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return max(1, min(8, cores, int(asked) if asked.isdigit() else cores))
+
+
 def top_k_scored(scorer: Callable[[np.ndarray], np.ndarray], rows: np.ndarray, k: int, n_items: int,
                  exclude: sp.csr_matrix | None = None, seed: int = 0,
                  budget_bytes: int = DEFAULT_SCORE_BUDGET_BYTES,
                  ties: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` items of ``scorer`` (user rows -> their dense scores over ``n_items`` items)
     for ``rows``, a block of users at a time: memory stays within ``budget_bytes`` however
-    many users and items there are, and no users x items array is ever built.
-    ``exclude``: a matrix whose stored entries in the users' rows are left out (training items);
-    ``ties``: as in :func:`top_k_dense`."""
+    many users and items there are, and no users x items array is ever built. Each block's rows
+    are ranked in :func:`ranking_threads` slices at once (each row's list is its own: the lists
+    are the one-thread ones). ``exclude``: a matrix whose stored entries in the users' rows are
+    left out (training items); ``ties``: as in :func:`top_k_dense`."""
     rows = np.asarray(rows)
     step = block_rows(n_items, budget_bytes)
+    ties = tie_order(n_items, seed) if ties is None else np.asarray(ties)
     items = np.full((len(rows), k), -1, dtype=np.int64)
     scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
-    for start in range(0, len(rows), step):
-        block = rows[start:start + step]
-        items[start:start + step], scores[start:start + step] = top_k_dense(
-            scorer(block), k, exclude, block if exclude is not None else None, seed, ties)
+    threads = ranking_threads()
+    with ThreadPoolExecutor(threads) as pool:
+        for start in range(0, len(rows), step):
+            block = rows[start:start + step]
+            block_scores = scorer(block)
+            bounds = np.linspace(0, len(block), min(threads, len(block)) + 1).astype(int)
+
+            def rank(part: tuple[int, int]) -> None:
+                lo, hi = part
+                items[start + lo:start + hi], scores[start + lo:start + hi] = top_k_dense(
+                    block_scores[lo:hi], k, exclude, block[lo:hi] if exclude is not None else None, seed, ties)
+
+            list(pool.map(rank, zip(bounds[:-1], bounds[1:])))
     return items, scores
 
 

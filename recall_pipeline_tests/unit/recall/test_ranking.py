@@ -1,10 +1,12 @@
 """Top-K lists: exclusion of training items, padding, seeded tie-breaking."""
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from recall_pipeline.core.recall.index import build_exact_index
-from recall_pipeline.core.recall.ranking import search_depths, search_top_k, top_k_dense
+from recall_pipeline.core.recall import ranking
+from recall_pipeline.core.recall.ranking import search_depths, search_top_k, top_k_dense, top_k_scored
 
 
 def protocol_tie_order(n_items: int, seed: int) -> list[int]:
@@ -59,6 +61,30 @@ def test_dense_top_k_is_the_full_sort_with_or_without_ties_at_the_cut():
         scores[rng.random(scores.shape) < 0.2] = -np.inf                    # excluded items
         items, _ = top_k_dense(scores, k, seed=trial)
         assert items.tolist() == full_sort_top_k(scores, k, seed=trial)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_blocks_ranked_in_threads_give_the_full_sort_s_lists(monkeypatch, threads):
+    """Each block of users is scored once and its rows ranked in slices, one per thread: every
+    user's list is still the full sort's, exclusions and ties included, whatever the block and
+    slice sizes (a block of 7 users here, one of 1 at the end)."""
+    monkeypatch.setattr(ranking, "ranking_threads", lambda: threads)
+    rng = np.random.default_rng(6)
+    scores = np.where(rng.random((15, 1)) < 0.5, rng.standard_normal((15, 40)), rng.integers(0, 3, (15, 40)))
+    exclude = sp.csr_matrix(rng.random((15, 40)) < 0.2)
+    scored = []
+    items, top = top_k_scored(lambda rows: scored.append(len(rows)) or scores[rows], np.arange(15), 12, 40,
+                              exclude, seed=2, budget_bytes=7 * 40 * ranking.BYTES_PER_CELL)
+    assert scored == [7, 7, 1]
+    assert items.tolist() == full_sort_top_k(np.where(exclude.toarray(), -np.inf, scores), 12, seed=2)
+    assert np.array_equal(top, np.take_along_axis(scores, np.maximum(items, 0), axis=1).astype(np.float32))
+
+
+def test_ranking_threads_follow_omp_num_threads(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert ranking.ranking_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert 1 <= ranking.ranking_threads() <= 8
 
 
 def test_search_excludes_each_users_own_items():
