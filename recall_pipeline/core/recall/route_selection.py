@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,7 +38,7 @@ import scipy.sparse as sp
 from recall_pipeline.core.evaluation.metrics import (
     catalogue_coverage, hit_matrix, long_tail_share, ndcg_at_k, recall_at_k, relevant_counts,
 )
-from recall_pipeline.core.recall.ranking import tie_order
+from recall_pipeline.core.recall.ranking import ranking_threads, tie_order
 from recall_pipeline.core.recall.routes import ROUTES, RouteSettings, popularity_weights
 from recall_pipeline.core.training.route_trust import trusted
 
@@ -192,10 +193,12 @@ class FusedTopK:
         rows = np.repeat(np.arange(users), flat.shape[1]).reshape(flat.shape)
         self.items[rows[first], slots_sorted[first]] = ordered[first]
         slots = slots.reshape(users, n_routes, depth)
-        self.entries = []  # per route: (user rows, slots, 0-based positions) of its listed entries
+        # per route: (cells of the flattened users x width array, 0-based positions) of its listed
+        # entries; a flat index adds in a third of the time of a (row, slot) pair
+        self.entries = []
         for r in range(n_routes):
             rows_r, positions = np.nonzero(stacked[:, r, :] >= 0)
-            self.entries.append((rows_r, slots[rows_r, r, positions], positions))
+            self.entries.append((rows_r * width + slots[rows_r, r, positions], positions))
         self.rank = np.arange(1, depth + 1, dtype=np.float64)
         ties = tie_order(n_items, seed)
         self.ties = np.where(self.items >= 0, ties[np.where(self.items >= 0, self.items, 0)], np.iinfo(np.int64).max)
@@ -205,8 +208,9 @@ class FusedTopK:
         (routes added in order, as the sparse sum does), times ``item_weights[item]``; ordered by
         score, then the catalogue's seeded tie order."""
         fused = np.zeros(self.items.shape, dtype=np.float64)
-        for name, (rows, slots, positions) in zip(self.names, self.entries):
-            fused[rows, slots] += (weights.get(name, 1.0) / (c + self.rank))[positions]
+        cells = fused.reshape(-1)  # a view: the sums land in fused
+        for name, (flat, positions) in zip(self.names, self.entries):
+            cells[flat] += (weights.get(name, 1.0) / (c + self.rank))[positions]
         if item_weights is not None:
             fused *= np.where(self.items >= 0, item_weights[np.where(self.items >= 0, self.items, 0)], 0.0)
         present = (fused != 0) & (self.items >= 0)  # a sparse sum stores no zero: weight-0 votes are absent
@@ -334,17 +338,27 @@ class Search:
         self.started = time.monotonic()
 
     def measure(self, settings: RouteSettings) -> Candidate:
-        key = settings.to_json()
-        if key not in self.tried:
-            served = trusted(settings, self.trust)
-            lists = self.fusers[EaseVariant.of(settings)].top(
-                served.weights, served.rrf_c, popularity_factors(self.routes.item_counts, served.popularity_discount))
-            found = figures(lists, self.routes)
-            _, coverage, long_tail = self.floors
-            feasible = (keeps_the_top(found, self.top) and found.coverage >= coverage
-                        and found.long_tail >= long_tail)
-            self.tried[key] = Candidate(settings, found, feasible, found.coverage >= self.reach)
-        return self.tried[key]
+        return self.measure_all([settings], map)[0]
+
+    def measure_all(self, settings: list[RouteSettings], mapper=map) -> list[Candidate]:
+        """Each setting's candidate, those not tried yet computed through ``mapper`` (a thread
+        pool's map) and recorded in the order given, so that the record does not depend on
+        which thread finished first."""
+        new = list(dict.fromkeys(s.to_json() for s in settings if s.to_json() not in self.tried))
+        by_key = {s.to_json(): s for s in settings}
+        for key, candidate in zip(new, mapper(self._candidate, [by_key[key] for key in new])):
+            self.tried[key] = candidate
+        return [self.tried[s.to_json()] for s in settings]
+
+    def _candidate(self, settings: RouteSettings) -> Candidate:
+        served = trusted(settings, self.trust)
+        lists = self.fusers[EaseVariant.of(settings)].top(
+            served.weights, served.rrf_c, popularity_factors(self.routes.item_counts, served.popularity_discount))
+        found = figures(lists, self.routes)
+        _, coverage, long_tail = self.floors
+        feasible = (keeps_the_top(found, self.top) and found.coverage >= coverage
+                    and found.long_tail >= long_tail)
+        return Candidate(settings, found, feasible, found.coverage >= self.reach)
 
     def coordinates(self) -> list[tuple[str, list]]:
         """(name, values) of every setting searched: routes with no list for any sampled user
@@ -360,14 +374,21 @@ class Search:
         return time.monotonic() - self.started > self.budget
 
     def run(self) -> tuple[Candidate, bool]:
-        """The best candidate found, and whether the time budget cut the search short."""
+        """The best candidate found, and whether the time budget cut the search short. A
+        coordinate's values are measured in threads (the fusion's array passes release the
+        GIL); the best is taken in the grid's order, as one thread would."""
+        with ThreadPoolExecutor(ranking_threads()) as pool:
+            return self._ascend(pool.map)
+
+    def _ascend(self, mapper) -> tuple[Candidate, bool]:
         current = self.measure(self.start)
         for _ in range(MAX_PASSES):
             moved = False
             for name, values in self.coordinates():
                 if self.out_of_time():
                     return current, True
-                best = max((self.measure(_with(current.settings, name, v)) for v in values), key=_order)
+                best = max(self.measure_all([_with(current.settings, name, v) for v in values], mapper),
+                           key=_order)
                 if _order(best) > _order(current) and (_order(best)[:2] > _order(current)[:2]
                                                        or best.figures.recall > current.figures.recall + MIN_GAIN):
                     current, moved = best, True

@@ -83,6 +83,20 @@ def test_two_complementary_routes_fuse_above_both():
     assert selection.settings.weights["ease"] > 0 and selection.settings.weights["two_tower"] > 0
 
 
+def test_the_search_in_threads_tries_and_chooses_what_one_thread_does(monkeypatch):
+    rng = np.random.default_rng(4)
+    relevant, counts = relevant_matrix(rng), rng.integers(1, 30, N_ITEMS)
+    lists = {name: random_lists(rng) for name in ("two_tower", "lm_profile", "ease")}
+    lists["text_cf"] = informed(rng, relevant, np.arange(N_USERS // 3))
+    chosen = {}
+    for threads in (1, 3):
+        monkeypatch.setattr(rs, "ranking_threads", lambda: threads)
+        selection = rs.select(routes_of(dict(lists), relevant, counts), START)
+        chosen[threads] = (selection.settings, selection.decision, selection.candidates)
+    assert len(chosen[1][2]) > 20  # a search that moved, not the start alone
+    assert chosen[1] == chosen[3]
+
+
 def test_a_fusion_within_the_noise_serves_the_best_route_alone():
     """Two copies of one route: no fusion can beat it, so the route serves alone (its weight 1,
     every other route 0 but popularity, no discount)."""
