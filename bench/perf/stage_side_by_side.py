@@ -93,7 +93,7 @@ def main() -> None:
             produced = {}
             for round_ in range(args.rounds):
                 for side, code in (("reference", reference), ("this", ROOT)):
-                    home = Path(scratch) / side
+                    home = Path(scratch) / f"home-{side}"
                     shutil.rmtree(home, ignore_errors=True)
                     shutil.copytree(args.home, home, symlinks=True)
                     result = run_stage(code, home, args.stage)
