@@ -142,10 +142,10 @@ def block_rows(n_items: int, budget_bytes: int = DEFAULT_SCORE_BUDGET_BYTES) -> 
 
 
 def ranking_threads() -> int:
-    """Threads that score and rank blocks of users at once: the cores this process may use, or
+    """Threads that rank a block's rows at once: the cores this process may use, or
     ``OMP_NUM_THREADS`` where set (as BLAS and torch take it; the test suite sets 1), at most 8.
-    The partial sorts, the element-wise passes and most scorers' array work release the GIL,
-    and single-threaded they would leave the second core idle between BLAS calls."""
+    The partial sorts and the element-wise passes of :func:`top_k_dense` release the GIL, and
+    between two blocks' BLAS calls they would otherwise run on one core."""
     cores = len(os.sched_getaffinity(0))
     asked = os.environ.get("OMP_NUM_THREADS", "").strip()
     return max(1, min(8, cores, int(asked) if asked.isdigit() else cores))
@@ -157,26 +157,28 @@ def top_k_scored(scorer: Callable[[np.ndarray], np.ndarray], rows: np.ndarray, k
                  ties: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` items of ``scorer`` (user rows -> their dense scores over ``n_items`` items)
     for ``rows``, a block of users at a time: memory stays within ``budget_bytes`` however
-    many users and items there are, and no users x items array is ever built. Blocks are
-    scored and ranked in :func:`ranking_threads` threads, each within its share of the budget
-    (``scorer`` must be safe to call from several threads: a pure function of the rows); each
-    user's list is its own, so the lists are the one-thread ones. ``exclude``: a matrix whose
-    stored entries in the users' rows are left out (training items); ``ties``: as in
-    :func:`top_k_dense`."""
+    many users and items there are, and no users x items array is ever built. Each block's rows
+    are ranked in :func:`ranking_threads` slices at once (each row's list is its own: the lists
+    are the one-thread ones). ``exclude``: a matrix whose stored entries in the users' rows are
+    left out (training items); ``ties``: as in :func:`top_k_dense`."""
     rows = np.asarray(rows)
-    threads = ranking_threads()
-    step = block_rows(n_items, budget_bytes // threads)
+    step = block_rows(n_items, budget_bytes)
     ties = tie_order(n_items, seed) if ties is None else np.asarray(ties)
     items = np.full((len(rows), k), -1, dtype=np.int64)
     scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
-
-    def rank(start: int) -> None:
-        block = rows[start:start + step]
-        items[start:start + step], scores[start:start + step] = top_k_dense(
-            scorer(block), k, exclude, block if exclude is not None else None, seed, ties)
-
+    threads = ranking_threads()
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(rank, range(0, len(rows), step)))
+        for start in range(0, len(rows), step):
+            block = rows[start:start + step]
+            block_scores = scorer(block)
+            bounds = np.linspace(0, len(block), min(threads, len(block)) + 1).astype(int)
+
+            def rank(part: tuple[int, int]) -> None:
+                lo, hi = part
+                items[start + lo:start + hi], scores[start + lo:start + hi] = top_k_dense(
+                    block_scores[lo:hi], k, exclude, block[lo:hi] if exclude is not None else None, seed, ties)
+
+            list(pool.map(rank, zip(bounds[:-1], bounds[1:])))
     return items, scores
 
 

@@ -2,7 +2,8 @@
 
 The solve is chosen by size so that memory stays bounded: Woodbury (users x users) with fewer
 users than items, the Gram matrix (items x items) up to ``EASE_MAX_ITEMS`` items, and above
-both the most-interacted ``EASE_MAX_ITEMS`` items only.
+both the most-interacted ``EASE_MAX_ITEMS`` items only. :class:`EaseSolver` keeps what does not
+depend on the regularisation, so that a grid of values costs one inverse each.
 """
 
 from __future__ import annotations
