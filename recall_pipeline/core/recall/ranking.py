@@ -74,13 +74,23 @@ def top_k_dense(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None
     ``ties``: the columns' tie ranks (default ``tie_order(columns, seed)``); a ranking over some
     of the catalogue's items passes the catalogue's ranks of those items, so that it orders
     them as the ranking over the whole catalogue would."""
+    scores = _without_excluded(scores, exclude, rows)
+    return _ranked(scores, k, tie_order(scores.shape[1], seed) if ties is None else np.asarray(ties))
+
+
+def _without_excluded(scores: np.ndarray, exclude: sp.csr_matrix | None, rows: np.ndarray | None) -> np.ndarray:
+    """A float64 copy of ``scores`` with the entries ``exclude`` stores in ``rows`` at -inf."""
     scores = np.array(scores, dtype=np.float64, copy=True)
     if exclude is not None:
         rows = np.arange(len(scores)) if rows is None else rows
         sub = exclude[rows].tocoo()  # stored entries, explicit zeros included
         scores[sub.row, sub.col] = -np.inf
+    return scores
+
+
+def _ranked(scores: np.ndarray, k: int, ties: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_k_dense` on scores already copied, exclusions applied (read, never written)."""
     n_items = scores.shape[1]
-    ties = tie_order(n_items, seed) if ties is None else np.asarray(ties)
     if 0 < k < n_items and len(scores):
         candidates, values, keys = _candidates(scores, k, ties)
     else:
@@ -167,18 +177,24 @@ def top_k_scored(scorer: Callable[[np.ndarray], np.ndarray], rows: np.ndarray, k
     items = np.full((len(rows), k), -1, dtype=np.int64)
     scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
     threads = ranking_threads()
-    with ThreadPoolExecutor(threads) as pool:
+    # the calling thread ranks the first slice of each block and the pool the others (none with
+    # one thread): with one thread nothing is allocated in a second malloc arena
+    with ThreadPoolExecutor(max(1, threads - 1)) as pool:
         for start in range(0, len(rows), step):
             block = rows[start:start + step]
-            block_scores = scorer(block)
+            # the scorer's own array is freed once copied: one block of scores alive, as with one thread
+            block_scores = _without_excluded(scorer(block), exclude, block if exclude is not None else None)
             bounds = np.linspace(0, len(block), min(threads, len(block)) + 1).astype(int)
 
             def rank(part: tuple[int, int]) -> None:
                 lo, hi = part
-                items[start + lo:start + hi], scores[start + lo:start + hi] = top_k_dense(
-                    block_scores[lo:hi], k, exclude, block[lo:hi] if exclude is not None else None, seed, ties)
+                items[start + lo:start + hi], scores[start + lo:start + hi] = _ranked(block_scores[lo:hi], k, ties)
 
-            list(pool.map(rank, zip(bounds[:-1], bounds[1:])))
+            parts = list(zip(bounds[:-1], bounds[1:]))
+            others = [pool.submit(rank, part) for part in parts[1:]]
+            rank(parts[0])
+            for done in others:
+                done.result()
     return items, scores
 
 
