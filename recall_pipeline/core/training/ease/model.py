@@ -212,8 +212,10 @@ def _spd_inverse(a: np.ndarray, block: int = 512) -> None:
     factor, info = lapack.dpotrf(view, lower=True, overwrite_a=True, clean=False)
     if info == 0:
         factor, info = lapack.dpotri(factor, lower=True, overwrite_c=True)
-    if info != 0 or not np.shares_memory(factor, a):
+    if info != 0:
         raise np.linalg.LinAlgError(f"EASE: the regularised Gram matrix is not positive definite (LAPACK info {info})")
+    if not np.shares_memory(factor, a):  # LAPACK worked on a copy: bring its triangle back
+        view[...] = factor
     # the view's lower triangle is a's upper one: copy it below the diagonal
     for start in range(0, n, block):
         stop = min(start + block, n)
