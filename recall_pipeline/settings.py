@@ -216,6 +216,12 @@ class HomeLayout:
         return self.models / "text_cf" / "text_cf.npz"
 
     @property
+    def sentence_vectors(self) -> Path:
+        """Encoded interest sentences kept between runs, one file per stage that encodes them
+        (``core.features.sentence_vectors``): a cache, rewritten by each of those stages."""
+        return self.models / "sentences"
+
+    @property
     def route_settings(self) -> Path:
         """The fusion the last ``route_settings`` materialization chose on its validation cut, with
         every candidate's figures; read by ``ease_model`` and ``recall_candidates``, which stages

@@ -1,7 +1,8 @@
-"""One stage of the graph, this checkout against a reference commit, side by side on one home.
+"""One stage of the graph (or a few, in order), this checkout against a reference commit, side by
+side on one home.
 
 A full run fills ``--home`` once; each round then copies it twice and materializes ``--stage``
-alone in each copy (``bench.perf.scale``'s child: the stage's Dagster steps timed from the event
+alone in each copy (several stages: one after the other) (``bench.perf.scale``'s child: the stage's Dagster steps timed from the event
 log, the process's peak memory), first with the reference commit's code (a git worktree), then
 with this checkout's, so that both read the same inputs and a machine's slow minutes fall on
 both. Then what the stage produced is compared:
@@ -12,6 +13,10 @@ both. Then what the stage produced is compared:
 
     .venv/bin/python -m bench.perf.stage_side_by_side --home /tmp/fusion/homes/M --stage route_settings \\
         --reference 1d049c5 [--rounds 2]
+
+``--again``: this checkout then materializes the stages a second time in its copy, as a nightly
+run on unchanged data would (what a stage keeps between runs, e.g. its encoded sentences, is
+then there); the reference is timed once.
 
 Recorded runs: bench/results/perf/stage_side_by_side.txt.
 """
@@ -73,42 +78,53 @@ def _numbers(value, path: str) -> dict:
     return {path: round(value, 4) if isinstance(value, float) else value}
 
 
+def _compare(before: dict, after: dict) -> None:
+    moved = sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
+    print(f"  outputs: {len(before)} values compared, {len(moved)} differ"
+          + "".join(f"\n  {key}: {before.get(key)} -> {after.get(key)}" for key in moved[:40]), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", required=True, type=Path, help="a home a full run filled (left unchanged)")
-    parser.add_argument("--stage", required=True, help="the asset to materialize, e.g. route_settings")
+    parser.add_argument("--stage", required=True, nargs="+", help="the asset(s) to materialize, e.g. route_settings")
     parser.add_argument("--reference", required=True, help="the commit to compare with")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--again", action="store_true", help="this checkout: the stages a second time in its copy")
     parser.add_argument("--scratch", type=Path, help="where the copies go (default: a temporary folder)")
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
-    print(f"# {datetime.now():%Y-%m-%d %H:%M}, {cpu_name()}, {os.cpu_count()} CPUs; {args.stage} alone on copies of "
-          f"{args.home}, alternating; reference {args.reference}, this checkout {commit}", flush=True)
+    print(f"# {datetime.now():%Y-%m-%d %H:%M}, {cpu_name()}, {os.cpu_count()} CPUs; {' then '.join(args.stage)} alone on copies of "
+          f"{args.home}, alternating{', this checkout twice' if args.again else ''}; reference {args.reference}, this checkout {commit}", flush=True)
     with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
         reference = Path(scratch) / "reference"
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(reference), args.reference], cwd=ROOT, check=True)
         try:
-            times: dict[str, list[float]] = {"reference": [], "this": []}
+            sides = [("reference", reference, 1), ("this", ROOT, 2 if args.again else 1)]
+            times: dict[str, list[float]] = {}
             produced = {}
             for round_ in range(args.rounds):
-                for side, code in (("reference", reference), ("this", ROOT)):
+                for side, code, passes in sides:
                     home = Path(scratch) / f"home-{side}"
                     shutil.rmtree(home, ignore_errors=True)
                     shutil.copytree(args.home, home, symlinks=True)
-                    result = run_stage(code, home, args.stage)
-                    times[side].append(result["seconds"])
-                    produced[side] = outputs(home, args.stage)
-                    print(f"{side:<9} round {round_ + 1}: {result['seconds']:7.1f} s, peak {result['peak_mb']} MiB",
-                          flush=True)
+                    for pass_ in range(passes):
+                        name = side if pass_ == 0 else f"{side}, again"
+                        for stage in args.stage:
+                            result = run_stage(code, home, stage)
+                            times.setdefault(f"{name}: {stage}", []).append(result["seconds"])
+                            produced[(name, stage)] = outputs(home, stage)
+                            print(f"{name:<12} round {round_ + 1}: {stage} {result['seconds']:7.1f} s, "
+                                  f"peak {result['peak_mb']} MiB", flush=True)
                     shutil.rmtree(home)
-            ratio = statistics.median(times["this"]) / statistics.median(times["reference"])
-            print(f"median: reference {statistics.median(times['reference']):.1f} s, this "
-                  f"{statistics.median(times['this']):.1f} s ({ratio:.2f}x)")
-            before, after = produced["reference"], produced["this"]
-            moved = sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
-            print(f"outputs: {len(before)} values compared, {len(moved)} differ"
-                  + "".join(f"\n  {key}: {before.get(key)} -> {after.get(key)}" for key in moved[:40]))
+            for stage in args.stage:
+                reference_s = statistics.median(times[f"reference: {stage}"])
+                for name in [n for n, *_ in sides[1:]] + (["this, again"] if args.again else []):
+                    this_s = statistics.median(times[f"{name}: {stage}"])
+                    print(f"{stage} median: reference {reference_s:.1f} s, {name} {this_s:.1f} s "
+                          f"({this_s / reference_s:.2f}x)")
+                    _compare(produced[("reference", stage)], produced[(name, stage)])
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(reference)], cwd=ROOT, check=False)
 

@@ -9,6 +9,8 @@ import statistics
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import polars as pl
 import dagster as dg
 import pytest
 
@@ -276,6 +278,24 @@ def test_second_run_reuses_every_embedding(pipeline):
     assert materialization(first, "item_embeddings")["encoded"] == items
     assert materialization(second, "item_embeddings")["encoded"] == 0
     assert materialization(second, "item_embeddings")["reused"] == items
+
+
+def test_second_run_encodes_no_interest_sentence_again(pipeline):
+    """The same data: every stage that encodes users' sentences finds them all kept."""
+    home, first, second = pipeline
+    [(distinct,)] = sql(home, "select count(distinct profile_text) from features.user_profiles")
+    assert materialization(first, "user_profiles")["interest_sentences"] == f"{distinct} interest sentences encoded, 0 reused"
+    assert materialization(second, "user_profiles")["interest_sentences"] == f"0 interest sentences encoded, {distinct} reused"
+    for stage in ("text_cf_model", "route_settings"):
+        encoded = int(materialization(first, stage)["interest_sentences"].split()[0])
+        assert encoded > 0
+        assert materialization(second, stage)["interest_sentences"].startswith("0 interest sentences encoded")
+    kept = pl.read_parquet(home.sentence_vectors / "user_profiles.parquet")
+    stored = pl.DataFrame(sql(home, "select profile_text, interest_embedding from features.user_profiles"),
+                          schema=["text", "stored"], orient="row")
+    both = kept.join(stored, on="text")
+    assert kept.height == distinct and both.height == stored.height
+    np.testing.assert_array_equal(np.vstack(both["embedding"].to_list()), np.vstack(both["stored"].to_list()))
 
 
 def test_index_manifest_matches_the_catalogue(pipeline):

@@ -11,7 +11,8 @@ from recall_pipeline.defs.config import config_from
 from recall_pipeline.defs.jobs import FEEDBACK_JOB
 from recall_pipeline.defs.metadata import markdown_table
 from recall_pipeline.defs.tables import item_texts, item_vectors
-from recall_pipeline.resources import DataSource, TextEncoderResource, Warehouse
+from recall_pipeline.defs.sentences import keep_sentences, reusing_encoder
+from recall_pipeline.resources import DataSource, PipelineHome, TextEncoderResource, Warehouse
 
 
 # rating_max comes from the data source, which knows the rating scale
@@ -40,7 +41,7 @@ ProfileConfig = config_from(ProfileSettings, "ProfileConfig", "How history is we
                 "rebuilds only the profiles whose history changed.",
 )
 def user_profiles(context: dg.AssetExecutionContext, config: ProfileConfig, data_source: DataSource,
-                  encoder: TextEncoderResource, warehouse: Warehouse) -> dg.MaterializeResult:
+                  encoder: TextEncoderResource, warehouse: Warehouse, home: PipelineHome) -> dg.MaterializeResult:
     settings = ProfileSettings(rating_max=data_source.rating_max,
                                **config.model_dump(exclude={"recompute", "interest_text_when_changed"}))
     with warehouse.connect() as con:
@@ -54,8 +55,10 @@ def user_profiles(context: dg.AssetExecutionContext, config: ProfileConfig, data
     train = train if users is None else train.filter(pl.col("user_id").is_in(users))
     items = item_texts(warehouse)
     ids, vectors, model = item_vectors(warehouse)
-    profiles, interests = profile_tables(train, items, ids, vectors, model, None if reuse else encoder.get().encode,
-                                         settings, previous)
+    encode = None if reuse else reusing_encoder(encoder, home)
+    profiles, interests = profile_tables(train, items, ids, vectors, model, encode, settings, previous)
+    # every user's sentence after a full refresh (a changed-only one looks its sentences up, keeps the file)
+    sentences = keep_sentences(context, home, "user_profiles", encode) if encode is not None and users is None else {}
     profiles = profiles.join(digests.select("user_id", "history_hash"), on="user_id", how="left")
     if users is None:
         warehouse.replace_tables({"features.user_profiles": profiles, "features.user_interests": interests})
@@ -69,6 +72,7 @@ def user_profiles(context: dg.AssetExecutionContext, config: ProfileConfig, data
     return dg.MaterializeResult(metadata={
         "dagster/row_count": total, "profiles_built": profiles.height, "users_without_history": without,
         "interest_text": "kept from the previous profile until the next full refresh" if reuse else "encoded",
+        **sentences,
         "median_history": float(np.median(profiles["history_size"])) if profiles.height else 0.0,
         "interests_per_user": markdown_table(interests.group_by("user_id").len()["len"].value_counts().sort("len")),
         "model": model,

@@ -11,6 +11,7 @@ from recall_pipeline.core.recall.routes import ROUTES, RouteSettings
 from recall_pipeline.core.recall.validation_routes import validation_routes
 from recall_pipeline.defs import tables
 from recall_pipeline.defs.metadata import markdown_table
+from recall_pipeline.defs.sentences import keep_sentences, reusing_encoder
 from recall_pipeline.resources import DataSource, MlflowTracking, PipelineHome, TextEncoderResource, Warehouse
 
 DEFAULTS = RouteSettings()
@@ -86,17 +87,18 @@ def route_settings(context: dg.AssetExecutionContext, config: RouteSettingsConfi
         gate = quality_gate.nothing_to_compare("no published version yet")
         return dg.MaterializeResult(metadata={"how": PINNED, "settings": dg.MetadataValue.json(start.to_json())},
                                     check_results=[_gate_check(gate)])
-    inputs = tables.selection_inputs(warehouse, home)
+    inputs, encode = tables.selection_inputs(warehouse, home), reusing_encoder(encoder, home)
     routes, left_out = validation_routes(
-        inputs.train, inputs.catalogue, start, encoder.get().encode, ProfileSettings(rating_max=data_source.rating_max),
+        inputs.train, inputs.catalogue, start, encode, ProfileSettings(rating_max=data_source.rating_max),
         inputs.text_cf_setting, inputs.model_lists, inputs.cut, config.max_users,
         also=published.settings if published else None)
+    sentences = keep_sentences(context, home, "route_settings", encode)
     if not config.search:
         ours = _served_figures(routes, start, inputs)
         save_choice(home.layout.route_settings, ChosenSettings(start, PINNED, run_id, _gated_record({}, ours)))
         gate = _gate(context, published, ours, routes, inputs, config.accept_drop)
-        return dg.MaterializeResult(metadata={"how": PINNED, "settings": dg.MetadataValue.json(start.to_json())},
-                                    check_results=[_gate_check(gate)])
+        return dg.MaterializeResult(metadata={"how": PINNED, "settings": dg.MetadataValue.json(start.to_json()),
+                                              **sentences}, check_results=[_gate_check(gate)])
     selection = route_selection.select(routes, start, inputs.trust, config.time_budget_seconds,
                                        config.coverage_vs_plain_ease)
     ours = _served_figures(routes, selection.settings, inputs)
@@ -113,7 +115,7 @@ def route_settings(context: dg.AssetExecutionContext, config: RouteSettingsConfi
                              "search_seconds": selection.seconds, "candidates": len(selection.candidates)})
         tracker.log_dict(record, "route_selection.json")
     if not selection.users:
-        return dg.MaterializeResult(metadata={"how": SEARCHED, "decision": selection.decision, "users": 0},
+        return dg.MaterializeResult(metadata={"how": SEARCHED, "decision": selection.decision, "users": 0, **sentences},
                                     check_results=[_gate_check(gate)])
     candidates = pl.DataFrame(selection.candidates).sort("recall@50", descending=True)
     return dg.MaterializeResult(metadata={
@@ -122,7 +124,7 @@ def route_settings(context: dg.AssetExecutionContext, config: RouteSettingsConfi
         "validation_ndcg@10": dg.MetadataValue.float(selection.chosen["ndcg@10"]),
         "best_route_recall@50": dg.MetadataValue.float(selection.best_route_figures["recall@50"]),
         "gain_lower_bound": dg.MetadataValue.float(selection.gain_lower),
-        "users": selection.users, "search_seconds": dg.MetadataValue.float(round(selection.seconds, 2)),
+        "users": selection.users, **sentences, "search_seconds": dg.MetadataValue.float(round(selection.seconds, 2)),
         "budget_reached": selection.budget_reached, "left_out": dg.MetadataValue.json(left_out),
         "settings": dg.MetadataValue.json(_flat(selection.settings)),
         "routes": markdown_table(pl.DataFrame([{"route": n, **f} for n, f in selection.routes.items()])),

@@ -8,6 +8,7 @@ from recall_pipeline.core.features.user_profiles import ProfileSettings
 from recall_pipeline.core.training import text_cf
 from recall_pipeline.defs import tables
 from recall_pipeline.defs.metadata import markdown_table
+from recall_pipeline.defs.sentences import keep_sentences, reusing_encoder
 from recall_pipeline.resources import DataSource, PipelineHome, TextEncoderResource, Warehouse
 
 
@@ -30,8 +31,10 @@ from recall_pipeline.resources import DataSource, PipelineHome, TextEncoderResou
 def text_cf_model(context: dg.AssetExecutionContext, warehouse: Warehouse, home: PipelineHome,
                   encoder: TextEncoderResource, data_source: DataSource) -> dg.MaterializeResult:
     ids, vectors, encoder_key = tables.item_vectors(warehouse)
+    encode = reusing_encoder(encoder, home)
     tuned, split = text_cf.choose(tables.training_rows(warehouse), tables.item_texts(warehouse), ids, vectors,
-                                  encoder_key, encoder.get().encode, ProfileSettings(rating_max=data_source.rating_max))
+                                  encoder_key, encode, ProfileSettings(rating_max=data_source.rating_max))
+    sentences = keep_sentences(context, home, "text_cf_model", encode)
     rm = tables.rating_matrix(warehouse)
     model = text_cf.fit_for_serving(rm.matrix, rm.item_ids, text_cf.item_features(vectors), tuned.lam, tuned.alpha,
                                     context.run.run_id, tuned.blend, tuned.cold_scorer)
@@ -49,7 +52,7 @@ def text_cf_model(context: dg.AssetExecutionContext, warehouse: Warehouse, home:
         "blends": markdown_table(pl.DataFrame([{"blend": b, "pseudo_cold_recall@20": round(v, 4)}
                                                for b, v in tuned.blends.items()])),
         "cold_scorers": markdown_table(pl.DataFrame(scorers)),
-        "pseudo_cold_users": len(split.rows),
+        "pseudo_cold_users": len(split.rows), **sentences,
         "untrained_items": len(model.untrained_ids),
         "pseudo_cold_recall@20": dg.MetadataValue.float(round(tuned.recall, 4)),
         "grid": markdown_table(grid, rows=len(tuned.grid)),
