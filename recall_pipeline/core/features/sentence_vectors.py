@@ -1,16 +1,16 @@
-"""Encoded interest sentences kept between runs, so that a run encodes only the sentences it has
-not seen.
+"""Encoded interest sentences kept between runs, so that a run encodes only the sentences its
+stage has not seen.
 
 Three stages encode users' interest sentences (``features.user_profiles``: "Likes ... Recently
 liked ..."): ``user_profiles`` for every user, ``text_cf_model`` for the pseudo-cold users' fit
 part, ``route_settings`` for the validation users' fit part. At M (20,000 users) that is 262 s
 of the job, and on a nightly run most of those sentences are the ones of the night before. Each
-stage keeps the sentences it encoded or reused in a file of its own (one writer per file, written
-under a temporary name and renamed, as the models are), and every stage looks its sentences up
-in all of those files first: a sentence is looked up by its exact text and the encoder's key
-(weights, precision, maximum length), so a vector is only ever reused for the same text under the
-same model. The files are a cache: one that cannot be read is skipped with a warning and
-rewritten by its stage's next run.
+stage keeps the sentences of its last run in a file of its own and looks its sentences up there
+first, by exact text and the encoder's key (weights, precision, maximum length), so a vector is
+only ever reused for the same text under the same model. A stage reads only its own file, so
+what it computes never depends on which other stage ran first (the executors order them
+differently). One writer per file, written under a temporary name and renamed, as the models
+are. The files are a cache: one that cannot be read is skipped with a warning and rewritten.
 """
 
 from __future__ import annotations
@@ -24,44 +24,36 @@ import numpy as np
 import polars as pl
 
 log = logging.getLogger(__name__)
-SUFFIX = ".parquet"
 
 
 class SentenceStore:
-    """The folder of kept sentence files (``<stage>.parquet``: text, model, embedding)."""
+    """One stage's kept sentences: ``<folder>/<stage>.parquet`` (text, model, embedding)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
+    def __init__(self, folder: Path, stage: str) -> None:
+        self.path = Path(folder) / f"{stage}.parquet"
 
-    def lookup(self, texts: Sequence[str], model: str) -> pl.DataFrame:
-        """(text, embedding) of those of ``texts`` some file holds under ``model`` (each text once)."""
-        wanted = pl.DataFrame({"text": pl.Series(list(texts), dtype=pl.String)}).unique()
-        found = [self._matches(path, wanted, model) for path in sorted(self.folder.glob(f"*{SUFFIX}"))]
-        found = [frame for frame in found if frame is not None and frame.height]
-        if not found:
-            return pl.DataFrame(schema={"text": pl.String, "embedding": pl.List(pl.Float32)})
-        return pl.concat(found, how="vertical_relaxed").unique("text", keep="first", maintain_order=True)
-
-    @staticmethod
-    def _matches(path: Path, wanted: pl.DataFrame, model: str) -> pl.DataFrame | None:
+    def lookup(self, texts: Sequence[str], model: str) -> pl.DataFrame | None:
+        """(text, embedding) of those of ``texts`` the file holds under ``model`` (None: no file)."""
+        if not self.path.exists():
+            return None
+        wanted = pl.DataFrame({"text": pl.Series(list(texts), dtype=pl.String)})
         try:
-            return (pl.scan_parquet(path).filter(pl.col("model") == model)
+            return (pl.scan_parquet(self.path).filter(pl.col("model") == model)
                     .join(wanted.lazy(), on="text", how="semi").select("text", "embedding").collect())
-        except (OSError, pl.exceptions.PolarsError) as error:  # a cache: rewritten by its stage's next run
-            log.warning(f"kept sentences {path} unreadable, encoding their texts again: {error}")
+        except (OSError, pl.exceptions.PolarsError) as error:  # a cache: rewritten by the stage's save
+            log.warning(f"kept sentences {self.path} unreadable, encoding their texts again: {error}")
             return None
 
-    def save(self, stage: str, table: pl.DataFrame) -> list[str]:
-        """Replace ``stage``'s file with ``table`` (text, model, embedding); returns the names of
-        the temporary files a killed save had left behind, which it removed."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{stage}{SUFFIX}"
-        leftovers = sorted(self.folder.glob(f".{path.name}.*.tmp"))
+    def save(self, table: pl.DataFrame) -> list[str]:
+        """Replace the file with ``table`` (text, model, embedding); returns the names of the
+        temporary files a killed save had left behind, which it removed."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        leftovers = sorted(self.path.parent.glob(f".{self.path.name}.*.tmp"))
         for stale in leftovers:
             stale.unlink(missing_ok=True)
-        tmp = self.folder / f".{path.name}.{os.getpid()}.tmp"
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         table.write_parquet(tmp)
-        os.replace(tmp, path)
+        os.replace(tmp, self.path)
         return [stale.name for stale in leftovers]
 
 
@@ -83,7 +75,7 @@ class ReusingEncoder:
             return np.asarray(self._encode([]), dtype=np.float32)
         distinct = list(dict.fromkeys(texts))
         found = self.store.lookup(distinct, self.model) if self.store is not None else None
-        known = found["text"].to_list() if found is not None else []
+        known = found["text"].to_list() if found is not None and found.height else []
         known_set = set(known)
         missing = [text for text in distinct if text not in known_set]
         parts = [(known, _matrix(found["embedding"]))] if known else []

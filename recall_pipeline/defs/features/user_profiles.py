@@ -55,10 +55,10 @@ def user_profiles(context: dg.AssetExecutionContext, config: ProfileConfig, data
     train = train if users is None else train.filter(pl.col("user_id").is_in(users))
     items = item_texts(warehouse)
     ids, vectors, model = item_vectors(warehouse)
-    encode = None if reuse else reusing_encoder(encoder, home)
+    encode = None if reuse else reusing_encoder(encoder, home, "user_profiles")
     profiles, interests = profile_tables(train, items, ids, vectors, model, encode, settings, previous)
     # every user's sentence after a full refresh (a changed-only one looks its sentences up, keeps the file)
-    sentences = keep_sentences(context, home, "user_profiles", encode) if encode is not None and users is None else {}
+    sentences = keep_sentences(context, encode) if encode is not None and users is None else {}
     profiles = profiles.join(digests.select("user_id", "history_hash"), on="user_id", how="left")
     if users is None:
         warehouse.replace_tables({"features.user_profiles": profiles, "features.user_interests": interests})

@@ -87,12 +87,12 @@ def route_settings(context: dg.AssetExecutionContext, config: RouteSettingsConfi
         gate = quality_gate.nothing_to_compare("no published version yet")
         return dg.MaterializeResult(metadata={"how": PINNED, "settings": dg.MetadataValue.json(start.to_json())},
                                     check_results=[_gate_check(gate)])
-    inputs, encode = tables.selection_inputs(warehouse, home), reusing_encoder(encoder, home)
+    inputs, encode = tables.selection_inputs(warehouse, home), reusing_encoder(encoder, home, "route_settings")
     routes, left_out = validation_routes(
         inputs.train, inputs.catalogue, start, encode, ProfileSettings(rating_max=data_source.rating_max),
         inputs.text_cf_setting, inputs.model_lists, inputs.cut, config.max_users,
         also=published.settings if published else None)
-    sentences = keep_sentences(context, home, "route_settings", encode)
+    sentences = keep_sentences(context, encode)
     if not config.search:
         ours = _served_figures(routes, start, inputs)
         save_choice(home.layout.route_settings, ChosenSettings(start, PINNED, run_id, _gated_record({}, ours)))

@@ -31,10 +31,10 @@ from recall_pipeline.resources import DataSource, PipelineHome, TextEncoderResou
 def text_cf_model(context: dg.AssetExecutionContext, warehouse: Warehouse, home: PipelineHome,
                   encoder: TextEncoderResource, data_source: DataSource) -> dg.MaterializeResult:
     ids, vectors, encoder_key = tables.item_vectors(warehouse)
-    encode = reusing_encoder(encoder, home)
+    encode = reusing_encoder(encoder, home, "text_cf_model")
     tuned, split = text_cf.choose(tables.training_rows(warehouse), tables.item_texts(warehouse), ids, vectors,
                                   encoder_key, encode, ProfileSettings(rating_max=data_source.rating_max))
-    sentences = keep_sentences(context, home, "text_cf_model", encode)
+    sentences = keep_sentences(context, encode)
     rm = tables.rating_matrix(warehouse)
     model = text_cf.fit_for_serving(rm.matrix, rm.item_ids, text_cf.item_features(vectors), tuned.lam, tuned.alpha,
                                     context.run.run_id, tuned.blend, tuned.cold_scorer)
