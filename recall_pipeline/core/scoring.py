@@ -15,6 +15,21 @@ Scorer = Callable[[np.ndarray], np.ndarray]
 """Scores (len(rows) x n_items) for the given user rows of the training matrix."""
 
 
+def with_columns(scorer: Scorer, on_columns: Callable[[np.ndarray], Scorer]) -> Scorer:
+    """``scorer``, able to score some items only: ``scorer.on_columns(columns)`` is a scorer of
+    those columns alone (each user's scores of them, as ``scorer(rows)[:, columns]``). The
+    evaluation's cold slice ranks the cold items alone: a tenth of the catalogue, so a scorer
+    whose cost is a product with the item vectors scores a tenth instead of everything."""
+    scorer.on_columns = on_columns
+    return scorer
+
+
+def on_columns(scorer: Scorer, columns: np.ndarray) -> Scorer:
+    """A scorer of ``columns`` alone: the scorer's own (:func:`with_columns`) or its full scores, sliced."""
+    narrow = getattr(scorer, "on_columns", None)
+    return narrow(columns) if narrow is not None else (lambda rows: scorer(rows)[:, columns])
+
+
 def binary(train: sp.csr_matrix) -> sp.csr_matrix:
     """The implicit (0/1) version of a rating matrix."""
     x = train.copy().astype(np.float64)

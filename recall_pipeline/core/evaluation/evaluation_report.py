@@ -19,6 +19,7 @@ from recall_pipeline.core.features.user_profiles import profile_scorer
 from recall_pipeline.core.ids import positions
 from recall_pipeline.core.recall.list_rows import lists_from_frame, vectors_by_user
 from recall_pipeline.core.recall.routes import LMView, RouteSettings, ease_route_scorer, interest_scorer
+from recall_pipeline.core.scoring import on_columns, with_columns
 from recall_pipeline.core.training.ease.model import EaseModel
 from recall_pipeline.core.training.text_cf import TEXT_CF, TextCF, item_features
 from recall_pipeline.core.training.training_pairs import test_rows_trained_on, without
@@ -81,10 +82,14 @@ def route_scorers(inputs: EvaluationInputs) -> dict[str, baselines.Scorer]:
               "lm_interest": interest_scorer(len(rm.user_ids), interests.owners, interests.vectors, vectors),
               "ease": ease_route_scorer(rm, inputs.route_settings, inputs.ease)}
     if inputs.text_cf is not None:  # as the route serves it: only the items untrained when it was fitted
-        proposed = np.isin(rm.item_ids, inputs.text_cf.untrained_ids)
-        scorer = text_cf_scorer(inputs)
-        routes["text_cf"] = lambda rows: np.where(proposed, scorer(rows), -np.inf)
+        routes["text_cf"] = only_proposed(text_cf_scorer(inputs), np.isin(rm.item_ids, inputs.text_cf.untrained_ids))
     return routes
+
+
+def only_proposed(scorer: baselines.Scorer, proposed: np.ndarray) -> baselines.Scorer:
+    """``scorer`` with every item it does not propose (``proposed`` False) at -inf."""
+    return with_columns(lambda rows: np.where(proposed, scorer(rows), -np.inf),
+                        lambda columns: only_proposed(on_columns(scorer, columns), proposed[columns]))
 
 
 def lm_views(inputs: EvaluationInputs) -> dict[str, LMView]:

@@ -23,6 +23,7 @@ from recall_pipeline.core.evaluation.metrics import (
     novelty, recall_at_k, relevant_counts,
 )
 from recall_pipeline.core.recall.ranking import top_k_scored
+from recall_pipeline.core.scoring import on_columns
 
 LIST_LENGTH = 100
 RECALL_KS = (20, 50, 100)
@@ -216,8 +217,9 @@ def scorer_lists(scorer: baselines.Scorer, data: EvaluationData,
 
 def cold_ranked(scorer: baselines.Scorer, data: EvaluationData, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The cold slice's lists and their scores: each user's top ``COLD_K`` of the cold items
-    alone (positions within ``data.cold_columns``)."""
-    return cold_top_k(lambda rows: scorer(rows)[:, data.cold_columns], data.cold.rows,
+    alone (positions within ``data.cold_columns``), scored alone where the scorer can
+    (``scoring.with_columns``)."""
+    return cold_top_k(on_columns(scorer, data.cold_columns), data.cold.rows,
                       len(data.cold_columns), seed)
 
 

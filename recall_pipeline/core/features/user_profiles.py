@@ -24,6 +24,7 @@ import scipy.sparse as sp
 from scipy.cluster.vq import kmeans2
 
 from recall_pipeline.core.ids import positions
+from recall_pipeline.core.scoring import with_columns
 
 SECONDS_PER_DAY = 86_400.0
 
@@ -203,4 +204,5 @@ def profile_scorer(user_vectors: np.ndarray, item_vectors: np.ndarray):
     """The history vectors as a dense scorer (the ``lm_profile`` route, for evaluation): inner
     products of user profiles and item embeddings (``user_vectors`` aligned with the rating
     matrix's users, zero rows for users without one)."""
-    return lambda rows: user_vectors[rows] @ item_vectors.T
+    return with_columns(lambda rows: user_vectors[rows] @ item_vectors.T,
+                        lambda columns: profile_scorer(user_vectors, item_vectors[columns]))

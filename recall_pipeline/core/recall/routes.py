@@ -33,6 +33,7 @@ from recall_pipeline.core.recall.fusion import gather, mmr, rank_matrix, rank_ma
 from recall_pipeline.core.ids import positions, require_same_ids
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
 from recall_pipeline.core.recall.ranking import search_top_k, tie_order, top_k_dense, top_k_scored
+from recall_pipeline.core.scoring import with_columns
 from recall_pipeline.core.training.ease.model import EASE_MAX_ITEMS, EaseModel
 from recall_pipeline.core.training.ease import windowed as windowed_ease
 
@@ -371,6 +372,7 @@ def interest_scorer(n_users: int, owners: np.ndarray, vectors: np.ndarray, item_
     (users without interests score 0). A block's interests are scored in matrix products of
     at most ``INTEREST_CELLS`` cells, then reduced to each user's maximum, rather than one small
     product per user (at 100,000 items the per-user loop took minutes)."""
+    given = (owners, vectors)
     order = np.argsort(owners, kind="stable")
     owners, vectors = owners[order], np.ascontiguousarray(vectors[order], dtype=np.float32)
     starts = np.searchsorted(owners, np.arange(n_users))
@@ -393,4 +395,4 @@ def interest_scorer(n_users: int, owners: np.ndarray, vectors: np.ndarray, item_
             first = last
         return out
 
-    return scores
+    return with_columns(scores, lambda columns: interest_scorer(n_users, *given, np.asarray(item_vectors)[columns]))

@@ -29,6 +29,8 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from recall_pipeline.core.scoring import with_columns
+
 CONSTANT = 1.0                  # the constant feature's value (unit LM vectors have norm 1)
 LAMBDA_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)   # relative to mean eigenvalue of C x that of G
 ALPHA_GRID = (0.0, 0.5, 1.0)
@@ -92,7 +94,12 @@ class TextCF:
 
     def scorer(self, train: sp.csr_matrix, features: np.ndarray):
         """Dense scores for a block of user rows (the evaluation's and the ranking helper's form)."""
-        return lambda rows: self.user_queries(train, features, rows) @ features.T
+        return with_columns(lambda rows: self.user_queries(train, features, rows) @ features.T,
+                            lambda columns: self._scorer_of(train, features, features[columns]))
+
+    def _scorer_of(self, train: sp.csr_matrix, features: np.ndarray, items: np.ndarray):
+        """Scores of ``items`` (some rows of ``features``) alone: the queries need every item."""
+        return lambda rows: self.user_queries(train, features, rows) @ items.T
 
 
 def fit(train: sp.csr_matrix, features: np.ndarray, lam: float, alpha: float = 0.0) -> TextCF:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from recall_pipeline.core.scoring import with_columns
 from recall_pipeline.core.training.two_tower.sequences import Sequences
 from recall_pipeline.core.training.two_tower.towers import TwoTower
 
@@ -42,4 +43,8 @@ def dense_scorer(model: TwoTower, seq: Sequences, n_users: int) -> Callable[[np.
     users = np.zeros((n_users, model.architecture.dim + 1), np.float32)
     users[rows] = user_vectors(model, history, ratings)
     items = item_vectors(model)
+    return with_columns(lambda wanted: users[wanted] @ items.T, lambda columns: _product(users, items[columns]))
+
+
+def _product(users: np.ndarray, items: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     return lambda wanted: users[wanted] @ items.T

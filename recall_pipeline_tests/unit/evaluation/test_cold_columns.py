@@ -1,0 +1,50 @@
+"""The cold slice scores the cold items alone: each scorer's scores of some columns equal its
+full scores of those columns, and the cold lists are the ones ranked from the full scores."""
+
+import numpy as np
+import scipy.sparse as sp
+
+from recall_pipeline.core.evaluation.evaluation_report import only_proposed
+from recall_pipeline.core.evaluation.protocol import COLD_K, cold_top_k
+from recall_pipeline.core.features.user_profiles import profile_scorer
+from recall_pipeline.core.recall.routes import interest_scorer
+from recall_pipeline.core.scoring import on_columns
+from recall_pipeline.core.training.text_cf import TextCF
+
+RNG = np.random.default_rng(7)
+N_USERS, N_ITEMS, DIM = 40, 300, 16
+ITEMS = RNG.normal(size=(N_ITEMS, DIM)).astype(np.float32)
+COLUMNS = np.sort(RNG.choice(N_ITEMS, 60, replace=False))
+ROWS = np.arange(N_USERS)
+
+
+def scorers() -> dict:
+    users = RNG.normal(size=(N_USERS, DIM)).astype(np.float32)
+    owners = np.repeat(np.arange(0, N_USERS, 2), 3)   # every other user, three interests each
+    interests = RNG.normal(size=(len(owners), DIM)).astype(np.float32)
+    train = sp.random(N_USERS, N_ITEMS, density=0.05, format="csr", random_state=3)
+    text_cf = TextCF(np.eye(DIM, dtype=np.float32) * 0.5, lam=1.0, alpha=0.0)
+    profile = profile_scorer(users, ITEMS)
+    return {"lm_profile": profile, "lm_interest": interest_scorer(N_USERS, owners, interests, ITEMS),
+            "text_cf": text_cf.scorer(train, ITEMS),
+            "text_cf as the route serves it": only_proposed(profile, RNG.random(N_ITEMS) < 0.5)}
+
+
+def test_each_scorer_scores_some_columns_as_its_full_scores_of_them():
+    for name, scorer in scorers().items():
+        narrow = on_columns(scorer, COLUMNS)
+        assert narrow is not None and getattr(scorer, "on_columns", None) is not None, name
+        np.testing.assert_allclose(narrow(ROWS), scorer(ROWS)[:, COLUMNS], rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_a_scorer_without_its_own_narrowing_is_sliced():
+    full = lambda rows: np.arange(len(rows) * N_ITEMS, dtype=float).reshape(len(rows), N_ITEMS)
+    np.testing.assert_array_equal(on_columns(full, COLUMNS)(ROWS), full(ROWS)[:, COLUMNS])
+
+
+def test_cold_lists_are_those_of_the_full_scores():
+    for name, scorer in scorers().items():
+        narrow, _ = cold_top_k(on_columns(scorer, COLUMNS), ROWS, len(COLUMNS))
+        sliced, _ = cold_top_k(lambda rows, s=scorer: s(rows)[:, COLUMNS], ROWS, len(COLUMNS))
+        assert narrow.shape == (N_USERS, COLD_K)
+        np.testing.assert_array_equal(narrow, sliced, err_msg=name)
