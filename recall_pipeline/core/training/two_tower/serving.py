@@ -43,8 +43,9 @@ def dense_scorer(model: TwoTower, seq: Sequences, n_users: int) -> Callable[[np.
     users = np.zeros((n_users, model.architecture.dim + 1), np.float32)
     users[rows] = user_vectors(model, history, ratings)
     items = item_vectors(model)
-    return with_columns(lambda wanted: users[wanted] @ items.T, lambda columns: _product(users, items[columns]))
+    return with_columns(_product(users, items), lambda columns: _product(users, items[columns]))
 
 
 def _product(users: np.ndarray, items: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Scores of ``items`` (serving vectors) for the wanted users' rows of ``users``."""
     return lambda wanted: users[wanted] @ items.T
