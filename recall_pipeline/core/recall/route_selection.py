@@ -344,11 +344,11 @@ class Search:
         """Each setting's candidate, those not tried yet computed through ``mapper`` (a thread
         pool's map) and recorded in the order given, so that the record does not depend on
         which thread finished first."""
-        new = list(dict.fromkeys(s.to_json() for s in settings if s.to_json() not in self.tried))
-        by_key = {s.to_json(): s for s in settings}
-        for key, candidate in zip(new, mapper(self._candidate, [by_key[key] for key in new])):
+        keys = [s.to_json() for s in settings]
+        new = {key: s for key, s in zip(keys, settings) if key not in self.tried}
+        for key, candidate in zip(new, mapper(self._candidate, list(new.values()))):
             self.tried[key] = candidate
-        return [self.tried[s.to_json()] for s in settings]
+        return [self.tried[key] for key in keys]
 
     def _candidate(self, settings: RouteSettings) -> Candidate:
         served = trusted(settings, self.trust)
