@@ -295,7 +295,7 @@ def ease_route(rm: RatingMatrix, settings: RouteSettings, rows: np.ndarray,
         return top
     columns = model.columns
     weighted = rm.recency_weighted(settings.ease_recency_tau, settings.ease_recency_floor, rows)[:, columns]
-    top, _ = top_k_scored(lambda block: np.asarray(weighted[block] @ model.weights), np.arange(len(rows)),
+    top, _ = top_k_scored(lambda block: model.column_scores(weighted[block]), np.arange(len(rows)),
                           settings.depth, len(columns), rm.matrix[rows][:, columns].tocsr(), settings.seed,
                           ties=tie_order(len(rm.item_ids), settings.seed)[columns])
     return np.where(top >= 0, columns[np.where(top >= 0, top, 0)], -1)

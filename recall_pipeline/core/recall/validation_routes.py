@@ -116,12 +116,14 @@ def fit_matrix(train: pl.DataFrame, item_ids: np.ndarray) -> tuple[RatingMatrix,
 def validation_routes(train: pl.DataFrame, catalogue: Catalogue, start: RouteSettings,
                       encode: Callable[[list[str]], np.ndarray] | None, profile_settings: ProfileSettings,
                       text_cf_setting: tuple[float, float, float, str] | None, model_lists: ModelLists | None, cut: str,
-                      max_users: int, also: RouteSettings | None = None) -> tuple[ValidationRoutes, dict[str, str]]:
+                      max_users: int, also: RouteSettings | None = None,
+                      search: bool = True) -> tuple[ValidationRoutes, dict[str, str]]:
     """Every route's lists on the validation cut of ``train`` (the split's training part with
     ``val_part`` and ``is_relevant``), and why any route is left out. ``text_cf_setting``: the
     stored TextCF model's (lambda, alpha, blend, cold scorer), refitted on the fit part (None: no TextCF route).
     ``also``: other settings to score on the same lists (the published version's, for the quality
-    gate): their EASE variant's lists are kept apart, never searched."""
+    gate): their EASE variant's lists are kept apart, never searched. ``search`` False (pinned
+    settings): the EASE route under the start's variant alone, no regularisation grid."""
     fit, holdout = fit_matrix(train, catalogue.item_ids)
     rows = selection_rows(holdout, max_users, seed=start.seed)
     counts = fit.item_counts()
@@ -153,64 +155,99 @@ def validation_routes(train: pl.DataFrame, catalogue: Catalogue, start: RouteSet
         notes["two_tower"] = why
     if cold is None:
         notes["text_cf"] = "no TextCF model stored"
-    ease, by_lambda = ease_lists(fit, start, rows, holdout[rows])
+    fits = EaseVariantLists(fit, start, rows)
+    ease, by_lambda = ease_lists(fit, start, rows, holdout[rows], only_start=not search, shared=fits)
     extra = {}
     if also is not None and EaseVariant.of(also) not in ease:
-        extra = ease_lists(fit, also, rows, holdout[rows], only_start=True)[0]
+        same_solve = (also.ease_max_items, also.seed, also.depth) == (start.ease_max_items, start.seed, start.depth)
+        extra = {EaseVariant.of(also): (fits if same_solve else EaseVariantLists(fit, also, rows)).lists(EaseVariant.of(also))}
+    del fits  # its items x items arrays
     notes_lambda = {f"plain EASE validation Recall@50 at lambda {lam:g}": round(v, 5) for lam, v in by_lambda.items()}
     return ValidationRoutes(lists={n: v for n, v in lists.items() if (v >= 0).any()}, ease=ease,
                             relevant=holdout[rows], item_counts=counts, head=head_items(counts, fit.item_ids),
                             seed=start.seed, lambdas=notes_lambda, user_ids=users, extra_ease=extra), notes
 
 
-def ease_lists(fit: RatingMatrix, start: RouteSettings, rows: np.ndarray,
-               relevant: sp.csr_matrix, only_start: bool = False) -> tuple[dict[EaseVariant, np.ndarray], dict[float, float]]:
+class EaseVariantLists:
+    """The EASE route's lists for the sampled ``rows`` under any variant, sharing what variants
+    have in common: one solver (the Gram matrix computed once), the plain models a variant
+    extends, and the window's item pairs (the same for every regularisation), so that each
+    regularisation costs one inverse, whichever settings (the grid, the variants, the
+    published version's) ask for it. The windowed term is kept apart from B
+    (``windowed.fit(fold=False)``): scoring a sample of users through it costs a fraction of
+    folding it into B (an items x items product), with the same scores up to rounding."""
+
+    def __init__(self, fit: RatingMatrix, start: RouteSettings, rows: np.ndarray):
+        self.fit, self.start, self.rows = fit, start, rows
+        self.has_history = rows[np.diff(fit.matrix.indptr)[rows] > 0]
+        self.slot = np.searchsorted(rows, self.has_history)
+        self.solver = EaseSolver(fit.matrix, start.ease_max_items)
+        self.plain: dict[float, EaseModel] = {}
+        self.models: dict[tuple[float, int, float], EaseModel] = {}
+        self.pairs: dict[int, sp.csr_matrix | np.ndarray] = {}  # dense for the Gram and capped solves
+
+    def lists(self, variant: EaseVariant) -> np.ndarray:
+        """The route's top ``depth`` items per sampled user under ``variant`` (-1 padded)."""
+        settings = variant.applied(self.start)
+        lists = np.full((len(self.rows), settings.depth), -1, dtype=np.int64)
+        if len(self.has_history):
+            lists[self.slot] = ease_route(self.fit, settings, self.has_history, self.model(settings))
+        return lists
+
+    def model(self, settings: RouteSettings) -> EaseModel:
+        lam, window, weight = settings.ease_lambda, settings.ease_window, settings.ease_window_weight
+        term = (lam, window, weight)
+        if term not in self.models:
+            if lam not in self.plain:
+                self.plain[lam] = self.solver.fit(lam)[1]
+            base = self.plain[lam]
+            pairs = None
+            if weight > 0 and window > 0 and self.fit.recency is not None:
+                if window not in self.pairs:
+                    pairs = windowed_ease.window_pairs(self.fit, window, base.columns)
+                    self.pairs[window] = pairs if base.form == "woodbury" else pairs.toarray()
+                pairs = self.pairs[window]
+            # the term kept apart: applied to the sampled users' histories, not folded into B
+            self.models[term] = windowed_ease.fit(self.fit, lam, settings.ease_max_items, window, weight,
+                                                  settings.seed, base=base, pairs=pairs, fold=False)
+        return self.models[term]
+
+    def forget(self, lam: float) -> None:
+        """Drop plain EASE at ``lam`` (no variant will extend it): one items x items array less."""
+        del self.plain[lam]
+        self.models.pop((lam, 0, 0.0), None)
+
+
+def ease_lists(fit: RatingMatrix, start: RouteSettings, rows: np.ndarray, relevant: sp.csr_matrix,
+               only_start: bool = False,
+               shared: EaseVariantLists | None = None) -> tuple[dict[EaseVariant, np.ndarray], dict[float, float]]:
     """(the EASE route's lists for ``rows`` under every variant, plain EASE's validation Recall@50
     by regularisation). The regularisation is plain EASE's best on these users over the
     baselines' grid (as the EASE baseline is tuned), then the variants
     (``route_selection.ease_variants``) are built at it: recency applied when scoring, the
-    windowed term added to the plain model of its regularisation. One solver serves the grid
-    (the Gram matrix is computed once), and of the plain models only the start's and the best
-    so far are kept: the windowed fits extend them, with no solve of their own."""
-    has_history = rows[np.diff(fit.matrix.indptr)[rows] > 0]
-    slot = np.searchsorted(rows, has_history)
-    solver = EaseSolver(fit.matrix, start.ease_max_items)
-    plain: dict[float, EaseModel] = {}
-    models, out = {}, {}
-
-    def lists_of(variant: EaseVariant) -> np.ndarray:
-        settings = variant.applied(start)
-        lam = settings.ease_lambda
-        term = (lam, settings.ease_window, settings.ease_window_weight)
-        if term not in models:
-            if lam not in plain:
-                plain[lam] = solver.fit(lam)[1]
-            models[term] = windowed_ease.fit(fit, lam, settings.ease_max_items, settings.ease_window,
-                                             settings.ease_window_weight, settings.seed, base=plain[lam])
-        lists = np.full((len(rows), settings.depth), -1, dtype=np.int64)
-        if len(has_history):
-            lists[slot] = ease_route(fit, settings, has_history, models[term])
-        return lists
-
+    windowed term added to the plain model of its regularisation. One :class:`EaseVariantLists`
+    serves the grid and the variants (``shared``: one the caller keeps, e.g. for the published
+    version's settings); of the plain models only the start's and the best so far are kept.
+    ``only_start``: the start's variant alone, no grid (pinned settings)."""
+    fits = EaseVariantLists(fit, start, rows) if shared is None else shared
     if only_start:
-        return {EaseVariant.of(start): lists_of(EaseVariant.of(start))}, {}
-    recall = {}
+        return {EaseVariant.of(start): fits.lists(EaseVariant.of(start))}, {}
+    recall, out = {}, {}
 
     def best() -> float:
         return max(recall, key=lambda lam: (recall[lam], -abs(np.log(lam / start.ease_lambda))))
 
     for lam in sorted({*EASE_GRID, start.ease_lambda}):
         variant = plain_ease(start, lam)
-        out[variant] = lists_of(variant)
+        out[variant] = fits.lists(variant)
         recall[lam] = recall_at_50(out[variant], relevant)
-        for gone in set(plain) - {best(), start.ease_lambda}:  # a plain model no variant will extend
-            del plain[gone]
-            models.pop((gone, 0, 0.0), None)
+        for gone in set(fits.plain) - {best(), start.ease_lambda}:  # a plain model no variant will extend
+            fits.forget(gone)
     kept = set(ease_variants(start, best()))
     out = {v: lists for v, lists in out.items() if v in kept}
     for variant in ease_variants(start, best()):
         if variant not in out:
-            out[variant] = lists_of(variant)
+            out[variant] = fits.lists(variant)
     return out, recall
 
 

@@ -91,7 +91,7 @@ def route_settings(context: dg.AssetExecutionContext, config: RouteSettingsConfi
     routes, left_out = validation_routes(
         inputs.train, inputs.catalogue, start, encode, ProfileSettings(rating_max=data_source.rating_max),
         inputs.text_cf_setting, inputs.model_lists, inputs.cut, config.max_users,
-        also=published.settings if published else None)
+        also=published.settings if published else None, search=config.search)
     sentences = keep_sentences(context, encode)
     if not config.search:
         ours = _served_figures(routes, start, inputs)

@@ -123,3 +123,19 @@ def test_pairs_over_a_capped_model_s_columns_are_the_whole_pairs_restricted_to_t
     columns = np.array([1, 4, 5, 9, 17, 22])
     whole = windowed_ease.window_pairs(rm, 4).toarray()
     assert np.array_equal(windowed_ease.window_pairs(rm, 4, columns).toarray(), whole[np.ix_(columns, columns)])
+
+
+@pytest.mark.parametrize("n_users, n_items, max_items", [(40, 15, 100), (40, 30, 10)], ids=["gram", "capped"])
+def test_the_term_kept_apart_scores_as_the_folded_one_and_is_never_stored(tmp_path, n_users, n_items, max_items):
+    rm = matrix_of(random_histories(n_users, n_items, 5), n_items)
+    folded = windowed_ease.fit(rm, 7.0, max_items, 3, 0.8)
+    apart = windowed_ease.fit(rm, 7.0, max_items, 3, 0.8, fold=False)
+    assert isinstance(apart.sequence, np.ndarray) and apart.sequence_scale > 0
+    new = sp.csr_matrix(np.random.default_rng(6).random((5, n_items)) * (np.random.default_rng(7).random((5, n_items)) < 0.4))
+    got, want = apart.scores(new, binarize=False), folded.scores(new, binarize=False)
+    assert np.array_equal(np.isfinite(got), np.isfinite(want))
+    assert np.allclose(got[np.isfinite(got)], want[np.isfinite(want)], rtol=1e-9, atol=1e-12)
+    plain = fit_ease(rm.matrix, 7.0, max_items)[1].scores(new, binarize=False)
+    assert not np.allclose(got[np.isfinite(got)], plain[np.isfinite(plain)])  # the term does change the scores
+    with pytest.raises(ValueError, match="not stored"):
+        save_ease(apart, tmp_path / "ease.npz", np.arange(n_items), "run", max_items)

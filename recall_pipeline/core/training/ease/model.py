@@ -47,8 +47,10 @@ class EaseModel:
     history h, h P = (h - (h X') K^-1 X) / lam and scores h - h P / diag(P).
 
     The EASE route's model adds a windowed term (``core.training.ease.windowed``): the Gram and
-    capped solves fold it into ``weights``; the Woodbury solve adds ``sequence_scale`` x
-    (h P) ``sequence``. ``window`` and ``window_weight`` record what it was fitted with (0: none).
+    capped solves fold it into ``weights`` (what is served and stored), or keep ``sequence``
+    apart as a dense array to score a few users (the validation cut: a product per user instead
+    of one over the whole item axis); the Woodbury solve adds ``sequence_scale`` x (h P)
+    ``sequence``. ``window`` and ``window_weight`` record what it was fitted with (0: none).
     """
 
     lam: float
@@ -84,9 +86,20 @@ class EaseModel:
                 out += self.sequence_scale * np.asarray((self.sequence.T @ xp.T).T)
             return out
         if self.columns is None:
-            return np.asarray(x @ self.weights)
+            return self.column_scores(x)
         out = np.full((x.shape[0], self.n_items), -np.inf)
-        out[:, self.columns] = x[:, self.columns] @ self.weights
+        out[:, self.columns] = self.column_scores(x[:, self.columns])
+        return out
+
+    def column_scores(self, x: sp.csr_matrix) -> np.ndarray:
+        """Gram or capped form: the scores over the solve's items of histories ``x`` given over
+        those items, x B, plus the windowed term where it is kept apart: s (x P) C_w, with
+        x P = (x - x B) diag(P) (B's diagonal is zero)."""
+        out = np.asarray(x @ self.weights)
+        if self.sequence is not None:
+            xp = (x.toarray() if sp.issparse(x) else np.asarray(x, dtype=np.float64)) - out
+            xp *= self.diag_p
+            out += self.sequence_scale * (xp @ self.sequence)  # C_w is symmetric
         return out
 
     def sequence_scores(self, histories: sp.csr_matrix) -> np.ndarray:

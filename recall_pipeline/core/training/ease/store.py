@@ -72,6 +72,9 @@ def save_ease(model: EaseModel, path: Path, item_ids: np.ndarray, fit_run: str, 
               item_counts: np.ndarray | None = None) -> None:
     """Write the model (and the item counts of its fit, see :class:`StoredEase`) beside ``path``
     and rename it onto ``path`` (atomic on one file system)."""
+    if model.sequence is not None and model.form != "woodbury":
+        raise ValueError("an EASE model whose windowed term is kept apart (fold=False) is for the validation cut, "
+                         "not stored: fit it folded")
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"lam": float(model.lam), "n_items": int(model.n_items), "fit_run": fit_run,
             "items_sha256": ids_sha256(item_ids), "max_items": int(max_items), "window": int(model.window),

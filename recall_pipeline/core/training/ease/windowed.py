@@ -64,23 +64,34 @@ def window_pairs(rm: RatingMatrix, window: int, columns: np.ndarray | None = Non
 
 
 def fit(rm: RatingMatrix, lam: float, max_items: int | None, window: int, weight: float,
-        seed: int = 0, base: EaseModel | None = None) -> EaseModel:
+        seed: int = 0, base: EaseModel | None = None, pairs: sp.csr_matrix | np.ndarray | None = None,
+        fold: bool = True) -> EaseModel:
     """EASE on ``rm`` (:func:`.model.fit_ease`: the Gram, capped or Woodbury solve) with the
     windowed term of weight ``weight`` (0 or ``window`` 0: EASE alone). A matrix without
     :attr:`rm.recency` (stored before it existed) has no order to take windows in: EASE alone,
     recorded as window 0, so that a stored model never claims a term it does not have.
     ``base``: plain EASE already fitted on ``rm`` at ``lam`` and ``max_items`` (e.g. while
-    tuning the regularisation), extended instead of solved again."""
+    tuning the regularisation), extended instead of solved again; ``pairs``: :func:`window_pairs`
+    of ``rm`` at ``window`` over the model's columns, already built (for several regularisations;
+    dense or sparse). ``fold`` False (Gram and capped solves): the term is kept apart as a dense
+    ``sequence`` and applied per scored history (:meth:`.model.EaseModel.column_scores`) instead
+    of folded into ``B``: for scoring a sample of users (the validation cut), where one
+    items x items product costs more than all their scores; such a model is not stored."""
     if base is not None and (base.lam != lam or base.window or base.n_items != rm.matrix.shape[1]):
         raise ValueError(f"the base model (lambda {base.lam:g}, window {base.window}) is not plain EASE at {lam:g}")
     model = fit_ease(rm.matrix, lam, max_items)[1] if base is None else base
     if weight <= 0 or window < 1 or rm.recency is None:
         return model
-    pairs = window_pairs(rm, window, model.columns)
+    pairs = window_pairs(rm, window, model.columns) if pairs is None else pairs
     sample = _sample_histories(rm, seed)
     if model.kinv_x is not None:  # Woodbury: C_w stays sparse, applied to x P at scoring time
         unit = replace(model, sequence=pairs, sequence_scale=1.0)
         scale = _scale(weight, model.scores(sample), unit.sequence_scores(sample))
+        return replace(unit, sequence_scale=scale, window=window, window_weight=weight)
+    x = sample if model.columns is None else sample[:, model.columns]
+    if not fold:  # kept apart, applied to each history's x P
+        unit = replace(model, sequence=pairs.toarray() if sp.issparse(pairs) else pairs, sequence_scale=1.0)
+        scale = _scale(weight, np.asarray(x @ model.weights), unit.column_scores(x) - np.asarray(x @ model.weights))
         return replace(unit, sequence_scale=scale, window=window, window_weight=weight)
     # Gram or capped: x P = (x - x B) * diag(P), so P C_w = (I - B) diag(P) C_w, folded into B.
     # Transiently B, (I - B) diag(P), C_w dense and their product: four max_items^2 arrays (a
@@ -89,8 +100,7 @@ def fit(rm: RatingMatrix, lam: float, max_items: int | None, window: int, weight
     p_c = -model.weights
     p_c[np.diag_indices_from(p_c)] += 1.0
     p_c *= model.diag_p[None, :]
-    p_c = p_c @ pairs.toarray()
-    x = sample if model.columns is None else sample[:, model.columns]
+    p_c = p_c @ (pairs.toarray() if sp.issparse(pairs) else pairs)
     p_c *= _scale(weight, np.asarray(x @ model.weights), np.asarray(x @ p_c))
     p_c += model.weights
     return replace(model, weights=p_c, window=window, window_weight=weight)
