@@ -160,7 +160,8 @@ def validation_routes(train: pl.DataFrame, catalogue: Catalogue, start: RouteSet
     extra = {}
     if also is not None and EaseVariant.of(also) not in ease:
         same_solve = (also.ease_max_items, also.seed, also.depth) == (start.ease_max_items, start.seed, start.depth)
-        extra = {EaseVariant.of(also): (fits if same_solve else EaseVariantLists(fit, also, rows)).lists(EaseVariant.of(also))}
+        source = fits if same_solve else EaseVariantLists(fit, also, rows)
+        extra = {EaseVariant.of(also): source.lists(EaseVariant.of(also))}
     del fits  # its items x items arrays
     notes_lambda = {f"plain EASE validation Recall@50 at lambda {lam:g}": round(v, 5) for lam, v in by_lambda.items()}
     return ValidationRoutes(lists={n: v for n, v in lists.items() if (v >= 0).any()}, ease=ease,
