@@ -30,6 +30,15 @@ def on_columns(scorer: Scorer, columns: np.ndarray) -> Scorer:
     return narrow(columns) if narrow is not None else (lambda rows: scorer(rows)[:, columns])
 
 
+def proposing(scorer: Scorer, columns: np.ndarray) -> Scorer:
+    """``scorer``, marked as scoring -inf on every item but ``columns`` (sorted positions): EASE
+    solved over the most-interacted items proposes those alone. A ranking then ranks those
+    columns only (``ranking.top_k_scored``), with the same lists, instead of a catalogue-wide
+    row of -inf per user. Give the scorer :func:`with_columns` too, or the full scores are sliced."""
+    scorer.proposes = np.asarray(columns)
+    return scorer
+
+
 def binary(train: sp.csr_matrix) -> sp.csr_matrix:
     """The implicit (0/1) version of a rating matrix."""
     x = train.copy().astype(np.float64)

@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import scipy.sparse as sp
 
+from recall_pipeline.core.scoring import on_columns
+
 
 def tie_order(n_items: int, seed: int = 0) -> np.ndarray:
     """A fixed random rank per item, used as the tie-breaker."""
@@ -170,10 +172,18 @@ def top_k_scored(scorer: Callable[[np.ndarray], np.ndarray], rows: np.ndarray, k
     many users and items there are, and no users x items array is ever built. Each block's rows
     are ranked in :func:`ranking_threads` slices at once (each row's list is its own: the lists
     are the one-thread ones). ``exclude``: a matrix whose stored entries in the users' rows are
-    left out (training items); ``ties``: as in :func:`top_k_dense`."""
+    left out (training items); ``ties``: as in :func:`top_k_dense`. A scorer that proposes
+    some columns only (``scoring.proposing``) is ranked over those: an item scoring -inf never
+    makes a list, so the lists are the same."""
     rows = np.asarray(rows)
-    step = block_rows(n_items, budget_bytes)
     ties = tie_order(n_items, seed) if ties is None else np.asarray(ties)
+    proposed = getattr(scorer, "proposes", None)
+    if proposed is not None and len(proposed) < n_items:
+        top, top_scores = top_k_scored(on_columns(scorer, proposed), rows, k, len(proposed),
+                                       exclude[:, proposed].tocsr() if exclude is not None else None, seed,
+                                       budget_bytes, ties[proposed])
+        return np.where(top >= 0, proposed[np.where(top >= 0, top, 0)], -1), top_scores
+    step = block_rows(n_items, budget_bytes)
     items = np.full((len(rows), k), -1, dtype=np.int64)
     scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
     threads = ranking_threads()

@@ -48,3 +48,25 @@ def test_cold_lists_are_those_of_the_full_scores():
         sliced, _ = cold_top_k(lambda rows, s=scorer: s(rows)[:, COLUMNS], ROWS, len(COLUMNS))
         assert narrow.shape == (N_USERS, COLD_K)
         np.testing.assert_array_equal(narrow, sliced, err_msg=name)
+
+
+def test_a_capped_ease_is_ranked_over_its_columns_with_the_lists_of_the_whole_catalogue():
+    from recall_pipeline.core.recall.ranking import top_k_dense, top_k_scored
+    from recall_pipeline.core.training.ease.model import EaseSolver
+
+    train = sp.random(N_USERS, N_ITEMS, density=0.08, format="csr", random_state=5)
+    train = sp.csr_matrix(sp.diags((np.arange(N_USERS) % 5 > 0).astype(float)) @ train)  # some without history:
+    train.eliminate_zeros()  # every item ties at 0 for them, so the catalogue's tie order decides their lists
+    model_scorer, model = EaseSolver(train, max_items=50, max_dense_cells=0).fit(30.0)  # capped
+    weighted = sp.csr_matrix(train.multiply(RNG.random(train.shape)))  # e.g. recency-weighted histories
+    for name, scorer in {"solver": model_scorer, "model, weighted": model.scorer(weighted, binarize=False)}.items():
+        assert np.array_equal(scorer.proposes, model.columns), name
+        full = scorer(ROWS)
+        # any columns, inside the cap or not, score as the full scores sliced
+        np.testing.assert_array_equal(on_columns(scorer, COLUMNS)(ROWS), full[:, COLUMNS], err_msg=name)
+        for k in (10, 60):  # 60: more than some users' unlisted kept items, so lists end in -1
+            got = top_k_scored(scorer, ROWS, k, N_ITEMS, train, seed=3)
+            want = top_k_dense(full, k, train, ROWS, seed=3)
+            np.testing.assert_array_equal(got[0], want[0], err_msg=name)
+            np.testing.assert_array_equal(got[1], want[1], err_msg=name)
+        assert (got[0] == -1).any() and np.isin(got[0][got[0] >= 0], model.columns).all()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from recall_pipeline.core.scoring import Scorer, binary, item_counts
+from recall_pipeline.core.scoring import Scorer, binary, item_counts, proposing, with_columns
 
 # EASE's exact solutions hold a dense users x items (Woodbury) or items x items (Gram) array;
 # above these sizes the item-item model is solved over the most-interacted items only.
@@ -119,7 +119,15 @@ class EaseModel:
         in :meth:`scores`)."""
         if train.shape[1] != self.n_items:
             raise ValueError(f"the EASE model covers {self.n_items} items, the matrix {train.shape[1]}")
-        return lambda rows: self.scores(train[rows], binarize)
+        scorer = lambda rows: self.scores(train[rows], binarize)  # noqa: E731
+        if self.columns is None:
+            return scorer
+
+        def prepared(rows: np.ndarray) -> sp.csr_matrix:
+            x = sp.csr_matrix(train[rows][:, self.columns])
+            return binary(x) if binarize else x.astype(np.float64)
+
+        return _capped(scorer, self.columns, lambda rows: self.column_scores(prepared(rows)))
 
 
 def fit_ease(train: sp.csr_matrix, lam: float, max_items: int | None = None,
@@ -183,7 +191,7 @@ class EaseSolver:
             out[:, keep] = x[rows] @ b
             return out
 
-        return scores, model
+        return _capped(scores, keep, lambda rows: np.asarray(x[rows] @ b)), model
 
     def _woodbury(self, lam: float) -> tuple[Scorer, EaseModel]:
         """EASE through P = (I - X' K^-1 X) / lam with K = lam I + X X' (users x users)."""
@@ -196,6 +204,29 @@ class EaseSolver:
         # x_u B = x_u - (x_u P) / diag(P); B's diagonal, 1 - P_jj / P_jj, is zero by construction
         return ((lambda rows: dense[rows] - xp_all[rows] / diag_p),
                 EaseModel(lam, self.n_items, fit=self.x, kinv_x=k_inv_x, diag_p=diag_p))
+
+
+def _capped(scorer: Scorer, keep: np.ndarray, kept_scores: Scorer) -> Scorer:
+    """A capped solve's scorer (every item but ``keep`` at -inf), marked as proposing ``keep``
+    alone and able to score any columns (``scoring.with_columns``) from ``kept_scores`` (the
+    users' scores over ``keep``): rankings then rank the kept items only."""
+
+    def columns_of(columns: np.ndarray) -> Scorer:
+        columns = np.asarray(columns)
+        if np.array_equal(columns, keep):
+            return kept_scores
+        place = np.minimum(np.searchsorted(keep, columns), len(keep) - 1)
+        inside = keep[place] == columns
+
+        def scores(rows: np.ndarray) -> np.ndarray:
+            out = np.full((len(rows), len(columns)), -np.inf)
+            if inside.any():
+                out[:, inside] = kept_scores(rows)[:, place[inside]]
+            return out
+
+        return scores
+
+    return proposing(with_columns(scorer, columns_of), keep)
 
 
 def _ease_weights(gram: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
