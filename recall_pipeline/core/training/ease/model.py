@@ -119,7 +119,9 @@ class EaseModel:
         in :meth:`scores`)."""
         if train.shape[1] != self.n_items:
             raise ValueError(f"the EASE model covers {self.n_items} items, the matrix {train.shape[1]}")
-        scorer = lambda rows: self.scores(train[rows], binarize)  # noqa: E731
+        def scorer(rows: np.ndarray) -> np.ndarray:
+            return self.scores(train[rows], binarize)
+
         if self.columns is None:
             return scorer
 
