@@ -283,22 +283,20 @@ def ease_route(rm: RatingMatrix, settings: RouteSettings, rows: np.ndarray,
                model: EaseModel | None = None) -> np.ndarray:
     """The EASE route's top ``settings.depth`` items for the users at ``rows`` (:func:`ease_route_scorer`).
 
-    A capped model scores only its columns (every other item scores -inf and never makes a
-    list), so only those are ranked, with the catalogue's tie ranks of those items: the lists
-    of the ranking over the whole catalogue, without scoring and sorting a million -inf per
-    user at scale."""
+    A capped model's scorer proposes only its columns (``scoring.proposing``: every other item
+    scores -inf and never makes a list), so only those are scored and ranked: the lists of the
+    ranking over the whole catalogue, without scoring and sorting a million -inf per user at
+    scale; and only these users' histories are weighed."""
     if model is None:
         model = fit_ease_route(rm, settings)
     if model.columns is None:
         top, _ = top_k_scored(ease_route_scorer(rm, settings, model), rows, settings.depth, len(rm.item_ids),
                               rm.matrix, settings.seed)
         return top
-    columns = model.columns
-    weighted = rm.recency_weighted(settings.ease_recency_tau, settings.ease_recency_floor, rows)[:, columns]
-    top, _ = top_k_scored(lambda block: model.column_scores(weighted[block]), np.arange(len(rows)),
-                          settings.depth, len(columns), rm.matrix[rows][:, columns].tocsr(), settings.seed,
-                          ties=tie_order(len(rm.item_ids), settings.seed)[columns])
-    return np.where(top >= 0, columns[np.where(top >= 0, top, 0)], -1)
+    weighted = rm.recency_weighted(settings.ease_recency_tau, settings.ease_recency_floor, rows)
+    top, _ = top_k_scored(model.scorer(weighted, binarize=False), np.arange(len(rows)), settings.depth,
+                          len(rm.item_ids), rm.matrix[rows], settings.seed)
+    return top
 
 
 def fit_ease_route(rm: RatingMatrix, settings: RouteSettings) -> EaseModel:
