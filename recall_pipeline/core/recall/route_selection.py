@@ -181,40 +181,37 @@ class FusedTopK:
         stacked = np.stack([lists[name] for name in self.names], axis=1)        # users x routes x depth
         users, n_routes, depth = stacked.shape
         flat = stacked.reshape(users, n_routes * depth)
-        order = np.argsort(flat, axis=1, kind="stable")
+        order = np.argsort(flat, axis=1)  # equal entries (an item two routes list) share a slot: any order
         ordered = np.take_along_axis(flat, order, axis=1)
-        first = np.ones_like(ordered, dtype=bool)
-        first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-        slots_sorted = np.cumsum(first, axis=1) - 1
+        new = np.ones_like(ordered, dtype=bool)
+        new[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+        slots_sorted = np.cumsum(new, axis=1) - 1
         slots = np.empty_like(slots_sorted)
         np.put_along_axis(slots, order, slots_sorted, axis=1)
         width = int(slots_sorted.max(initial=0)) + 2  # the last slot stays empty: a filler that never lists
         self.items = np.full((users, width), -1, dtype=np.int64)
-        rows = np.repeat(np.arange(users), flat.shape[1]).reshape(flat.shape)
-        self.items[rows[first], slots_sorted[first]] = ordered[first]
-        slots = slots.reshape(users, n_routes, depth)
-        # per route: (cells of the flattened users x width array, 0-based positions) of its listed
-        # entries; a flat index adds in a third of the time of a (row, slot) pair
-        self.entries = []
-        for r in range(n_routes):
-            rows_r, positions = np.nonzero(stacked[:, r, :] >= 0)
-            self.entries.append((rows_r * width + slots[rows_r, r, positions], positions))
+        np.put_along_axis(self.items, slots_sorted, ordered, axis=1)  # an item listed twice: its slot twice
+        # every route's listed entries, user by user and routes in order: (cell of the flattened
+        # users x width array, route x depth slot of its vote). A weighted bincount sums each
+        # cell's votes in that order, from 0, as adding route after route does: the same sums.
+        listed = np.flatnonzero(flat >= 0)
+        self.cells = listed // flat.shape[1] * width + slots.ravel()[listed]
+        self.votes = listed % flat.shape[1]
         self.rank = np.arange(1, depth + 1, dtype=np.float64)
-        ties = tie_order(n_items, seed)
-        self.ties = np.where(self.items >= 0, ties[np.where(self.items >= 0, self.items, 0)], np.iinfo(np.int64).max)
+        self.safe_items = np.maximum(self.items, 0)
+        # the catalogue's tie ranks; an empty slot (-1) takes the appended last: never preferred
+        self.ties = np.append(tie_order(n_items, seed), np.iinfo(np.int64).max)[self.items]
 
     def top(self, weights: dict[str, float], c: float, item_weights: np.ndarray | None, k: int = K) -> np.ndarray:
         """Users x ``k`` item positions (-1 padded): each item scored ``sum weight / (c + rank)``
         (routes added in order, as the sparse sum does), times ``item_weights[item]``; ordered by
         score, then the catalogue's seeded tie order."""
-        fused = np.zeros(self.items.shape, dtype=np.float64)
-        cells = fused.reshape(-1)  # a view: the sums land in fused
-        for name, (flat, positions) in zip(self.names, self.entries):
-            cells[flat] += (weights.get(name, 1.0) / (c + self.rank))[positions]
+        vote = np.concatenate([weights.get(name, 1.0) / (c + self.rank) for name in self.names])
+        scores = np.bincount(self.cells, weights=vote[self.votes], minlength=self.items.size).reshape(self.items.shape)
         if item_weights is not None:
-            fused *= np.where(self.items >= 0, item_weights[np.where(self.items >= 0, self.items, 0)], 0.0)
-        present = (fused != 0) & (self.items >= 0)  # a sparse sum stores no zero: weight-0 votes are absent
-        scores = np.where(present, fused, -np.inf)
+            scores *= item_weights[self.safe_items]
+        # absent: a slot no route lists (its sum is 0), and weight-0 votes (a sparse sum stores no zero)
+        scores[scores == 0] = -np.inf
         columns = self._contenders(scores, k)
         values = np.take_along_axis(scores, columns, axis=1)
         keys = np.where(np.isfinite(values), np.take_along_axis(self.ties, columns, axis=1), np.iinfo(np.int64).max)
@@ -233,13 +230,20 @@ class FusedTopK:
         width = scores.shape[1]
         if width <= 2 * k:
             return np.broadcast_to(np.arange(width), scores.shape)
-        first = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        kth = np.take_along_axis(scores, first, axis=1).min(axis=1, keepdims=True)
-        above = np.where(np.take_along_axis(scores, first, axis=1) > kth, first, -1)
-        tied = np.argpartition(np.where(scores == kth, self.ties, np.iinfo(np.int64).max), k - 1, axis=1)[:, :k]
-        tied = np.where(np.take_along_axis(scores, tied, axis=1) == kth, tied, -1)
-        columns = np.concatenate([above, tied], axis=1)
-        return np.where(columns >= 0, columns, width - 1)  # fillers: the last slot, always absent
+        first = np.argpartition(scores, width - k, axis=1)[:, width - k:]
+        top = np.take_along_axis(scores, first, axis=1)
+        kth = top.min(axis=1, keepdims=True)
+        # only where an entry equal to the k-th score lies outside ``first`` can the tie order
+        # change which entries make the top k: the tie ranks are consulted for those users alone
+        split = np.flatnonzero((scores == kth).sum(axis=1) > (top == kth).sum(axis=1))
+        if not len(split):
+            return first
+        columns = np.concatenate([first, np.full_like(first, width - 1)], axis=1)  # fillers: always absent
+        part, kth_part = scores[split], kth[split]
+        tied = np.argpartition(np.where(part == kth_part, self.ties[split], np.iinfo(np.int64).max), k - 1, axis=1)[:, :k]
+        tied = np.where(np.take_along_axis(part, tied, axis=1) == kth_part, tied, width - 1)
+        columns[split] = np.concatenate([np.where(top[split] > kth_part, first[split], width - 1), tied], axis=1)
+        return columns
 
 
 def in_route_order(lists: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

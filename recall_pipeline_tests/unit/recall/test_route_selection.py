@@ -36,6 +36,27 @@ def test_fused_top_k_is_the_served_fusion(seed):
     np.testing.assert_array_equal(fast, served)
 
 
+@pytest.mark.parametrize("ties", ["everywhere", "none"])
+def test_fused_top_k_orders_ties_as_served(ties):
+    """Equal weights and no discount tie many items at the 50th place (only the catalogue's tie
+    order separates them: another tie seed changes the lists); distinct weights and item counts
+    tie none (another seed changes nothing). Either way the search's top 50 are the served ones."""
+    rng = np.random.default_rng(7)
+    lists = {name: random_lists(rng, users=120, pad=0.0) for name in ROUTES}
+    if ties == "everywhere":
+        weights, counts, discount = {name: 1.0 for name in ROUTES}, np.zeros(N_ITEMS, dtype=np.int64), 0.0
+    else:
+        weights = dict(zip(ROUTES, (1.0, 0.7, 0.45, 0.3, 0.15, 0.05)))
+        counts, discount = rng.permutation(N_ITEMS) + 1, 0.1
+    settings = RouteSettings(depth=DEPTH, weights=weights, rrf_c=60.0, popularity_discount=discount, mmr_lambda=1.0)
+    served = merge_routes(lists, np.eye(N_ITEMS, dtype=np.float32), rs.K, settings, counts).items
+    factors = rs.popularity_factors(counts, discount)
+    np.testing.assert_array_equal(rs.FusedTopK(lists, N_ITEMS).top(weights, 60.0, factors), served)
+    reseeded = rs.FusedTopK(lists, N_ITEMS, seed=1).top(weights, 60.0, factors)
+    changed = (reseeded != served).any(axis=1).mean()  # share of users whose lists another tie order changes
+    assert changed > 0.1 if ties == "everywhere" else changed == 0
+
+
 def relevant_matrix(rng, users=N_USERS, per_user=5) -> sp.csr_matrix:
     rows = np.repeat(np.arange(users), per_user)
     cols = np.concatenate([rng.choice(N_ITEMS, per_user, replace=False) for _ in range(users)])
