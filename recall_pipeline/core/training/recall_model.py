@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
 from recall_pipeline.core.checksums import frame_sha256
 from recall_pipeline.core.evaluation.baselines import validation_recall
@@ -21,6 +22,7 @@ from recall_pipeline.core.features.rating_matrix import RatingMatrix, build_rati
 from recall_pipeline.core.recall.ranking import top_k_scored
 from recall_pipeline.core.recall.route_selection import selection_rows
 from recall_pipeline.core.recall.routes import RouteSettings
+from recall_pipeline.core.scoring import Scorer
 from recall_pipeline.core.recall.validation_routes import save_model_lists
 from recall_pipeline.core.training import model_registry, route_trust, two_tower
 from recall_pipeline.core.training.model_registry import Judgement
@@ -155,34 +157,43 @@ def training_part(split: pl.DataFrame) -> pl.DataFrame:
     return split.filter(pl.col("part") == "train")
 
 
-def validation_phase(result: two_tower.TrainingResult, split: pl.DataFrame, rm: RatingMatrix):
-    """(the validation cut's fit part as a rating matrix, its held-out relevance, the version's
-    early-stopping model as a dense scorer over the fit histories): what the trust and the
-    stored validation lists are computed from."""
+@dataclass(frozen=True)
+class ValidationPhase:
+    """The validation cut's fit part as a rating matrix, its held-out relevance, and the
+    version's early-stopping model as a dense scorer over the fit histories: what the trust and
+    the stored validation lists are both computed from (built once: at L its user and item
+    vectors and matrices took about 20 s)."""
+
+    fit: RatingMatrix
+    holdout: sp.csr_matrix
+    scorer: Scorer
+
+
+def validation_phase(result: two_tower.TrainingResult, split: pl.DataFrame, rm: RatingMatrix) -> ValidationPhase:
+    """The :class:`ValidationPhase` of ``result`` on ``split``'s validation cut."""
     train = training_part(split)
     fit_rows = train.filter(pl.col("val_part") == "fit").with_columns(part=pl.lit("train"))
     fit = build_rating_matrix(fit_rows, rm.item_ids, rm.user_ids)
     _, holdout = validation_matrices(train, rm)
     model = result.validation_model if result.validation_model is not None else result.model
-    return fit, holdout, two_tower.dense_scorer(model, fit_sequences(train, rm), len(rm.user_ids))
+    return ValidationPhase(fit, holdout, two_tower.dense_scorer(model, fit_sequences(train, rm), len(rm.user_ids)))
 
 
-def trust_of(result: two_tower.TrainingResult, split: pl.DataFrame, rm: RatingMatrix, lm_vectors: np.ndarray,
+def trust_of(phase: ValidationPhase, lm_vectors: np.ndarray,
              training: two_tower.TrainingSettings = two_tower.TrainingSettings()) -> route_trust.Trust:
     """The version's trust factor in the fused lists (``core.training.route_trust``), from its
     early-stopping model on the validation cut, with the validation's sample of users."""
-    fit, holdout, scorer = validation_phase(result, split, rm)
-    return route_trust.two_tower_trust(scorer, fit, two_tower.validation_sample(holdout, training), lm_vectors)
+    return route_trust.two_tower_trust(phase.scorer, phase.fit, two_tower.validation_sample(phase.holdout, training),
+                                       lm_vectors)
 
 
-def validation_lists(result: two_tower.TrainingResult, split: pl.DataFrame, rm: RatingMatrix,
-                     depth: int = RouteSettings.depth, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def validation_lists(phase: ValidationPhase, rm: RatingMatrix, depth: int = RouteSettings.depth,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(user ids, their lists): the early-stopping model's top ``depth`` items on the validation
     cut for the users the fusion is chosen on (``route_selection.selection_rows``), stored with
     the version so that each run's choice can weigh the two-tower route without retraining."""
-    fit, holdout, scorer = validation_phase(result, split, rm)
-    rows = selection_rows(holdout, seed=seed)
-    lists, _ = top_k_scored(scorer, rows, depth, len(rm.item_ids), fit.matrix, seed)
+    rows = selection_rows(phase.holdout, seed=seed)
+    lists, _ = top_k_scored(phase.scorer, rows, depth, len(rm.item_ids), phase.fit.matrix, seed)
     return rm.user_ids[rows], lists
 
 
@@ -341,9 +352,11 @@ def train_and_register(inputs: TrainingInputs, settings: ModelSettings, folder: 
     tracker.log_params({**flat_params(settings), **snapshot, "encoder": inputs.encoder})
     result = train(inputs.split, inputs.rm, inputs.lm_vectors, settings, log=epoch_logger(info, tracker),
                    lm_top=lm_top)
-    trust = trust_of(result, inputs.split, inputs.rm, inputs.lm_vectors, settings.training)
+    phase = validation_phase(result, inputs.split, inputs.rm)
+    trust = trust_of(phase, inputs.lm_vectors, settings.training)
     info(f"trust in the fused lists: {trust.factor} (validation Recall@50 by factor: {trust.recall})")
-    model_lists = validation_lists(result, inputs.split, inputs.rm, seed=settings.training.seed)
+    model_lists = validation_lists(phase, inputs.rm, seed=settings.training.seed)
+    del phase  # its users x dim and items x dim vectors
     outcome = register_and_judge(
         result, inputs.split, inputs.rm, inputs.item_ids, inputs.lm_vectors, inputs.encoder, folder, tracking_uri,
         mlflow_run_id, tags={"dagster_run_id": dagster_run_id, "encoder": inputs.encoder,

@@ -168,10 +168,11 @@ def test_the_trust_factor_reads_training_data_alone_and_travels_with_the_saved_m
     from recall_pipeline.core.training.route_trust import CONFIG_KEY, saved_trust
 
     split, first = world["before"], history["first"]
-    trust = recall_model.trust_of(first, split, rm_of(world, split), world["lm"], SETTINGS.training)
+    trust = recall_model.trust_of(recall_model.validation_phase(first, split, rm_of(world, split)), world["lm"],
+                                  SETTINGS.training)
     assert trust.users > 0 and set(trust.recall) == {0.0, 0.25, 0.5, 0.75, 1.0}
-    corrupted = recall_model.trust_of(first, corrupt_test_parts(split), rm_of(world, split), world["lm"],
-                                      SETTINGS.training)
+    corrupted = recall_model.trust_of(recall_model.validation_phase(first, corrupt_test_parts(split), rm_of(world, split)),
+                                      world["lm"], SETTINGS.training)
     assert (corrupted.factor, corrupted.recall) == (trust.factor, trust.recall)
     two_tower.save_model(first.model, world["item_ids"], tmp_path / "v" / "model", {CONFIG_KEY: 0.25})
     two_tower.save_model(first.model, world["item_ids"], tmp_path / "old" / "model")  # saved before trust existed
