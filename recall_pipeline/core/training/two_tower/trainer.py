@@ -203,9 +203,12 @@ def _seeded(seed: int) -> torch.Generator:
 
 
 def _optimizer(model: TwoTower, training: TrainingSettings) -> torch.optim.Optimizer:
-    """AdamW over the towers; the LM's top layers, when fine-tuned, at their own learning rate."""
+    """AdamW over the towers; the LM's top layers, when fine-tuned, at their own learning rate.
+    ``foreach``: each step's arithmetic over all parameters at once, the same numbers as torch's
+    CPU default (one parameter at a time), in less time; AdamW updates the whole item-id
+    embedding at every batch, which at L (1M x 128) was half of the epochs' time."""
     towers = [p for name, p in model.named_parameters() if not name.startswith("lm_top.")]
     groups = [{"params": towers, "lr": training.learning_rate}]
     if model.lm_top is not None:
         groups.append({"params": list(model.lm_top.parameters()), "lr": training.lm_learning_rate})
-    return torch.optim.AdamW(groups, weight_decay=training.weight_decay)
+    return torch.optim.AdamW(groups, weight_decay=training.weight_decay, foreach=True)
