@@ -240,7 +240,8 @@ class FusedTopK:
             return first
         columns = np.concatenate([first, np.full_like(first, width - 1)], axis=1)  # fillers: always absent
         part, kth_part = scores[split], kth[split]
-        tied = np.argpartition(np.where(part == kth_part, self.ties[split], np.iinfo(np.int64).max), k - 1, axis=1)[:, :k]
+        tie_ranks = np.where(part == kth_part, self.ties[split], np.iinfo(np.int64).max)
+        tied = np.argpartition(tie_ranks, k - 1, axis=1)[:, :k]
         tied = np.where(np.take_along_axis(part, tied, axis=1) == kth_part, tied, width - 1)
         columns[split] = np.concatenate([np.where(top[split] > kth_part, first[split], width - 1), tied], axis=1)
         return columns

@@ -22,8 +22,8 @@ from recall_pipeline.core.features.rating_matrix import RatingMatrix, build_rati
 from recall_pipeline.core.recall.ranking import top_k_scored
 from recall_pipeline.core.recall.route_selection import selection_rows
 from recall_pipeline.core.recall.routes import RouteSettings
-from recall_pipeline.core.scoring import Scorer
 from recall_pipeline.core.recall.validation_routes import save_model_lists
+from recall_pipeline.core.scoring import Scorer
 from recall_pipeline.core.training import model_registry, route_trust, two_tower
 from recall_pipeline.core.training.model_registry import Judgement
 from recall_pipeline.core.training.training_pairs import holdout_less_pairs, read_training_pairs, save_training_pairs
