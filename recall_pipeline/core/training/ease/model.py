@@ -119,17 +119,14 @@ class EaseModel:
         in :meth:`scores`)."""
         if train.shape[1] != self.n_items:
             raise ValueError(f"the EASE model covers {self.n_items} items, the matrix {train.shape[1]}")
-        def scorer(rows: np.ndarray) -> np.ndarray:
-            return self.scores(train[rows], binarize)
-
         if self.columns is None:
-            return scorer
+            return lambda rows: self.scores(train[rows], binarize)
 
-        def prepared(rows: np.ndarray) -> sp.csr_matrix:
+        def kept_scores(rows: np.ndarray) -> np.ndarray:
             x = sp.csr_matrix(train[rows][:, self.columns])
-            return binary(x) if binarize else x.astype(np.float64)
+            return self.column_scores(binary(x) if binarize else x.astype(np.float64))
 
-        return _capped(scorer, self.columns, lambda rows: self.column_scores(prepared(rows)))
+        return _capped(kept_scores, self.columns, self.n_items)
 
 
 def fit_ease(train: sp.csr_matrix, lam: float, max_items: int | None = None,
@@ -185,15 +182,11 @@ class EaseSolver:
         b, diag_p = _ease_weights(self.gram, lam)
         x, keep, n_items = self.x, self.columns, self.n_items
         model = EaseModel(lam, n_items, weights=b, columns=keep, diag_p=diag_p)
-        if keep is None:
-            return (lambda rows: np.asarray(x[rows] @ b)), model
 
-        def scores(rows: np.ndarray) -> np.ndarray:
-            out = np.full((len(rows), n_items), -np.inf)
-            out[:, keep] = x[rows] @ b
-            return out
+        def scores(rows: np.ndarray) -> np.ndarray:  # over the kept items when capped
+            return np.asarray(x[rows] @ b)
 
-        return _capped(scores, keep, lambda rows: np.asarray(x[rows] @ b)), model
+        return (scores if keep is None else _capped(scores, keep, n_items)), model
 
     def _woodbury(self, lam: float) -> tuple[Scorer, EaseModel]:
         """EASE through P = (I - X' K^-1 X) / lam with K = lam I + X X' (users x users)."""
@@ -208,10 +201,16 @@ class EaseSolver:
                 EaseModel(lam, self.n_items, fit=self.x, kinv_x=k_inv_x, diag_p=diag_p))
 
 
-def _capped(scorer: Scorer, keep: np.ndarray, kept_scores: Scorer) -> Scorer:
-    """A capped solve's scorer (every item but ``keep`` at -inf), marked as proposing ``keep``
-    alone and able to score any columns (``scoring.with_columns``) from ``kept_scores`` (the
-    users' scores over ``keep``): rankings then rank the kept items only."""
+def _capped(kept_scores: Scorer, keep: np.ndarray, n_items: int) -> Scorer:
+    """A capped solve's scorer over all ``n_items`` (every item but ``keep`` at -inf), built
+    from ``kept_scores`` (the users' scores over ``keep``), marked as proposing ``keep`` alone
+    and able to score any columns (``scoring.with_columns``): rankings then rank the kept items
+    only."""
+
+    def scorer(rows: np.ndarray) -> np.ndarray:
+        out = np.full((len(rows), n_items), -np.inf)
+        out[:, keep] = kept_scores(rows)
+        return out
 
     def columns_of(columns: np.ndarray) -> Scorer:
         columns = np.asarray(columns)
