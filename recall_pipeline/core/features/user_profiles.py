@@ -86,6 +86,19 @@ def _join_words(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
+def top_genres(liked: pl.DataFrame, n: int) -> pl.DataFrame:
+    """Each user's ``n`` genres of most liked weight (``liked``: user_id, genres (one per row),
+    weight), heaviest first, equal weights by name: user_id, genres (a list).
+
+    Each sum adds its genre's weights in sorted order. polars' parallel group-by adds them in an
+    order that varies from call to call, and genres that share their items (Action and
+    Adventure) tie exactly only if added alike: otherwise the last bit decides their order, the
+    same history gives another sentence on the next run, and a kept sentence is not found."""
+    return (liked.group_by("user_id", "genres").agg(pl.col("weight").sort().sum())
+            .sort(["user_id", "weight", "genres"], descending=[False, True, False])
+            .group_by("user_id", maintain_order=True).agg(pl.col("genres").head(n)))
+
+
 def interest_texts(train: pl.DataFrame, items: pl.DataFrame,
                    settings: ProfileSettings = ProfileSettings()) -> pl.DataFrame:
     """One sentence per user: their most liked genres and most recently liked titles.
@@ -94,10 +107,7 @@ def interest_texts(train: pl.DataFrame, items: pl.DataFrame,
     """
     liked = (history_weights(train, settings).filter("liked")
              .join(items.select("item_id", "title", "year", "genres"), on="item_id", how="left"))
-    genres = (liked.explode("genres").drop_nulls("genres")
-              .group_by("user_id", "genres").agg(pl.col("weight").sum())
-              .sort(["user_id", "weight", "genres"], descending=[False, True, False])
-              .group_by("user_id", maintain_order=True).agg(pl.col("genres").head(settings.text_genres)))
+    genres = top_genres(liked.explode("genres").drop_nulls("genres"), settings.text_genres)
     titles = (liked.drop_nulls("title")
               .with_columns(label=pl.when(pl.col("year").is_not_null())
                             .then(pl.format("{} ({})", "title", "year")).otherwise(pl.col("title")))
@@ -106,10 +116,10 @@ def interest_texts(train: pl.DataFrame, items: pl.DataFrame,
     users = train.select("user_id").unique().sort("user_id")
     merged = users.join(genres, on="user_id", how="left").join(titles, on="user_id", how="left")
     texts = []
-    for _user, top_genres, recent in merged.iter_rows():
+    for _user, favourite, recent in merged.iter_rows():
         parts = []
-        if top_genres:
-            parts.append(f"Likes {_join_words(top_genres)}.")
+        if favourite:
+            parts.append(f"Likes {_join_words(favourite)}.")
         if recent:
             parts.append(f"Recently liked {_join_words(recent)}.")
         texts.append(" ".join(parts))
