@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +167,36 @@ class Tuned:
     blends: dict[float, float] = field(default_factory=dict)
     cold_scorer: str = TEXT_CF
     views: dict[str, float] = field(default_factory=dict)
+    margin: Margin | None = None
+
+
+@dataclass(frozen=True)
+class Margin:
+    """How far the chosen cold scorer leads the next best on the same pseudo-cold users: the
+    mean per-user gain in Recall@20 and its lower 95% bound (a paired bootstrap over users,
+    ``route_selection.paired_gain``, as the warm choice's guard). Reported, not acted on: the
+    best scorer serves either way; a bound below 0 says the choice is within the noise (a few
+    thousand pseudo-cold users with a few hits each, as at 1M items)."""
+
+    runner_up: str
+    gain: float
+    lower_bound: float
+
+    def describe(self) -> str:
+        return f"{self.gain:+.4f} over {self.runner_up} (95% lower bound {self.lower_bound:+.4f})"
+
+
+def cold_margin(chosen: str, per_user: dict[str, np.ndarray]) -> Margin | None:
+    """:class:`Margin` of scorer ``chosen`` over the best other of ``per_user`` (name -> per-user
+    pseudo-cold Recall@20, the same users in the same order; None: no other, or no user)."""
+    from recall_pipeline.core.recall.route_selection import paired_gain
+
+    others = {name: recalls for name, recalls in per_user.items() if name != chosen}
+    if not others or not len(per_user[chosen]):
+        return None
+    runner_up = max(others, key=lambda name: others[name].mean())
+    gain, lower = paired_gain(per_user[chosen], others[runner_up])
+    return Margin(runner_up, gain, lower)
 
 
 def tune(fit_train: sp.csr_matrix, features: np.ndarray, judge, lambdas=LAMBDA_GRID,
@@ -202,26 +232,34 @@ class PseudoCold:
     fit_rows: pl.DataFrame | None = None
 
     def recall(self, model: TextCF, features: np.ndarray) -> float:
-        """``model``'s pseudo-cold Recall@20 over ``features``, scoring only the pseudo-cold
-        items' columns (:meth:`recall_of`)."""
+        """``model``'s pseudo-cold Recall@20 over ``features`` (:meth:`recalls`' mean)."""
+        return float(self.recalls(model, features).mean()) if len(self.rows) else 0.0
+
+    def recalls(self, model: TextCF, features: np.ndarray) -> np.ndarray:
+        """``model``'s pseudo-cold Recall@20 of each user at ``rows``, scoring only the
+        pseudo-cold items' columns (:meth:`recalls_of`)."""
         if not len(self.rows):
-            return 0.0
+            return np.zeros(0)
         queries = model.user_queries(self.matrix, features, self.rows)
         cold_features = np.ascontiguousarray(features[self.columns].T)
-        return self.recall_of(lambda block: queries[block] @ cold_features)
+        return self.recalls_of(lambda block: queries[block] @ cold_features)
 
     def recall_of(self, score_cold) -> float:
-        """Pseudo-cold Recall@20 of ``score_cold`` (positions into ``rows`` -> their scores of the
-        pseudo-cold items, in ``columns`` order): the protocol's cold ranking
-        (``protocol.cold_ranked``: the pseudo-cold items alone, same seeded ties)."""
+        """Pseudo-cold Recall@20 of ``score_cold`` (:meth:`recalls_of`' mean)."""
+        return float(self.recalls_of(score_cold).mean()) if len(self.rows) else 0.0
+
+    def recalls_of(self, score_cold) -> np.ndarray:
+        """Pseudo-cold Recall@20 of each user at ``rows`` under ``score_cold`` (positions into
+        ``rows`` -> their scores of the pseudo-cold items, in ``columns`` order): the protocol's
+        cold ranking (``protocol.cold_ranked``: the pseudo-cold items alone, same seeded ties)."""
         from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts
         from recall_pipeline.core.evaluation.protocol import COLD_K, cold_top_k
 
         if not len(self.rows):
-            return 0.0
+            return np.zeros(0)
         lists, _ = cold_top_k(score_cold, np.arange(len(self.rows)), len(self.columns))
         hits = hit_matrix(lists, self.relevant)
-        return float(recall_at_k(hits, relevant_counts(self.relevant), COLD_K).mean())
+        return recall_at_k(hits, relevant_counts(self.relevant), COLD_K)
 
 
 def pseudo_cold(train_split: pl.DataFrame, item_ids: np.ndarray) -> PseudoCold:
@@ -249,9 +287,17 @@ def pseudo_cold_judge(train_split: pl.DataFrame, item_ids: np.ndarray, features:
 
 def view_recalls(split: PseudoCold, views: dict[str, tuple[np.ndarray, np.ndarray]],
                  item_vectors: np.ndarray) -> dict[str, float]:
-    """Each LM view's pseudo-cold Recall@20: ``views`` maps a name to (owner user ids, vectors),
-    the vectors of the pseudo-cold users built from ``split.fit_rows`` alone (several per user
-    allowed: an item scores its best); users without one tie at zero."""
+    """Each LM view's pseudo-cold Recall@20 (:func:`view_user_recalls`' means)."""
+    return {name: float(recalls.mean()) if len(recalls) else 0.0
+            for name, recalls in view_user_recalls(split, views, item_vectors).items()}
+
+
+def view_user_recalls(split: PseudoCold, views: dict[str, tuple[np.ndarray, np.ndarray]],
+                      item_vectors: np.ndarray) -> dict[str, np.ndarray]:
+    """Each LM view's pseudo-cold Recall@20 of each user at ``split.rows``: ``views`` maps a name
+    to (owner user ids, vectors), the vectors of the pseudo-cold users built from
+    ``split.fit_rows`` alone (several per user allowed: an item scores its best); users without
+    one tie at zero."""
     from recall_pipeline.core.recall.routes import interest_scorer
 
     out = {}
@@ -260,7 +306,7 @@ def view_recalls(split: PseudoCold, views: dict[str, tuple[np.ndarray, np.ndarra
         sampled = np.isin(owners, split.user_ids[split.rows])
         rows = np.searchsorted(split.user_ids, owners[sampled])
         score = interest_scorer(len(split.user_ids), rows, vectors[sampled], cold_vectors)
-        out[name] = split.recall_of(lambda block, score=score: score(split.rows[block]))
+        out[name] = split.recalls_of(lambda block, score=score: score(split.rows[block]))
     return out
 
 
@@ -287,13 +333,16 @@ def choose(train_split: pl.DataFrame, items: pl.DataFrame, item_ids: np.ndarray,
     """(the cold scorer chosen on pseudo-cold validation items of ``train_split``'s training part,
     the pseudo-cold split it was judged on): TextCF's setting and blend (:func:`tune`), then TextCF
     so blended against the LM views of the pseudo-cold users (:func:`pseudo_cold_views`,
-    :func:`view_recalls`)."""
+    :func:`view_user_recalls`), with the choice's :class:`Margin` over the next best."""
     features = item_features(item_vectors)
     split = pseudo_cold(train_split, item_ids)
-    views = pseudo_cold_views(split, items, item_ids, item_vectors, encoder, encode, settings)
+    views = view_user_recalls(split, pseudo_cold_views(split, items, item_ids, item_vectors, encoder, encode, settings),
+                              item_vectors)
     tuned = tune(split.matrix, features, lambda model: split.recall(model, features),
-                 views=view_recalls(split, views, item_vectors))
-    return tuned, split
+                 views={name: float(recalls.mean()) for name, recalls in views.items()})
+    served = blended(fit(split.matrix, features, tuned.lam, tuned.alpha), split.matrix, features, tuned.blend)
+    margin = cold_margin(tuned.cold_scorer, {TEXT_CF: split.recalls(served, features), **views})
+    return replace(tuned, margin=margin), split
 
 
 def untrained(train: sp.csr_matrix, item_ids: np.ndarray) -> np.ndarray:
@@ -307,7 +356,8 @@ def save(model: TextCF, path: Path, encoder: str, tuned: Tuned | None = None) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"lam": model.lam, "alpha": model.alpha, "encoder": encoder, "fit_run": model.fit_run,
             "blend": model.blend, "cold_scorer": model.cold_scorer,
-            "pseudo_cold_recall@20": tuned.recall if tuned else None}
+            "pseudo_cold_recall@20": tuned.recall if tuned else None,
+            "pseudo_cold_margin": asdict(tuned.margin) if tuned and tuned.margin else None}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("wb") as handle:
         np.savez(handle, meta=np.array(json.dumps(meta)), weights=model.weights, untrained_ids=_storable(model.untrained_ids))

@@ -39,7 +39,8 @@ def text_cf_model(context: dg.AssetExecutionContext, warehouse: Warehouse, home:
     model = text_cf.fit_for_serving(rm.matrix, rm.item_ids, text_cf.item_features(vectors), tuned.lam, tuned.alpha,
                                     context.run.run_id, tuned.blend, tuned.cold_scorer)
     text_cf.save(model, home.layout.text_cf_model, encoder_key, tuned)
-    context.log.info(f"cold scorer {tuned.cold_scorer}, pseudo-cold Recall@20 {tuned.recall:.4f}; TextCF: lambda "
+    margin = tuned.margin.describe() if tuned.margin else "no other scorer judged"
+    context.log.info(f"cold scorer {tuned.cold_scorer}, pseudo-cold Recall@20 {tuned.recall:.4f}, {margin}; TextCF: lambda "
                      f"{tuned.lam}, alpha {tuned.alpha}, blend with the LM's view {tuned.blend} (by blend: "
                      f"{tuned.blends}); the LM views: {tuned.views}")
     grid = pl.DataFrame([{"lambda": lam, "alpha": alpha, "pseudo_cold_recall@20": round(value, 4)}
@@ -55,6 +56,7 @@ def text_cf_model(context: dg.AssetExecutionContext, warehouse: Warehouse, home:
         "pseudo_cold_users": len(split.rows), **sentences,
         "untrained_items": len(model.untrained_ids),
         "pseudo_cold_recall@20": dg.MetadataValue.float(round(tuned.recall, 4)),
+        "lead_over_next_scorer": margin,
         "grid": markdown_table(grid, rows=len(tuned.grid)),
         "path": dg.MetadataValue.path(str(home.layout.text_cf_model)),
     })

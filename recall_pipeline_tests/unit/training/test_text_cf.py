@@ -1,5 +1,7 @@
 """TextCF on constructed data where the right answer is known."""
 
+import json
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -167,6 +169,47 @@ def test_the_pseudo_cold_views_are_built_from_the_fit_rows_alone(bundled_split):
     nobody = text_cf.PseudoCold(pseudo.matrix, pseudo.rows[:0], pseudo.columns, pseudo.relevant[:0], pseudo.user_ids,
                                 pseudo.fit_rows)  # a catalogue too small to hold pseudo-cold users out
     assert text_cf.pseudo_cold_views(nobody, items, ids, vectors, "enc", encode, ProfileSettings()) == {}
+
+
+def test_the_cold_choice_s_margin_is_a_paired_bootstrap_over_the_next_best_scorer():
+    """The lead is over the best other scorer by mean; a lead every user shares has a lower
+    bound above 0, one that a few users carry either way has a bound below 0."""
+    rng = np.random.default_rng(1)
+    base = rng.random(2_000)
+    clear = text_cf.cold_margin("text_cf", {"text_cf": base + 0.01, "lm_profile": base, "lm_interest": base - 0.02})
+    assert clear.runner_up == "lm_profile" and clear.gain == pytest.approx(0.01) and clear.lower_bound > 0.009
+    noisy = np.where(rng.random(2_000) < 0.01, rng.choice([-1.0, 1.0], 2_000), 0.0)  # 20 users, either way
+    within = text_cf.cold_margin("lm_profile", {"lm_profile": base + noisy + 0.0005, "text_cf": base})
+    assert within.runner_up == "text_cf" and within.lower_bound < 0 < within.gain
+    assert "over text_cf (95% lower bound -" in within.describe()
+    assert text_cf.cold_margin("text_cf", {"text_cf": base}) is None
+    assert text_cf.cold_margin("text_cf", {"text_cf": base[:0], "lm_profile": base[:0]}) is None
+
+
+def test_the_cold_choice_reports_its_lead_measured_on_the_users_it_chose_on(bundled_split, tmp_path):
+    """``choose`` on the bundled training part: the margin is over one of the other scorers, and
+    the served scorer's per-user figures average to the figure it was chosen by."""
+    from recall_pipeline.core.features.user_profiles import ProfileSettings
+
+    items, split = bundled_split
+    ids = np.sort(items["item_id"].to_numpy())
+    vectors = np.random.default_rng(0).normal(size=(len(ids), 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def encode(texts):
+        out = np.array([np.random.default_rng(sum(map(ord, t))).normal(size=16) for t in texts], np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    tuned, pseudo = text_cf.choose(split, items, ids, vectors, "enc", encode, ProfileSettings())
+    others = {"text_cf", "lm_profile", "lm_interest"} - {tuned.cold_scorer}
+    figures = {"text_cf": tuned.blends[tuned.blend], **tuned.views}
+    assert tuned.margin.runner_up == max(others, key=figures.get)
+    assert tuned.margin.gain == pytest.approx(tuned.recall - figures[tuned.margin.runner_up], abs=1e-9)
+    assert tuned.margin.lower_bound < tuned.margin.gain
+    model = text_cf.fit_for_serving(pseudo.matrix, ids, text_cf.item_features(vectors), tuned.lam, tuned.alpha, "r")
+    text_cf.save(model, tmp_path / "m.npz", "enc", tuned)
+    with np.load(tmp_path / "m.npz") as stored:
+        assert json.loads(str(stored["meta"]))["pseudo_cold_margin"]["runner_up"] == tuned.margin.runner_up
 
 
 def test_stored_model_round_trips_and_refuses_another_encoder(tmp_path):
