@@ -98,8 +98,11 @@ def cold_choice(name: str, work: Path) -> str:
         return "no TextCF model stored"
     with np.load(path, allow_pickle=False) as stored:
         meta = json.loads(str(stored["meta"]))
+    margin = meta.get("pseudo_cold_margin")
+    lead = (f", {margin['gain']:+.4f} over {margin['runner_up']} (95% lower bound {margin['lower_bound']:+.4f})"
+            if margin else "")
     return (f"{meta.get('cold_scorer', 'text_cf')} (TextCF blend {meta['blend']}), pseudo-cold Recall@20 "
-            f"{meta['pseudo_cold_recall@20']:.4f}")
+            f"{meta['pseudo_cold_recall@20']:.4f}{lead}")
 
 
 def main() -> None:
