@@ -175,8 +175,8 @@ class Margin:
     """How far the chosen cold scorer leads the next best on the same pseudo-cold users: the
     mean per-user gain in Recall@20 and its lower 95% bound (a paired bootstrap over users,
     ``route_selection.paired_gain``, as the warm choice's guard). Reported, not acted on: the
-    best scorer serves either way; a bound below 0 says the choice is within the noise (a few
-    thousand pseudo-cold users with a few hits each, as at 1M items)."""
+    best scorer serves either way; a bound below 0 says the choice is within the noise (few
+    pseudo-cold users, or few hits among many cold items)."""
 
     runner_up: str
     gain: float
