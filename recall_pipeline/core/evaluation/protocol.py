@@ -134,13 +134,11 @@ def genre_matrix(genres: list[list[str]]) -> sp.csr_matrix | None:
 
 def build_evaluation_data(split: pl.DataFrame, rm: RatingMatrix, genres: list[list[str]] | None = None,
                           item_vectors: np.ndarray | None = None, max_cells: int | None = None,
-                          seed: int = 0, cold_alone: bool = False) -> EvaluationData:
+                          seed: int = 0) -> EvaluationData:
     """``genres`` and ``item_vectors`` are aligned with ``rm.item_ids``. ``max_cells`` (None: no
     cap; the asset passes :data:`MAX_EVALUATION_CELLS`) bounds each slice's users x items ranked:
     above it the warm slice (and the sparse users within it) and the cold slice are seeded
-    samples of their users (:func:`sampled_slice`); ``slice_users`` keeps the whole slices' sizes.
-    A cold user's cells are the catalogue's, unless ``cold_alone``: the caller's every scorer
-    ranks the cold items alone (the pseudo-cold choice), and a cold user's cells are theirs."""
+    samples of their users (:func:`sampled_slice`); ``slice_users`` keeps the whole slices' sizes."""
     whole = warm_slice(split, rm)
     warm = sampled_slice(whole, len(rm.item_ids), max_cells, seed)
     # "at most 30 training interactions": rows of the split, repeats of an item included
@@ -159,7 +157,7 @@ def build_evaluation_data(split: pl.DataFrame, rm: RatingMatrix, genres: list[li
         sparse_mask=train_rows[warm.rows] <= SPARSE_MAX_TRAIN,
         # a cold user's scores are computed over the whole catalogue before the cold columns are
         # taken (every route and baseline is a scorer over all items): the catalogue's cells count
-        cold=sampled_slice(cold_whole, len(cold_columns) if cold_alone else len(rm.item_ids), max_cells, seed),
+        cold=sampled_slice(cold_whole, len(rm.item_ids), max_cells, seed),
         cold_columns=cold_columns,
         train_counts=counts,
         head=head_items(counts, rm.item_ids),

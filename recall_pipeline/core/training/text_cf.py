@@ -265,17 +265,15 @@ class PseudoCold:
 def pseudo_cold(train_split: pl.DataFrame, item_ids: np.ndarray) -> PseudoCold:
     """:class:`PseudoCold` of ``train_split``'s training part (``core.features.split.pseudo_cold_split``),
     so that a choice made with it never reads the test split. Above
-    ``protocol.MAX_EVALUATION_CELLS`` pseudo-cold users x pseudo-cold items (the cells its
-    scorers rank: TextCF and the LM views score the pseudo-cold items alone), on a seeded sample
-    of those users: at 1M items about 28,000 users, where counting every item's cells, as the
-    evaluation's cold slice does, allowed 2,000, too few hits to tell the scorers apart."""
+    ``protocol.MAX_EVALUATION_CELLS`` pseudo-cold users x items, on a seeded sample of those
+    users, as the evaluation does."""
     from recall_pipeline.core.evaluation.protocol import MAX_EVALUATION_CELLS, build_evaluation_data
     from recall_pipeline.core.features.rating_matrix import build_rating_matrix
     from recall_pipeline.core.features.split import pseudo_cold_split
 
     pseudo = pseudo_cold_split(train_split.filter(pl.col("part") == "train"))
     rm = build_rating_matrix(pseudo, item_ids)
-    data = build_evaluation_data(pseudo, rm, max_cells=MAX_EVALUATION_CELLS, cold_alone=True)
+    data = build_evaluation_data(pseudo, rm, max_cells=MAX_EVALUATION_CELLS)
     return PseudoCold(rm.matrix, data.cold.rows, data.cold_columns, data.cold.relevant, rm.user_ids,
                       pseudo.filter(pl.col("part") == "train").select(train_split.columns))
 
