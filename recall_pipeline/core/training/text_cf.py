@@ -188,11 +188,12 @@ class Margin:
 
 def cold_margin(chosen: str, per_user: dict[str, np.ndarray]) -> Margin | None:
     """:class:`Margin` of scorer ``chosen`` over the best other of ``per_user`` (name -> per-user
-    pseudo-cold Recall@20, the same users in the same order; None: no other, or no user)."""
+    pseudo-cold Recall@20, the same users in the same order; None: no other, no user, or a
+    figure that is a mean, not per user)."""
     from recall_pipeline.core.recall.route_selection import paired_gain
 
     others = {name: recalls for name, recalls in per_user.items() if name != chosen}
-    if not others or not len(per_user[chosen]):
+    if not others or any(np.ndim(recalls) != 1 for recalls in per_user.values()) or not len(per_user[chosen]):
         return None
     runner_up = max(others, key=lambda name: others[name].mean())
     gain, lower = paired_gain(per_user[chosen], others[runner_up])
@@ -202,20 +203,31 @@ def cold_margin(chosen: str, per_user: dict[str, np.ndarray]) -> Margin | None:
 def tune(fit_train: sp.csr_matrix, features: np.ndarray, judge, lambdas=LAMBDA_GRID,
          alphas=ALPHA_GRID, blends=BLEND_GRID, views: dict | None = None) -> Tuned:
     """Fit every (lam, alpha) on ``fit_train`` and keep the one ``judge`` (a model -> pseudo-cold
-    Recall@20) scores highest; then, at that setting, every blend with the LM's own view
-    (:func:`blended`; 0: TextCF alone, 1: the LM alone). Then TextCF so blended against each LM
-    view of ``views`` (name -> its pseudo-cold Recall@20, :data:`LM_PROFILE` and
-    :data:`LM_INTEREST`): the best serves, so the cold scorer is never below any single scorer
-    judged here on pseudo-cold validation. Ties keep the earlier setting (smaller lam, smaller
-    alpha, smaller blend, TextCF before an LM view)."""
-    grid = {(lam, alpha): float(judge(fit(fit_train, features, lam, alpha))) for alpha in alphas for lam in lambdas}
-    (lam, alpha), best = max(grid.items(), key=lambda kv: kv[1])
+    Recall@20, per user or its mean) scores highest; then, at that setting, every blend with the
+    LM's own view (:func:`blended`; 0: TextCF alone, 1: the LM alone). Then TextCF so blended
+    against each LM view of ``views`` (name -> its pseudo-cold Recall@20, per user or its mean,
+    :data:`LM_PROFILE` and :data:`LM_INTEREST`): the best serves, so the cold scorer is never below
+    any single scorer judged here on pseudo-cold validation. Ties keep the earlier setting
+    (smaller lam, smaller alpha, smaller blend, TextCF before an LM view). Where every figure is
+    per user, the choice's :class:`Margin` over the next best scorer comes with it."""
+    per_setting = {(lam, alpha): judge(fit(fit_train, features, lam, alpha)) for alpha in alphas for lam in lambdas}
+    grid = {setting: _mean(figure) for setting, figure in per_setting.items()}
+    (lam, alpha), _ = max(grid.items(), key=lambda kv: kv[1])
     model = fit(fit_train, features, lam, alpha)
-    mixed = {b: (best if b == 0 else float(judge(blended(model, fit_train, features, b)))) for b in blends}
+    per_blend = {b: (per_setting[(lam, alpha)] if b == 0 else judge(blended(model, fit_train, features, b)))
+                 for b in blends}
+    mixed = {b: _mean(figure) for b, figure in per_blend.items()}
     blend = max(mixed, key=lambda b: (mixed[b], -b))
-    views = {name: float(value) for name, value in (views or {}).items()}
-    scorer = max([TEXT_CF, *views], key=lambda name: mixed[blend] if name == TEXT_CF else views[name])
-    return Tuned(lam, alpha, mixed[blend] if scorer == TEXT_CF else views[scorer], grid, blend, mixed, scorer, views)
+    per_scorer = {TEXT_CF: per_blend[blend], **(views or {})}
+    means = {name: _mean(figure) for name, figure in per_scorer.items()}
+    scorer = max(means, key=means.get)
+    return Tuned(lam, alpha, means[scorer], grid, blend, mixed, scorer,
+                 {name: value for name, value in means.items() if name != TEXT_CF}, cold_margin(scorer, per_scorer))
+
+
+def _mean(figure) -> float:
+    """A judge's figure (per user, or already their mean) as a mean; no user: 0."""
+    return float(np.mean(figure)) if np.size(figure) else 0.0
 
 
 @dataclass(frozen=True)
@@ -243,10 +255,6 @@ class PseudoCold:
         queries = model.user_queries(self.matrix, features, self.rows)
         cold_features = np.ascontiguousarray(features[self.columns].T)
         return self.recalls_of(lambda block: queries[block] @ cold_features)
-
-    def recall_of(self, score_cold) -> float:
-        """Pseudo-cold Recall@20 of ``score_cold`` (:meth:`recalls_of`' mean)."""
-        return float(self.recalls_of(score_cold).mean()) if len(self.rows) else 0.0
 
     def recalls_of(self, score_cold) -> np.ndarray:
         """Pseudo-cold Recall@20 of each user at ``rows`` under ``score_cold`` (positions into
@@ -283,13 +291,6 @@ def pseudo_cold_judge(train_split: pl.DataFrame, item_ids: np.ndarray, features:
     ``features``): :func:`pseudo_cold` for one feature set."""
     split = pseudo_cold(train_split, item_ids)
     return split.matrix, lambda model: split.recall(model, features)
-
-
-def view_recalls(split: PseudoCold, views: dict[str, tuple[np.ndarray, np.ndarray]],
-                 item_vectors: np.ndarray) -> dict[str, float]:
-    """Each LM view's pseudo-cold Recall@20 (:func:`view_user_recalls`' means)."""
-    return {name: float(recalls.mean()) if len(recalls) else 0.0
-            for name, recalls in view_user_recalls(split, views, item_vectors).items()}
 
 
 def view_user_recalls(split: PseudoCold, views: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -336,13 +337,10 @@ def choose(train_split: pl.DataFrame, items: pl.DataFrame, item_ids: np.ndarray,
     :func:`view_user_recalls`), with the choice's :class:`Margin` over the next best."""
     features = item_features(item_vectors)
     split = pseudo_cold(train_split, item_ids)
-    views = view_user_recalls(split, pseudo_cold_views(split, items, item_ids, item_vectors, encoder, encode, settings),
-                              item_vectors)
-    tuned = tune(split.matrix, features, lambda model: split.recall(model, features),
-                 views={name: float(recalls.mean()) for name, recalls in views.items()})
-    served = blended(fit(split.matrix, features, tuned.lam, tuned.alpha), split.matrix, features, tuned.blend)
-    margin = cold_margin(tuned.cold_scorer, {TEXT_CF: split.recalls(served, features), **views})
-    return replace(tuned, margin=margin), split
+    views = pseudo_cold_views(split, items, item_ids, item_vectors, encoder, encode, settings)
+    tuned = tune(split.matrix, features, lambda model: split.recalls(model, features),
+                 views=view_user_recalls(split, views, item_vectors))
+    return tuned, split
 
 
 def untrained(train: sp.csr_matrix, item_ids: np.ndarray) -> np.ndarray:

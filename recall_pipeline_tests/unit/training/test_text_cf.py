@@ -141,7 +141,8 @@ def test_view_recalls_rank_the_pseudo_cold_items_by_each_users_best_vector():
     good = item_vectors[[13, 17]]
     views = {"good": (np.array([5, 6]), good), "bad": (np.array([5, 6]), -good),
              "best_of_two": (np.array([5, 5, 6, 6, 9]), np.vstack([-good[0], good[0], good[1], -good[1], good[0]]))}
-    assert text_cf.view_recalls(split, views, item_vectors) == {"good": 1.0, "bad": 0.0, "best_of_two": 1.0}
+    recalls = text_cf.view_user_recalls(split, views, item_vectors)
+    assert {name: r.mean() for name, r in recalls.items()} == {"good": 1.0, "bad": 0.0, "best_of_two": 1.0}
 
 
 def test_the_pseudo_cold_views_are_built_from_the_fit_rows_alone(bundled_split):
@@ -164,7 +165,7 @@ def test_the_pseudo_cold_views_are_built_from_the_fit_rows_alone(bundled_split):
     sampled = set(pseudo.user_ids[pseudo.rows].tolist())
     assert set(views["lm_profile"][0].tolist()) <= sampled and set(views["lm_interest"][0].tolist()) <= sampled
     assert len(set(views["lm_interest"][0].tolist())) > 0.9 * len(sampled)
-    recalls = text_cf.view_recalls(pseudo, views, vectors)
+    recalls = {name: r.mean() for name, r in text_cf.view_user_recalls(pseudo, views, vectors).items()}
     assert set(recalls) == {"lm_profile", "lm_interest"} and all(0 < r < 1 for r in recalls.values())
     nobody = text_cf.PseudoCold(pseudo.matrix, pseudo.rows[:0], pseudo.columns, pseudo.relevant[:0], pseudo.user_ids,
                                 pseudo.fit_rows)  # a catalogue too small to hold pseudo-cold users out
@@ -183,6 +184,7 @@ def test_the_cold_choice_s_margin_is_a_paired_bootstrap_over_the_next_best_score
     assert within.runner_up == "text_cf" and within.lower_bound < 0 < within.gain
     assert "over text_cf (95% lower bound -" in within.describe()
     assert text_cf.cold_margin("text_cf", {"text_cf": base}) is None
+    assert text_cf.cold_margin("text_cf", {"text_cf": base, "lm_profile": 0.3}) is None  # a mean, not per user
     assert text_cf.cold_margin("text_cf", {"text_cf": base[:0], "lm_profile": base[:0]}) is None
 
 
