@@ -30,6 +30,17 @@ def on_columns(scorer: Scorer, columns: np.ndarray) -> Scorer:
     return narrow(columns) if narrow is not None else (lambda rows: scorer(rows)[:, columns])
 
 
+def within(kept: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(place, inside): which of ``columns`` are among ``kept`` (sorted positions), and where:
+    ``kept[place[inside]] == columns[inside]``. How a scorer over some items (EASE's or ItemKNN's
+    most-interacted) scores any columns: the others score as it scores items outside them."""
+    columns = np.asarray(columns)
+    if not len(kept):
+        return np.zeros(len(columns), dtype=np.int64), np.zeros(len(columns), dtype=bool)
+    place = np.minimum(np.searchsorted(kept, columns), len(kept) - 1)
+    return place, kept[place] == columns
+
+
 def proposing(scorer: Scorer, columns: np.ndarray) -> Scorer:
     """``scorer``, marked as scoring -inf on every item but ``columns`` (sorted positions): EASE
     solved over the most-interacted items proposes those alone. A ranking then ranks those

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts
-from recall_pipeline.core.scoring import Scorer, binary, item_counts  # noqa: F401 (the baselines' vocabulary)
+from recall_pipeline.core.scoring import Scorer, binary, item_counts, with_columns, within  # noqa: F401 (the baselines' vocabulary)
 # EASE is a baseline and a production route: its model lives with the training code
 from recall_pipeline.core.training.ease.model import EaseModel, ease, ease_maker, fit_ease  # noqa: F401
 from recall_pipeline.core.recall.ranking import top_k_scored
@@ -26,8 +26,13 @@ def popularity_scores(train: sp.csr_matrix) -> np.ndarray:
 
 
 def most_popular(train: sp.csr_matrix) -> Scorer:
-    counts = popularity_scores(train)
-    return lambda rows: np.broadcast_to(counts, (len(rows), len(counts)))
+    return _counts_scorer(popularity_scores(train))
+
+
+def _counts_scorer(counts: np.ndarray) -> Scorer:
+    """Every user scores each item by its count; any columns alone, too (the cold slice)."""
+    return with_columns(lambda rows: np.broadcast_to(counts, (len(rows), len(counts))),
+                        lambda columns: _counts_scorer(counts[columns]))
 
 
 # ItemKNN's item-item similarity is dense up to this size, then sparse, built in column blocks
@@ -88,7 +93,19 @@ class ItemKNN:
             out[:, active] = (xa[rows] @ similarity).toarray()
             return out
 
-        return scores
+        def columns_of(columns: np.ndarray) -> Scorer:
+            place, inside = within(active, columns)
+            voted = similarity[:, place[inside]]
+
+            def some(rows: np.ndarray) -> np.ndarray:
+                out = np.zeros((len(rows), len(inside)))
+                if inside.any():
+                    out[:, inside] = (xa[rows] @ voted).toarray()
+                return out
+
+            return some
+
+        return with_columns(scores, columns_of)
 
     def _ranked_up_to(self, keep: int) -> sp.csc_matrix:
         """The sparse similarity ranked to ``most_neighbours`` (once) when ``keep`` is within

@@ -156,8 +156,9 @@ def blended(model: TextCF, train: sp.csr_matrix, features: np.ndarray, blend: fl
 @dataclass(frozen=True)
 class Tuned:
     """The chosen (lam, alpha) and blend, the cold scorer chosen, the pseudo-cold Recall@20 of
-    that choice, and every setting's figure (the blends' at the chosen lam and alpha; the LM
-    views' in ``views``)."""
+    that choice, and every setting's figure: the grid's and the blends' (at the chosen lam and
+    alpha) on the users they were judged on, and each cold scorer's (TextCF so blended, the LM
+    views) on the users the scorers were compared on, in ``scorers``."""
 
     lam: float
     alpha: float
@@ -166,7 +167,7 @@ class Tuned:
     blend: float = 0.0
     blends: dict[float, float] = field(default_factory=dict)
     cold_scorer: str = TEXT_CF
-    views: dict[str, float] = field(default_factory=dict)
+    scorers: dict[str, float] = field(default_factory=dict)
     margin: Margin | None = None
 
 
@@ -201,12 +202,13 @@ def cold_margin(chosen: str, per_user: dict[str, np.ndarray]) -> Margin | None:
 
 
 def tune(fit_train: sp.csr_matrix, features: np.ndarray, judge, lambdas=LAMBDA_GRID,
-         alphas=ALPHA_GRID, blends=BLEND_GRID, views: dict | None = None) -> Tuned:
+         alphas=ALPHA_GRID, blends=BLEND_GRID, views: dict | None = None, compare=None) -> Tuned:
     """Fit every (lam, alpha) on ``fit_train`` and keep the one ``judge`` (a model -> pseudo-cold
     Recall@20, per user or its mean) scores highest; then, at that setting, every blend with the
     LM's own view (:func:`blended`; 0: TextCF alone, 1: the LM alone). Then TextCF so blended
     against each LM view of ``views`` (name -> its pseudo-cold Recall@20, per user or its mean,
-    :data:`LM_PROFILE` and :data:`LM_INTEREST`): the best serves, so the cold scorer is never below
+    :data:`LM_PROFILE` and :data:`LM_INTEREST`), TextCF judged by ``compare`` (default ``judge``),
+    on the users the views were judged on: the best serves, so the cold scorer is never below
     any single scorer judged here on pseudo-cold validation. Ties keep the earlier setting
     (smaller lam, smaller alpha, smaller blend, TextCF before an LM view). Where every figure is
     per user, the choice's :class:`Margin` over the next best scorer comes with it."""
@@ -218,11 +220,11 @@ def tune(fit_train: sp.csr_matrix, features: np.ndarray, judge, lambdas=LAMBDA_G
                  for b in blends}
     mixed = {b: _mean(figure) for b, figure in per_blend.items()}
     blend = max(mixed, key=lambda b: (mixed[b], -b))
-    per_scorer = {TEXT_CF: per_blend[blend], **(views or {})}
+    chosen = per_blend[blend] if compare is None else compare(blended(model, fit_train, features, blend))
+    per_scorer = {TEXT_CF: chosen, **(views or {})}
     means = {name: _mean(figure) for name, figure in per_scorer.items()}
     scorer = max(means, key=means.get)
-    return Tuned(lam, alpha, means[scorer], grid, blend, mixed, scorer,
-                 {name: value for name, value in means.items() if name != TEXT_CF}, cold_margin(scorer, per_scorer))
+    return Tuned(lam, alpha, means[scorer], grid, blend, mixed, scorer, means, cold_margin(scorer, per_scorer))
 
 
 def _mean(figure) -> float:
@@ -242,6 +244,14 @@ class PseudoCold:
     relevant: sp.csr_matrix
     user_ids: np.ndarray | None = None
     fit_rows: pl.DataFrame | None = None
+
+    def sampled(self, max_cells: int, items_per_user: int) -> PseudoCold:
+        """A seeded sample of these users (``protocol.sampled_slice``: all of them within
+        ``max_cells`` users x ``items_per_user``), the same fit matrix and items."""
+        from recall_pipeline.core.evaluation.protocol import Slice, sampled_slice
+
+        kept = sampled_slice(Slice("cold", self.rows, self.relevant), items_per_user, max_cells)
+        return replace(self, rows=kept.rows, relevant=kept.relevant)
 
     def recall(self, model: TextCF, features: np.ndarray) -> float:
         """``model``'s pseudo-cold Recall@20 over ``features`` (:meth:`recalls`' mean)."""
@@ -273,8 +283,8 @@ class PseudoCold:
 def pseudo_cold(train_split: pl.DataFrame, item_ids: np.ndarray) -> PseudoCold:
     """:class:`PseudoCold` of ``train_split``'s training part (``core.features.split.pseudo_cold_split``),
     so that a choice made with it never reads the test split. Above
-    ``protocol.MAX_EVALUATION_CELLS`` pseudo-cold users x items, on a seeded sample of those
-    users, as the evaluation does."""
+    ``protocol.MAX_EVALUATION_CELLS`` pseudo-cold users x pseudo-cold items (the cells its
+    scorers rank), on a seeded sample of those users, as the evaluation's cold slice is."""
     from recall_pipeline.core.evaluation.protocol import MAX_EVALUATION_CELLS, build_evaluation_data
     from recall_pipeline.core.features.rating_matrix import build_rating_matrix
     from recall_pipeline.core.features.split import pseudo_cold_split
@@ -332,14 +342,21 @@ def pseudo_cold_views(split: PseudoCold, items: pl.DataFrame, item_ids: np.ndarr
 def choose(train_split: pl.DataFrame, items: pl.DataFrame, item_ids: np.ndarray, item_vectors: np.ndarray,
            encoder: str, encode, settings) -> tuple[Tuned, PseudoCold]:
     """(the cold scorer chosen on pseudo-cold validation items of ``train_split``'s training part,
-    the pseudo-cold split it was judged on): TextCF's setting and blend (:func:`tune`), then TextCF
-    so blended against the LM views of the pseudo-cold users (:func:`pseudo_cold_views`,
-    :func:`view_user_recalls`), with the choice's :class:`Margin` over the next best."""
+    the pseudo-cold split it was judged on): TextCF's setting and blend (:func:`tune`) on a
+    sample of the pseudo-cold users bounded as the warm slice is (users x every item: its grid
+    fits and judges TextCF 20 times), then TextCF so blended against the LM views
+    (:func:`pseudo_cold_views`, :func:`view_user_recalls`) on all of them, with the choice's
+    :class:`Margin` over the next best. At 1M items that is 2,000 users for the grid and about
+    28,000 for the comparison: on 2,000 the scorers' lead was within the noise."""
+    from recall_pipeline.core.evaluation.protocol import MAX_EVALUATION_CELLS
+
     features = item_features(item_vectors)
     split = pseudo_cold(train_split, item_ids)
+    grid_users = split.sampled(MAX_EVALUATION_CELLS, len(item_ids))
     views = pseudo_cold_views(split, items, item_ids, item_vectors, encoder, encode, settings)
-    tuned = tune(split.matrix, features, lambda model: split.recalls(model, features),
-                 views=view_user_recalls(split, views, item_vectors))
+    tuned = tune(split.matrix, features, lambda model: grid_users.recalls(model, features),
+                 views=view_user_recalls(split, views, item_vectors),
+                 compare=None if len(grid_users.rows) == len(split.rows) else (lambda model: split.recalls(model, features)))
     return tuned, split
 
 

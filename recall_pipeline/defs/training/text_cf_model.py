@@ -42,11 +42,10 @@ def text_cf_model(context: dg.AssetExecutionContext, warehouse: Warehouse, home:
     margin = tuned.margin.describe() if tuned.margin else "no other scorer judged"
     context.log.info(f"cold scorer {tuned.cold_scorer}, pseudo-cold Recall@20 {tuned.recall:.4f}, {margin}; TextCF: lambda "
                      f"{tuned.lam}, alpha {tuned.alpha}, blend with the LM's view {tuned.blend} (by blend: "
-                     f"{tuned.blends}); the LM views: {tuned.views}")
+                     f"{tuned.blends}); the cold scorers: {tuned.scorers}")
     grid = pl.DataFrame([{"lambda": lam, "alpha": alpha, "pseudo_cold_recall@20": round(value, 4)}
                          for (lam, alpha), value in tuned.grid.items()])
-    scorers = [{"cold_scorer": text_cf.TEXT_CF, "pseudo_cold_recall@20": round(tuned.blends[tuned.blend], 4)},
-               *({"cold_scorer": name, "pseudo_cold_recall@20": round(v, 4)} for name, v in tuned.views.items())]
+    scorers = [{"cold_scorer": name, "pseudo_cold_recall@20": round(v, 4)} for name, v in tuned.scorers.items()]
     return dg.MaterializeResult(metadata={
         "cold_scorer": tuned.cold_scorer, "lambda": tuned.lam, "alpha": tuned.alpha, "blend": tuned.blend,
         "encoder": encoder_key,

@@ -4,6 +4,7 @@ full scores of those columns, and the cold lists are the ones ranked from the fu
 import numpy as np
 import scipy.sparse as sp
 
+from recall_pipeline.core.evaluation import baselines
 from recall_pipeline.core.evaluation.evaluation_report import only_proposed
 from recall_pipeline.core.evaluation.protocol import COLD_K, cold_top_k
 from recall_pipeline.core.features.user_profiles import profile_scorer
@@ -25,9 +26,16 @@ def scorers() -> dict:
     train = sp.random(N_USERS, N_ITEMS, density=0.05, format="csr", random_state=3)
     text_cf = TextCF(np.eye(DIM, dtype=np.float32) * 0.5, lam=1.0, alpha=0.0)
     profile = profile_scorer(users, ITEMS)
+    # the baselines too: some items without a training interaction, as the cold items are
+    binary = sp.csr_matrix(train @ sp.diags((np.arange(N_ITEMS) % 4 > 0).astype(float)))
+    binary.eliminate_zeros()
     return {"lm_profile": profile, "lm_interest": interest_scorer(N_USERS, owners, interests, ITEMS),
             "text_cf": text_cf.scorer(train, ITEMS),
-            "text_cf as the route serves it": only_proposed(profile, RNG.random(N_ITEMS) < 0.5)}
+            "text_cf as the route serves it": only_proposed(profile, RNG.random(N_ITEMS) < 0.5),
+            "MostPopular": baselines.most_popular(binary),
+            "ItemKNN, dense similarity": baselines.ItemKNN(binary).scorer(20),
+            "ItemKNN, sparse similarity": baselines.ItemKNN(binary, max_dense_bytes=0).scorer(20),
+            "ItemKNN over the most-interacted items": baselines.ItemKNN(binary, max_items=100).scorer(20)}
 
 
 def test_each_scorer_scores_some_columns_as_its_full_scores_of_them():

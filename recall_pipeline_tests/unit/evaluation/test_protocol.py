@@ -148,9 +148,12 @@ def test_slices_above_the_cell_cap_are_seeded_samples_of_their_users(bundled_spl
     position = np.searchsorted(whole.warm.rows, capped.warm.rows)
     assert (capped.warm.relevant != whole.warm.relevant[position]).nnz == 0   # each keeps its items
     assert capped.sparse_mask.tolist() == whole.sparse_mask[position].tolist()
-    # the cold slice too is capped in the catalogue's cells: its users are scored over every item
-    assert len(capped.cold.rows) == 50 < len(whole.cold.rows)
-    assert set(capped.cold.rows) <= set(whole.cold.rows)
+    # the cold slice is capped in the cold items' cells: its users rank those alone
+    n_cold = len(whole.cold_columns)
+    assert len(capped.cold.rows) == (50 * n_items + n_items - 1) // n_cold < len(whole.cold.rows)
+    assert len(capped.cold.rows) > 50 and set(capped.cold.rows) <= set(whole.cold.rows)
+    cold_fits = build_evaluation_data(split, rm, max_cells=601 * n_cold)
+    assert len(cold_fits.cold.rows) == 601 and len(cold_fits.warm.rows) == 601 * n_cold // n_items
     counts = {r["metric"]: r["value"] for r in capped.sample_rows()}
     assert {r["slice"] for r in capped.sample_rows()} == {USERS_SLICE}
     assert counts == {"warm_scored": 50, "warm_in_slice": 653, "sparse_scored": capped.sparse_mask.sum(),

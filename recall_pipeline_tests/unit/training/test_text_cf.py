@@ -118,7 +118,8 @@ def test_an_lm_view_ranks_the_cold_items_only_where_it_beats_textcf_on_pseudo_co
     flat = lambda model: 0.4  # noqa: E731 - every TextCF setting alike
     tuned = text_cf.tune(train, features, flat, lambdas=(0.01,), alphas=(0.0,), blends=(0.0,),
                          views={"lm_profile": 0.3, "lm_interest": 0.5})
-    assert (tuned.cold_scorer, tuned.recall, tuned.views) == ("lm_interest", 0.5, {"lm_profile": 0.3, "lm_interest": 0.5})
+    assert (tuned.cold_scorer, tuned.recall) == ("lm_interest", 0.5)
+    assert tuned.scorers == {"text_cf": 0.4, "lm_profile": 0.3, "lm_interest": 0.5}
     tied = text_cf.tune(train, features, flat, lambdas=(0.01,), alphas=(0.0,), blends=(0.0,), views={"lm_interest": 0.4})
     assert (tied.cold_scorer, tied.recall) == ("text_cf", 0.4)
     assert text_cf.tune(train, features, flat, lambdas=(0.01,), alphas=(0.0,), blends=(0.0,)).cold_scorer == "text_cf"
@@ -204,7 +205,8 @@ def test_the_cold_choice_reports_its_lead_measured_on_the_users_it_chose_on(bund
 
     tuned, pseudo = text_cf.choose(split, items, ids, vectors, "enc", encode, ProfileSettings())
     others = {"text_cf", "lm_profile", "lm_interest"} - {tuned.cold_scorer}
-    figures = {"text_cf": tuned.blends[tuned.blend], **tuned.views}
+    figures = tuned.scorers
+    assert figures["text_cf"] == tuned.blends[tuned.blend]   # 601 users: the grid's are the compared ones
     assert tuned.margin.runner_up == max(others, key=figures.get)
     assert tuned.margin.gain == pytest.approx(tuned.recall - figures[tuned.margin.runner_up], abs=1e-9)
     assert tuned.margin.lower_bound < tuned.margin.gain
@@ -212,6 +214,40 @@ def test_the_cold_choice_reports_its_lead_measured_on_the_users_it_chose_on(bund
     text_cf.save(model, tmp_path / "m.npz", "enc", tuned)
     with np.load(tmp_path / "m.npz") as stored:
         assert json.loads(str(stored["meta"]))["pseudo_cold_margin"]["runner_up"] == tuned.margin.runner_up
+
+
+def test_textcf_is_compared_with_the_lm_views_by_its_own_judge_on_their_users():
+    """The grid and the blends are judged on one set of users (``judge``), the blended TextCF
+    again against the LM views on theirs (``compare``): the comparison, never the grid's figure,
+    decides what serves and its lead."""
+    train, vectors = _two_tastes()
+    features = text_cf.item_features(vectors)
+    grid_judge = lambda model: np.array([0.9, 0.9])  # noqa: E731 - TextCF looks best on few users
+    compare = lambda model: np.array([0.2, 0.2, 0.2, 0.2])  # noqa: E731 - and is not on more
+    views = {"lm_profile": np.array([0.3, 0.3, 0.3, 0.3]), "lm_interest": np.array([0.1, 0.0, 0.1, 0.0])}
+    tuned = text_cf.tune(train, features, grid_judge, lambdas=(0.01,), alphas=(0.0,), blends=(0.0,), views=views,
+                         compare=compare)
+    assert (tuned.cold_scorer, tuned.recall, tuned.blends) == ("lm_profile", 0.3, {0.0: 0.9})
+    assert tuned.scorers == pytest.approx({"text_cf": 0.2, "lm_profile": 0.3, "lm_interest": 0.05})
+    assert tuned.margin.runner_up == "text_cf" and tuned.margin.gain == pytest.approx(0.1)
+    judged_alone = text_cf.tune(train, features, grid_judge, lambdas=(0.01,), alphas=(0.0,), blends=(0.0,),
+                                views={name: v[:2] for name, v in views.items()})
+    assert judged_alone.cold_scorer == "text_cf"   # without compare the grid's own figure competes
+
+
+def test_the_grid_is_judged_on_a_seeded_sample_of_the_compared_pseudo_cold_users(bundled_split):
+    """``PseudoCold.sampled`` keeps the users within the cap (all of them at the bundled size)
+    or a seeded sample of them, each with their own pseudo-cold items."""
+    items, split = bundled_split
+    ids = np.sort(items["item_id"].to_numpy())
+    pseudo = text_cf.pseudo_cold(split, ids)
+    assert pseudo.sampled(10**12, len(ids)).rows.tolist() == pseudo.rows.tolist()
+    few = pseudo.sampled(50 * len(ids), len(ids))
+    assert len(few.rows) == 50 and set(few.rows) < set(pseudo.rows) and np.all(np.diff(few.rows) > 0)
+    at = np.searchsorted(pseudo.rows, few.rows)
+    assert (few.relevant != pseudo.relevant[at]).nnz == 0
+    assert few.rows.tolist() == pseudo.sampled(50 * len(ids), len(ids)).rows.tolist()   # seeded
+    assert few.matrix is pseudo.matrix and few.columns is pseudo.columns
 
 
 def test_stored_model_round_trips_and_refuses_another_encoder(tmp_path):

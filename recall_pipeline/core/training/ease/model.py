@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from recall_pipeline.core.scoring import Scorer, binary, item_counts, proposing, with_columns
+from recall_pipeline.core.scoring import Scorer, binary, item_counts, proposing, with_columns, within
 
 # EASE's exact solutions hold a dense users x items (Woodbury) or items x items (Gram) array;
 # above these sizes the item-item model is solved over the most-interacted items only.
@@ -216,8 +216,7 @@ def _capped(kept_scores: Scorer, keep: np.ndarray, n_items: int) -> Scorer:
         columns = np.asarray(columns)
         if np.array_equal(columns, keep):
             return kept_scores
-        place = np.minimum(np.searchsorted(keep, columns), len(keep) - 1)
-        inside = keep[place] == columns
+        place, inside = within(keep, columns)
 
         def scores(rows: np.ndarray) -> np.ndarray:
             out = np.full((len(rows), len(columns)), -np.inf)
