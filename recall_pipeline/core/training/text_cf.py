@@ -343,8 +343,8 @@ def choose(train_split: pl.DataFrame, items: pl.DataFrame, item_ids: np.ndarray,
            encoder: str, encode, settings) -> tuple[Tuned, PseudoCold]:
     """(the cold scorer chosen on pseudo-cold validation items of ``train_split``'s training part,
     the pseudo-cold split it was judged on): TextCF's setting and blend (:func:`tune`) on a
-    sample of the pseudo-cold users bounded as the warm slice is (users x every item: its grid
-    fits and judges TextCF 20 times), then TextCF so blended against the LM views
+    sample of the pseudo-cold users bounded as the warm slice is (users x every item: the grid
+    and the blends judge TextCF 19 times), then TextCF so blended against the LM views
     (:func:`pseudo_cold_views`, :func:`view_user_recalls`) on all of them, with the choice's
     :class:`Margin` over the next best. At 1M items that is 2,000 users for the grid and about
     28,000 for the comparison: on 2,000 the scorers' lead was within the noise."""
