@@ -88,7 +88,8 @@ def recall_blocks(inputs: RecallInputs, settings: RouteSettings, k: int, rows: n
     """:func:`recall` a block of users at a time: (the block's rating-matrix rows, their lists).
 
     What every block shares is prepared once (EASE fitted on the whole matrix unless given, the
-    TextCF route's item features, the profile vectors); what grows with users (route lists,
+    TextCF route's item features and, for many users of a large catalogue, its index, the
+    profile vectors); what grows with users (route lists,
     FAISS results, the interest route's frame, the fusion) exists for one block only, so a shard
     of any size recalls within the same memory. A user's lists do not depend on the users
     recalled with them, so the blocks' lists are the one-pass lists."""
@@ -97,7 +98,8 @@ def recall_blocks(inputs: RecallInputs, settings: RouteSettings, k: int, rows: n
     has_history = np.diff(inputs.rm.matrix.indptr) > 0
     if ease is None and has_history[rows].any():
         ease = fit_ease_route(inputs.rm, settings)
-    text_cf = (TextCFRoute.build(inputs.text_cf, item_features(inputs.item_vectors), inputs.item_ids)
+    ranked = len(rows) if settings.computes("text_cf") else 0  # no index built for a route not computed
+    text_cf = (TextCFRoute.build(inputs.text_cf, item_features(inputs.item_vectors), inputs.item_ids, ranked)
                if inputs.text_cf else None)
     profile_owners = inputs.profiles["user_id"].to_numpy()
     profiles = np.ascontiguousarray(inputs.profiles["embedding"].to_numpy(), dtype=np.float32)

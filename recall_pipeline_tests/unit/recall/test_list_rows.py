@@ -178,6 +178,45 @@ def test_the_text_cf_route_ranks_its_items_by_the_lm_view_the_run_chose():
     assert lists["text_cf"][0].tolist() == [3, 2]  # the nightly lists pass the users' views
 
 
+@pytest.mark.parametrize("scorer", ["text_cf", "lm_profile", "lm_interest"])
+def test_a_text_cf_route_over_its_index_lists_what_scoring_every_cold_item_lists(monkeypatch, scorer):
+    """Many users search an exact index of the cold items: the same lists as scoring every cold
+    item, for each cold scorer; an item a user has taken since the fit is not offered to them,
+    and a user without a vector in the chosen view gets no list from the index."""
+    from dataclasses import replace
+
+    from recall_pipeline.core.recall import routes
+    from recall_pipeline.core.training import text_cf
+
+    rng = np.random.default_rng(3)
+    n_users, n_items, trained = 40, 400, 100
+    train = sp.random(n_users, trained, density=0.2, random_state=4, format="csr", data_rvs=lambda n: np.full(n, 4.0))
+    train = sp.hstack([train, sp.csr_matrix((n_users, n_items - trained))]).tocsr()
+    vectors = rng.normal(size=(n_items, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    features, item_ids = text_cf.item_features(vectors), np.arange(n_items) * 10
+    model = replace(text_cf.fit_for_serving(train, item_ids, features, 0.03, 0.5, "fit"), cold_scorer=scorer)
+    owners = np.concatenate([np.arange(1, n_users), np.arange(1, n_users, 3)])  # user 0 has no vector
+    views = {"lm_profile": routes.LMView(np.arange(1, n_users), rng.normal(size=(n_users - 1, 8)).astype(np.float32)),
+             "lm_interest": routes.LMView(owners, rng.normal(size=(len(owners), 8)).astype(np.float32))}
+    rows = np.arange(n_users)
+    monkeypatch.setattr(routes, "INDEXED_MIN_USERS", 10)
+    scored = routes.TextCFRoute.build(model, features, item_ids, 9)  # too few users: scored
+    indexed = routes.TextCFRoute.build(model, features, item_ids, n_users)
+    assert scored.index is None and indexed.index is not None and indexed.index.ntotal == n_items - trained
+    first = routes.text_cf_lists(scored, train, rows, 20, views=views)[[1, 2], 0]
+    later = train.tolil()
+    later[1, first[0]] = later[2, first[1]] = 4.0  # their first cold items, taken since the fit
+    later = later.tocsr()
+    exact = routes.text_cf_lists(scored, later, rows, 20, views=views)
+    found = routes.text_cf_lists(indexed, later, rows, 20, views=views)
+    with_vector = slice(0 if scorer == "text_cf" else 1, None)
+    assert first[0] not in found[1] and first[1] not in found[2] and (found[with_vector, 0] >= trained).all()
+    np.testing.assert_array_equal(found[with_vector], exact[with_vector])
+    if scorer != "text_cf":
+        assert (found[0] == -1).all()
+
+
 @pytest.mark.parametrize("cells", [10**9, 600, 1])
 def test_interest_scorer_is_each_users_best_interest_whatever_the_product_size(monkeypatch, cells):
     """Batched products (any size, down to one interest at a time) give each item its best
