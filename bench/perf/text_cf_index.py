@@ -7,11 +7,12 @@ candidates: those, and the trained items no sampled interaction reached), TextCF
 training matrix. The same users are ranked by ``routes.text_cf_lists`` three ways: scoring
 every cold item (the reference), the route's exact FAISS index (what a recall of
 ``routes.INDEXED_MIN_USERS`` users or more searches), and an HNSW index (``IndexSettings``
-defaults, as the LM index above 200,000 items; not what the route uses). Printed: each index's
-build time, each ranking's time per user, what 200,000 users would cost, and how much of each
-user's exact top 50 each index finds.
+defaults, as the LM index above 200,000 items, at each ``--ef-search``; not what the route
+uses). Printed: each index's build time, each ranking's time per user, what 200,000 users
+would cost, and how much of each user's exact top 50 each index finds.
 
     .venv/bin/python -m bench.perf.text_cf_index [--cold 284879] [--trained 100000] [--users 2000]
+        [--ef-search 1024 4096]
 
 Recorded run: bench/results/perf/text_cf_index.txt.
 """
@@ -51,7 +52,10 @@ def main() -> None:
     parser.add_argument("--trained", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=2_000, help="users ranked both ways")
     parser.add_argument("--dims", type=int, default=384)
+    parser.add_argument("--ef-search", type=int, nargs="+", default=[1024, 4096], help="HNSW search widths tried")
     args = parser.parse_args()
+
+    import faiss
 
     from recall_pipeline.core.recall import routes
     from recall_pipeline.core.recall.index import IndexSettings, build_index
@@ -72,20 +76,24 @@ def main() -> None:
     print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
           f"{len(scored.candidates):,} cold items x {features.shape[1]} features, {args.users:,} users")
     print(f"scoring every cold item: {scoring:.1f} s ({1000 * scoring / args.users:.2f} ms a user)")
-    for name, kind in (("exact index (served)", "flat"), ("HNSW index (not used)", "hnsw")):
+    for name, kind, searches in (("exact index (served)", "flat", [0]), ("HNSW index (not used)", "hnsw", args.ef_search)):
         start = time.perf_counter()
         index = build_index(features[scored.candidates], kind, IndexSettings())[0]
         build = time.perf_counter() - start
-        route = dataclasses.replace(scored, index=index)
-        start = time.perf_counter()
-        found = routes.text_cf_lists(route, train, rows, 50)
-        search = time.perf_counter() - start
-        overlap = np.mean([len(np.intersect1d(a[a >= 0], b[b >= 0])) / max((a >= 0).sum(), 1)
-                           for a, b in zip(exact, found)])
-        print(f"{name}: built in {build:.1f} s, searched in {search:.1f} s ({1000 * search / args.users:.2f} ms "
-              f"a user, {scoring / search:.1f}x faster than scoring); 200,000 users: {build + 200_000 * search / args.users:,.0f} s "
-              f"against {200_000 * scoring / args.users:,.0f} s scored; the exact top 50 found: {overlap:.4f}, "
-              f"lists equal entry for entry: {(found == exact).mean():.4f}")
+        for ef in searches:
+            if ef:
+                faiss.downcast_index(index.index).hnsw.efSearch = ef
+            route = dataclasses.replace(scored, index=index)
+            start = time.perf_counter()
+            found = routes.text_cf_lists(route, train, rows, 50)
+            search = time.perf_counter() - start
+            overlap = np.mean([len(np.intersect1d(a[a >= 0], b[b >= 0])) / max((a >= 0).sum(), 1)
+                               for a, b in zip(exact, found)])
+            print(f"{name}{f', efSearch {ef}' if ef else ''}: built in {build:.1f} s, searched in {search:.1f} s "
+                  f"({1000 * search / args.users:.2f} ms a user, {scoring / search:.1f}x faster than scoring); "
+                  f"200,000 users: {build + 200_000 * search / args.users:,.0f} s against "
+                  f"{200_000 * scoring / args.users:,.0f} s scored; the exact top 50 found: {overlap:.4f}, "
+                  f"lists equal entry for entry: {(found == exact).mean():.4f}")
 
 
 if __name__ == "__main__":

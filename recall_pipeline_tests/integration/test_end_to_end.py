@@ -272,6 +272,29 @@ def test_cold_figures_recompute_from_the_stored_cold_ranking(pipeline):
     assert (not_cold, rises) == (0, 0)
 
 
+def test_final_is_compared_with_every_model_user_by_user(pipeline):
+    """eval.comparisons: final against every route and baseline of the run on warm Recall@50,
+    warm NDCG@10 and cold Recall@20; each gain is final's figure less the other's in
+    eval.metrics, inside its interval, over the slice's scored users."""
+    home, _, second = pipeline
+    rows = sql(home, """
+        select c.against, c.slice, c.gain, f.value - o.value, c.lower, c.upper, c.users, u.value
+        from eval.comparisons c
+        join eval.metrics f on f.run_id = c.run_id and f.model = c.model and f.slice = c.slice
+                           and f.metric = c.metric and f.k = c.k
+        join eval.metrics o on o.run_id = c.run_id and o.model = c.against and o.slice = c.slice
+                           and o.metric = c.metric and o.k = c.k
+        join eval.metrics u on u.run_id = c.run_id and u.model = 'data' and u.slice = 'users'
+                           and u.metric = c.slice || '_scored'
+        where c.run_id = ? and c.model = 'final'""", [second.run_id])
+    [(others,)] = sql(home, "select count(distinct model) - 1 from eval.metrics where run_id = ? and slice = 'warm'",
+                      [second.run_id])
+    assert len(rows) == 3 * others and {r[0] for r in rows} >= {"EASE", "route:ease", "route:two_tower"}
+    for against, slice_, gain, difference, lower, upper, users, scored in rows:
+        assert gain == pytest.approx(difference, abs=1e-9) and lower <= gain <= upper, (against, slice_)
+        assert users == scored > 0
+
+
 def test_second_run_reuses_every_embedding(pipeline):
     home, first, second = pipeline
     [(items,)] = sql(home, "select count(*) from clean.items")

@@ -186,6 +186,17 @@ def cold_rankings_frame(evaluation: Evaluation, run_id: str) -> pl.DataFrame:
         "score": pl.Series(scores[user, position], dtype=pl.Float64)})
 
 
+def comparisons_frame(evaluation: Evaluation, run_id: str, inputs: EvaluationInputs) -> pl.DataFrame:
+    """``eval.comparisons`` rows of this run: ``final`` against every route and baseline, user by
+    user on the same users (``Report.comparisons``): gain, its 95% paired-bootstrap interval,
+    and how many users it rests on."""
+    schema = {"model": pl.String, "against": pl.String, "slice": pl.String, "metric": pl.String, "k": pl.Int64,
+              "gain": pl.Float64, "lower": pl.Float64, "upper": pl.Float64, "users": pl.Int64}
+    return pl.DataFrame(evaluation.report.comparisons(), schema=schema).select(
+        pl.lit(run_id).alias("run_id"), pl.lit(inputs.candidates_model_version).alias("model_version"), pl.all(),
+        pl.lit(datetime.now(timezone.utc).replace(tzinfo=None)).alias("created_at"))
+
+
 def _id_type(ids: np.ndarray):
     return pl.String if ids.dtype.kind in "OUS" else pl.Int64
 

@@ -20,7 +20,7 @@ from recall_pipeline.core.ids import positions
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
 from recall_pipeline.core.evaluation.metrics import (
     catalogue_coverage, head_items, hit_matrix, intra_list_diversity, long_tail_share, ndcg_at_k,
-    novelty, recall_at_k, relevant_counts,
+    novelty, paired_interval, recall_at_k, relevant_counts,
 )
 from recall_pipeline.core.recall.ranking import top_k_scored
 from recall_pipeline.core.scoring import on_columns
@@ -39,6 +39,8 @@ SPARSE_MAX_TRAIN = 30
 # about 2,000 warm users and, ranking about 100,000 cold items each, 20,000 cold users (a cold
 # user finds few of a tenth of the catalogue's items: 2,000 could not tell the cold scorers apart).
 MAX_EVALUATION_CELLS = 2_000_000_000
+# The figures ``final`` is compared on with every other model, user by user (Report.comparisons).
+COMPARED = (("warm", "recall", 50), ("warm", "ndcg", 10), ("cold", "recall", COLD_K))
 EASE_GRID = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
 KNN_GRID = (20, 50, 100, 200, 400)
 
@@ -315,6 +317,8 @@ class Report:
     recommended_popularity: dict[str, np.ndarray] = field(default_factory=dict)
     tuning: dict[str, dict] = field(default_factory=dict)
     cold_ranking: ColdRanking | None = None
+    # model -> (slice, metric, k) of COMPARED -> each user's figure, in the slice's user order
+    per_user: dict[str, dict[tuple[str, str, int], np.ndarray]] = field(default_factory=dict)
 
     def add(self, model: str, data: EvaluationData, warm_lists: np.ndarray,
             cold_lists: np.ndarray | None) -> None:
@@ -322,6 +326,34 @@ class Report:
         self.curves[model] = recall_curve(data.warm, warm_lists)
         top = warm_lists[:, :BEYOND_K]
         self.recommended_popularity[model] = data.train_counts[top[top >= 0]]
+        self.per_user[model] = per_user_figures(data, warm_lists, cold_lists)
+
+    def comparisons(self, model: str = "final", seed: int = 0) -> list[dict]:
+        """``model`` against every other model on each figure of ``COMPARED``, over the same
+        users: the gain (``model``'s mean less the other's, as in the metric rows) and its 95%
+        paired-bootstrap interval (``metrics.paired_interval``). A gap whose interval holds 0
+        is within what another sample of as many users could turn around."""
+        ours, out = self.per_user.get(model, {}), []
+        for other, theirs in self.per_user.items():
+            for key in (key for key in COMPARED if other != model and key in ours and key in theirs):
+                gain, lower, upper = paired_interval(ours[key], theirs[key], seed=seed)
+                out.append({"model": model, "against": other, "slice": key[0], "metric": key[1], "k": key[2],
+                            "gain": gain, "lower": lower, "upper": upper, "users": len(ours[key])})
+        return out
+
+
+def per_user_figures(data: EvaluationData, warm_lists: np.ndarray,
+                     cold_lists: np.ndarray | None) -> dict[tuple[str, str, int], np.ndarray]:
+    """Each user's figure of ``COMPARED`` (:func:`list_metrics`' figures before their mean)."""
+    lists = {"warm": (data.warm, warm_lists), "cold": (data.cold, cold_lists)}
+    out = {}
+    for name, metric, k in COMPARED:
+        slice_, ranked = lists[name]
+        if ranked is None or not len(slice_.rows) or ranked.shape[1] < k:
+            continue
+        hits, counts = hit_matrix(ranked, slice_.relevant), relevant_counts(slice_.relevant)
+        out[(name, metric, k)] = (recall_at_k if metric == "recall" else ndcg_at_k)(hits, counts, k)
+    return out
 
 
 def evaluate(split: pl.DataFrame, data: EvaluationData, final_lists: np.ndarray,

@@ -136,8 +136,22 @@ def selection_html(how: str, record: dict) -> str:
             + f"<h3>Each route alone</h3>{_table_html(routes)}<h3>Best candidates</h3>{_table_html(top)}")
 
 
+def comparisons_html(compared: pl.DataFrame) -> str:
+    """``final`` against each model on the same users (``eval.comparisons`` rows): the gain and
+    its 95% paired interval."""
+    if compared.is_empty():
+        return ""
+    frame = compared.select(
+        "against", figure=pl.format("{} {}@{}", "slice", "metric", "k"), gain="gain", lower="lower", upper="upper",
+        users="users").sort("figure", "against")
+    return ("<h2>final against each model, user by user</h2><p>The gain of <code>final</code> over each "
+            "model on the same users and its 95% paired-bootstrap interval (<code>eval.comparisons</code>): "
+            "where the interval holds 0, another sample of as many users could turn the gap around.</p>"
+            + _table_html(frame))
+
+
 def render_html(report: Report, images: dict[str, bytes], run_id: str, model_version: str,
-                exclusion_note: str = "", selection: str = "") -> str:
+                exclusion_note: str = "", selection: str = "", comparisons: pl.DataFrame | None = None) -> str:
     sections = []
     users = {r["metric"]: int(r["value"]) for r in report.rows if r["slice"] == USERS_SLICE}
     for slice_name in SLICE_ORDER:
@@ -147,6 +161,8 @@ def render_html(report: Report, images: dict[str, bytes], run_id: str, model_ver
             sample = (f"<p>A seeded sample of {scored:,} of the slice's {total:,} users "
                       f"(max_evaluation_cells).</p>" if scored is not None and scored < total else "")
             sections.append(f"<h2>{slice_name} slice</h2>{sample}{_table_html(table)}")
+    if comparisons is not None:
+        sections.append(comparisons_html(comparisons))
     sections.append(selection)
     sections.append(_ingest_html(report.rows))
     tuning = "".join(

@@ -78,11 +78,13 @@ PUBLISHED_TABLES = {
     "recall.refreshes": "select * from src.recall.refreshes",
     "eval.metrics": "select * from src.eval.metrics",
     "eval.cold_rankings": "select * from src.eval.cold_rankings",
+    "eval.comparisons": "select * from src.eval.comparisons",
     "catalog.items": "select item_id, title, year, genres, description, item_text from src.clean.items",
     "catalog.user_profiles": "select user_id, history_size, profile_text from src.features.user_profiles",
 }
-# Published only when present: a home whose recall lists were written before the table existed.
-OPTIONAL_TABLES = {"recall.refreshes"}
+# Published only when present: a home whose recall lists (or evaluation) were written before the
+# table existed.
+OPTIONAL_TABLES = {"recall.refreshes", "eval.comparisons"}
 
 
 def sql_literal(text: str) -> str:

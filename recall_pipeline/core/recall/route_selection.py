@@ -36,7 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recall_pipeline.core.evaluation.metrics import (
-    catalogue_coverage, hit_matrix, long_tail_share, ndcg_at_k, recall_at_k, relevant_counts,
+    bootstrap_means, catalogue_coverage, hit_matrix, long_tail_share, ndcg_at_k, recall_at_k, relevant_counts,
 )
 from recall_pipeline.core.recall.ranking import ranking_threads, tie_order
 from recall_pipeline.core.recall.routes import ROUTES, RouteSettings, popularity_weights
@@ -445,8 +445,7 @@ def paired_gain(fused: np.ndarray, single: np.ndarray, seed: int = 0) -> tuple[f
     diff = np.asarray(fused, dtype=np.float64) - np.asarray(single, dtype=np.float64)
     if not len(diff):
         return 0.0, 0.0
-    means = diff[np.random.default_rng(seed).integers(0, len(diff), (BOOTSTRAP, len(diff)))].mean(axis=1)
-    return float(diff.mean()), float(np.quantile(means, 1.0 - CONFIDENCE))
+    return float(diff.mean()), float(np.quantile(bootstrap_means(diff, BOOTSTRAP, seed), 1.0 - CONFIDENCE))
 
 
 def route_alone(start: RouteSettings, routes: ValidationRoutes, name: str) -> RouteSettings:

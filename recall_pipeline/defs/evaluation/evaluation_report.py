@@ -48,7 +48,9 @@ class EvaluationConfig(dg.Config):
                 "validation cut, same split, same run; the published lists are those of "
                 "recall.latest; with them the quarantined and suspected_burst interaction rows (model "
                 "'data', slice 'ingest'). Appended to DuckDB eval.metrics, with the cold ranking that "
-                "final's cold figures score in eval.cold_rankings (same transaction); test rows the "
+                "final's cold figures score in eval.cold_rankings and final's gain over every other "
+                "model, user by user with its 95% paired-bootstrap interval, in eval.comparisons "
+                "(same transaction); test rows the "
                 "serving model trained on before the split moved are left out of every figure "
                 "(eval.metrics.test_rows_excluded); an HTML report in reports/; logged to MLflow.",
 )
@@ -62,14 +64,16 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
         context.log.warning(f"{note} (max_evaluation_cells {config.max_evaluation_cells:,})")
     if not evaluated.excluded_test_rows.is_empty():
         context.log.warning(f"test rows excluded: {evaluated.exclusion_note}")
+    compared = evaluation.comparisons_frame(evaluated, run_id, inputs)
     warehouse.replace_rows_in({"eval.metrics": evaluation.metrics_frame(evaluated, run_id, inputs),
-                               "eval.cold_rankings": evaluation.cold_rankings_frame(evaluated, run_id)},
+                               "eval.cold_rankings": evaluation.cold_rankings_frame(evaluated, run_id),
+                               "eval.comparisons": compared},
                               "run_id = ?", [run_id])
     model_version = inputs.candidates_model_version
     images = plots(report, data.train_counts, route_shares(inputs.candidates))
     path = write_report(home.layout.reports, home.layout.latest_report, run_id,
                         render_html(report, images, run_id, model_version, evaluated.exclusion_note,
-                                    _selection(home, inputs)), images)
+                                    _selection(home, inputs), compared), images)
     with mlflow.start_run("evaluation_report", {"dagster_run_id": run_id, "model_version": model_version}) as (
             tracker, mlflow_run):
         log_to_mlflow(tracker, report, path)
@@ -80,8 +84,12 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     warm, cold = (metrics_table(report.rows, s).with_columns(pl.selectors.float().round(4)) for s in ("warm", "cold"))
     with pl.Config(tbl_cols=-1, tbl_width_chars=200, tbl_hide_column_data_types=True):
         context.log.info(f"evaluation (warm slice):\n{warm}")
+    against = compared.filter(pl.col("slice") == "warm", pl.col("metric") == "recall")
     yield dg.MaterializeResult(metadata={
         "warm": markdown_table(warm, rows=20), "cold": markdown_table(cold),
+        "final_against_warm_recall@50": markdown_table(
+            against.select("against", "gain", "lower", "upper", "users").with_columns(pl.selectors.float().round(4)),
+            rows=20),
         "report": dg.MetadataValue.path(str(path)), "mlflow_run_id": mlflow_run.info.run_id,
         "model_version": model_version, **_figures(evaluated, inputs)})
 

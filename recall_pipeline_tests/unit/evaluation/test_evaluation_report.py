@@ -29,6 +29,16 @@ def test_the_html_report_has_a_section_for_them():
     assert "Data held back at cleaning" in page and "<code>suspected_burst_rows</code>: 1,200" in page
 
 
+def test_the_html_report_shows_finals_comparisons_when_given():
+    compared = pl.DataFrame({"model": ["final"], "against": ["EASE"], "slice": ["warm"], "metric": ["recall"],
+                             "k": [50], "gain": [-0.0031], "lower": [-0.0089], "upper": [0.0027], "users": [2000]})
+    report = Report(rows=ingest_rows(None))
+    page = render_html(report, {}, "run-1", "v1", comparisons=compared)
+    assert "final against each model" in page
+    assert "<td>EASE</td><td>warm recall@50</td><td>-0.0031</td><td>-0.0089</td><td>0.0027</td><td>2000</td>" in page
+    assert "final against each model" not in render_html(report, {}, "run-1", "v1")
+
+
 def test_the_ease_route_is_scored_with_the_published_runs_settings():
     """``route:ease`` is the route as the published run computed it, not as the defaults would:
     with a recency weighting that run did not use, the user who saw 10 long ago and 11 last

@@ -65,3 +65,23 @@ def test_genre_diversity_by_hand():
     assert intra_list_diversity(lists, 2, genres).tolist() == pytest.approx([0.5, 0.5, 0.0])
     vectors = np.eye(4)
     assert intra_list_diversity(lists[:1], 4, vectors=vectors).tolist() == pytest.approx([1.0])
+
+
+def test_paired_interval_is_the_bootstrap_of_the_per_user_differences():
+    """The gain is the mean difference; a constant difference has no spread; the interval is
+    the central 95% of the resampled means, which a wider spread widens; the resamples drawn a
+    chunk at a time are those of one draw (the warm choice's guard keeps its figures)."""
+    from recall_pipeline.core.evaluation.metrics import bootstrap_means, paired_interval
+
+    rng = np.random.default_rng(1)
+    a = rng.random(400)
+    assert paired_interval(a + 0.25, a) == pytest.approx((0.25, 0.25, 0.25))
+    noise = rng.normal(0, 0.1, 400)
+    gain, lower, upper = paired_interval(a + 0.05 + noise, a)
+    assert gain == pytest.approx(0.05 + noise.mean()) and lower < gain < upper
+    assert upper - lower == pytest.approx(2 * 1.96 * noise.std() / 20, rel=0.15)  # the normal interval, about
+    _, wide_lower, wide_upper = paired_interval(a + 0.05 + 3 * noise, a)
+    assert wide_upper - wide_lower > 2.5 * (upper - lower)
+    one_draw = a[np.random.default_rng(0).integers(0, 400, (1000, 400))].mean(axis=1)
+    np.testing.assert_array_equal(bootstrap_means(a, 1000, 0, chunk=70), one_draw)
+    assert paired_interval(np.zeros(0), np.zeros(0)) == (0.0, 0.0, 0.0)

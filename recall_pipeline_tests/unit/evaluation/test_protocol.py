@@ -193,3 +193,24 @@ def test_item_knn_baseline_is_refit_keeping_only_the_count_that_won(monkeypatch,
     knn = next(r for r in run_baselines(split, data, ease_grid=(200.0,), knn_grid=(5, 50)) if r.name == "ItemKNN")
     assert knn.tuned.value == 5 and ranked_to == [50, 5]
     assert np.array_equal(knn.warm_lists, scorer_lists(baselines.item_knn(rm.matrix, 5), data)[0])
+
+
+def test_final_is_compared_with_every_model_on_the_same_users(report):
+    """Report.comparisons: final against each route and baseline, on warm Recall@50, warm
+    NDCG@10 and cold Recall@20; the gain is the difference of the two metric rows (the same
+    users), its 95% interval around it. final lists nothing here, so every warm gain is minus
+    the other model's figure and beyond the noise; on the cold slice final and the no-signal
+    route rank alike (the same seeded order of zeros): gain 0, interval [0, 0]."""
+    f = figures(report.rows)
+    rows = report.comparisons()
+    assert {r["against"] for r in rows} == {"route:no_signal", "MostPopular", "ItemKNN", "EASE"}
+    assert {(r["slice"], r["metric"], r["k"]) for r in rows} == {("warm", "recall", 50), ("warm", "ndcg", 10),
+                                                                 ("cold", "recall", 20)}
+    for r in rows:
+        key = (r["slice"], r["metric"], r["k"])
+        assert r["gain"] == pytest.approx(f[("final", *key)] - f[(r["against"], *key)], abs=1e-12)
+        assert r["lower"] <= r["gain"] <= r["upper"] and r["users"] == (653 if r["slice"] == "warm" else 601)
+    by = {(r["against"], r["slice"], r["metric"]): r for r in rows}
+    ease = by[("EASE", "warm", "recall")]
+    assert ease["upper"] < 0 and ease["gain"] < -0.1
+    assert (by[("route:no_signal", "cold", "recall")]["lower"], by[("route:no_signal", "cold", "recall")]["upper"]) == (0, 0)
