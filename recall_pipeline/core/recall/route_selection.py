@@ -5,8 +5,9 @@ fitted on the fit part, scored on the held-out part, a seeded sample of users), 
 the fusion settings by **coordinate ascent** from a starting point (today's defaults unless
 configured): one setting at a time (which EASE variant, each route's weight, the popularity
 discount, the RRF constant), every value of its grid tried with the others held, the best kept
-if it gains more than ``MIN_GAIN`` validation Recall@50; passes repeat until one changes nothing
-or the time budget ends. A candidate counts only if its lists keep NDCG@10 at least
+if it gains more than ``MIN_GAIN`` validation Recall@50 (an EASE variant with recency weighting or
+the windowed term only if it beats plain EASE beyond the noise: :meth:`Search.plain_unless_beaten`);
+passes repeat until one changes nothing or the time budget ends. A candidate counts only if its lists keep NDCG@10 at least
 ``NDCG_FLOOR`` x the best single route's beyond the noise (:func:`keeps_the_top`; the best of
 the routes whose Recall@50 the best route does not beat beyond the noise: :func:`contenders`),
 and coverage@50 and long-tail share@50 at least plain EASE's (the same users, this run's
@@ -21,7 +22,8 @@ users.
 Then the guard: the chosen fusion's per-user Recall@50 is compared with the best single route's
 on the same users by a paired bootstrap (``BOOTSTRAP`` resamples of the users, seeded). Unless
 the fusion is better at ``CONFIDENCE`` (the resampled mean gain's lower quantile above 0), the
-run serves that route alone, and says so. The test split is never read here.
+run serves that route alone (plain EASE where that route is an EASE variant that does not beat
+it beyond the noise), and says so. The test split is never read here.
 """
 
 from __future__ import annotations
@@ -306,6 +308,7 @@ class Selection:
     start: dict[str, float]
     floors: dict[str, float | bool | str]
     ease_lambda: dict[str, float] = field(default_factory=dict)
+    ease_variant_notes: list[str] = field(default_factory=list)  # Search.plain_unless_beaten's decisions
 
     def record(self) -> dict:
         """JSON-ready: stored with the run and shown in the report."""
@@ -314,7 +317,7 @@ class Selection:
                 "routes": self.routes, "candidates": self.candidates, "gain": self.gain,
                 "gain_lower": self.gain_lower, "users": self.users, "seconds": round(self.seconds, 2),
                 "budget_reached": self.budget_reached, "start": self.start, "floors": self.floors,
-                "ease_lambda": self.ease_lambda}
+                "ease_lambda": self.ease_lambda, "ease_variant_notes": self.ease_variant_notes}
 
 
 class Search:
@@ -340,6 +343,7 @@ class Search:
         self.floors = (NDCG_FLOOR * self.top.ndcg, plain_figures.coverage, plain_figures.long_tail)
         self.reach = coverage_vs_plain_ease * plain_figures.coverage
         self.tried: dict[str, Candidate] = {}
+        self.notes: list[str] = []  # what plain_unless_beaten decided, in the search's order
         self.started = time.monotonic()
 
     def measure(self, settings: RouteSettings) -> Candidate:
@@ -375,6 +379,42 @@ class Search:
                 searched.append((f"weight_{name}", list(WEIGHT_GRID)))
         return searched + [("popularity_discount", list(DISCOUNT_GRID)), ("rrf_c", list(RRF_C_GRID))]
 
+    def plain_unless_beaten(self, best: Candidate, tried: list[Candidate]) -> Candidate:
+        """``best`` of one sweep over the EASE variants, or the best plain-EASE candidate of the
+        sweep (as feasible, reaching as far) where ``best``'s recency weighting or windowed term
+        does not beat it beyond the noise (paired bootstrap lower bound of the gain not above
+        0). The terms were chosen on the bundled data; among some hundred candidates one can
+        lead by chance, and a term that led on validation within the noise need not carry to
+        other users (at 1M items the windowed term led plain EASE's fusion on validation and lost
+        to plain EASE on the test split). What was decided is kept in :attr:`notes`."""
+        if _is_plain(best.settings):
+            return best
+        plain = [c for c in tried if _is_plain(c.settings) and _order(c)[:2] == _order(best)[:2]]
+        if not plain:
+            return best
+        simplest = max(plain, key=_order)
+        gain, lower = paired_gain(best.figures.per_user_recall, simplest.figures.per_user_recall, self.routes.seed)
+        kept = best if lower > 0 else simplest
+        note = (f"{EaseVariant.of(best.settings).name} against {EaseVariant.of(simplest.settings).name} in the "
+                f"fusion: {gain:+.4f} (lower bound {lower:+.4f}): {EaseVariant.of(kept.settings).name} kept")
+        if note not in self.notes:
+            self.notes.append(note)
+        return kept
+
+    def served_alone(self) -> str:
+        """The route served alone when no fusion passes the guard: the best route, or plain EASE
+        where the best route is an EASE variant whose recency weighting or windowed term does
+        not beat plain EASE beyond the noise (as :meth:`plain_unless_beaten` in the fusion)."""
+        variants = {variant.name: variant for variant in self.routes.ease}
+        best = variants.get(self.best_route)
+        plain = [name for name, v in variants.items() if v.recency_tau <= 0 and v.window_weight <= 0]
+        if best is None or best.name in plain or not plain:
+            return self.best_route
+        simplest = max(plain, key=lambda name: (self.singles[name].recall, name))
+        _, lower = paired_gain(self.singles[self.best_route].per_user_recall, self.singles[simplest].per_user_recall,
+                               self.routes.seed)
+        return self.best_route if lower > 0 else simplest
+
     def out_of_time(self) -> bool:
         return time.monotonic() - self.started > self.budget
 
@@ -392,8 +432,12 @@ class Search:
             for name, values in self.coordinates():
                 if self.out_of_time():
                     return current, True
-                best = max(self.measure_all([_with(current.settings, name, v) for v in values], mapper),
-                           key=_order)
+                tried = self.measure_all([_with(current.settings, name, v) for v in values], mapper)
+                best = max(tried, key=_order)
+                plain = self.plain_unless_beaten(best, tried) if name == "ease_variant" else best
+                if plain is not best:  # a term within the noise: plain EASE, even below the current mean
+                    current, moved = plain, moved or plain.settings != current.settings
+                    continue
                 if _order(best) > _order(current) and (_order(best)[:2] > _order(current)[:2]
                                                        or best.figures.recall > current.figures.recall + MIN_GAIN):
                     current, moved = best, True
@@ -406,6 +450,12 @@ def _order(candidate: Candidate) -> tuple:
     """Floors met first, then the reach target (soft: when no candidate reaches it, the best
     that meets the floors still serves), then validation Recall@50."""
     return (candidate.feasible, candidate.feasible and candidate.reaches, candidate.figures.recall)
+
+
+def _is_plain(settings: RouteSettings) -> bool:
+    """Whether ``settings`` serve plain EASE (no recency weighting, no windowed term)."""
+    variant = EaseVariant.of(settings)
+    return variant.recency_tau <= 0 and variant.window_weight <= 0
 
 
 def _with(settings: RouteSettings, name: str, value) -> RouteSettings:
@@ -473,7 +523,10 @@ def select(routes: ValidationRoutes, start: RouteSettings, trust: float = 1.0,
     single = search.singles[search.best_route]
     best, gain, lower = searched, *paired_gain(searched.figures.per_user_recall, single.per_user_recall, routes.seed)
     if searched.reaches and not (searched.feasible and lower > 0):  # the reach target cost too much: without it
-        fallback = max((c for c in search.tried.values() if c.feasible), key=lambda c: c.figures.recall, default=None)
+        feasible = [c for c in search.tried.values() if c.feasible]
+        fallback = max(feasible, key=lambda c: c.figures.recall, default=None)
+        if fallback is not None:  # with plain EASE unless its variant's term beats it beyond the noise
+            fallback = search.plain_unless_beaten(fallback, feasible)
         if fallback is not None and fallback is not searched:
             best, gain, lower = fallback, *paired_gain(fallback.figures.per_user_recall, single.per_user_recall,
                                                        routes.seed)
@@ -485,10 +538,12 @@ def select(routes: ValidationRoutes, start: RouteSettings, trust: float = 1.0,
                                                f"target {search.reach:.4f}"))
         chosen = best.figures
     else:
-        settings = route_alone(start, routes, search.best_route)
+        alone = search.served_alone()
+        settings = route_alone(start, routes, alone)
         why = "meets no floor" if not best.feasible else f"gain {gain:+.4f} not above the noise (lower bound {lower:+.4f})"
-        decision = f"{search.best_route} alone: the best fusion ({best.figures.recall:.4f}) {why}"
-        chosen = single
+        decision = f"{alone} alone: the best fusion ({best.figures.recall:.4f}) {why}" + (
+            "" if alone == search.best_route else f"; {search.best_route} does not beat it beyond the noise")
+        chosen = search.singles[alone]
     start_figures = search.measure(search.start).figures
     return Selection(
         settings=settings, decision=decision, chosen=chosen.as_dict(), best_route=search.best_route,
@@ -500,4 +555,4 @@ def select(routes: ValidationRoutes, start: RouteSettings, trust: float = 1.0,
                                                "ndcg@10 set by": search.top_route,
                                                "coverage@50 reach target": round(search.reach, 5),
                                                "reached": chosen.coverage >= search.reach},
-        ease_lambda=routes.lambdas)
+        ease_lambda=routes.lambdas, ease_variant_notes=search.notes)

@@ -255,3 +255,32 @@ def test_score_is_what_the_search_measures_and_reads_variants_kept_apart():
         rs.score(routes, other)
     kept_apart = dataclasses.replace(routes, extra_ease={rs.EaseVariant.of(other): random_lists(rng)})
     assert 0.0 <= rs.score(kept_apart, other).recall <= 1.0
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("more_users", [1, 90])
+def test_ease_terms_serve_only_where_they_beat_plain_ease_beyond_the_noise(fused, more_users):
+    """The start's EASE variant (recency weighting and the windowed term) finds what plain EASE
+    finds and, for ``more_users`` more users, their relevant items too. For one user that lead
+    is within the noise: plain EASE serves, in the fusion (the two-tower route finding what the
+    other users want: the fusion beats both) or alone (the other routes noise), and the record
+    says why; for 90 users it is not, and the variant serves."""
+    rng = np.random.default_rng(5)
+    relevant, counts = relevant_matrix(rng), rng.integers(1, 30, N_ITEMS)
+    plain = informed(rng, relevant, np.arange(100))
+    windowed, extra = plain.copy(), np.arange(100, 100 + more_users)
+    windowed[extra] = informed(rng, relevant, extra)[extra]
+    two_tower = informed(rng, relevant, np.arange(220, N_USERS)) if fused else random_lists(rng)
+    routes = rs.ValidationRoutes(lists={"two_tower": two_tower, "lm_profile": random_lists(rng)},
+                                 ease={rs.EaseVariant.of(START): windowed, rs.plain_ease(START): plain},
+                                 relevant=relevant, item_counts=counts, head=head_items(counts, np.arange(N_ITEMS)))
+    selection = rs.select(routes, START)
+    assert selection.best_route == rs.EaseVariant.of(START).name  # the best route alone, by its mean
+    served = rs.EaseVariant.of(selection.settings)
+    assert served == (rs.plain_ease(START) if more_users == 1 else rs.EaseVariant.of(START))
+    if more_users == 1 and fused:
+        assert selection.decision.startswith("fusion")
+        assert any(note.endswith(f"{rs.plain_ease(START).name} kept") for note in selection.record()["ease_variant_notes"])
+    if more_users == 1 and not fused:
+        assert selection.decision.startswith(f"{rs.plain_ease(START).name} alone")
+        assert "does not beat it beyond the noise" in selection.decision
