@@ -85,6 +85,11 @@ class EaseVariant:
                                    ease_window_weight=self.window_weight)
 
     @property
+    def plain(self) -> bool:
+        """Plain EASE: no recency weighting, no windowed term."""
+        return self.recency_tau <= 0 and self.window_weight <= 0
+
+    @property
     def name(self) -> str:
         recency = f"recency {self.recency_tau:g}/{self.recency_floor:g}" if self.recency_tau > 0 else "no recency"
         window = f"window {self.window}x{self.window_weight:g}" if self.window_weight > 0 else "no window"
@@ -335,7 +340,7 @@ class Search:
         servable = [name for name in self.singles if not (name == "two_tower" and trust <= 0)]  # trust 0: no say
         self.best_route = max(servable, key=lambda name: (self.singles[name].recall, name))
         best = self.singles[self.best_route]
-        plain = [figures(lists, routes) for v, lists in routes.ease.items() if v.recency_tau <= 0 and v.window_weight <= 0]
+        plain = [figures(lists, routes) for v, lists in routes.ease.items() if v.plain]
         plain_figures = max(plain, key=lambda f: f.recall) if plain else best
         self.contenders = contenders(self.singles, servable, self.best_route, routes.seed)
         self.top_route = max(self.contenders, key=lambda name: self.singles[name].ndcg)  # sets the NDCG floor
@@ -407,7 +412,7 @@ class Search:
         not beat plain EASE beyond the noise (as :meth:`plain_unless_beaten` in the fusion)."""
         variants = {variant.name: variant for variant in self.routes.ease}
         best = variants.get(self.best_route)
-        plain = [name for name, v in variants.items() if v.recency_tau <= 0 and v.window_weight <= 0]
+        plain = [name for name, v in variants.items() if v.plain]
         if best is None or best.name in plain or not plain:
             return self.best_route
         simplest = max(plain, key=lambda name: (self.singles[name].recall, name))
@@ -454,8 +459,7 @@ def _order(candidate: Candidate) -> tuple:
 
 def _is_plain(settings: RouteSettings) -> bool:
     """Whether ``settings`` serve plain EASE (no recency weighting, no windowed term)."""
-    variant = EaseVariant.of(settings)
-    return variant.recency_tau <= 0 and variant.window_weight <= 0
+    return EaseVariant.of(settings).plain
 
 
 def _with(settings: RouteSettings, name: str, value) -> RouteSettings:
