@@ -175,8 +175,8 @@ def row_slots(n_users: int, rows: np.ndarray) -> np.ndarray:
 # products and keeps each query's best in a heap; the dense ranking copies, negates and
 # partially sorts every score, in blocks of a dozen users at 300,000 items, each block reading
 # all the items' features again. At 334,077 cold items (385 features, a 2-core VM): the index
-# built in 2.7 s, 2,000 users ranked in 3.0 s against 22.4 s, each user's top 50 the same items
-# (bench/perf/text_cf_index.py, bench/results/perf/text_cf_index.txt). Below, the route scores
+# built in 2.7 s, 2,000 users ranked in 3.0 to 4.4 s against 20.8 to 22.4 s (three runs), each
+# user's top 50 the same items (bench/perf/text_cf_index.py, bench/results/perf/text_cf_index.txt). Below, the route scores
 # as before: the validation cut's 2,000 users, an ad-hoc query, a feedback refresh's few users,
 # the bundled data's 671.
 INDEXED_MIN_USERS = 5_000
