@@ -38,7 +38,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from recall_pipeline.core.evaluation.metrics import (
-    bootstrap_means, catalogue_coverage, hit_matrix, long_tail_share, ndcg_at_k, recall_at_k, relevant_counts,
+    BOOTSTRAP_RESAMPLES, bootstrap_means, catalogue_coverage, hit_matrix, long_tail_share, ndcg_at_k, recall_at_k,
+    relevant_counts,
 )
 from recall_pipeline.core.recall.ranking import ranking_threads, tie_order
 from recall_pipeline.core.recall.routes import ROUTES, RouteSettings, popularity_weights
@@ -57,7 +58,7 @@ NDCG_FLOOR = 0.95
 # about one standard error of Recall@50 for 1.6x the coverage (bench/tuning/coverage_floor.py);
 # 0: no target. route_settings config coverage_vs_plain_ease sets it per deployment.
 COVERAGE_VS_PLAIN_EASE = 2.5
-BOOTSTRAP, CONFIDENCE = 1000, 0.95
+BOOTSTRAP, CONFIDENCE = BOOTSTRAP_RESAMPLES, 0.95  # the evaluation's comparisons resample as many
 DEFAULT_MAX_USERS = 2_000
 DEFAULT_MAX_CELLS = 2_000_000_000
 
