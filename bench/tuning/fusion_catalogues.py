@@ -10,7 +10,11 @@ Catalogues (``--catalogues``, any of):
   ``<work>/homes/L`` and tabulated with ``--report-only``);
 - ``nosignal``: 2,000 users, 10,000 items, 100,000 interactions whose titles and genres say
   nothing about the taste clusters (``--no-text-signal``): the LM routes are noise there;
-- ``nosignal-implicit``: the same interactions as implicit feedback (``rating: null``).
+- ``nosignal-implicit``: the same interactions as implicit feedback (``rating: null``);
+- ``wide``, ``nosignal-small``, ``dense``: shapes, cluster counts and seeds no setting was chosen
+  on (3,000 users over 30,000 items; 1,500 users over 8,000 items with text that says nothing;
+  8,000 users over 3,000 items, 25 interactions each on average, four clusters); any name with
+  ``-implicit`` appended runs that catalogue as implicit feedback.
 
     .venv/bin/python -m bench.tuning.fusion_catalogues --work /tmp/fusion --catalogues bundled S nosignal
 
@@ -34,7 +38,11 @@ import yaml
 
 BIN = Path(sys.executable).parent
 GENERATED = {"S": ["--size", "S"], "M": ["--size", "M"], "L": ["--size", "L"],
-             "nosignal": ["--users", "2000", "--items", "10000", "--interactions", "100000", "--no-text-signal"]}
+             "nosignal": ["--users", "2000", "--items", "10000", "--interactions", "100000", "--no-text-signal"],
+             "wide": ["--users", "3000", "--items", "30000", "--interactions", "150000", "--clusters", "8", "--seed", "11"],
+             "nosignal-small": ["--users", "1500", "--items", "8000", "--interactions", "80000", "--clusters", "12",
+                                "--seed", "5", "--no-text-signal"],
+             "dense": ["--users", "8000", "--items", "3000", "--interactions", "200000", "--clusters", "4", "--seed", "23"]}
 MODELS = ("final", "route:ease", "route:two_tower", "route:lm_profile", "route:lm_interest", "route:text_cf", "EASE",
           "ItemKNN", "MostPopular")
 
