@@ -172,11 +172,11 @@ def build_evaluation_data(split: pl.DataFrame, rm: RatingMatrix, genres: list[li
     )
 
 
-def _accuracy_rows(slice_: Slice, lists: np.ndarray, recall_ks, ndcg_ks) -> list[tuple[str, int, float]]:
-    hits = hit_matrix(lists, slice_.relevant)
-    n_rel = relevant_counts(slice_.relevant)
-    rows = [("recall", k, float(recall_at_k(hits, n_rel, k).mean())) for k in recall_ks]
-    return rows + [("ndcg", k, float(ndcg_at_k(hits, n_rel, k).mean())) for k in ndcg_ks]
+def _accuracy(slice_: Slice, lists: np.ndarray, recall_ks, ndcg_ks) -> dict[tuple[str, int], np.ndarray]:
+    """Each user's Recall@k and NDCG@k on ``slice_``, all from one hit matrix."""
+    hits, n_rel = hit_matrix(lists, slice_.relevant), relevant_counts(slice_.relevant)
+    return {**{("recall", k): recall_at_k(hits, n_rel, k) for k in recall_ks},
+            **{("ndcg", k): ndcg_at_k(hits, n_rel, k) for k in ndcg_ks}}
 
 
 def _beyond_rows(data: EvaluationData, lists: np.ndarray) -> list[tuple[str, int, float]]:
@@ -195,20 +195,37 @@ def list_metrics(model: str, data: EvaluationData, warm_lists: np.ndarray,
                  cold_lists: np.ndarray | None) -> list[dict]:
     """Metric rows for one model: ``warm_lists`` aligned with ``data.warm.rows`` (K >= 100),
     ``cold_lists`` with ``data.cold.rows`` (positions within the cold items)."""
-    out = []
+    return measured(model, data, warm_lists, cold_lists)[0]
+
+
+def measured(model: str, data: EvaluationData, warm_lists: np.ndarray,
+             cold_lists: np.ndarray | None) -> tuple[list[dict], dict[tuple[str, str, int], np.ndarray]]:
+    """(:func:`list_metrics`' rows, each user's figure of ``COMPARED`` in the slice's user
+    order): the means and the per-user figures behind them come from the same hit matrices."""
+    out, per_user = [], {}
     width = warm_lists.shape[1]  # a metric at K needs lists at least K long
     slices = [(data.warm, warm_lists), (data.sparse, warm_lists[data.sparse_mask])]
     for slice_, lists in slices:
         if not len(slice_.rows):
             continue
-        for metric, k, value in (_accuracy_rows(slice_, lists, RECALL_KS, NDCG_KS)
+        accuracy = _accuracy(slice_, lists, RECALL_KS, NDCG_KS)
+        per_user.update(_compared(slice_.name, accuracy, width))
+        for metric, k, value in ([(m, k, float(v.mean())) for (m, k), v in accuracy.items()]
                                  + _beyond_rows(data, lists)):
             if k <= width:
                 out.append({"model": model, "slice": slice_.name, "metric": metric, "k": k, "value": value})
     if cold_lists is not None and len(data.cold.rows):
-        for metric, k, value in _accuracy_rows(data.cold, cold_lists, (COLD_K,), (COLD_K,)):
-            out.append({"model": model, "slice": "cold", "metric": metric, "k": k, "value": value})
-    return out
+        accuracy = _accuracy(data.cold, cold_lists, (COLD_K,), (COLD_K,))
+        per_user.update(_compared("cold", accuracy, cold_lists.shape[1]))
+        for (metric, k), values in accuracy.items():
+            out.append({"model": model, "slice": "cold", "metric": metric, "k": k, "value": float(values.mean())})
+    return out, per_user
+
+
+def _compared(slice_name: str, accuracy: dict[tuple[str, int], np.ndarray],
+              width: int) -> dict[tuple[str, str, int], np.ndarray]:
+    """The per-user figures of ``accuracy`` that ``COMPARED`` names, where the lists are long enough."""
+    return {(slice_name, m, k): v for (m, k), v in accuracy.items() if (slice_name, m, k) in COMPARED and k <= width}
 
 
 def scorer_lists(scorer: baselines.Scorer, data: EvaluationData,
@@ -322,11 +339,11 @@ class Report:
 
     def add(self, model: str, data: EvaluationData, warm_lists: np.ndarray,
             cold_lists: np.ndarray | None) -> None:
-        self.rows += list_metrics(model, data, warm_lists, cold_lists)
+        rows, self.per_user[model] = measured(model, data, warm_lists, cold_lists)
+        self.rows += rows
         self.curves[model] = recall_curve(data.warm, warm_lists)
         top = warm_lists[:, :BEYOND_K]
         self.recommended_popularity[model] = data.train_counts[top[top >= 0]]
-        self.per_user[model] = per_user_figures(data, warm_lists, cold_lists)
 
     def comparisons(self, model: str = "final", seed: int = 0) -> list[dict]:
         """``model`` against every other model on each figure of ``COMPARED``, over the same
@@ -340,20 +357,6 @@ class Report:
                 out.append({"model": model, "against": other, "slice": key[0], "metric": key[1], "k": key[2],
                             "gain": gain, "lower": lower, "upper": upper, "users": len(ours[key])})
         return out
-
-
-def per_user_figures(data: EvaluationData, warm_lists: np.ndarray,
-                     cold_lists: np.ndarray | None) -> dict[tuple[str, str, int], np.ndarray]:
-    """Each user's figure of ``COMPARED`` (:func:`list_metrics`' figures before their mean)."""
-    lists = {"warm": (data.warm, warm_lists), "cold": (data.cold, cold_lists)}
-    out = {}
-    for name, metric, k in COMPARED:
-        slice_, ranked = lists[name]
-        if ranked is None or not len(slice_.rows) or ranked.shape[1] < k:
-            continue
-        hits, counts = hit_matrix(ranked, slice_.relevant), relevant_counts(slice_.relevant)
-        out[(name, metric, k)] = (recall_at_k if metric == "recall" else ndcg_at_k)(hits, counts, k)
-    return out
 
 
 def evaluate(split: pl.DataFrame, data: EvaluationData, final_lists: np.ndarray,
