@@ -126,6 +126,7 @@ def route_settings(context: dg.AssetExecutionContext, config: RouteSettingsConfi
         "gain_lower_bound": dg.MetadataValue.float(selection.gain_lower),
         "users": selection.users, **sentences, "search_seconds": dg.MetadataValue.float(round(selection.seconds, 2)),
         "budget_reached": selection.budget_reached, "left_out": dg.MetadataValue.json(left_out),
+        "pruned_weights": dg.MetadataValue.json(selection.pruned_weights),
         "settings": dg.MetadataValue.json(_flat(selection.settings)),
         "routes": markdown_table(pl.DataFrame([{"route": n, **f} for n, f in selection.routes.items()])),
         "candidates": markdown_table(candidates, rows=25),

@@ -104,6 +104,56 @@ def test_two_complementary_routes_fuse_above_both():
     assert selection.settings.weights["ease"] > 0 and selection.settings.weights["two_tower"] > 0
 
 
+def only_for(lists: np.ndarray, users: np.ndarray) -> np.ndarray:
+    """``lists`` with no list for any user but ``users``."""
+    out = np.full_like(lists, -1)
+    out[users] = lists[users]
+    return out
+
+
+def test_a_route_keeps_its_weight_only_where_dropping_it_loses_beyond_the_noise():
+    """EASE and the two-tower route each list (and find) what half the users want; the LM
+    history route is noise at weight 0.5 and the interest route finds the relevant items of 2
+    more users (a lead within the noise). Pruning drops both LM routes, keeps the two that
+    complement each other, and says what it dropped."""
+    rng = np.random.default_rng(6)
+    relevant, counts = relevant_matrix(rng), rng.integers(1, 30, N_ITEMS)
+    half, last = np.arange(N_USERS // 2), np.arange(N_USERS - 2, N_USERS)
+    rest = np.arange(N_USERS // 2, N_USERS - 2)
+    lists = {"ease": only_for(informed(rng, relevant, half), half),
+             "two_tower": only_for(informed(rng, relevant, rest), rest),
+             "lm_profile": random_lists(rng), "lm_interest": informed(rng, relevant, last)}
+    search = rs.Search(routes_of(lists, relevant, counts), START)
+    weights = {**START.weights, "ease": 1.0, "two_tower": 1.0, "lm_profile": 0.5, "lm_interest": 0.05, "text_cf": 0.0}
+    chosen = search.measure(dataclasses.replace(START, weights=weights))
+    assert chosen.feasible
+    pruned = search.pruned(chosen)
+    assert pruned.settings.weights["lm_profile"] == 0.0 and pruned.settings.weights["lm_interest"] == 0.0
+    assert pruned.settings.weights["ease"] == 1.0 and pruned.settings.weights["two_tower"] == 1.0
+    assert pruned.figures.recall >= chosen.figures.recall - 2 / N_USERS
+    assert sorted(note.split()[0] for note in search.pruning) == ["lm_interest", "lm_profile"]
+    assert search.pruned(pruned) is pruned  # nothing more to drop: both halves lose beyond the noise
+
+
+def test_the_served_fusion_carries_no_weight_for_a_noise_route():
+    """TextCF lists (and finds) what half the users want, EASE finds what the other half want
+    and lists random items for the first; the LM and two-tower routes are noise: whatever the
+    ascent tried, the served settings give the noise routes no weight."""
+    rng = np.random.default_rng(8)
+    relevant, counts = relevant_matrix(rng), rng.integers(1, 30, N_ITEMS)
+    second, first = np.arange(N_USERS // 2), np.arange(N_USERS // 2, N_USERS)
+    lists = {"ease": informed(rng, relevant, first),  # and random lists for the other users
+             "text_cf": only_for(informed(rng, relevant, second), second),
+             "lm_profile": random_lists(rng), "lm_interest": random_lists(rng), "two_tower": random_lists(rng)}
+    selection = rs.select(routes_of(lists, relevant, counts), START)
+    assert selection.decision.startswith("fusion")
+    weights = selection.settings.weights
+    assert weights["ease"] > 0 and weights["text_cf"] > 0
+    assert weights["lm_profile"] == weights["lm_interest"] == weights["two_tower"] == 0.0
+    pruned = {note.split()[0] for note in selection.record()["pruned_weights"]}
+    assert pruned and all(weights[name] == 0.0 for name in pruned)  # the ascent had given them weight
+
+
 def test_the_search_in_threads_tries_and_chooses_what_one_thread_does(monkeypatch):
     rng = np.random.default_rng(4)
     relevant, counts = relevant_matrix(rng), rng.integers(1, 30, N_ITEMS)
