@@ -542,10 +542,15 @@ def paired_gain(fused: np.ndarray, single: np.ndarray, seed: int = 0) -> tuple[f
 def route_alone(start: RouteSettings, routes: ValidationRoutes, name: str) -> RouteSettings:
     """Settings whose lists are route ``name``'s alone for every user with history: its weight 1,
     every other route 0 but popularity (only users without history have its lists), no
-    discount. An EASE variant's name serves the EASE route with that variant."""
+    discount. An EASE variant's name serves the EASE route with that variant; any other route
+    leaves the EASE route at plain EASE (weight 0: the lists do not change), so that the model
+    ``ease_model`` fits, and the report's ``route:ease`` row, is plain EASE rather than a variant
+    nothing chose."""
     variants = {variant.name: variant for variant in routes.ease}
     route = "ease" if name in variants else name
-    settings = variants[name].applied(start) if name in variants else start
+    plain = [variant for variant in routes.ease if variant.plain]  # ease_variants: the chosen lambda's last
+    ease = variants[name] if name in variants else (plain[-1] if plain else EaseVariant.of(start))
+    settings = ease.applied(start)
     weights = {r: (1.0 if r == route else 0.0) for r in ROUTES}
     weights["popularity"] = start.weights.get("popularity", 1.0) if route != "popularity" else 1.0
     return dataclasses.replace(settings, weights=weights, popularity_discount=0.0)

@@ -183,6 +183,22 @@ def test_a_fusion_within_the_noise_serves_the_best_route_alone():
     assert selection.settings.popularity_discount == 0.0
 
 
+def test_a_route_served_alone_leaves_the_ease_route_at_plain_ease():
+    """The two-tower route alone (EASE noise): the EASE route's weight is 0 and its variant the
+    plain one, so that the EASE model fitted and reported is not the start's recency variant."""
+    rng = np.random.default_rng(5)
+    relevant, counts = relevant_matrix(rng), rng.integers(1, 30, N_ITEMS)
+    good = informed(rng, relevant, np.arange(0, N_USERS, 2))
+    routes = rs.ValidationRoutes(lists={"two_tower": good}, relevant=relevant, item_counts=counts,
+                                 ease={rs.EaseVariant.of(START): random_lists(rng), rs.plain_ease(START): random_lists(rng)},
+                                 head=head_items(counts, np.arange(N_ITEMS)))
+    assert not rs.EaseVariant.of(START).plain
+    selection = rs.select(routes, START)
+    assert selection.decision.startswith("two_tower alone")
+    assert selection.settings.weights["ease"] == 0.0
+    assert rs.EaseVariant.of(selection.settings) == rs.plain_ease(START)
+
+
 def placed(rng, relevant: sp.csr_matrix, users: np.ndarray, at: int) -> np.ndarray:
     """Random lists in which ``users`` find their relevant items from position ``at`` on."""
     lists = random_lists(rng, pad=0.0)
