@@ -77,7 +77,9 @@ def train(split: pl.DataFrame, rm: RatingMatrix, lm_vectors: np.ndarray,
     fit = fit_sequences(split, rm)
     _, holdout = validation_matrices(split, rm)
     return two_tower.train_two_tower(lm_vectors, training_sequences(split, rm), fit, holdout,
-                                     settings.architecture, settings.training, log, lm_top)
+                                     settings.architecture, settings.training, log, lm_top,
+                                     list_rows=selection_rows(holdout, seed=settings.training.seed),
+                                     list_depth=RouteSettings.depth)
 
 
 def epoch_logger(info: Callable[[str], None], tracker) -> Callable[[dict], None]:
@@ -188,12 +190,21 @@ def trust_of(phase: ValidationPhase, lm_vectors: np.ndarray,
 
 
 def validation_lists(phase: ValidationPhase, rm: RatingMatrix, depth: int = RouteSettings.depth,
-                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(user ids, their lists): the early-stopping model's top ``depth`` items on the validation
-    cut for the users the fusion is chosen on (``route_selection.selection_rows``), stored with
-    the version so that each run's choice can weigh the two-tower route without retraining."""
+                     seed: int = 0, cross_fitted: tuple[np.ndarray, np.ndarray] | None = None,
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(user ids, their lists): the top ``depth`` items on the validation cut for the users the
+    fusion is chosen on (``route_selection.selection_rows``), stored with the version so that
+    each run's choice can weigh the two-tower route without retraining. A user whose lists
+    early stopping cross-fitted (``cross_fitted``: rows, lists; ``two_tower.early_stopping``)
+    has those; any other, the early-stopping model's."""
     rows = selection_rows(phase.holdout, seed=seed)
-    lists, _ = top_k_scored(phase.scorer, rows, depth, len(rm.item_ids), phase.fit.matrix, seed)
+    fitted_rows, fitted = cross_fitted if cross_fitted is not None else (np.empty(0, np.int64), None)
+    known = np.isin(rows, fitted_rows)
+    lists = np.full((len(rows), depth), -1, dtype=np.int64)
+    if (~known).any():
+        lists[~known], _ = top_k_scored(phase.scorer, rows[~known], depth, len(rm.item_ids), phase.fit.matrix, seed)
+    if known.any():
+        lists[known] = fitted[np.searchsorted(fitted_rows, rows[known]), :depth]
     return rm.user_ids[rows], lists
 
 
@@ -355,7 +366,7 @@ def train_and_register(inputs: TrainingInputs, settings: ModelSettings, folder: 
     phase = validation_phase(result, inputs.split, inputs.rm)
     trust = trust_of(phase, inputs.lm_vectors, settings.training)
     info(f"trust in the fused lists: {trust.factor} (validation Recall@50 by factor: {trust.recall})")
-    model_lists = validation_lists(phase, inputs.rm, seed=settings.training.seed)
+    model_lists = validation_lists(phase, inputs.rm, seed=settings.training.seed, cross_fitted=result.cross_fitted)
     del phase  # its users x dim and items x dim vectors
     outcome = register_and_judge(
         result, inputs.split, inputs.rm, inputs.item_ids, inputs.lm_vectors, inputs.encoder, folder, tracking_uri,

@@ -55,3 +55,32 @@ def test_mlflow_parameters_carry_every_setting_under_its_own_name():
     assert params == {name: str(value) for name, value in overrides.items()}
     assert settings_from({name: parsed(text, defaults[name]) for name, text in params.items()}) == settings
     assert NAMES_BEFORE_THE_SPLIT <= set(params)
+
+
+def test_stored_validation_lists_are_the_cross_fitted_ones_where_there_are_any():
+    """The fusion's users in early stopping's sample keep their cross-fitted lists; the others
+    are ranked by the early-stopping model (its fit items left out)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import scipy.sparse as sp
+
+    from recall_pipeline.core.recall.route_selection import selection_rows
+    from recall_pipeline.core.training.recall_model import validation_lists
+
+    n_users, n_items, depth = 6, 5, 3
+    holdout = sp.csr_matrix(np.eye(n_users, n_items))      # user u held out item u (user 5: nothing)
+    fit = sp.csr_matrix(([1.0], ([0], [4])), shape=(n_users, n_items))  # user 0 saw item 4
+
+    def scorer(rows):  # item i scores i: the best item is the last one not seen
+        return np.tile(np.arange(n_items, dtype=np.float32), (len(rows), 1))
+
+    phase = SimpleNamespace(holdout=holdout, scorer=scorer, fit=SimpleNamespace(matrix=fit))
+    rm = SimpleNamespace(user_ids=np.array([10, 11, 12, 13, 14, 15]), item_ids=np.arange(n_items))
+    rows = selection_rows(holdout)
+    assert rows.tolist() == [0, 1, 2, 3, 4]
+    crossed = (np.array([1, 3]), np.array([[0, 1, 2, 3], [2, 2, 2, 2]]))
+    users, lists = validation_lists(phase, rm, depth, cross_fitted=crossed)
+    assert users.tolist() == [10, 11, 12, 13, 14]
+    assert lists.tolist() == [[3, 2, 1], [0, 1, 2], [4, 3, 2], [2, 2, 2], [4, 3, 2]]
+    assert validation_lists(phase, rm, depth)[1].tolist() == [[3, 2, 1]] + [[4, 3, 2]] * 4

@@ -314,3 +314,17 @@ def test_a_refit_cut_short_by_the_budget_is_not_served(planted):
     whole = two_tower.train_two_tower(*args, replace(FAST, max_epochs=2, patience=2, refit="full"))
     assert whole.served == "refit" and whole.model is not whole.validation_model
     assert not any(e.get("stopped_by_budget") for e in whole.history)
+
+
+def test_keeping_cross_fitted_lists_changes_no_figure_and_no_weight(planted):
+    """Early stopping with listed users ranks them deeper and keeps their cross-fitted lists,
+    and trains exactly the model (and logs exactly the figures) it does without them."""
+    args = (planted["lm"], planted["train"], planted["fit"], planted["holdout"], SMALL, replace(FAST, max_epochs=4))
+    plain = two_tower.train_two_tower(*args)
+    listed = two_tower.train_two_tower(*args, list_rows=np.array([3, 5, 8, 500]), list_depth=60)
+    assert [e.get("validation_recall@50") for e in plain.history] == [e.get("validation_recall@50")
+                                                                        for e in listed.history]
+    assert all(torch.equal(a, b) for a, b in zip(plain.model.state_dict().values(), listed.model.state_dict().values()))
+    rows, lists = listed.cross_fitted
+    assert rows.tolist() == [3, 5, 8] and lists.shape == (3, 60) and (lists >= 0).all()
+    assert plain.cross_fitted[0].size == 0

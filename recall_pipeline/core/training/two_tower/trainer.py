@@ -21,10 +21,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recall_pipeline.core.evaluation.baselines import validation_recall
+from recall_pipeline.core.training.two_tower.early_stopping import EarlyStoppingValidation
 from recall_pipeline.core.training.two_tower.losses import in_batch_loss, log_q
 from recall_pipeline.core.training.two_tower.sequences import Sequences
-from recall_pipeline.core.training.two_tower.serving import dense_scorer
 from recall_pipeline.core.training.two_tower.settings import Architecture, TrainingSettings
 from recall_pipeline.core.training.two_tower.towers import TwoTower
 
@@ -39,6 +38,9 @@ class TrainingResult:
     best_validation_recall: float = 0.0
     seconds: float = 0.0
     validation_model: TwoTower | None = None  # the early-stopping phase's model (trained on fit only)
+    # (rows, lists) of the listed held-out users, each from the epoch the other half of the
+    # validation users would have kept (``early_stopping``): what the fusion is chosen on
+    cross_fitted: tuple[np.ndarray, np.ndarray] | None = None
     served: str = "refit"  # which phase's model ``model`` is: "refit", or "validation" (see train_two_tower)
 
 
@@ -67,7 +69,8 @@ def train_epoch(model: TwoTower, seq: Sequences, optimizer: torch.optim.Optimize
 
 def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, holdout: sp.csr_matrix,
                     architecture: Architecture = Architecture(), training: TrainingSettings = TrainingSettings(),
-                    log: Callable[[dict], None] = lambda entry: None, lm_top=None) -> TrainingResult:
+                    log: Callable[[dict], None] = lambda entry: None, lm_top=None,
+                    list_rows: np.ndarray | None = None, list_depth: int = 50) -> TrainingResult:
     """Early-stopped on the validation cut (``fit`` sequences, ``holdout`` relevance, rows as
     the rating matrix's users), then refit on ``train`` as ``training.refit`` says: the validated
     model trained on for ``refit_epochs`` passes ("continue"), or a new model for the best number
@@ -75,16 +78,15 @@ def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, ho
     model is the one returned (``served`` "validation"): a refit cut short was never measured.
 
     ``lm_top`` (a ``core.training.lm_finetune.TopLayers`` over the same catalogue) is given
-    exactly when ``training.lm_finetune_layers`` > 0; each phase starts from its original weights."""
+    exactly when ``training.lm_finetune_layers`` > 0; each phase starts from its original weights.
+    ``list_rows``: held-out users whose ``list_depth``-deep validation lists to keep, cross-fitted
+    (``early_stopping``; ``TrainingResult.cross_fitted``)."""
     if training.lm_finetune_layers and lm_top is None:
         raise ValueError("lm_finetune_layers > 0 needs the LM's top layers (core.training.lm_finetune.TopLayers)")
     if lm_top is not None and not training.lm_finetune_layers:
         raise ValueError("the LM's top layers were given but lm_finetune_layers is 0")
-    fit_seen = fit.seen(holdout.shape)
-    holdout = validation_sample(holdout, training)
-
-    def validate(model: TwoTower) -> float:
-        return validation_recall(dense_scorer(model, fit, holdout.shape[0]), fit_seen, holdout, seed=training.seed)
+    validate = EarlyStoppingValidation(fit, fit.seen(holdout.shape), validation_sample(holdout, training),
+                                       training.seed, list_rows, list_depth)
 
     # a budget: early stopping's phase ends at half of it (mid-epoch if need be), the refit at all of it
     budget, started = training.max_train_seconds, time.perf_counter()
@@ -95,7 +97,7 @@ def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, ho
         refit = training.refit != "none"
         tuned = _fit(lm_vectors, fit, architecture, training, None, validate, log, "validation", lm_top,
                      half_way if refit else end)
-        tuned.validation_model = tuned.model
+        tuned.validation_model, tuned.cross_fitted = tuned.model, validate.cross_fitted()
         if not refit:
             tuned.served = "validation"
             return tuned
@@ -112,7 +114,7 @@ def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, ho
     final.history = tuned.history + final.history
     final.best_epoch, final.best_validation_recall = tuned.best_epoch, tuned.best_validation_recall
     final.seconds += tuned.seconds
-    final.validation_model = tuned.model
+    final.validation_model, final.cross_fitted = tuned.model, tuned.cross_fitted
     return final
 
 
