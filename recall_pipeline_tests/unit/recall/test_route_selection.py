@@ -227,6 +227,21 @@ def test_the_ndcg_floor_is_set_by_the_best_top_among_routes_tied_on_recall():
     assert rs.select(routes, START).floors["ndcg@10 set by"] == ease
 
 
+def test_served_alone_the_route_with_the_better_top_among_those_tied_on_recall():
+    """As above without a third route: no fusion beats the two-tower route (the fused lists find
+    no more than it does), so one route serves alone. It is EASE: the two-tower route's two
+    more users are within the noise, and EASE puts what it finds first."""
+    rng = np.random.default_rng(8)
+    relevant, counts = relevant_matrix(rng), rng.integers(1, 30, N_ITEMS)
+    lists = {"two_tower": placed(rng, relevant, np.arange(152), 40), "ease": placed(rng, relevant, np.arange(150), 0)}
+    selection = rs.select(routes_of(lists, relevant, counts), START)
+    ease = rs.EaseVariant.of(START).name
+    assert selection.best_route == "two_tower"
+    assert selection.decision.startswith(f"{ease} alone") and "two_tower does not beat it" in selection.decision
+    assert selection.settings.weights["ease"] == 1.0 and selection.settings.weights["two_tower"] == 0.0
+    assert selection.chosen["ndcg@10"] > selection.best_route_figures["ndcg@10"]
+
+
 def test_the_ndcg_floor_must_hold_beyond_the_noise():
     """A candidate keeps the top when its per-user NDCG@10 stays at or above NDCG_FLOOR x the
     reference's at the lower confidence bound: 0.96x on the mean passes with little spread
