@@ -27,7 +27,7 @@ from recall_pipeline.core.recall.routes import (
     LMView, MergedLists, RouteSettings, TextCFRoute, merge_routes, text_cf_lists,
 )
 from recall_pipeline.core.training import two_tower
-from recall_pipeline.core.training.route_trust import trusted
+from recall_pipeline.core.training.route_trust import served
 
 
 def history_recall(history: np.ndarray, model: two_tower.TwoTower, model_index, lm_index,
@@ -38,7 +38,7 @@ def history_recall(history: np.ndarray, model: two_tower.TwoTower, model_index, 
     item apply the popularity discount like the nightly lists; ``ease`` / ``text_cf``: the
     stored models of those routes (None: the route is left out); ``trust``: the serving
     version's factor on the two-tower route's weight."""
-    settings = trusted(settings, trust)
+    settings = served(settings, trust)
     n_items, length = len(lm_vectors), model.architecture.history_length
     history = np.asarray(history, dtype=np.int64)
     seen = sp.csr_matrix((np.ones(len(history)), (np.zeros(len(history), int), history)), shape=(1, n_items))

@@ -20,7 +20,7 @@ from recall_pipeline.core.recall.published_tables import candidates_frame
 from recall_pipeline.core.recall.routes import (
     ROUTES, MergedLists, ModelRoute, RouteSettings, TextCFRoute, fit_ease_route, merge_routes, route_lists,
 )
-from recall_pipeline.core.training.route_trust import trusted
+from recall_pipeline.core.training.route_trust import served
 from recall_pipeline.core.training.text_cf import TextCF, item_features
 
 
@@ -94,7 +94,7 @@ def recall_blocks(inputs: RecallInputs, settings: RouteSettings, k: int, rows: n
     of any size recalls within the same memory. A user's lists do not depend on the users
     recalled with them, so the blocks' lists are the one-pass lists."""
     rows = np.arange(len(inputs.rm.user_ids)) if rows is None else np.asarray(rows, dtype=np.int64)
-    settings = trusted(settings, inputs.two_tower_trust)
+    settings = served(settings, inputs.two_tower_trust)
     has_history = np.diff(inputs.rm.matrix.indptr) > 0
     if ease is None and has_history[rows].any():
         ease = fit_ease_route(inputs.rm, settings)

@@ -35,7 +35,7 @@ import scipy.sparse as sp
 from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts
 from recall_pipeline.core.features.rating_matrix import RatingMatrix
 from recall_pipeline.core.recall.ranking import top_k_scored
-from recall_pipeline.core.recall.routes import RouteSettings, ease_route, merge_routes
+from recall_pipeline.core.recall.routes import ROUTES, RouteSettings, ease_route, merge_routes
 
 FACTORS = (0.0, 0.25, 0.5, 0.75, 1.0)
 CONFIG_KEY = "two_tower_trust"  # in the saved model's config, the version's MLflow tags and metrics
@@ -92,3 +92,15 @@ def trusted(settings: RouteSettings, factor: float) -> RouteSettings:
     if factor == 1.0:
         return settings
     return replace(settings, weights=dict(settings.weights, two_tower=settings.weights.get("two_tower", 1.0) * factor))
+
+
+def served(settings: RouteSettings, factor: float) -> RouteSettings:
+    """The settings the lists are computed with: :func:`trusted`, except where the choice
+    serves the two-tower route alone (every other route at 0 but popularity, which lists only
+    for users without history). A factor cannot reorder one route's lists, and a factor of 0
+    (a version promoted by a feedback refresh after the choice, whose trust was chosen on the
+    default fusion) would leave every user with history without a list."""
+    weights = settings.weights
+    alone = weights.get("two_tower", 1.0) > 0 and all(
+        weights.get(name, 1.0) <= 0 for name in ROUTES if name not in ("two_tower", "popularity"))
+    return settings if alone else trusted(settings, factor)

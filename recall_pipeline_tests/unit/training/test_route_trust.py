@@ -6,7 +6,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from recall_pipeline.core.features.rating_matrix import build_rating_matrix
-from recall_pipeline.core.recall.routes import RouteSettings
+from recall_pipeline.core.recall.routes import ROUTES, RouteSettings, merge_routes
 from recall_pipeline.core.training import route_trust
 
 N_CLUSTERS, PER_CLUSTER, FIT, HELD = 4, 100, 25, 10
@@ -61,3 +61,14 @@ def test_the_trust_scales_only_the_two_tower_weight():
     assert {k: v for k, v in scaled.weights.items() if k != "two_tower"} == \
         {k: v for k, v in settings.weights.items() if k != "two_tower"}
     assert route_trust.trusted(settings, 1.0) is settings
+
+
+def test_the_two_tower_route_served_alone_keeps_its_weight_whatever_the_trust():
+    """A fusion is served trusted; the two-tower route alone is served as it is (at trust 0 a
+    scaled weight would leave the users with history without a list)."""
+    fused = RouteSettings()
+    assert route_trust.served(fused, 0.0).weights["two_tower"] == 0.0
+    alone = RouteSettings(weights={name: 0.0 for name in ROUTES} | {"two_tower": 1.0, "popularity": 1.0})
+    assert route_trust.served(alone, 0.0) is alone and route_trust.served(alone, 0.5) is alone
+    lists = {name: np.array([[-1, -1]]) for name in ROUTES} | {"two_tower": np.array([[4, 2]])}
+    assert merge_routes(lists, np.eye(6, dtype=np.float32), 2, route_trust.served(alone, 0.0)).items.tolist() == [[4, 2]]
