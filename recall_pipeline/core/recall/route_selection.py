@@ -458,7 +458,8 @@ class Search:
             if not droppable:
                 return chosen
             _, name, gain, lower, candidate = max(droppable, key=lambda d: (d[0], d[1]))
-            self.pruning.append(f"{name[len('weight_'):]} {chosen.settings.weights.get(name[len('weight_'):], 1.0):g} -> 0: "
+            route = name[len("weight_"):]
+            self.pruning.append(f"{route} {chosen.settings.weights.get(route, 1.0):g} -> 0: "
                                 f"Recall@50 {gain:+.4f} with it (lower bound {lower:+.4f})")
             chosen = candidate
 

@@ -6,6 +6,7 @@
   profile), and ``TwoTower`` holding both over the catalogue's LM embeddings
 - ``losses``: in-batch sampled softmax with the logQ correction and id dropout
 - ``trainer``: seeded epochs, early stopping on validation Recall@50, refit on all of training
+- ``early_stopping``: the per-epoch validation, and validation lists cross-fitted over its choice
 - ``serving``: item and user vectors whose inner product is the model's logit
 - ``persistence``: a model folder (safetensors + config), and a saved model over a grown catalogue
 

@@ -3,7 +3,7 @@
 Each epoch scores the sampled held-out users (Recall@50, the early-stopping figure). The epoch
 kept is the one with the best figure on those users, so the kept model's figure on them is
 the maximum of a noisy curve: it overstates how the model does on users it was not chosen on.
-On a small catalogue the curve moved by 0.01 to 0.018 from one epoch to the next (1,327 users:
+On a small catalogue the curve moved by up to 0.018 from one epoch to the next (1,327 users:
 0.4088, 0.4138, 0.3960, 0.4050), and the route's validation figure, read on the same users,
 led plain EASE's beyond the noise (0.4138 against 0.4021) where the test split put EASE ahead
 (0.4441 against 0.4266).
