@@ -363,6 +363,7 @@ def train_and_register(inputs: TrainingInputs, settings: ModelSettings, folder: 
     tracker.log_params({**flat_params(settings), **snapshot, "encoder": inputs.encoder})
     result = train(inputs.split, inputs.rm, inputs.lm_vectors, settings, log=epoch_logger(info, tracker),
                    lm_top=lm_top)
+    info(f"refit {result.refit}")
     phase = validation_phase(result, inputs.split, inputs.rm)
     trust = trust_of(phase, inputs.lm_vectors, settings.training)
     info(f"trust in the fused lists: {trust.factor} (validation Recall@50 by factor: {trust.recall})")
@@ -382,6 +383,6 @@ def train_and_register(inputs: TrainingInputs, settings: ModelSettings, folder: 
                              (f"champion_{model_registry.JUDGED_METRIC}", judgement.champion_value))
                             if value is not None}})
     tracker.set_tags({"judged_on": judgement.judged_on, "champion_decision": outcome.promotion.reason,
-                      "served_phase": result.served})
+                      "served_phase": result.served, "refit": result.refit})
     return result, outcome, trust
 

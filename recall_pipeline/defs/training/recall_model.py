@@ -32,8 +32,10 @@ RecallModelConfig = config_from(
     description="Two-tower recall model on the frozen LM item embeddings (item tower: residual MLP "
                 "over the LM embedding + item-id embedding with dropout; user tower: attention over "
                 "the recent history + LM interest profile; in-batch softmax with logQ correction), "
-                "early-stopped on the validation cut's Recall@50, then trained one more pass over all of "
-                "training (config refit: continue; full trains a new model on all of it). Each "
+                "early-stopped on the validation cut's Recall@50, then shown all of training: one more "
+                "pass, or a new model trained on all of it for the best number of epochs where one "
+                "epoch past the best lost validation recall beyond the noise (config refit: auto; "
+                "continue, full or none pin it; metadata refit says which ran and why). Each "
                 "training is an MLflow run (params, per-epoch metrics, data snapshot, safetensors "
                 "weights) registered as a version of 'recall_two_tower'; the alias 'champion' moves "
                 "to it only if its validation Recall@50 is at least the champion's, judged on training "
@@ -66,7 +68,7 @@ def recall_model(context: dg.AssetExecutionContext, config: RecallModelConfig, w
     return dg.MaterializeResult(metadata={
         "retrained": True, "version": outcome.promotion.version, "champion": outcome.champion,
         "promoted": outcome.promotion.promoted, "decision": outcome.promotion.reason,
-        "best_epoch": result.best_epoch, "served": result.served,
+        "best_epoch": result.best_epoch, "served": result.served, "refit": result.refit,
         "two_tower_trust": trust.factor, "trust_grid": dg.MetadataValue.json(trust.as_metadata()),
         "validation_recall@50": dg.MetadataValue.float(round(result.best_validation_recall, 4)),
         "judged_on": outcome.promotion.judgement.judged_on,

@@ -62,3 +62,36 @@ def test_without_listed_users_it_keeps_no_lists_and_ranks_50_deep(holdout):
     check = validation(holdout, None)
     assert check.depth == 50 and validation(holdout, np.arange(4)).depth == DEPTH
     assert check.cross_fitted()[0].size == 0
+
+
+def test_the_drop_past_the_best_epoch_is_read_where_the_other_half_peaks(holdout):
+    check = validation(holdout, None)
+    half, everyone, nobody = check.first_half, np.ones(len(check.rows), bool), np.zeros(len(check.rows), bool)
+    # epoch 1: nobody finds their item; epoch 2: everyone does; epoch 3: the second half only
+    for tag, finds in enumerate((nobody, everyone, ~half), start=1):
+        check.observe(epoch(check, finds, tag))
+    # both halves peak at epoch 2: the first half's users lose their item at epoch 3, the second's keep it
+    mean, lower = check.drop_after_best()
+    assert mean == pytest.approx(half.mean())
+    assert 0 < lower < mean  # every dropping user loses 1: beyond the noise of 38 users
+
+
+def test_a_peak_one_half_alone_shows_is_not_read_on_its_own_users(holdout):
+    """The first half finds its items at epoch 1 only, the second half from epoch 2 on. Each
+    user is read at the other half's best: the first half's at epoch 2 -> 3 (nothing lost), the
+    second half's at epoch 1 -> 2 (each gains its item): no drop, where the first half's own
+    peak, read on its own users, would look like one."""
+    check = validation(holdout, None)
+    half = check.first_half
+    for tag, finds in enumerate((half, ~half, ~half), start=1):
+        check.observe(epoch(check, finds, tag))
+    mean, lower = check.drop_after_best()
+    assert mean == pytest.approx(-(~half).mean()) and lower < 0
+
+
+def test_no_drop_is_measured_when_the_best_epoch_is_the_last(holdout):
+    check = validation(holdout, None)
+    assert check.drop_after_best() is None  # nothing observed
+    check.observe(epoch(check, np.zeros(len(check.rows), bool), 1))
+    check.observe(epoch(check, np.ones(len(check.rows), bool), 2))
+    assert check.drop_after_best() is None

@@ -126,8 +126,46 @@ def test_continuing_trains_the_validated_model_on_all_of_training(planted):
     assert [e["epoch"] for e in continued.history if e["phase"] == "refit"] == [1, 2]
 
 
+def _tuned(best_epoch: int, epoch_seconds: float, epochs: int) -> two_tower.TrainingResult:
+    """A validation phase's result as ``refit_plan`` reads it: its best epoch and its pace."""
+    history = [{"phase": "validation", "epoch": e, "seconds": e * epoch_seconds} for e in range(1, epochs + 1)]
+    return two_tower.TrainingResult(model=None, history=history, best_epoch=best_epoch)
+
+
+def test_auto_refit_trains_a_new_model_only_where_one_more_epoch_lost_beyond_the_noise():
+    auto, tuned = two_tower.TrainingSettings(), _tuned(best_epoch=2, epoch_seconds=10.0, epochs=5)
+    assert auto.refit == "auto"
+    mode, why = two_tower.refit_plan(auto, (0.019, 0.008), tuned, 1.25, None)
+    assert mode == "full" and "lost +0.0190 of validation Recall@50 (95% lower bound +0.0080)" in why and "for 2 epochs" in why
+    assert two_tower.refit_plan(auto, (0.005, -0.001), tuned, 1.25, None)[0] == "continue"  # within the noise
+    assert two_tower.refit_plan(auto, None, tuned, 1.25, None) == (
+        "continue", "the best epoch was the last one trained: nothing measured past it")
+    # the full refit takes 2 epochs at 10 s each on 1.25x the data: 25 s
+    assert two_tower.refit_plan(auto, (0.019, 0.008), tuned, 1.25, 26.0)[0] == "full"
+    mode, why = two_tower.refit_plan(auto, (0.019, 0.008), tuned, 1.25, 24.0)
+    assert mode == "continue" and "about 25 s" in why and "24 s left" in why
+    for pinned in ("continue", "full", "none"):  # a pinned refit is what runs, whatever the curve
+        assert two_tower.refit_plan(replace(auto, refit=pinned), (0.019, 0.008), tuned, 1.25, None)[0] == pinned
+
+
+def test_auto_refit_runs_the_refit_it_records(planted):
+    """With "auto" the history's refit phase is the one ``refit`` names: a full refit of the best
+    epoch's count, or one pass; and training is as deterministic as with a pinned refit."""
+    args = (planted["lm"], planted["train"], planted["fit"], planted["holdout"], SMALL)
+    runs = [two_tower.train_two_tower(*args, replace(FAST, refit="auto")) for _ in range(2)]
+    result = runs[0]
+    mode = result.refit.split(":")[0]
+    assert mode in ("continue", "full") and runs[1].refit == result.refit
+    refits = [e for e in result.history if e["phase"] == "refit"]
+    assert len(refits) == (result.best_epoch if mode == "full" else 1)
+    first, second = (r.model.state_dict() for r in runs)
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    pinned = two_tower.train_two_tower(*args, replace(FAST, refit=mode))
+    assert all(torch.equal(first[name], pinned.model.state_dict()[name]) for name in first)
+
+
 def test_unknown_refit_kinds_are_refused():
-    with pytest.raises(ValueError, match="refit must be one of continue, full, none"):
+    with pytest.raises(ValueError, match="refit must be one of auto, continue, full, none"):
         two_tower.TrainingSettings(refit="twice")
     with pytest.raises(ValueError, match="refit_epochs must be at least 1"):
         two_tower.TrainingSettings(refit_epochs=0)

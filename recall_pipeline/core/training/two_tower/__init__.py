@@ -28,7 +28,7 @@ _MODULE_OF = {
     "RATING_BUCKETS": "towers", "rating_buckets": "towers", "ItemTower": "towers", "UserTower": "towers",
     "TwoTower": "towers",
     "log_q": "losses", "in_batch_loss": "losses",
-    "TrainingResult": "trainer", "train_epoch": "trainer", "train_two_tower": "trainer",
+    "TrainingResult": "trainer", "train_epoch": "trainer", "train_two_tower": "trainer", "refit_plan": "trainer",
     "validation_sample": "trainer",
     "item_vectors": "serving", "user_vectors": "serving", "dense_scorer": "serving",
     "WEIGHTS_FILE": "persistence", "CONFIG_FILE": "persistence", "ITEM_IDS_FILE": "persistence",

@@ -14,6 +14,9 @@ are those of the epoch that the *other* half's figure would have kept. No user's
 chosen on that user. A listed user outside the sample played no part in the choice: theirs
 come from the kept model, scored after training. Early stopping itself still reads every
 sampled user.
+
+The same two halves say whether one more epoch past the best costs (:meth:`drop_after_best`),
+which decides how the served model sees the newest interactions (``trainer.refit_plan``).
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts
+from recall_pipeline.core.evaluation.metrics import bootstrap_means, hit_matrix, recall_at_k, relevant_counts
 from recall_pipeline.core.recall.ranking import top_k_scored
 from recall_pipeline.core.training.two_tower.sequences import Sequences
 from recall_pipeline.core.training.two_tower.serving import dense_scorer
 from recall_pipeline.core.training.two_tower.towers import TwoTower
 
 K = 50
+CONFIDENCE = 0.95
 
 
 class EarlyStoppingValidation:
@@ -47,6 +51,7 @@ class EarlyStoppingValidation:
         self.first_half = np.random.default_rng(seed).random(len(self.rows)) < 0.5
         self.best = {True: -np.inf, False: -np.inf}           # each half's best figure so far
         self.lists = np.full((len(self.listed), self.depth), -1, dtype=np.int64)
+        self.per_user: list[np.ndarray] = []                  # each epoch's Recall@50 per sampled user
 
     def __call__(self, model: TwoTower) -> float:
         if not len(self.rows):
@@ -62,6 +67,7 @@ class EarlyStoppingValidation:
         """One epoch's lists of the sampled users (rows in ``rows`` order): its Recall@50, and
         the listed users' lists kept where the other half's figure is its best so far."""
         per_user = recall_at_k(hit_matrix(lists[:, :K], self.relevant), self.counts, K)
+        self.per_user.append(per_user.astype(np.float32))
         for half in (True, False):
             chosen_on = self.first_half == half
             figure = float(per_user[chosen_on].mean()) if chosen_on.any() else 0.0
@@ -77,3 +83,26 @@ class EarlyStoppingValidation:
         if not np.isfinite(self.best[True]) and not np.isfinite(self.best[False]):
             return np.empty(0, dtype=np.int64), np.empty((0, self.depth), dtype=np.int64)
         return self.rows[self.listed], self.lists
+
+    def drop_after_best(self) -> tuple[float, float] | None:
+        """(mean, one-sided 95% lower bound) of the validation Recall@50 lost from the best
+        epoch to the next, cross-fitted as the lists are: each user's drop is read at the epoch
+        the *other* half's figure keeps, so the best epoch's own luck does not count as a drop
+        (on the users it was chosen on, the epoch after a noisy peak always looks worse). None
+        when either half's best epoch is the last one trained (a budget or ``max_epochs`` ended
+        the phase): nothing was measured past it."""
+        if not self.per_user or not len(self.rows):
+            return None
+        curves = np.stack(self.per_user)                        # epochs x sampled users
+        drops = np.empty(curves.shape[1])
+        for half in (True, False):
+            other = self.first_half != half
+            if not other.any():  # one half is empty: each user is read at the whole sample's best
+                other = np.ones_like(other)
+            best = int(np.argmax(curves[:, other].mean(axis=1)))  # the first of equals, as training keeps
+            if best + 1 >= len(curves):
+                return None
+            mine = self.first_half == half
+            drops[mine] = curves[best, mine] - curves[best + 1, mine]
+        lower = float(np.quantile(bootstrap_means(drops, seed=self.seed), 1.0 - CONFIDENCE))
+        return float(drops.mean()), lower

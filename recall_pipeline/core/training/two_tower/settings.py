@@ -39,10 +39,13 @@ class TrainingSettings:
     # After early stopping, how the served model sees the held-out (newest) part of training:
     # "continue": the validated model trained on for ``refit_epochs`` more passes over all of
     # training; "full": a new model trained on all of training for the best number of epochs
-    # (the model is trained twice); "none": the validated model as it is. On a cut one level
-    # down (bench/experiments/probe_train_once.py) one more pass scored validation Recall@50
-    # 0.3136 against the full refit's 0.3071 at a fifth of its time.
-    refit: str = "continue"
+    # (the model is trained twice); "none": the validated model as it is; "auto": "full" where
+    # one epoch past the best lost validation recall beyond the noise and the budget allows,
+    # else "continue" (``trainer.refit_plan``). On a cut one level down of the bundled data
+    # (bench/experiments/probe_train_once.py) one more pass scored validation Recall@50 0.3136
+    # against the full refit's 0.3071 at a fifth of its time; on the generator's S catalogue,
+    # whose curve falls fast past its best epoch, 0.3409 against 0.3596.
+    refit: str = "auto"
     refit_epochs: int = 1
     seed: int = 0
     # > 0: also fine-tune the LM's top layers end to end (``core.training.lm_finetune``); off by
@@ -65,5 +68,5 @@ class TrainingSettings:
             raise ValueError(f"refit_epochs must be at least 1, got {self.refit_epochs}")
 
 
-REFITS = ("continue", "full", "none")
+REFITS = ("auto", "continue", "full", "none")
 

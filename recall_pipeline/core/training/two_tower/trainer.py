@@ -2,9 +2,10 @@
 
 Validation follows the evaluation protocol: a chronological cut of training only (fit/held-out),
 Recall@50 each epoch, early stopping on it; then the served model sees the most recent
-interactions too: by default the validated model trains on for one more pass over all of
-training (``refit`` "continue"), or a new model is trained on all of training for the best
-number of epochs ("full": the model is trained twice). Deterministic on CPU:
+interactions too: the validated model trains on for one more pass over all of training
+(``refit`` "continue"), or a new model is trained on all of training for the best number of
+epochs ("full": the model is trained twice). By default ("auto") the run chooses between them
+from its own validation curve (:func:`refit_plan`). Deterministic on CPU:
 each phase seeds torch (the initial weights) and its own generator (each epoch's order, then
 each batch's id dropout) before building the model; adding, removing or reordering a draw
 changes every published figure.
@@ -42,6 +43,7 @@ class TrainingResult:
     # validation users would have kept (``early_stopping``): what the fusion is chosen on
     cross_fitted: tuple[np.ndarray, np.ndarray] | None = None
     served: str = "refit"  # which phase's model ``model`` is: "refit", or "validation" (see train_two_tower)
+    refit: str = ""  # the refit that ran ("continue", "full" or "none") and why: ``refit_plan``
 
 
 def train_epoch(model: TwoTower, seq: Sequences, optimizer: torch.optim.Optimizer, logq: torch.Tensor | None,
@@ -98,10 +100,12 @@ def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, ho
         tuned = _fit(lm_vectors, fit, architecture, training, None, validate, log, "validation", lm_top,
                      half_way if refit else end)
         tuned.validation_model, tuned.cross_fitted = tuned.model, validate.cross_fitted()
+        mode, why = refit_plan(training, validate.drop_after_best(), tuned, len(train.target_examples()) /
+                               max(len(fit.target_examples()), 1), None if end is None else end - time.perf_counter())
         if not refit:
-            tuned.served = "validation"
+            tuned.served, tuned.refit = "validation", f"{mode}: {why}"
             return tuned
-        if training.refit == "full":
+        if mode == "full":
             final = _fit(lm_vectors, train, architecture, training, tuned.best_epoch, None, log, "refit", lm_top, end)
         else:
             final = _continue(tuned.model, lm_vectors, train, training, log, end)
@@ -115,7 +119,36 @@ def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, ho
     final.best_epoch, final.best_validation_recall = tuned.best_epoch, tuned.best_validation_recall
     final.seconds += tuned.seconds
     final.validation_model, final.cross_fitted = tuned.model, tuned.cross_fitted
+    final.refit = f"{mode}: {why}"
     return final
+
+
+def refit_plan(training: TrainingSettings, drop: tuple[float, float] | None, tuned: TrainingResult,
+               data_ratio: float, seconds_left: float | None) -> tuple[str, str]:
+    """(the refit to run, why). "auto" chooses from the validation curve: "continue" gives the
+    validated model one more pass, in effect one more epoch over the interactions it has seen,
+    so where one epoch past the best lost validation recall beyond the noise (``drop``: mean and
+    lower bound from ``EarlyStoppingValidation.drop_after_best``) a new model is trained on all
+    of training for the best number of epochs instead ("full"), if the time budget has room for
+    it (the validation epochs' pace times ``data_ratio``, training's examples over the fit
+    part's). On the generator's S catalogue the curve peaked at epoch 2 and fell by 0.019 at
+    epoch 3; one cut down, the continued model gained nothing from the newest interactions
+    (-0.0009) where a full refit gained +0.0178 and plain EASE +0.0133
+    (``bench/experiments/probe_validation_gap.py``)."""
+    if training.refit != "auto":
+        return training.refit, f"config refit {training.refit}"
+    if drop is None:
+        return "continue", "the best epoch was the last one trained: nothing measured past it"
+    mean, lower = drop
+    measured = f"one epoch past the best lost {mean:+.4f} of validation Recall@50 (95% lower bound {lower:+.4f})"
+    if lower <= 0:
+        return "continue", f"{measured}: within the noise"
+    validation_epochs = [e for e in tuned.history if e.get("phase") == "validation"]
+    pace = validation_epochs[-1]["seconds"] / len(validation_epochs) if validation_epochs else 0.0
+    needed = pace * tuned.best_epoch * data_ratio
+    if seconds_left is not None and needed > seconds_left:
+        return "continue", f"{measured}, but a full refit (about {needed:.0f} s) would not fit the {seconds_left:.0f} s left"
+    return "full", f"{measured}: a new model trained on all of training for {tuned.best_epoch} epochs"
 
 
 def _fit(lm_vectors: np.ndarray, seq: Sequences, architecture: Architecture, training: TrainingSettings,
