@@ -67,13 +67,19 @@ def test_without_listed_users_it_keeps_no_lists_and_ranks_50_deep(holdout):
 def test_the_drop_past_the_best_epoch_is_read_where_the_other_half_peaks(holdout):
     check = validation(holdout, None)
     half, everyone, nobody = check.first_half, np.ones(len(check.rows), bool), np.zeros(len(check.rows), bool)
-    # epoch 1: nobody finds their item; epoch 2: everyone does; epoch 3: the second half only
+    # the first half peaks at epoch 2 (kept through 3), the second at epoch 3; epoch 4: the second half only
+    for tag, finds in enumerate((nobody, half, everyone, ~half), start=1):
+        check.observe(epoch(check, finds, tag))
+    # first-half users read at epoch 3 -> 4: each loses its item; second-half users at 2 -> 3:
+    # each gains it. Read at the whole sample's best (3 -> 4) it would be the first half's share.
+    mean, lower = check.drop_after_best()
+    assert mean == pytest.approx(half.mean() - (~half).mean())
+    # both halves peaking at the same epoch: every first-half user loses its item, beyond the noise
+    check = validation(holdout, None)
     for tag, finds in enumerate((nobody, everyone, ~half), start=1):
         check.observe(epoch(check, finds, tag))
-    # both halves peak at epoch 2: the first half's users lose their item at epoch 3, the second's keep it
     mean, lower = check.drop_after_best()
-    assert mean == pytest.approx(half.mean())
-    assert 0 < lower < mean  # every dropping user loses 1: beyond the noise of 38 users
+    assert mean == pytest.approx(half.mean()) and 0 < lower < mean
 
 
 def test_a_peak_one_half_alone_shows_is_not_read_on_its_own_users(holdout):
@@ -94,4 +100,23 @@ def test_no_drop_is_measured_when_the_best_epoch_is_the_last(holdout):
     assert check.drop_after_best() is None  # nothing observed
     check.observe(epoch(check, np.zeros(len(check.rows), bool), 1))
     check.observe(epoch(check, np.ones(len(check.rows), bool), 2))
+    assert check.drop_after_best() is None
+
+
+def test_a_part_of_a_pass_past_the_best_is_not_a_drop(holdout):
+    """A budget can stop the last epoch mid-pass: read up to the whole epochs only, the best
+    is the last whole one and nothing was measured past it."""
+    check = validation(holdout, None)
+    for tag, finds in enumerate((np.zeros(len(check.rows), bool), np.ones(len(check.rows), bool),
+                                 np.zeros(len(check.rows), bool)), start=1):
+        check.observe(epoch(check, finds, tag))
+    assert check.drop_after_best()[0] == pytest.approx(1.0)  # the third epoch read as whole
+    assert check.drop_after_best(epochs=2) is None
+
+
+def test_a_sample_with_an_empty_half_has_nothing_to_cross_fit():
+    one = sp.csr_matrix(([1.0], ([5], [5])), shape=(N_USERS, N_ITEMS))  # one validated user
+    check = validation(one, None)
+    for tag, finds in enumerate((np.ones(1, bool), np.zeros(1, bool)), start=1):
+        check.observe(epoch(check, finds, tag))
     assert check.drop_after_best() is None

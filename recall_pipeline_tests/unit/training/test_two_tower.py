@@ -148,24 +148,36 @@ def test_auto_refit_trains_a_new_model_only_where_one_more_epoch_lost_beyond_the
         assert two_tower.refit_plan(replace(auto, refit=pinned), (0.019, 0.008), tuned, 1.25, None)[0] == pinned
 
 
-@pytest.mark.parametrize("drop", [None, (0.02, 0.01)])
+@pytest.mark.parametrize("drop", [None, (0.02, 0.01)], ids=["measured", "patched"])
 def test_auto_refit_runs_the_refit_it_records(planted, monkeypatch, drop):
     """"auto" runs the refit its plan names, and serves what that refit pinned serves: on the
-    planted data one epoch past the best loses nothing (one more pass); with a drop beyond the
-    noise in place of the measured one, a new model for the best epoch's count."""
+    planted data, where validation recall stays at its best past the best epoch, the measured
+    drop is within the noise (one more pass); with a drop beyond the noise in place of the
+    measured one, a new model for the best epoch's count."""
     from recall_pipeline.core.training.two_tower.early_stopping import EarlyStoppingValidation
 
     if drop is not None:
-        monkeypatch.setattr(EarlyStoppingValidation, "drop_after_best", lambda self: drop)
+        monkeypatch.setattr(EarlyStoppingValidation, "drop_after_best", lambda self, epochs=None: drop)
     args = (planted["lm"], planted["train"], planted["fit"], planted["holdout"], SMALL)
     result = two_tower.train_two_tower(*args, replace(FAST, refit="auto"))
     mode = result.refit.split(":")[0]
     assert mode == ("continue" if drop is None else "full"), result.refit
+    assert drop is not None or "within the noise" in result.refit
     refits = [e for e in result.history if e["phase"] == "refit"]
     assert len(refits) == (result.best_epoch if mode == "full" else 1)
     first = result.model.state_dict()
     pinned = two_tower.train_two_tower(*args, replace(FAST, refit=mode))
     assert all(torch.equal(first[name], pinned.model.state_dict()[name]) for name in first)
+
+
+def test_a_pass_the_budget_cut_is_not_read_as_a_drop(planted):
+    """With a budget that ends the first validation pass mid-way, that pass is marked partial,
+    nothing is measured past the best epoch, and "auto" keeps one more pass."""
+    args = (planted["lm"], planted["train"], planted["fit"], planted["holdout"], SMALL)
+    result = two_tower.train_two_tower(*args, replace(FAST, refit="auto", max_train_seconds=0.01))
+    validation = [e for e in result.history if e["phase"] == "validation"]
+    assert len(validation) == 1 and validation[0]["partial"]
+    assert result.refit.startswith("continue: the best epoch was the last one trained")
 
 
 def test_unknown_refit_kinds_are_refused():

@@ -50,6 +50,7 @@ class EarlyStoppingValidation:
         self.depth = max(K, depth) if len(self.listed) else K
         self.first_half = np.random.default_rng(seed).random(len(self.rows)) < 0.5
         self.best = {True: -np.inf, False: -np.inf}           # each half's best figure so far
+        self.best_epoch = {True: -1, False: -1}               # and the epoch (0-based) it came from
         self.lists = np.full((len(self.listed), self.depth), -1, dtype=np.int64)
         self.per_user: list[np.ndarray] = []                  # each epoch's Recall@50 per sampled user
 
@@ -67,12 +68,12 @@ class EarlyStoppingValidation:
         """One epoch's lists of the sampled users (rows in ``rows`` order): its Recall@50, and
         the listed users' lists kept where the other half's figure is its best so far."""
         per_user = recall_at_k(hit_matrix(lists[:, :K], self.relevant), self.counts, K)
-        self.per_user.append(per_user.astype(np.float32))
+        self.per_user.append(per_user)
         for half in (True, False):
             chosen_on = self.first_half == half
             figure = float(per_user[chosen_on].mean()) if chosen_on.any() else 0.0
             if figure > self.best[half]:  # the epoch this half would keep: the other half's lists
-                self.best[half] = figure
+                self.best[half], self.best_epoch[half] = figure, len(self.per_user) - 1
                 other = ~chosen_on[self.listed]
                 self.lists[other] = lists[self.listed[other]]
         return float(per_user.mean())
@@ -84,25 +85,24 @@ class EarlyStoppingValidation:
             return np.empty(0, dtype=np.int64), np.empty((0, self.depth), dtype=np.int64)
         return self.rows[self.listed], self.lists
 
-    def drop_after_best(self) -> tuple[float, float] | None:
+    def drop_after_best(self, epochs: int | None = None) -> tuple[float, float] | None:
         """(mean, one-sided 95% lower bound) of the validation Recall@50 lost from the best
         epoch to the next, cross-fitted as the lists are: each user's drop is read at the epoch
         the *other* half's figure keeps, so the best epoch's own luck does not count as a drop
-        (on the users it was chosen on, the epoch after a noisy peak always looks worse). None
-        when either half's best epoch is the last one trained (a budget or ``max_epochs`` ended
-        the phase): nothing was measured past it."""
-        if not self.per_user or not len(self.rows):
+        (on the users it was chosen on, the epoch after a noisy peak always looks worse).
+        ``epochs``: how many of the epochs observed were whole passes (a time budget can cut the
+        last one short; a part of a pass says nothing about a whole one). None when a half is
+        empty (nothing to cross-fit on) or either half's best epoch is the last whole one (a
+        budget or ``max_epochs`` ended the phase): nothing was measured past it."""
+        whole = len(self.per_user) if epochs is None else min(epochs, len(self.per_user))
+        if not self.first_half.any() or self.first_half.all():
             return None
-        curves = np.stack(self.per_user)                        # epochs x sampled users
-        drops = np.empty(curves.shape[1])
+        drops = np.empty(len(self.rows))
         for half in (True, False):
-            other = self.first_half != half
-            if not other.any():  # one half is empty: each user is read at the whole sample's best
-                other = np.ones_like(other)
-            best = int(np.argmax(curves[:, other].mean(axis=1)))  # the first of equals, as training keeps
-            if best + 1 >= len(curves):
+            best = self.best_epoch[not half]  # the epoch the other half keeps
+            if best < 0 or best + 1 >= whole:
                 return None
             mine = self.first_half == half
-            drops[mine] = curves[best, mine] - curves[best + 1, mine]
+            drops[mine] = self.per_user[best][mine] - self.per_user[best + 1][mine]
         lower = float(np.quantile(bootstrap_means(drops, seed=self.seed), 1.0 - CONFIDENCE))
         return float(drops.mean()), lower

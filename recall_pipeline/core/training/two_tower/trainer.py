@@ -100,7 +100,8 @@ def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, ho
         tuned = _fit(lm_vectors, fit, architecture, training, None, validate, log, "validation", lm_top,
                      half_way if refit else end)
         tuned.validation_model, tuned.cross_fitted = tuned.model, validate.cross_fitted()
-        mode, why = refit_plan(training, validate.drop_after_best(), tuned, len(train.target_examples()) /
+        whole = sum(1 for e in tuned.history if not e.get("partial"))
+        mode, why = refit_plan(training, validate.drop_after_best(whole), tuned, len(train.target_examples()) /
                                max(len(fit.target_examples()), 1), None if end is None else end - time.perf_counter())
         if not refit:
             tuned.served, tuned.refit = "validation", f"{mode}: {why}"
@@ -115,6 +116,7 @@ def train_two_tower(lm_vectors: np.ndarray, train: Sequences, fit: Sequences, ho
         # the budget cut the refit short (at L: 44 s of an epoch after the validation's 148 s):
         # serve the validated model rather than one that trained less and was never measured
         final.model, final.served = tuned.model, "validation"
+        why += "; the budget stopped it before its end, so the validated model serves"
     final.history = tuned.history + final.history
     final.best_epoch, final.best_validation_recall = tuned.best_epoch, tuned.best_validation_recall
     final.seconds += tuned.seconds
@@ -143,8 +145,8 @@ def refit_plan(training: TrainingSettings, drop: tuple[float, float] | None, tun
     measured = f"one epoch past the best lost {mean:+.4f} of validation Recall@50 (95% lower bound {lower:+.4f})"
     if lower <= 0:
         return "continue", f"{measured}: within the noise"
-    validation_epochs = [e for e in tuned.history if e.get("phase") == "validation"]
-    pace = validation_epochs[-1]["seconds"] / len(validation_epochs) if validation_epochs else 0.0
+    whole = [e for e in tuned.history if e.get("phase") == "validation" and not e.get("partial")]
+    pace = whole[-1]["seconds"] / len(whole) if whole else 0.0  # a part of a pass would understate it
     needed = pace * tuned.best_epoch * data_ratio
     if seconds_left is not None and needed > seconds_left:
         return "continue", f"{measured}, but a full refit (about {needed:.0f} s) would not fit the {seconds_left:.0f} s left"
@@ -166,6 +168,8 @@ def _fit(lm_vectors: np.ndarray, seq: Sequences, architecture: Architecture, tra
         loss = train_epoch(model, seq, optimizer, logq, generator, training, deadline)
         model.refresh_lm()
         entry = {"phase": phase, "epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started}
+        if deadline is not None and time.perf_counter() >= deadline:
+            entry["partial"] = True  # the pass may have stopped at the deadline, before its end
         if validate is not None:
             entry["validation_recall@50"] = recall = validate(model)
             if recall > result.best_validation_recall or best_state is None:
