@@ -24,14 +24,14 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recall_pipeline.core.evaluation.metrics import bootstrap_means, hit_matrix, recall_at_k, relevant_counts
+from recall_pipeline.core.evaluation.metrics import hit_matrix, recall_at_k, relevant_counts
 from recall_pipeline.core.recall.ranking import top_k_scored
+from recall_pipeline.core.recall.route_selection import paired_gain
 from recall_pipeline.core.training.two_tower.sequences import Sequences
 from recall_pipeline.core.training.two_tower.serving import dense_scorer
 from recall_pipeline.core.training.two_tower.towers import TwoTower
 
 K = 50
-CONFIDENCE = 0.95
 
 
 class EarlyStoppingValidation:
@@ -97,12 +97,11 @@ class EarlyStoppingValidation:
         whole = len(self.per_user) if epochs is None else min(epochs, len(self.per_user))
         if not self.first_half.any() or self.first_half.all():
             return None
-        drops = np.empty(len(self.rows))
+        at_best, next_epoch = np.empty(len(self.rows)), np.empty(len(self.rows))
         for half in (True, False):
             best = self.best_epoch[not half]  # the epoch the other half keeps
             if best < 0 or best + 1 >= whole:
                 return None
             mine = self.first_half == half
-            drops[mine] = self.per_user[best][mine] - self.per_user[best + 1][mine]
-        lower = float(np.quantile(bootstrap_means(drops, seed=self.seed), 1.0 - CONFIDENCE))
-        return float(drops.mean()), lower
+            at_best[mine], next_epoch[mine] = self.per_user[best][mine], self.per_user[best + 1][mine]
+        return paired_gain(at_best, next_epoch, self.seed)
